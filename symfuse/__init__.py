@@ -1,0 +1,30 @@
+"""symfuse: a symbolic deep-learning graph compiler.
+
+    import symfuse as sf
+    x = sf.tensor("x", (128, 784))
+    W = sf.shared(np.zeros((784, 10), np.float32), name="W")
+    loss = sf.log_softmax(x @ W).mean()
+    f = sf.function([x], loss, updates=[(W, W - 0.1 * sf.grad(loss, W))])
+"""
+from . import ir  # noqa: F401  (registers ops)
+from .errors import (  # noqa: F401
+    AxisError, CompileError, DeviceUnavailable, DTypeError, GradError, InputError, IRParseError,
+    ShapeError, SymfuseError, VerifyError,
+)
+from .ir.types import float16, float32, float64, int32, int64, bool_  # noqa: F401
+from .frontend.api import (  # noqa: F401
+    SharedVariable, abs, add, argmax, argmin, as_tensor, broadcast_to, cast, ceil, clip, concatenate,
+    constant, cos, divide, dot, equal, erf, exp, expand_dims, expm1, flatten, flip, floor, full, getitem,
+    grad, greater, greater_equal, less, less_equal, log, log1p, logical_and, logical_not, logical_or,
+    matmul, max, maximum, mean, min, minimum, multiply, negative, not_equal, ones, ones_like, pad, power,
+    prod, reciprocal, relu, reshape, round, rsqrt, shared, sigmoid, sign, sin, softplus, sqrt, square,
+    squeeze, stack, std, subtract, sum, tanh, tensor, transpose, var, where, zeros, zeros_like,
+)
+from .frontend.nn_api import (  # noqa: F401
+    avg_pool2d, conv2d, log_softmax, logsumexp, max_pool2d, one_hot, softmax,
+    softmax_cross_entropy, take,
+)
+from .frontend import random  # noqa: F401
+from .runtime.function import function  # noqa: F401
+
+__version__ = "0.1.0"

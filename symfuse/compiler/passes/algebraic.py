@@ -1,0 +1,1 @@
+"""Algebraic simplification rewrites (tag "simplify", some "fast_math")."""

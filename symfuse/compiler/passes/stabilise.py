@@ -1,0 +1,1 @@
+"""Numerical stabilisation rewrites (tag "stabilise")."""

@@ -1,0 +1,78 @@
+"""The pass pipeline: verify -> simplify+stabilise -> differentiate ->
+simplify+stabilise -> DCE, each stage timed into the CompileReport.
+
+Stabilisation runs *before* differentiation as well as after: the gradient of
+``log_softmax`` is stable, the gradient of ``log(softmax)`` is not, so the
+forward graph is put into its stable form before its VJPs are emitted.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..ir.core import Function
+from ..ir.verify import verify
+from .autodiff import differentiate
+from .passes import REWRITES, RewriteContext
+from .passes.basic import cse, dce, fold_constants
+from .passes.rewrite import apply_rewrites
+from .report import CompileReport
+
+MAX_ITERATIONS = 16
+
+
+@dataclass
+class Options:
+    optimize: bool = True
+    fast_math: bool = False
+    verify: bool = True
+    disabled: tuple = ()          # rewrite or pass names to skip
+    extra: dict = field(default_factory=dict)
+
+
+def _fixpoint(fn: Function, opts: Options, report: CompileReport, label: str) -> Function:
+    tags = ["simplify", "stabilise"] + (["fast_math"] if opts.fast_math else [])
+    table = REWRITES.table(include=tags)
+    if opts.disabled:
+        table = {k: [r for r in v if r.name not in opts.disabled] for k, v in table.items()}
+    passes = [("fold", fold_constants), ("rewrite", None), ("cse", cse)]
+    passes = [(n, p) for n, p in passes if n not in opts.disabled]
+    ctx = RewriteContext()
+    for it in range(MAX_ITERATIONS):
+        progress = False
+        for name, p in passes:
+            counts: Counter = Counter()
+            with report.stage(f"{label}.{name}", ops_before=len(fn.ops)) as st:
+                fn = apply_rewrites(fn, table, ctx, counts) if p is None else p(fn, counts)
+                st.ops_after = len(fn.ops)
+                st.rewrites = dict(counts)
+            progress |= bool(counts)
+        if not progress:
+            break
+    return fn
+
+
+def optimize(fn: Function, opts: Options | None = None, report: CompileReport | None = None) -> Function:
+    opts = opts or Options()
+    report = report or CompileReport(fn.name)
+    if opts.verify:
+        with report.stage("verify", ops_before=len(fn.ops), ops_after=len(fn.ops)):
+            verify(fn)
+    if opts.optimize:
+        fn = _fixpoint(fn, opts, report, "pre")
+    with report.stage("differentiate", ops_before=len(fn.ops)) as st:
+        stats: dict = {}
+        fn = differentiate(fn, stats)
+        st.ops_after = len(fn.ops)
+        st.rewrites = stats if stats.get("grad_ops_expanded") else {}
+    if opts.optimize:
+        fn = _fixpoint(fn, opts, report, "post")
+        counts: Counter = Counter()
+        with report.stage("dce", ops_before=len(fn.ops)) as st:
+            fn = dce(fn, counts)
+            st.ops_after = len(fn.ops)
+            st.rewrites = dict(counts)
+    if opts.verify:
+        with report.stage("verify", ops_before=len(fn.ops), ops_after=len(fn.ops)):
+            verify(fn)
+    return fn

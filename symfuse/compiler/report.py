@@ -1,0 +1,82 @@
+"""CompileReport: where compile time went, stage by stage, and what each pass did."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Stage:
+    name: str
+    start: float            # seconds since the report began
+    seconds: float
+    ops_before: int | None = None
+    ops_after: int | None = None
+    rewrites: dict = field(default_factory=dict)
+    note: str = ""
+
+
+class CompileReport:
+    def __init__(self, name: str = "main"):
+        self.name = name
+        self.t0 = time.perf_counter()
+        self.stages: list[Stage] = []
+        self.total_seconds = 0.0
+        self.info: dict = {}
+
+    @contextmanager
+    def stage(self, name: str, **kw):
+        st = Stage(name, time.perf_counter() - self.t0, 0.0, **kw)
+        t = time.perf_counter()
+        try:
+            yield st
+        finally:
+            st.seconds = time.perf_counter() - t
+            self.stages.append(st)
+
+    def finish(self):
+        self.total_seconds = time.perf_counter() - self.t0
+
+    # ---------------------------------------------------------------- views
+    def rewrite_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.stages:
+            for k, v in s.rewrites.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def table(self) -> str:
+        rows = [("stage", "ms", "ops", "rewrites")]
+        for s in self.stages:
+            ops = f"{s.ops_before}->{s.ops_after}" if s.ops_before is not None else ""
+            rw = sum(s.rewrites.values())
+            rows.append((s.name, f"{s.seconds * 1e3:.2f}", ops, str(rw) if rw else ""))
+        rows.append(("total", f"{self.total_seconds * 1e3:.2f}", "", ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [f"compile report for @{self.name}"]
+        for i, r in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+            if i == 0 or i == len(rows) - 2:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    __str__ = table
+
+    def __repr__(self):
+        return self.table()
+
+    def to_json(self) -> str:
+        return json.dumps({"function": self.name, "total_seconds": self.total_seconds,
+                           "stages": [asdict(s) for s in self.stages], "info": self.info}, indent=2)
+
+    def to_chrome_trace(self, path: str) -> None:
+        """Trace Event Format (chrome://tracing, Perfetto): one complete event per stage."""
+        events = [{"name": s.name, "ph": "X", "ts": s.start * 1e6, "dur": s.seconds * 1e6,
+                   "pid": os.getpid(), "tid": 0, "cat": "compile",
+                   "args": {"ops_before": s.ops_before, "ops_after": s.ops_after, **s.rewrites}}
+                  for s in self.stages]
+        with open(path, "w") as f:
+            json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, f)

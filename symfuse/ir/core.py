@@ -1,0 +1,339 @@
+"""SSA core: OpDef (what an op is), Op (one application), Value, Region, Function.
+
+The IR is an immutable DAG. A Value is defined once, by one Op (or it is a
+parameter). Passes never mutate: they build new Ops and map old Values to new
+ones. A Function is its parameters and results; its op list is derived by a
+deterministic topological sort, which doubles as dead-code elimination.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ShapeError, SymfuseError, VerifyError
+from .types import DType, TensorType
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ids = itertools.count()
+
+
+# --------------------------------------------------------------------------- locations
+class _LocState:
+    override: tuple | None = None
+
+
+_LOC = _LocState()
+
+
+def user_location() -> tuple[str, int] | None:
+    """(file, line) of the innermost frame outside the symfuse package."""
+    if _LOC.override is not None:
+        return _LOC.override
+    f = sys._getframe(2)
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+    return (f.f_code.co_filename, f.f_lineno) if f is not None else None
+
+
+class location:
+    """Context manager: ops built inside inherit ``loc`` (used by passes, so that
+    rewritten ops point at the user's line that produced the original)."""
+
+    __slots__ = ("loc", "prev")
+
+    def __init__(self, loc):
+        self.loc = loc
+
+    def __enter__(self):
+        self.prev = _LOC.override
+        _LOC.override = self.loc if self.loc is not None else ("<symfuse>", 0)
+        return self
+
+    def __exit__(self, *exc):
+        _LOC.override = self.prev
+        return False
+
+
+def format_loc(loc) -> str:
+    if not loc or loc[0] == "<symfuse>":
+        return ""
+    return f"{loc[0]}:{loc[1]}"
+
+
+# --------------------------------------------------------------------------- op definitions
+@dataclass
+class OpDef:
+    """Everything about one op, in one place.
+
+    infer(in_types, attrs) -> tuple of result TensorTypes. It may canonicalise
+        ``attrs`` in place (negative axes, defaults) and raises ShapeError /
+        DTypeError with a message naming operands and shapes.
+    ref(arrays, attrs) -> array or tuple of arrays: the numpy semantics.
+    vjp(op, cotangents) -> per-input cotangent Value or None (zero), written
+        with symfuse ops so the result is ordinary IR.
+    c_expr: for elementwise ops, the scalar C expression with ``{0}``, ``{1}``
+        for operands and ``{T}`` for the C scalar type of the result.
+    """
+
+    name: str
+    infer: Callable
+    ref: Callable
+    vjp: Callable | None = None
+    kind: str = "other"             # elementwise | reduce | shape | linalg | nn | random | special
+    attrs: dict = field(default_factory=dict)   # name -> default, printed in this order
+    c_expr: str | None = None
+    foldable: bool = True           # may constant-fold when all inputs are constants
+    commutative: bool = False
+    attrs_to_text: Callable | None = None    # (attrs) -> attrs for printing
+    attrs_from_text: Callable | None = None  # (attrs, out_types) -> attrs after parsing
+    doc: str = ""
+
+    def __repr__(self):
+        return f"OpDef({self.name})"
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in OPS:
+        raise ValueError(f"op {opdef.name!r} is already registered")
+    OPS[opdef.name] = opdef
+    return opdef
+
+
+def defop(name: str, **kw) -> OpDef:
+    return register(OpDef(name=name, **kw))
+
+
+def get_opdef(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise VerifyError(f"unknown op {name!r}") from None
+
+
+# --------------------------------------------------------------------------- values and ops
+class Value:
+    """An SSA value: defined once, by ``op`` (output ``index``), or a parameter."""
+
+    __slots__ = ("type", "op", "index", "name", "id", "__weakref__")
+    __array_priority__ = 1000  # numpy scalars defer to our operators
+
+    def __init__(self, type: TensorType, op: "Op | None" = None, index: int = 0, name: str | None = None):
+        self.type = type
+        self.op = op
+        self.index = index
+        self.name = name
+        self.id = next(_ids)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.type.shape)
+
+    @property
+    def size(self) -> int:
+        return self.type.size
+
+    def __len__(self):
+        if not self.type.shape:
+            raise TypeError("len() of a 0-d symbolic tensor")
+        return self.type.shape[0]
+
+    def __iter__(self):
+        raise TypeError("symbolic tensors are not iterable; index them with static indices")
+
+    def __bool__(self):
+        raise TypeError("the truth value of a symbolic tensor is unknown until it runs; "
+                        "use sf.where for data-dependent choices")
+
+    def __repr__(self):
+        what = self.op.opdef.name if self.op is not None else "param"
+        label = f" {self.name!r}" if self.name else ""
+        return f"<Value{label} {self.type} from {what}>"
+
+
+class Op:
+    """One application of an OpDef to input Values, producing output Values."""
+
+    __slots__ = ("opdef", "inputs", "attrs", "outputs", "regions", "loc", "_key")
+
+    def __init__(self, opdef: OpDef, inputs: Sequence[Value], attrs: dict,
+                 out_types: Sequence[TensorType], regions: Sequence["Region"] = (), loc=None):
+        self.opdef = opdef
+        self.inputs = tuple(inputs)
+        self.attrs = attrs
+        self.regions = tuple(regions)
+        self.loc = loc
+        self._key = None
+        self.outputs = tuple(Value(t, self, i) for i, t in enumerate(out_types))
+
+    @property
+    def name(self) -> str:
+        return self.opdef.name
+
+    def key(self):
+        """Structural identity for CSE: op, input identities, attributes."""
+        if self._key is None:
+            self._key = (self.opdef.name, tuple(v.id for v in self.inputs),
+                         attrs_key(self.attrs), tuple(id(r) for r in self.regions))
+        return self._key
+
+    def __repr__(self):
+        return f"<Op {self.opdef.name} {[str(v.type) for v in self.inputs]} -> {[str(v.type) for v in self.outputs]}>"
+
+
+def attrs_key(attrs: dict):
+    items = []
+    for k, v in attrs.items():
+        if isinstance(v, np.ndarray):
+            v = (v.dtype.str, v.shape, v.tobytes())
+        elif isinstance(v, float) and v != v:
+            v = "nan"
+        items.append((k, v))
+    return tuple(items)
+
+
+def _normalize_attr(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_normalize_attr(x) for x in v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def apply(opdef: OpDef | str, inputs: Sequence[Value], attrs: dict | None = None,
+          regions: Sequence["Region"] = (), loc=None):
+    """Type-check and build one op; returns its single output Value or a tuple."""
+    if isinstance(opdef, str):
+        opdef = get_opdef(opdef)
+    a = dict(opdef.attrs)
+    if attrs:
+        for k, v in attrs.items():
+            if k not in a:
+                raise VerifyError(f"{opdef.name}: unknown attribute {k!r}; "
+                                  f"known: {', '.join(a) or 'none'}")
+            a[k] = _normalize_attr(v)
+    for i, v in enumerate(inputs):
+        if not isinstance(v, Value):
+            raise TypeError(f"{opdef.name}: operand {i} is {type(v).__name__}, not a symbolic tensor")
+    if loc is None:
+        loc = user_location()
+    try:
+        out_types = opdef.infer(tuple(v.type for v in inputs), a)
+    except SymfuseError as e:
+        where = format_loc(loc)
+        raise type(e)(f"{opdef.name}: {e}" + (f" (at {where})" if where else "")) from None
+    op = Op(opdef, inputs, a, out_types, regions, loc)
+    return op.outputs[0] if len(op.outputs) == 1 else op.outputs
+
+
+def rebuild(op: Op, inputs: Sequence[Value]) -> Op:
+    """The same op applied to new inputs. Skips type inference when the input
+    types are unchanged (the common case in passes; types are interned)."""
+    if all(a.type is b.type for a, b in zip(inputs, op.inputs)):
+        return Op(op.opdef, inputs, op.attrs, [o.type for o in op.outputs], op.regions, op.loc)
+    with location(op.loc):
+        out = apply(op.opdef, inputs, dict(op.attrs), op.regions, op.loc)
+    return (out if isinstance(out, Value) else out[0]).op
+
+
+# --------------------------------------------------------------------------- functions
+def toposort(results: Sequence[Value], params: Sequence[Value] = (), allow_free: bool = False) -> list[Op]:
+    """Ops reachable from ``results``, each after its inputs; deterministic.
+
+    Iterative DFS (graphs of 10^4+ ops exceed Python's recursion limit). A
+    parameter-less value that is not in ``params`` is a free variable: error."""
+    order: list[Op] = []
+    done: set[int] = set()
+    param_ids = {id(p) for p in params}
+    for r in results:
+        op = r.op
+        if op is None:
+            if id(r) not in param_ids and not allow_free:
+                raise _free_variable(r)
+            continue
+        if id(op) in done or id(r) in param_ids:
+            continue
+        done.add(id(op))
+        stack = [(op, 0)]
+        while stack:
+            op, i = stack[-1]
+            if i < len(op.inputs):
+                stack[-1] = (op, i + 1)
+                v = op.inputs[i]
+                p = v.op
+                if id(v) in param_ids:
+                    continue
+                if p is None:
+                    if allow_free:
+                        continue
+                    raise _free_variable(v, op)
+                if id(p) not in done:
+                    done.add(id(p))
+                    stack.append((p, 0))
+            else:
+                stack.pop()
+                order.append(op)
+    return order
+
+
+def _free_variable(v: Value, user: Op | None = None) -> VerifyError:
+    where = f" used by {user.opdef.name}" if user is not None else ""
+    loc = format_loc(user.loc) if user is not None else ""
+    return VerifyError(f"value {v.name or '<unnamed>'} ({v.type}){where} is not a parameter of the "
+                       f"function: list it among the inputs" + (f" (at {loc})" if loc else ""))
+
+
+class Region:
+    """A nested body (block parameters, ops, yielded results) for control-flow ops."""
+
+    __slots__ = ("params", "results", "ops")
+
+    def __init__(self, params: Sequence[Value], results: Sequence[Value]):
+        self.params = tuple(params)
+        self.results = tuple(results)
+        self.ops = toposort(self.results, self.params)
+
+
+class Function(Region):
+    """A named SSA function: parameters in, results out."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, params: Sequence[Value], results: Sequence[Value], name: str = "main"):
+        super().__init__(params, results)
+        self.name = name
+
+    @property
+    def num_ops(self) -> int:
+        return len(self.ops)
+
+    def __str__(self):
+        from .printer import print_function
+        return print_function(self)
+
+    def __eq__(self, other):
+        return isinstance(other, Function) and str(self) == str(other)
+
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        return f"<Function @{self.name}: {len(self.params)} params, {len(self.ops)} ops, {len(self.results)} results>"

@@ -1,0 +1,202 @@
+"""Elementwise ops: one table row per op (type rule, numpy reference, VJP, C expression).
+
+Binary ops broadcast with numpy rules; operands must share a dtype (Python
+scalars are converted to the tensor's dtype by the API before they get here).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...errors import DTypeError
+from ..core import defop
+from ..types import as_dtype, bool_, tensor_type
+from ._rules import elementwise_type, require_float
+from ...frontend import api as F
+
+
+def _float_unary(types, attrs):
+    require_float(types[0])
+    return (types[0],)
+
+
+def _num_unary(types, attrs):
+    if types[0].dtype.is_bool:
+        raise DTypeError(f"operand must be numeric, got {types[0]}")
+    return (types[0],)
+
+
+def _num_binary(types, attrs):
+    out = elementwise_type(types)
+    if out[0].dtype.is_bool:
+        raise DTypeError(f"operands must be numeric, got {types[0]} and {types[1]}; cast booleans with .astype()")
+    return out
+
+
+def _float_binary(types, attrs):
+    out = elementwise_type(types)
+    require_float(out[0], "operands")
+    return out
+
+
+def _compare(types, attrs):
+    return elementwise_type(types, bool_)
+
+
+def _logical(types, attrs):
+    out = elementwise_type(types)
+    if not out[0].dtype.is_bool:
+        raise DTypeError(f"operands must be bool, got {types[0]} and {types[1]}")
+    return out
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x.copy()
+
+
+def _sign_ref(x):
+    return np.sign(x)
+
+
+# ---------------------------------------------------------------- unary table
+# name: (type rule, numpy reference, C expression, vjp(g, x, y) or None)
+UNARY = {
+    "neg": (_num_unary, np.negative, "(-{0})", lambda g, x, y: -g),
+    "exp": (_float_unary, np.exp, "exp({0})", lambda g, x, y: g * y),
+    "log": (_float_unary, np.log, "log({0})", lambda g, x, y: g / x),
+    "log1p": (_float_unary, np.log1p, "log1p({0})", lambda g, x, y: g / (x + 1)),
+    "expm1": (_float_unary, np.expm1, "expm1({0})", lambda g, x, y: g * (y + 1)),
+    "sqrt": (_float_unary, np.sqrt, "sqrt({0})", lambda g, x, y: g * 0.5 / y),
+    "rsqrt": (_float_unary, lambda x: 1 / np.sqrt(x), "(({T})1 / sqrt({0}))",
+              lambda g, x, y: g * (-0.5) * y / x),
+    "abs": (_num_unary, np.abs, "fabs({0})", lambda g, x, y: g * F.sign(x)),
+    "sign": (_num_unary, _sign_ref, "(({T})(({0} > 0) - ({0} < 0)))", None),
+    "reciprocal": (_float_unary, lambda x: 1 / x, "(({T})1 / {0})", lambda g, x, y: -(g * y * y)),
+    "tanh": (_float_unary, np.tanh, "tanh({0})", lambda g, x, y: g * (1 - y * y)),
+    "sigmoid": (_float_unary, lambda x: 1 / (1 + np.exp(-x)), "(({T})1 / (({T})1 + exp(-{0})))",
+                lambda g, x, y: g * y * (1 - y)),
+    "relu": (_num_unary, lambda x: np.maximum(x, 0), "({0} > ({T})0 ? {0} : ({T})0)",
+             lambda g, x, y: F.where(x > 0, g, F.zeros_like(g))),
+    "softplus": (_float_unary, lambda x: np.logaddexp(x, 0).astype(x.dtype),
+                 "(fmax({0}, ({T})0) + log1p(exp(-fabs({0}))))", lambda g, x, y: g * F.sigmoid(x)),
+    "erf": (_float_unary, _erf, "erf({0})",
+            lambda g, x, y: g * (2 / math.sqrt(math.pi)) * F.exp(-(x * x))),
+    "sin": (_float_unary, np.sin, "sin({0})", lambda g, x, y: g * F.cos(x)),
+    "cos": (_float_unary, np.cos, "cos({0})", lambda g, x, y: -(g * F.sin(x))),
+    "floor": (_float_unary, np.floor, "floor({0})", None),
+    "ceil": (_float_unary, np.ceil, "ceil({0})", None),
+    "round": (_float_unary, np.round, "nearbyint({0})", None),
+    "logical_not": (lambda t, a: (_bool_only(t[0]),), np.logical_not, "(!{0})", None),
+}
+
+
+def _bool_only(t):
+    if not t.dtype.is_bool:
+        raise DTypeError(f"operand must be bool, got {t}")
+    return t
+
+
+def _unary_vjp(rule):
+    def vjp(op, cts):
+        g = cts[0]
+        return [rule(g, op.inputs[0], op.outputs[0])]
+    return vjp
+
+
+for _name, (_infer, _ref, _c, _vjp) in UNARY.items():
+    defop(_name, kind="elementwise", infer=_infer,
+          ref=(lambda f: lambda xs, a: f(xs[0]))(_ref),
+          vjp=_unary_vjp(_vjp) if _vjp else None, c_expr=_c)
+
+
+# ---------------------------------------------------------------- binary table
+def _pow_ref(a, b):
+    with np.errstate(all="ignore"):
+        return np.power(a, b)
+
+
+BINARY = {
+    # name: (type rule, numpy ref, C expression, vjp(g, a, b, y) -> (ga, gb), commutative)
+    "add": (_num_binary, np.add, "({0} + {1})", lambda g, a, b, y: (g, g), True),
+    "sub": (_num_binary, np.subtract, "({0} - {1})", lambda g, a, b, y: (g, -g), False),
+    "mul": (_num_binary, np.multiply, "({0} * {1})", lambda g, a, b, y: (g * b, g * a), True),
+    "div": (_float_binary, np.divide, "({0} / {1})",
+            lambda g, a, b, y: (g / b, -(g * y / b)), False),
+    "pow": (_float_binary, _pow_ref, "pow({0}, {1})",
+            lambda g, a, b, y: (g * b * F.power(a, b - 1),
+                                g * F.where(a > 0, y * F.log(F.where(a > 0, a, F.ones_like(a))),
+                                            F.zeros_like(y))), False),
+    "maximum": (_num_binary, np.maximum, "({0} >= {1} ? {0} : {1})",
+                lambda g, a, b, y: (F.where(a >= b, g, F.zeros_like(g)),
+                                    F.where(a >= b, F.zeros_like(g), g)), True),
+    "minimum": (_num_binary, np.minimum, "({0} <= {1} ? {0} : {1})",
+                lambda g, a, b, y: (F.where(a <= b, g, F.zeros_like(g)),
+                                    F.where(a <= b, F.zeros_like(g), g)), True),
+    "lt": (_compare, np.less, "({0} < {1})", None, False),
+    "le": (_compare, np.less_equal, "({0} <= {1})", None, False),
+    "gt": (_compare, np.greater, "({0} > {1})", None, False),
+    "ge": (_compare, np.greater_equal, "({0} >= {1})", None, False),
+    "eq": (_compare, np.equal, "({0} == {1})", None, True),
+    "ne": (_compare, np.not_equal, "({0} != {1})", None, True),
+    "logical_and": (_logical, np.logical_and, "({0} && {1})", None, True),
+    "logical_or": (_logical, np.logical_or, "({0} || {1})", None, True),
+}
+
+
+def _binary_vjp(rule):
+    def vjp(op, cts):
+        a, b = op.inputs
+        ga, gb = rule(cts[0], a, b, op.outputs[0])
+        return [F.unbroadcast(ga, a.shape), F.unbroadcast(gb, b.shape)]
+    return vjp
+
+
+def _binary_ref(f):
+    def ref(xs, attrs):
+        out = f(xs[0], xs[1])
+        return out
+    return ref
+
+
+for _name, (_infer, _ref, _c, _vjp, _comm) in BINARY.items():
+    defop(_name, kind="elementwise", infer=_infer, ref=_binary_ref(_ref),
+          vjp=_binary_vjp(_vjp) if _vjp else None, c_expr=_c, commutative=_comm)
+
+
+# ---------------------------------------------------------------- where, cast
+def _where_infer(types, attrs):
+    c, a, b = types
+    if not c.dtype.is_bool:
+        raise DTypeError(f"condition must be bool, got {c}")
+    out = elementwise_type((a, b))[0]
+    from ._rules import broadcast
+    return (tensor_type(out.dtype, broadcast(types)),)
+
+
+def _where_vjp(op, cts):
+    c, a, b = op.inputs
+    g = cts[0]
+    z = F.zeros_like(g)
+    return [None, F.unbroadcast(F.where(c, g, z), a.shape), F.unbroadcast(F.where(c, z, g), b.shape)]
+
+
+defop("where", kind="elementwise", infer=_where_infer,
+      ref=lambda xs, a: np.where(xs[0], xs[1], xs[2]),
+      vjp=_where_vjp, c_expr="({0} ? {1} : {2})")
+
+
+def _cast_infer(types, attrs):
+    attrs["dtype"] = as_dtype(attrs["dtype"])
+    return (tensor_type(attrs["dtype"], types[0].shape),)
+
+
+def _cast_vjp(op, cts):
+    x = op.inputs[0]
+    if not (x.dtype.is_float and op.outputs[0].dtype.is_float):
+        return [None]
+    return [F.cast(cts[0], x.dtype)]
+
+
+defop("cast", kind="elementwise", infer=_cast_infer, attrs={"dtype": None},
+      ref=lambda xs, a: xs[0].astype(a["dtype"].np), vjp=_cast_vjp, c_expr="(({T}){0})")

@@ -1,0 +1,89 @@
+"""Reductions over static axes (axis tuple canonicalised, keepdims flag)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import DTypeError
+from ..core import defop
+from ..types import int32, tensor_type
+from ._rules import norm_axes, norm_axis, reduced_shape
+from ...frontend import api as F
+
+
+def _reduce_infer(types, attrs):
+    (t,) = types
+    if t.dtype.is_bool:
+        raise DTypeError(f"cannot reduce a bool tensor {t}; cast it first")
+    attrs["axis"] = norm_axes(attrs["axis"], t.ndim, t)
+    attrs["keepdims"] = bool(attrs["keepdims"])
+    return (tensor_type(t.dtype, reduced_shape(t.shape, attrs["axis"], attrs["keepdims"])),)
+
+
+def _keep(g, op):
+    """Reshape a reduction's cotangent to keepdims form, then broadcast to the input."""
+    x = op.inputs[0]
+    shape = reduced_shape(x.shape, op.attrs["axis"], True)
+    return F.broadcast_to(F.reshape(g, shape), x.shape)
+
+
+def _sum_vjp(op, cts):
+    return [_keep(cts[0], op)]
+
+
+def _extreme_vjp(op, cts):
+    # Theano semantics: every tied maximum receives the full cotangent.
+    x = op.inputs[0]
+    y = _keep(op.outputs[0], op)
+    g = _keep(cts[0], op)
+    return [F.where(F.equal(x, y), g, F.zeros_like(g))]
+
+
+def _prod_vjp(op, cts):
+    # y / x is undefined where x == 0; documented limitation (as in Theano's default).
+    x = op.inputs[0]
+    return [_keep(cts[0], op) * _keep(op.outputs[0], op) / x]
+
+
+def _reducer(f):
+    def ref(xs, a):
+        x = xs[0]
+        return np.asarray(f(x, axis=a["axis"], keepdims=a["keepdims"]), dtype=x.dtype)
+    return ref
+
+
+REDUCTIONS = {
+    "sum": (np.sum, _sum_vjp, "+"),
+    "prod": (np.prod, _prod_vjp, "*"),
+    "max": (np.max, _extreme_vjp, "max"),
+    "min": (np.min, _extreme_vjp, "min"),
+}
+
+for _name, (_f, _vjp, _combine) in REDUCTIONS.items():
+    defop(_name, kind="reduce", infer=_reduce_infer, ref=_reducer(_f), vjp=_vjp,
+          attrs={"axis": None, "keepdims": False}, c_expr=_combine)
+
+
+def _arg_infer(types, attrs):
+    (t,) = types
+    if t.dtype.is_bool:
+        raise DTypeError(f"cannot take argmax/argmin of a bool tensor {t}")
+    if attrs["axis"] is None:
+        shape = (1,) * t.ndim if attrs["keepdims"] else ()
+    else:
+        ax = attrs["axis"] = norm_axis(attrs["axis"], t.ndim, t)
+        shape = reduced_shape(t.shape, (ax,), attrs["keepdims"])
+    if t.size == 0:
+        raise DTypeError(f"argmax/argmin of an empty tensor {t}")
+    return (tensor_type(int32, shape),)
+
+
+def _arg_ref(f):
+    def ref(xs, a):
+        return np.asarray(f(xs[0], axis=a["axis"], keepdims=a["keepdims"]), dtype=np.int32)
+    return ref
+
+
+defop("argmax", kind="reduce", infer=_arg_infer, ref=_arg_ref(np.argmax),
+      attrs={"axis": None, "keepdims": False})
+defop("argmin", kind="reduce", infer=_arg_infer, ref=_arg_ref(np.argmin),
+      attrs={"axis": None, "keepdims": False})

@@ -1,0 +1,141 @@
+"""Tensor types: a dtype and a static shape.
+
+Types are small frozen values; they are interned so that type equality in hot
+passes is usually an identity check.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import DTypeError
+
+
+@dataclass(frozen=True)
+class DType:
+    name: str          # numpy name: "float32"
+    short: str         # IR spelling: "f32"
+    kind: str          # "f" float, "i" signed int, "u" unsigned int, "b" bool
+    bits: int
+    c_type: str        # scalar type in generated C/CUDA
+
+    @property
+    def np(self) -> np.dtype:
+        return np.dtype(self.name)
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind == "f"
+
+    @property
+    def is_int(self) -> bool:
+        return self.kind in "iu"
+
+    @property
+    def is_bool(self) -> bool:
+        return self.kind == "b"
+
+    @property
+    def itemsize(self) -> int:
+        return max(1, self.bits // 8)
+
+    def __repr__(self) -> str:
+        return self.name
+
+    __str__ = __repr__
+
+
+DTYPES: dict[str, DType] = {}
+for _d in (
+    DType("float16", "f16", "f", 16, "half"),
+    DType("float32", "f32", "f", 32, "float"),
+    DType("float64", "f64", "f", 64, "double"),
+    DType("int8", "i8", "i", 8, "int8_t"),
+    DType("int16", "i16", "i", 16, "int16_t"),
+    DType("int32", "i32", "i", 32, "int32_t"),
+    DType("int64", "i64", "i", 64, "int64_t"),
+    DType("uint8", "u8", "u", 8, "uint8_t"),
+    DType("uint32", "u32", "u", 32, "uint32_t"),
+    DType("uint64", "u64", "u", 64, "uint64_t"),
+    DType("bool", "i1", "b", 8, "bool"),
+):
+    DTYPES[_d.name] = _d
+    DTYPES[_d.short] = _d
+
+float16, float32, float64 = DTYPES["float16"], DTYPES["float32"], DTYPES["float64"]
+int32, int64, uint32, bool_ = DTYPES["int32"], DTYPES["int64"], DTYPES["uint32"], DTYPES["bool"]
+
+
+def as_dtype(d) -> DType:
+    """Accept a DType, a name ("float32"/"f32"), a numpy dtype or a Python type."""
+    if isinstance(d, DType):
+        return d
+    if isinstance(d, str) and d in DTYPES:
+        return DTYPES[d]
+    try:
+        name = np.dtype(d).name
+    except TypeError:
+        name = None
+    if name in DTYPES:
+        return DTYPES[name]
+    raise DTypeError(f"unsupported dtype {d!r}; supported: "
+                     + ", ".join(sorted({t.name for t in DTYPES.values()})))
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: DType
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __str__(self) -> str:
+        return f"{self.dtype.short}[{','.join(map(str, self.shape))}]"
+
+    __repr__ = __str__
+
+
+def tensor_type(dtype, shape) -> TensorType:
+    """Interned constructor: the same (dtype, shape) gives the same object."""
+    return _interned(dtype if isinstance(dtype, DType) else as_dtype(dtype), tuple(int(s) for s in shape))
+
+
+@lru_cache(maxsize=None)
+def _interned(dtype: DType, shape: tuple) -> TensorType:
+    return TensorType(dtype, shape)
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """numpy broadcasting of static shapes; None when they do not broadcast."""
+    nd = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(nd):
+        dim = 1
+        for s in shapes:
+            k = i - (nd - len(s))
+            if k < 0:
+                continue
+            d = s[k]
+            if d == 1:
+                continue
+            if dim == 1:
+                dim = d
+            elif d != dim:
+                return None
+        out.append(dim)
+    return tuple(out)

@@ -1,0 +1,42 @@
+"""Verifier: SSA dominance, registered ops, and re-inferred result types."""
+from __future__ import annotations
+
+from ..errors import SymfuseError, VerifyError
+from .core import OPS, Region, format_loc
+
+
+def verify(fn: Region) -> None:
+    defined: set[int] = {id(p) for p in fn.params}
+    _verify_region(fn, defined)
+
+
+def _verify_region(region: Region, defined: set[int]) -> None:
+    for n, op in enumerate(region.ops):
+        where = f"op #{n} ({op.opdef.name}{', at ' + format_loc(op.loc) if format_loc(op.loc) else ''})"
+        if OPS.get(op.opdef.name) is not op.opdef:
+            raise VerifyError(f"{where}: op {op.opdef.name!r} is not registered")
+        for i, v in enumerate(op.inputs):
+            if id(v) not in defined:
+                raise VerifyError(f"{where}: operand {i} ({v.type}) is used before it is defined")
+        for r in op.regions:
+            inner = set(defined)
+            inner.update(id(p) for p in r.params)
+            _verify_region(r, inner)
+            for v in r.results:
+                if id(v) not in inner:
+                    raise VerifyError(f"{where}: region yields an undefined value")
+        try:
+            types = op.opdef.infer(tuple(v.type for v in op.inputs), dict(op.attrs))
+        except SymfuseError as e:
+            raise VerifyError(f"{where}: {e}") from None
+        got = tuple(o.type for o in op.outputs)
+        if tuple(types) != got:
+            raise VerifyError(f"{where}: result types {', '.join(map(str, got))} differ from the "
+                              f"op's rule {', '.join(map(str, types))}")
+        for o in op.outputs:
+            if id(o) in defined:
+                raise VerifyError(f"{where}: value defined twice")
+            defined.add(id(o))
+    for i, v in enumerate(region.results):
+        if id(v) not in defined:
+            raise VerifyError(f"result {i} ({v.type}) is not defined in the function")

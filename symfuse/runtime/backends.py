@@ -1,0 +1,35 @@
+"""Backend registry: ``device=`` names map to backends that compile an optimised Function.
+
+A backend has ``name``, ``available()`` and ``compile(fn, options, report)``
+returning ``run(list_of_arrays) -> list_of_arrays``. Later backends register
+here; ``device=None`` takes the first available backend in DEFAULT_ORDER.
+"""
+from __future__ import annotations
+
+from ..errors import DeviceUnavailable
+from .interp import InterpBackend
+
+BACKENDS: dict[str, object] = {}
+DEFAULT_ORDER = ["cpu", "interp"]
+
+
+def register_backend(backend) -> None:
+    BACKENDS[backend.name] = backend
+
+
+def get_backend(device: str | None):
+    if device is None:
+        for name in DEFAULT_ORDER:
+            b = BACKENDS.get(name)
+            if b is not None and b.available():
+                return b
+        raise DeviceUnavailable("no backend is available")
+    b = BACKENDS.get(device)
+    if b is None:
+        raise DeviceUnavailable(f"unknown device {device!r}; known: {', '.join(sorted(BACKENDS))}")
+    if not b.available():
+        raise DeviceUnavailable(f"device {device!r} is not available here; use device='interp'")
+    return b
+
+
+register_backend(InterpBackend())

@@ -1,0 +1,180 @@
+"""``sf.function``: build an SSA Function from the user's graph, optimise it,
+hand it to a backend, and wrap the result in a callable Executable."""
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import numpy as np
+
+from ..compiler.pipeline import Options, optimize
+from ..compiler.report import CompileReport
+from ..errors import DTypeError, InputError, ShapeError
+from ..frontend.api import SharedVariable, as_tensor
+from ..ir.core import Function, Value, format_loc, user_location
+from ..ir.printer import print_function
+from .backends import get_backend
+
+
+def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | None = None,
+             name: str = "main", optimize_graph: bool = True, fast_math: bool = False, **options):
+    """Compile ``inputs -> outputs`` (plus shared-variable ``updates``) into a callable.
+
+    Updates are ``(shared, expression)`` pairs or a dict; all expressions see the
+    values from before the call, and are written after the outputs are computed."""
+    report = CompileReport(name)
+    where = format_loc(user_location())
+    at = f" (at {where})" if where else ""
+    with report.stage("build graph") as st:
+        inputs = list(inputs) if not isinstance(inputs, Value) else [inputs]
+        seen_inputs: set[int] = set()
+        for i, v in enumerate(inputs):
+            if not isinstance(v, Value) or v.op is not None or isinstance(v, SharedVariable):
+                raise InputError(f"function: input {i} must be a symbolic tensor made by sf.tensor, "
+                                 f"got {v!r}{at}")
+            if id(v) in seen_inputs:
+                raise InputError(f"function: input {i} ({v.name}) is listed twice{at}")
+            seen_inputs.add(id(v))
+        single = outputs is not None and not isinstance(outputs, (list, tuple))
+        outs = [] if outputs is None else ([outputs] if single else list(outputs))
+        outs = [as_tensor(o) for o in outs]
+        ups = _normalize_updates(updates, at)
+        params, shared = _collect_params(inputs, outs + [e for _, e in ups], at)
+        # default updates (e.g. random stream counters) of shared variables in use
+        updated = {id(s) for s, _ in ups}
+        for s in shared:
+            if s.default_update is not None and id(s) not in updated:
+                ups.append((s, s.default_update))
+        if len(ups) > len({id(s) for s, _ in ups}):
+            pass
+        params, shared = _collect_params(inputs, outs + [e for _, e in ups], at)
+        fn = Function(params, outs + [e for _, e in ups], name)
+        st.ops_before = st.ops_after = len(fn.ops)
+    backend = get_backend(device)
+    opts = Options(optimize=optimize_graph, fast_math=fast_math, extra=options)
+    optimized = optimize(fn, opts, report)
+    run = backend.compile(optimized, options, report)
+    report.finish()
+    return Executable(inputs, shared, outs, ups, single, fn, optimized, run, report, backend.name)
+
+
+def _normalize_updates(updates, at):
+    if updates is None:
+        return []
+    items = list(updates.items()) if isinstance(updates, dict) else list(updates)
+    out, seen = [], set()
+    for k, pair in enumerate(items):
+        try:
+            s, e = pair
+        except (TypeError, ValueError):
+            raise InputError(f"function: update {k} must be a (shared, expression) pair{at}") from None
+        if not isinstance(s, SharedVariable):
+            raise InputError(f"function: update {k} targets {s!r}, which is not a shared variable{at}")
+        if id(s) in seen:
+            raise InputError(f"function: shared variable {s.name or '<unnamed>'} is updated twice{at}")
+        seen.add(id(s))
+        e = as_tensor(e, s)
+        if e.type.shape != s.type.shape:
+            raise ShapeError(f"function: update of {s.name or 'shared'} {s.type} has shape {e.type}{at}")
+        if e.type.dtype is not s.type.dtype:
+            raise DTypeError(f"function: update of {s.name or 'shared'} {s.type} has dtype "
+                             f"{e.type.dtype}; cast it with .astype('{s.type.dtype}'){at}")
+        out.append((s, e))
+    return out
+
+
+def _collect_params(inputs, results, at):
+    """Inputs first, then shared variables in order of first use; any other
+    leaf the graph depends on is an input the user forgot to list."""
+    known = {id(v) for v in inputs}
+    shared: list[SharedVariable] = []
+    seen: set[int] = set()
+    stack = list(reversed(results))
+    order = []
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if v.op is None:
+            order.append(v)
+        else:
+            stack.extend(reversed(v.op.inputs))
+    for v in order:
+        if id(v) in known:
+            continue
+        if isinstance(v, SharedVariable):
+            shared.append(v)
+            known.add(id(v))
+        else:
+            raise InputError(f"function: the outputs depend on input {v.name or '<unnamed>'} {v.type}, "
+                             f"which is not in the inputs list{at}")
+    return list(inputs) + shared, shared
+
+
+class Executable:
+    """A compiled function: call it with arrays; inspect ``ir()`` and ``report``."""
+
+    def __init__(self, inputs, shared, outputs, updates, single, source_fn, fn, run, report, device):
+        self.inputs = inputs
+        self.shared = shared
+        self.outputs = outputs
+        self.updates = updates
+        self._single = single
+        self.source_function = source_fn      # as built from the user's graph (grad ops unexpanded)
+        self.function = fn                    # after the pass pipeline
+        self._run = run
+        self.report = report
+        self.device = device
+        self._nout = len(outputs)
+        self._names = [v.name for v in inputs]
+
+    def ir(self, locations: bool = False) -> str:
+        """The optimised function as SSA text."""
+        return print_function(self.function, locations)
+
+    def _check(self, i, v, a):
+        t = v.type
+        label = f"argument {i} ({v.name!r})"
+        if isinstance(a, np.ndarray):
+            if a.dtype != t.dtype.np:
+                raise InputError(f"{label}: expected dtype {t.dtype} {t}, got {a.dtype} array of shape "
+                                 f"{a.shape}; convert it with .astype(np.{t.dtype})")
+        else:
+            try:
+                arr = np.asarray(a)
+            except Exception:
+                raise InputError(f"{label}: expected {t}, got {type(a).__name__}") from None
+            if arr.dtype == object or not np.can_cast(arr.dtype, t.dtype.np, casting="same_kind"):
+                raise InputError(f"{label}: expected {t}, got {type(a).__name__} of dtype {arr.dtype}")
+            a = arr.astype(t.dtype.np)
+        if a.shape != t.shape:
+            raise InputError(f"{label}: expected shape {t.shape} ({t}), got {a.shape}")
+        return a
+
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            args = list(args)
+            for k, val in kwargs.items():
+                if k not in self._names:
+                    raise InputError(f"unexpected keyword argument {k!r}; inputs are {self._names}")
+                idx = self._names.index(k)
+                if idx < len(args):
+                    raise InputError(f"argument {k!r} given twice")
+                args.extend([None] * (idx + 1 - len(args)))
+                args[idx] = val
+        if len(args) != len(self.inputs):
+            raise InputError(f"expected {len(self.inputs)} argument(s) {self._names}, got {len(args)}")
+        arrays = [self._check(i, v, a) for i, (v, a) in enumerate(zip(self.inputs, args))]
+        arrays += [s._value for s in self.shared]
+        results = self._run(arrays)
+        for (s, _), val in zip(self.updates, results[self._nout:]):
+            s._value = np.array(val, dtype=s.type.dtype.np, copy=True)
+        outs = [np.array(r, copy=True) for r in results[:self._nout]]
+        if self._single:
+            return outs[0]
+        return outs
+
+    def __repr__(self):
+        return (f"<symfuse function @{self.function.name} on {self.device}: {len(self.inputs)} inputs, "
+                f"{self._nout} outputs, {len(self.updates)} updates, {len(self.function.ops)} ops>")
