@@ -66,9 +66,14 @@ def cse(fn: Function, counts: Counter) -> Function:
         if new.opdef.commutative:
             key = (key[0], tuple(sorted(key[1])), key[2], key[3])
         if any(id(o) in pinned for o in new.outputs):
-            prev = None
-        else:
-            prev = seen.get(key)
+            # a pinned value is an independent variable of a pending grad: it neither
+            # merges into an equal op nor absorbs one (that would reroute the cost
+            # through it and change the gradient)
+            if new is not op:
+                for o, n in zip(op.outputs, new.outputs):
+                    subst[id(o)] = n
+            continue
+        prev = seen.get(key)
         if prev is not None:
             for o, p in zip(op.outputs, prev.outputs):
                 subst[id(o)] = p

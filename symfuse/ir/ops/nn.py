@@ -16,29 +16,27 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ...errors import DTypeError, ShapeError
+from ...errors import GradError, ShapeError
 from ..core import apply, defop
 from ..types import as_dtype, tensor_type
 from ._rules import norm_axis, reduced_shape, require_float, require_int, same_dtype
 from ...frontend import api as F
 from ...frontend import nn_api as NN
+from ...frontend.nn_api import pair
 
 
 # =========================================================================== helpers
-def pair(v, what: str, lo: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= lo, as a pair (shared with the API)."""
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        v = (v, v)
-    ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(
-        isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in v)
-    if not ok or min(v) < lo:
-        raise ShapeError(f"{what} must be an int >= {lo} or a pair of them, got {v!r}")
-    return (int(v[0]), int(v[1]))
-
-
 def _rank4(t, what):
     if t.ndim != 4:
-        raise ShapeError(f"{what} must be 4-D ({'NCHW' if what in ('x', 'g') else 'OIHW'}), got {t}")
+        raise ShapeError(f"{what} must be 4-D ({'OIHW' if what == 'w' else 'NCHW'}), got {t}")
+
+
+def _float4(types, names):
+    """Operands named by the letters of ``names``: all 4-D, one floating dtype."""
+    for t, what in zip(types, names):
+        _rank4(t, what)
+    same_dtype(types)
+    require_float(types[0], names[0])
 
 
 def _shape4(s, what):
@@ -111,16 +109,14 @@ def _conv_out_shape(xs, ws, a):
 
 def _conv_infer(types, a):
     x, w = types
-    _rank4(x, "x"), _rank4(w, "w")
-    require_float(same_dtype(types) and x, "x")
+    _float4(types, "xw")
     _conv_attrs(a)
     return (tensor_type(x.dtype, _conv_out_shape(x.shape, w.shape, a)),)
 
 
 def _conv_grad_input_infer(types, a):
     g, w = types
-    _rank4(g, "g"), _rank4(w, "w")
-    require_float(same_dtype(types) and g, "g")
+    _float4(types, "gw")
     _conv_attrs(a)
     xs = a["input_shape"] = _shape4(a["input_shape"], "input_shape")
     if _conv_out_shape(xs, w.shape, a) != g.shape:
@@ -131,8 +127,7 @@ def _conv_grad_input_infer(types, a):
 
 def _conv_grad_weight_infer(types, a):
     x, g = types
-    _rank4(x, "x"), _rank4(g, "g")
-    require_float(same_dtype(types) and x, "x")
+    _float4(types, "xg")
     _conv_attrs(a)
     ws = a["weight_shape"] = _shape4(a["weight_shape"], "weight_shape")
     if _conv_out_shape(x.shape, ws, a) != g.shape:
@@ -257,9 +252,7 @@ def _pool_infer(types, a):
 
 def _max_pool_grad_infer(types, a):
     x, y, g = types
-    _rank4(x, "x")
-    same_dtype(types)
-    require_float(x, "x")
+    _float4(types, "xyg")
     _pool_attrs(a)
     out = _pool_out_shape(x.shape, a)
     if y.shape != out or g.shape != out:
@@ -326,6 +319,19 @@ def _max_pool_vjp(op, cts):
     return [apply("max_pool2d_grad", [op.inputs[0], op.outputs[0], cts[0]], _pool_only(op.attrs))]
 
 
+def _max_pool_grad_vjp(op, cts):
+    # Zero wrt x and y (piecewise constant); wrt g the adjoint gathers ct at each window's
+    # selected element. For disjoint windows that is kh*kw * avg_pool(mask * ct) with the
+    # 0/1 selection mask; overlapping windows would need an op of their own.
+    x, y, g = op.inputs
+    a = _pool_only(op.attrs)
+    if any(s < k for s, k in zip(a["stride"], a["kernel"])):
+        raise GradError(f"second derivatives through max_pool2d with overlapping windows (kernel "
+                        f"{a['kernel']}, stride {a['stride']}) are not supported")
+    mask = apply("max_pool2d_grad", [x, y, F.ones_like(g)], a)
+    return [None, None, apply("avg_pool2d", [mask * cts[0]], a) * float(a["kernel"][0] * a["kernel"][1])]
+
+
 def _avg_pool_vjp(op, cts):
     return [apply("avg_pool2d_grad", [cts[0]], {"input_shape": op.inputs[0].shape, **_pool_only(op.attrs)})]
 
@@ -337,9 +343,10 @@ def _avg_pool_grad_vjp(op, cts):
 defop("max_pool2d", kind="nn", attrs=dict(POOL_ATTRS), infer=_pool_infer, ref=_max_pool_ref,
       vjp=_max_pool_vjp, doc="Max over kernel windows; padding is -inf.")
 defop("max_pool2d_grad", kind="nn", attrs=dict(POOL_ATTRS), infer=_max_pool_grad_infer,
-      ref=_max_pool_grad_ref,
+      ref=_max_pool_grad_ref, vjp=_max_pool_grad_vjp,
       doc="Inputs x, y=max_pool2d(x), g: each window's g goes to the first maximal element of the "
-          "window in row-major order; overlapping windows accumulate. Not differentiable.")
+          "window in row-major order; overlapping windows accumulate. Differentiable wrt g only "
+          "for disjoint windows (stride >= kernel).")
 defop("avg_pool2d", kind="nn", attrs=dict(POOL_ATTRS), infer=_pool_infer, ref=_avg_pool_ref,
       vjp=_avg_pool_vjp, doc="Mean over kernel windows; padding counts as zeros (divisor = kernel area).")
 defop("avg_pool2d_grad", kind="nn", attrs={"input_shape": (), **POOL_ATTRS}, infer=_avg_pool_grad_infer,
@@ -492,9 +499,13 @@ def _take_grad_ref(xs, a):
     return out.reshape(pre + (n,) + post)
 
 
-defop("take", kind="nn", attrs={"axis": 0}, infer=_take_infer, ref=_take_ref,
-      vjp=lambda op, cts: [apply("take_grad", [cts[0], op.inputs[1]],
-                                 {"axis": op.attrs["axis"], "size": op.inputs[0].shape[op.attrs["axis"]]}), None],
+def _take_vjp(op, cts):
+    x, idx = op.inputs
+    ax = op.attrs["axis"]
+    return [apply("take_grad", [cts[0], idx], {"axis": ax, "size": x.shape[ax]}), None]
+
+
+defop("take", kind="nn", attrs={"axis": 0}, infer=_take_infer, ref=_take_ref, vjp=_take_vjp,
       doc="Gather along axis: out shape x.shape[:axis] + idx.shape + x.shape[axis+1:]. "
           "Negative indices count from the end, then indices are clamped into [0, n-1].")
 defop("take_grad", kind="nn", attrs={"axis": 0, "size": 1}, infer=_take_grad_infer, ref=_take_grad_ref,
@@ -522,5 +533,4 @@ def _one_hot_ref(xs, a):
 defop("one_hot", kind="nn", attrs={"depth": 1, "dtype": "float32"}, infer=_one_hot_infer, ref=_one_hot_ref,
       doc="out[..., k] = (idx == k); an index outside [0, depth) gives an all-zero row.")
 
-__all__ = ["pair", "conv2d_grad_input", "conv2d_grad_weight"]
-_ = DTypeError  # re-exported for callers that catch op errors by type
+__all__ = ["conv2d_grad_input", "conv2d_grad_weight"]
