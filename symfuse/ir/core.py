@@ -179,7 +179,10 @@ class Op:
         self.regions = tuple(regions)
         self.loc = loc
         self._key = None
-        self.outputs = tuple(Value(t, self, i) for i, t in enumerate(out_types))
+        if len(out_types) == 1:   # the common case, without a generator
+            self.outputs = (Value(out_types[0], self, 0),)
+        else:
+            self.outputs = tuple(Value(t, self, i) for i, t in enumerate(out_types))
 
     @property
     def name(self) -> str:
@@ -248,7 +251,10 @@ def apply(opdef: OpDef | str, inputs: Sequence[Value], attrs: dict | None = None
 def rebuild(op: Op, inputs: Sequence[Value]) -> Op:
     """The same op applied to new inputs. Skips type inference when the input
     types are unchanged (the common case in passes; types are interned)."""
-    if all(a.type is b.type for a, b in zip(inputs, op.inputs)):
+    for a, b in zip(inputs, op.inputs):   # a plain loop: this is the hottest line of every pass
+        if a.type is not b.type:
+            break
+    else:
         return Op(op.opdef, inputs, op.attrs, [o.type for o in op.outputs], op.regions, op.loc)
     with location(op.loc):
         out = apply(op.opdef, inputs, dict(op.attrs), op.regions, op.loc)
@@ -273,25 +279,24 @@ def toposort(results: Sequence[Value], params: Sequence[Value] = (), allow_free:
         if id(op) in done or id(r) in param_ids:
             continue
         done.add(id(op))
-        stack = [(op, 0)]
+        # parallel stacks of ops and of iterators over their inputs: resuming a
+        # partly consumed iterator is the cheapest DFS step in CPython
+        stack, its = [op], [iter(op.inputs)]
         while stack:
-            op, i = stack[-1]
-            if i < len(op.inputs):
-                stack[-1] = (op, i + 1)
-                v = op.inputs[i]
+            for v in its[-1]:
                 p = v.op
-                if id(v) in param_ids:
+                if p is None or id(v) in param_ids:
+                    if p is None and id(v) not in param_ids and not allow_free:
+                        raise _free_variable(v, stack[-1])
                     continue
-                if p is None:
-                    if allow_free:
-                        continue
-                    raise _free_variable(v, op)
                 if id(p) not in done:
                     done.add(id(p))
-                    stack.append((p, 0))
+                    stack.append(p)
+                    its.append(iter(p.inputs))
+                    break
             else:
-                stack.pop()
-                order.append(op)
+                its.pop()
+                order.append(stack.pop())
     return order
 
 

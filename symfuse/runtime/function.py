@@ -129,6 +129,16 @@ class Executable:
         self._nout = len(outputs)
         self._names = [v.name for v in inputs]
 
+    @property
+    def kernels(self) -> list:
+        """The generated kernels (KernelSpec: name, fused ops, source, sizes); empty on interp."""
+        return list(getattr(self._run, "kernels", []))
+
+    @property
+    def source(self) -> str | None:
+        """The generated translation unit, for backends that generate one."""
+        return getattr(self._run, "source", None)
+
     def ir(self, locations: bool = False) -> str:
         """The optimised function as SSA text."""
         return print_function(self.function, locations)

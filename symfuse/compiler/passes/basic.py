@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from operator import is_not
 
 import numpy as np
 
@@ -22,7 +23,7 @@ def fold_constants(fn: Function, counts: Counter) -> Function:
     for op in fn.ops:
         inputs = [subst.get(id(v), v) for v in op.inputs]
         new = op
-        if any(a is not b for a, b in zip(inputs, op.inputs)):
+        if any(map(is_not, inputs, op.inputs)):
             new = rebuild(op, inputs)
             changed = True
             _carry_pins(op, new, pinned)
@@ -58,7 +59,7 @@ def cse(fn: Function, counts: Counter) -> Function:
     for op in fn.ops:
         inputs = [subst.get(id(v), v) for v in op.inputs]
         new = op
-        if any(a is not b for a, b in zip(inputs, op.inputs)):
+        if any(map(is_not, inputs, op.inputs)):
             new = rebuild(op, inputs)
             changed = True
             _carry_pins(op, new, pinned)

@@ -13,6 +13,8 @@ cases such as NaN/inf or signed zeros; off by default).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from itertools import chain
+from operator import is_not
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -69,6 +71,7 @@ class RewriteContext:
     def __init__(self, pinned: set[int] | None = None, uses: Counter | None = None):
         self.pinned = pinned or set()
         self.uses = uses or Counter()
+        self._scalars: dict[int, tuple] = {}   # id(v) -> (v, scalar(v)); reset each sweep
 
     def producer(self, v: Value, *names: str) -> Op | None:
         op = v.op
@@ -93,6 +96,14 @@ class RewriteContext:
 
     def scalar(self, v: Value):
         """The single repeated value of a uniform constant, else None."""
+        hit = self._scalars.get(id(v))
+        if hit is not None and hit[0] is v:   # memo: rewrites ask about the same operand often
+            return hit[1]
+        s = self._scalar(v)
+        self._scalars[id(v)] = (v, s)         # holding v keeps its id from being reused
+        return s
+
+    def _scalar(self, v: Value):
         c = self.const_value(v)
         if c is None or c.size == 0:
             return None
@@ -109,19 +120,16 @@ class RewriteContext:
 def apply_rewrites(fn: Function, table: dict[str, list[Rewrite]], ctx: RewriteContext,
                    counts: Counter) -> Function:
     """One forward sweep: rebuild ops on rewritten inputs, then try the rewrites."""
-    uses = Counter()
-    for op in fn.ops:
-        for v in op.inputs:
-            uses[id(v)] += 1
-    for r in fn.results:
-        uses[id(r)] += 1
+    uses = Counter(map(id, chain.from_iterable([op.inputs for op in fn.ops])))  # C-level counting
+    uses.update(map(id, fn.results))
     ctx.uses = uses
     ctx.pinned = pinned_values(fn)
+    ctx._scalars = {}   # pinned values changed: constants are looked up afresh
     subst: dict[int, Value] = {}
     changed = False
     for op in fn.ops:
         inputs = [subst.get(id(v), v) for v in op.inputs]
-        if any(a is not b for a, b in zip(inputs, op.inputs)):
+        if any(map(is_not, inputs, op.inputs)):
             new = rebuild(op, inputs)
             changed = True
             _carry_pins(op, new, ctx.pinned)

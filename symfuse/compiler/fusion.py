@@ -1,0 +1,160 @@
+"""Fusion: partition an optimised Function into kernel groups in schedule order.
+
+Op classes come from ``OpDef.kind`` (no switching on op names):
+
+* pointwise — ``elementwise`` ops. Fused into the single group that consumes
+  them when they have the group's iteration size, so every fused value is
+  computed exactly once per output element (**no recomputation**: a producer
+  whose value would be needed at several positions per element — through a
+  broadcast, a slice or two different index maps — is materialised instead).
+* view — ``shape`` ops that only move data (reshape, transpose, broadcast_to,
+  slice, flip). Inside a group they become index arithmetic on the load of a
+  materialised buffer; on their own they are a copy kernel.
+* reduce — sum/prod/max/min: one kernel with its pointwise producers fused as
+  a prologue evaluated inside the reduction loop.
+* library — everything else (matmul, conv, pooling, row-wise softmax family,
+  gather, random, ...): one call into the C runtime library per op, chosen in
+  Python and emitted as a call with literal shapes.
+
+Kernel arguments are bounded by MAX_KERNEL_INPUTS: a group that would read
+more distinct buffers stops absorbing producers (C has no hard limit, CUDA's
+parameter space does).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from ..ir.core import Function, Op, Value
+
+MAX_KERNEL_INPUTS = 64
+VIEW_OPS = {"reshape", "transpose", "broadcast_to", "slice", "flip"}
+REDUCE_OPS = {"sum", "prod", "max", "min"}
+
+
+def op_class(op: Op) -> str:
+    k = op.opdef.kind
+    if k == "elementwise":
+        return "pointwise"
+    if k == "special" and op.opdef.name == "constant":
+        return "constant"
+    if k == "shape" and op.opdef.name in VIEW_OPS:
+        return "view"
+    if k == "reduce" and op.opdef.name in REDUCE_OPS:
+        return "reduce"
+    return "library"
+
+
+@dataclass
+class KernelGroup:
+    kind: str                       # pointwise | reduce | library
+    root: Op                        # the op whose output defines the iteration space
+    ops: list[Op] = field(default_factory=list)   # members in topological order
+    index: int = -1
+
+    @property
+    def outputs(self) -> list[Value]:
+        return list(self.root.outputs)
+
+    def member_ids(self) -> set[int]:
+        return {id(o) for o in self.ops}
+
+
+@dataclass
+class Partition:
+    groups: list[KernelGroup]          # schedule order
+    folded_views: set[int]             # ids of view ops folded into load index arithmetic
+    group_of: dict[int, KernelGroup]   # id(op) -> group
+
+
+def fuse(fn: Function) -> Partition:
+    users: dict[int, list[Op]] = {}
+    for op in fn.ops:
+        for v in op.inputs:
+            users.setdefault(id(v), []).append(op)
+    result_ids = {id(r) for r in fn.results}
+    group_of: dict[int, KernelGroup] = {}
+    folded: set[int] = set()
+    groups: list[KernelGroup] = []
+    for op in reversed(fn.ops):
+        cls = op_class(op)
+        if cls == "constant":
+            continue
+        out = op.outputs[0]
+        cons = users.get(id(out), [])
+        is_result = id(out) in result_ids
+        if cls == "view" and not is_result and cons and all(
+                id(c) in folded or (id(c) in group_of and group_of[id(c)].kind != "library") for c in cons):
+            folded.add(id(op))
+            continue
+        target = None
+        if cls == "pointwise" and not is_result and len(op.outputs) == 1 and cons:
+            gs = {id(group_of.get(id(c))) for c in cons}
+            if len(gs) == 1 and id(cons[0]) in group_of and _can_join(op, cons, group_of[id(cons[0])]):
+                target = group_of[id(cons[0])]
+        if target is None:
+            kind = {"pointwise": "pointwise", "view": "pointwise", "reduce": "reduce"}.get(cls, "library")
+            target = KernelGroup(kind, op)
+            groups.append(target)
+        target.ops.append(op)
+        group_of[id(op)] = target
+    groups.reverse()
+    for g in groups:
+        g.ops.reverse()
+    order = _schedule(groups, group_of, folded)
+    for i, g in enumerate(order):
+        g.index = i
+    return Partition(order, folded, group_of)
+
+
+def _space(g: KernelGroup) -> int:
+    """Number of points the group's loop visits per pass."""
+    if g.kind == "reduce":
+        return g.root.inputs[0].type.size
+    return g.root.outputs[0].type.size
+
+
+def _can_join(op: Op, consumers: list[Op], g: KernelGroup) -> bool:
+    if g.kind == "library":
+        return False
+    if op.outputs[0].type.size != _space(g):
+        return False  # broadcast into a larger space would recompute: materialise instead
+    for c in consumers:
+        if g.kind == "reduce" and c is g.root:
+            continue
+        if c.outputs[0].type.size != _space(g):
+            return False
+        for v in c.inputs:  # the consumer must read this operand without broadcasting
+            if v is op.outputs[0] and v.type.shape != c.outputs[0].type.shape:
+                return False
+    if len({id(v) for m in g.ops for v in m.inputs} | {id(v) for v in op.inputs}) > MAX_KERNEL_INPUTS:
+        return False
+    return True
+
+
+def _source_group(v: Value, group_of, folded):
+    """The group that materialises ``v`` (looking through folded views)."""
+    while v.op is not None and id(v.op) in folded:
+        v = v.op.inputs[0]
+    return group_of.get(id(v.op)) if v.op is not None else None
+
+
+def _schedule(groups, group_of, folded):
+    """Topological order of the group graph (networkx), stable w.r.t. op order.
+    Producers only join their sole consumer's group, so the graph is acyclic by
+    construction; ``lexicographical_topological_sort`` raises if that is ever broken."""
+    pos = {id(g): i for i, g in enumerate(groups)}
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(len(groups)))
+    for grp in groups:
+        for op in grp.ops:
+            for v in op.inputs:
+                src = _source_group(v, group_of, folded)
+                if src is not None and src is not grp:
+                    dag.add_edge(pos[id(src)], pos[id(grp)])
+    try:
+        order = list(nx.lexicographical_topological_sort(dag))
+    except nx.NetworkXUnfeasible:
+        raise AssertionError("fusion produced a cyclic group graph") from None
+    return [groups[i] for i in order]
