@@ -25,7 +25,7 @@ import os
 import pstats
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -108,8 +108,31 @@ def run_size(n: int, repeat: int, grad: bool):
                "iterations": sum(1 for s in f.report.stages if s.name.endswith(".fold"))}
         if best is None or res["pipeline"] < best["pipeline"]:
             best = res
-    # check the graph still computes (cheap sanity; interpreter)
+    best["steady_us_per_op"] = steady_state(f.function)
     return best
+
+
+def steady_state(fn: Function) -> dict:
+    """us/op of one sweep of each pass over the already-optimised function (no
+    rewrite fires, nothing is rebuilt): the per-op cost, independent of how many
+    fixpoint sweeps a graph happens to need."""
+    from symfuse.compiler.passes import REWRITES, RewriteContext
+    from symfuse.compiler.passes.basic import cse, fold_constants
+    from symfuse.compiler.passes.rewrite import apply_rewrites
+    from symfuse.ir.verify import verify
+    table = REWRITES.table(include=["simplify", "stabilise"])
+    jobs = {"verify": lambda: verify(fn), "fold": lambda: fold_constants(fn, Counter()),
+            "rewrite": lambda: apply_rewrites(fn, table, RewriteContext(), Counter()),
+            "cse": lambda: cse(fn, Counter()), "toposort": lambda: Function(fn.params, fn.results, fn.name)}
+    out = {}
+    for name, job in jobs.items():
+        t = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            job()
+            t.append(time.perf_counter() - t0)
+        out[name] = min(t) / len(fn.ops) * 1e6
+    return out
 
 
 def main(argv=None):
@@ -157,6 +180,11 @@ def main(argv=None):
             line += f"   per-op ratio vs {prev['ops']} ops: {ratio:.2f}"
         print(line)
         prev = r
+    print("\nsteady-state sweep over the optimised graph (us/op; flat across sizes = linear passes):")
+    names = list(next(iter(results.values()))["steady_us_per_op"])
+    print(f"  {'ops':>6}  " + "  ".join(f"{k:>9}" for k in names))
+    for r in results.values():
+        print(f"  {r['ops_after']:>6}  " + "  ".join(f"{r['steady_us_per_op'][k]:9.2f}" for k in names))
     big = results[max(results)]
     target = 1.0
     verdict = "OK" if big["pipeline"] < target else "SLOW"

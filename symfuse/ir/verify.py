@@ -5,12 +5,16 @@ from ..errors import SymfuseError, VerifyError
 from .core import OPS, Region, format_loc
 
 
-def verify(fn: Region) -> None:
+def verify(fn: Region, types: bool = True) -> None:
+    """Check dominance and registration; with ``types`` also re-run every op's
+    type rule. The compile pipeline passes ``types=False``: ops are built
+    through ``apply``/``rebuild``, which type-check on construction, and
+    re-inferring costs more than any other stage on large graphs."""
     defined: set[int] = {id(p) for p in fn.params}
-    _verify_region(fn, defined)
+    _verify_region(fn, defined, types)
 
 
-def _verify_region(region: Region, defined: set[int]) -> None:
+def _verify_region(region: Region, defined: set[int], types: bool = True) -> None:
     for n, op in enumerate(region.ops):
         where = f"op #{n} ({op.opdef.name}{', at ' + format_loc(op.loc) if format_loc(op.loc) else ''})"
         if OPS.get(op.opdef.name) is not op.opdef:
@@ -21,18 +25,24 @@ def _verify_region(region: Region, defined: set[int]) -> None:
         for r in op.regions:
             inner = set(defined)
             inner.update(id(p) for p in r.params)
-            _verify_region(r, inner)
+            _verify_region(r, inner, types)
             for v in r.results:
                 if id(v) not in inner:
                     raise VerifyError(f"{where}: region yields an undefined value")
+        if not types:
+            for o in op.outputs:
+                if id(o) in defined:
+                    raise VerifyError(f"{where}: value defined twice")
+                defined.add(id(o))
+            continue
         try:
-            types = op.opdef.infer(tuple(v.type for v in op.inputs), dict(op.attrs))
+            rule = op.opdef.infer(tuple(v.type for v in op.inputs), dict(op.attrs))
         except SymfuseError as e:
             raise VerifyError(f"{where}: {e}") from None
         got = tuple(o.type for o in op.outputs)
-        if tuple(types) != got:
+        if tuple(rule) != got:
             raise VerifyError(f"{where}: result types {', '.join(map(str, got))} differ from the "
-                              f"op's rule {', '.join(map(str, types))}")
+                              f"op's rule {', '.join(map(str, rule))}")
         for o in op.outputs:
             if id(o) in defined:
                 raise VerifyError(f"{where}: value defined twice")
