@@ -5,8 +5,10 @@ import pytest
 import symfuse as sf
 from symfuse.runtime.backends import BACKENDS
 
-pytestmark = pytest.mark.skipif("cpu" not in BACKENDS or not BACKENDS["cpu"].available(),
-                                reason="no C compiler")  # CI always has one: see .ci/run
+# The C backend is registered as device "cpu" once its runtime library, memory
+# planner and disk cache land (issue 3); until then these tests are collected but
+# do not run, and the session notes say so.
+pytestmark = pytest.mark.skipif("cpu" not in BACKENDS, reason="cpu backend not registered yet (issue 3)")
 
 
 def _agree(inputs, outs, args, rtol=1e-5, atol=1e-6, **kw):

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import ShapeError, SymfuseError, VerifyError
 from .types import DType, TensorType
 
-_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 _ids = itertools.count()
 
 
@@ -35,9 +35,20 @@ def user_location() -> tuple[str, int] | None:
     if _LOC.override is not None:
         return _LOC.override
     f = sys._getframe(2)
-    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+    while f is not None and _inside_package(f.f_code.co_filename):
         f = f.f_back
     return (f.f_code.co_filename, f.f_lineno) if f is not None else None
+
+
+_INSIDE: dict[str, bool] = {}
+
+
+def _inside_package(filename: str) -> bool:
+    """Memoised per file name: co_filename may be relative or unnormalised."""
+    r = _INSIDE.get(filename)
+    if r is None:
+        r = _INSIDE[filename] = os.path.realpath(filename).startswith(_PKG_DIR + os.sep)
+    return r
 
 
 class location:
