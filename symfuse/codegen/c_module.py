@@ -125,8 +125,8 @@ class _KernelBuilder:
             var = f"v{len(self.vars)}"
             self.vars[id(out)] = var
             self.stmts.append(f"const {T} {var} = ({T}){expr};")
-        else:  # a view op as a group root: a copy through the index map
-            self.vars[id(out)] = self.load(out, idx)
+        else:  # a view op as a group root: a copy through its index map
+            self.vars[id(out)] = self.load(op.inputs[0], VIEW_MAPS[op.opdef.name](idx, op))
 
 
 def _provenance(ops) -> list[str]:

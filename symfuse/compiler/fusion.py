@@ -121,6 +121,8 @@ def _can_join(op: Op, consumers: list[Op], g: KernelGroup) -> bool:
     if op.outputs[0].type.size != _space(g):
         return False  # broadcast into a larger space would recompute: materialise instead
     for c in consumers:
+        if op_class(c) == "view":
+            return False  # a view root copies through an index map: its input is a buffer
         if g.kind == "reduce" and c is g.root:
             continue
         if c.outputs[0].type.size != _space(g):

@@ -49,16 +49,27 @@ class CompileReport:
         return out
 
     def table(self) -> str:
-        rows = [("stage", "ms", "ops", "rewrites")]
+        """One row per stage name (fixpoint rounds of a pass are summed: ``x3``)."""
+        agg: dict[str, list] = {}
         for s in self.stages:
-            ops = f"{s.ops_before}->{s.ops_after}" if s.ops_before is not None else ""
-            rw = sum(s.rewrites.values())
-            rows.append((s.name, f"{s.seconds * 1e3:.2f}", ops, str(rw) if rw else ""))
-        rows.append(("total", f"{self.total_seconds * 1e3:.2f}", "", ""))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            row = agg.get(s.name)
+            if row is None:
+                agg[s.name] = [s.seconds, s.ops_before, s.ops_after, sum(s.rewrites.values()), 1, s.note]
+            else:
+                row[0] += s.seconds
+                row[2] = s.ops_after
+                row[3] += sum(s.rewrites.values())
+                row[4] += 1
+        rows = [("stage", "ms", "ops", "rewrites", "note")]
+        for name, (sec, b, a, rw, n, note) in agg.items():
+            ops = f"{b}->{a}" if b is not None else ""
+            rows.append((name + (f" x{n}" if n > 1 else ""), f"{sec * 1e3:.2f}", ops, str(rw) if rw else "", note))
+        rows.append(("total", f"{self.total_seconds * 1e3:.2f}", "", "", ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = [f"compile report for @{self.name}"]
         for i, r in enumerate(rows):
-            lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+            lines.append("  ".join(c.ljust(w) if j in (0, 4) else c.rjust(w)
+                                   for j, (c, w) in enumerate(zip(r, widths))).rstrip())
             if i == 0 or i == len(rows) - 2:
                 lines.append("  ".join("-" * w for w in widths))
         return "\n".join(lines)

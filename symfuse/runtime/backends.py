@@ -33,3 +33,11 @@ def get_backend(device: str | None):
 
 
 register_backend(InterpBackend())
+
+
+def _register_cpu():
+    from .cpu import CpuBackend
+    register_backend(CpuBackend())
+
+
+_register_cpu()

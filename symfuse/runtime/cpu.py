@@ -116,17 +116,21 @@ class CpuBackend:
         key = cache_key(source, ccver, " ".join(flags), VERSION, os.uname().machine)
         lib_dir = os.path.join(self.cache.root, "cpu-lib", key[:2])
         lib_path = os.path.join(lib_dir, key + ".so")
-        if os.path.exists(lib_path):
+        cache = self.cache
+        if cache.readable and os.path.exists(lib_path):
             try:
                 ctypes.CDLL(lib_path)
+                os.utime(lib_path)  # LRU for `prune`
                 return lib_path, True
             except OSError:
                 pass  # truncated or corrupt: rebuild below
-        try:
-            os.makedirs(lib_dir, mode=0o700, exist_ok=True)
-            writable = os.access(lib_dir, os.W_OK)
-        except OSError:
-            writable = False
+        writable = cache.enabled
+        if writable:
+            try:
+                os.makedirs(lib_dir, mode=0o700, exist_ok=True)
+                writable = os.access(lib_dir, os.W_OK)
+            except OSError:
+                writable = False
         work = lib_dir if writable else tempfile.mkdtemp(prefix="symfuse-")
         fd, src_path = tempfile.mkstemp(suffix=".c", prefix=name + "-", dir=work)
         with os.fdopen(fd, "w") as f:

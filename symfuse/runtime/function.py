@@ -50,12 +50,15 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
         params, shared = _collect_params(inputs, outs + [e for _, e in ups], at)
         fn = Function(params, outs + [e for _, e in ups], name)
         st.ops_before = st.ops_after = len(fn.ops)
-    backend = get_backend(device)
-    opts = Options(optimize=optimize_graph, fast_math=fast_math, extra=options)
+    with report.stage("select backend"):
+        backend = get_backend(device)
+        opts = Options(optimize=optimize_graph, fast_math=fast_math, extra=options)
     optimized = optimize(fn, opts, report)
     run = backend.compile(optimized, options, report)
+    with report.stage("wrap"):
+        exe = Executable(inputs, shared, outs, ups, single, fn, optimized, run, report, backend.name)
     report.finish()
-    return Executable(inputs, shared, outs, ups, single, fn, optimized, run, report, backend.name)
+    return exe
 
 
 def _normalize_updates(updates, at):

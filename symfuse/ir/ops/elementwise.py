@@ -71,7 +71,7 @@ UNARY = {
     "rsqrt": (_float_unary, lambda x: 1 / np.sqrt(x), "(({T})1 / sqrt({0}))",
               lambda g, x, y: g * (-0.5) * y / x),
     "abs": (_num_unary, np.abs, "fabs({0})", lambda g, x, y: g * F.sign(x)),
-    "sign": (_num_unary, _sign_ref, "(({T})(({0} > 0) - ({0} < 0)))", None),
+    "sign": (_num_unary, _sign_ref, "({0} != {0} ? {0} : ({T})(({0} > 0) - ({0} < 0)))", None),
     "reciprocal": (_float_unary, lambda x: 1 / x, "(({T})1 / {0})", lambda g, x, y: -(g * y * y)),
     "tanh": (_float_unary, np.tanh, "tanh({0})", lambda g, x, y: g * (1 - y * y)),
     "sigmoid": (_float_unary, lambda x: 1 / (1 + np.exp(-x)), "(({T})1 / (({T})1 + exp(-{0})))",

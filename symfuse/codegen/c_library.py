@@ -1,0 +1,466 @@
+"""Lowering table for the C runtime library (``symfuse/templates/c/runtime.h``).
+
+``LIBRARY[op_name](op, ins, outs, hints) -> str`` returns one C statement (a
+braced block when it needs several) that computes ``op`` by calling the runtime
+library. ``ins`` / ``outs`` are C expressions for the operand / result pointers,
+already of the right pointer type (``const float*`` ...). Every size and
+attribute is emitted as a literal taken from the op's static types and
+attributes, so gcc specialises the ``static`` library functions per call site.
+
+``hints`` is optional; only matmul reads it:
+    trans_a / trans_b: bool  -- the buffer passed for that operand holds the
+                               transpose of its last two axes (so that
+                               ``matmul(transpose(a), b)`` runs on a's buffer);
+    a_shape / b_shape: tuple -- the shapes of the buffers actually passed
+                               (pre-transpose); default: the op's input shapes.
+
+The translation unit must ``#include "runtime.h"`` (``INCLUDE_DIR``) and be
+linked with ``blas_link_flags()``; ``COMPILE_FLAGS`` are the flags it was
+tested with.
+"""
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+from typing import Callable
+
+INCLUDE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "c")
+RUNTIME_HEADER = os.path.join(INCLUDE_DIR, "runtime.h")
+COMPILE_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+REQUIRED_LIBS = ["scipy_openblas"]
+
+
+# GNU OpenMP threads spin ~0.3M iterations after each parallel region; on a small machine
+# they then compete with OpenBLAS's own threads in the next gemm (conv2d 32x64x32x32 3x3 on
+# 2 cores: 279 ms with the default, 50 ms with a short spin). libgomp reads this when it is
+# loaded, i.e. before the first compiled kernel library is opened; a user's value wins.
+OPENMP_ENV = {"GOMP_SPINCOUNT": "10000"}
+
+
+def configure_openmp_env() -> None:
+    for k, v in OPENMP_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+configure_openmp_env()
+
+
+@lru_cache(maxsize=None)
+def blas_lib_dir() -> str:
+    import scipy_openblas32 as s
+    return s.get_lib_dir()
+
+
+def blas_link_flags() -> list[str]:
+    """-L/-l/-rpath flags for OpenBLAS from the scipy-openblas32 wheel."""
+    import scipy_openblas32 as s
+    d = blas_lib_dir()
+    return [f"-L{d}", f"-l{s.get_library()}", f"-Wl,-rpath,{d}"]
+
+
+def c_type(dtype) -> str:
+    """C element type of a dtype (numpy bools are one byte: uint8_t)."""
+    if dtype.is_bool:
+        return "uint8_t"
+    if dtype.name == "float16":
+        return "_Float16"
+    return dtype.c_type
+
+
+def suffix(dtype) -> str:
+    """Function-name suffix of a dtype: its IR short name (bool -> u8)."""
+    return "u8" if dtype.is_bool else dtype.short
+
+
+NUMERIC = ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32", "uint64")
+
+
+def _numeric_sfx(dtype, op) -> str:
+    if dtype.name not in NUMERIC:
+        raise NotImplementedError(f"the C runtime has no {op.opdef.name} for {dtype}")
+    return dtype.short
+
+
+def _float_sfx(dtype, op) -> str:
+    if dtype.name not in ("float32", "float64"):
+        raise NotImplementedError(f"the C runtime implements {op.opdef.name} for float32/float64 only, got {dtype}")
+    return dtype.short
+
+
+def _lit(v) -> str:
+    return str(int(v))
+
+
+def _arr(xs) -> str:
+    xs = list(xs) or [0]
+    return "(const int64_t[]){" + ", ".join(_lit(x) for x in xs) + "}"
+
+
+def _float_lit(x, dtype) -> str:
+    f = float(x)
+    if math.isnan(f):
+        return "NAN"
+    if math.isinf(f):
+        return "INFINITY" if f > 0 else "(-INFINITY)"
+    return repr(f) + ("f" if dtype.name == "float32" else "")
+
+
+def _value_lit(x, dtype) -> str:
+    """A Python number converted to ``dtype`` as numpy's np.full would."""
+    if dtype.is_bool:
+        return "1" if x else "0"
+    if dtype.is_float:
+        return _float_lit(x, dtype)
+    return f"(({c_type(dtype)}){int(x)})"
+
+
+def _empty(op) -> bool:
+    return any(o.type.size == 0 for o in op.outputs)
+
+
+def _split(shape, axis):
+    """[outer, n, inner] view of ``shape`` around ``axis``."""
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+
+def _strides(shape):
+    out, acc = [], 1
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= s
+    return out[::-1]
+
+
+def _collapse(shape, *strides):
+    """Drop size-1 dims and merge adjacent dims that are contiguous in every stride
+    list: the same element mapping with fewer dims. Returns (shape, strides...)."""
+    dims = [(s, [st[d] for st in strides]) for d, s in enumerate(shape) if s != 1]
+    out: list = []
+    for s, st in dims:
+        if out:
+            ps, pst = out[-1]
+            if all(p == q * s for p, q in zip(pst, st)):
+                out[-1] = (ps * s, st)
+                continue
+        out.append((s, st))
+    return [s for s, _ in out], *[[st[k] for _, st in out] for k in range(len(strides))]
+
+
+EMPTY = "/* empty result: nothing to do */;"
+
+
+# =========================================================================== matmul
+def lower_matmul(op, ins, outs, hints) -> str:
+    a_t, b_t = op.inputs[0].type, op.inputs[1].type
+    ta, tb = bool(hints.get("trans_a", False)), bool(hints.get("trans_b", False))
+    a_shape = tuple(hints.get("a_shape") or a_t.shape)
+    b_shape = tuple(hints.get("b_shape") or b_t.shape)
+
+    def logical(shape, t):
+        return shape[:-2] + (shape[-1], shape[-2]) if t else shape
+
+    if logical(a_shape, ta) != a_t.shape or logical(b_shape, tb) != b_t.shape:
+        raise ValueError(f"matmul hints {hints} do not match operands {a_t} @ {b_t}")
+    if _empty(op):
+        return EMPTY
+    M, K = a_t.shape[-2:]
+    N = b_t.shape[-1]
+    batch = op.outputs[0].type.shape[:-2]
+    nbd = len(batch)
+
+    def batch_strides(shape):
+        bs = (1,) * (nbd - (len(shape) - 2)) + shape[:-2]
+        st = _strides(bs)
+        mat = shape[-2] * shape[-1]
+        return [0 if d == 1 else s * mat for d, s in zip(bs, st)]
+
+    bshape, ast, bst = _collapse(batch, batch_strides(a_shape), batch_strides(b_shape))
+    if len(bshape) == 1 and not ta and bst[0] == 0 and ast[0] == M * K:
+        M, bshape, ast, bst = M * bshape[0], [], [], []   # shared B: one gemm over all rows of A
+    sfx = _numeric_sfx(op.outputs[0].type.dtype, op)
+    return (f"sf_matmul_{sfx}({ins[0]}, {ins[1]}, {outs[0]}, {len(bshape)}, {_arr(bshape)}, {_arr(ast)}, "
+            f"{_arr(bst)}, {M}, {N}, {K}, {int(ta)}, {int(tb)});")
+
+
+# =========================================================================== softmax family
+def _rowwise(name):
+    def lower(op, ins, outs, hints) -> str:
+        x = op.inputs[0].type
+        if _empty(op) or x.size == 0:
+            return EMPTY
+        outer, n, inner = _split(x.shape, op.attrs["axis"])
+        sfx = _float_sfx(x.dtype, op)
+        args = ", ".join(ins + outs)
+        return f"sf_{name}_{sfx}({args}, {outer}, {n}, {inner});"
+    return lower
+
+
+# =========================================================================== convolution
+def _conv_args(xs, ws, ys, a) -> str:
+    n, c, h, w = xs
+    o, _, kh, kw = ws
+    ho, wo = ys[2:]
+    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+    return ", ".join(map(_lit, (n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, a["groups"], ho, wo)))
+
+
+def lower_conv2d(op, ins, outs, hints) -> str:
+    x, w = op.inputs
+    y = op.outputs[0]
+    if _empty(op):
+        return EMPTY
+    return (f"sf_conv2d_{_float_sfx(x.dtype, op)}({ins[0]}, {ins[1]}, {outs[0]}, "
+            f"{_conv_args(x.shape, w.shape, y.shape, op.attrs)});")
+
+
+def lower_conv2d_grad_input(op, ins, outs, hints) -> str:
+    g, w = op.inputs
+    if _empty(op):
+        return EMPTY
+    return (f"sf_conv2d_grad_input_{_float_sfx(g.dtype, op)}({ins[0]}, {ins[1]}, {outs[0]}, "
+            f"{_conv_args(op.attrs['input_shape'], w.shape, g.shape, op.attrs)});")
+
+
+def lower_conv2d_grad_weight(op, ins, outs, hints) -> str:
+    x, g = op.inputs
+    if _empty(op):
+        return EMPTY
+    return (f"sf_conv2d_grad_weight_{_float_sfx(x.dtype, op)}({ins[0]}, {ins[1]}, {outs[0]}, "
+            f"{_conv_args(x.shape, op.attrs['weight_shape'], g.shape, op.attrs)});")
+
+
+# =========================================================================== pooling
+def _pool_args(xs, ys, a) -> str:
+    n, c, h, w = xs
+    ho, wo = ys[2:]
+    (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
+    return ", ".join(map(_lit, (n * c, h, w, kh, kw, sh, sw, ph, pw, ho, wo)))
+
+
+def lower_max_pool2d(op, ins, outs, hints) -> str:
+    x, y = op.inputs[0], op.outputs[0]
+    if _empty(op):
+        return EMPTY
+    return f"sf_max_pool2d_{_float_sfx(x.dtype, op)}({ins[0]}, {outs[0]}, {_pool_args(x.shape, y.shape, op.attrs)});"
+
+
+def lower_max_pool2d_grad(op, ins, outs, hints) -> str:
+    x, _, g = op.inputs
+    if _empty(op):
+        return EMPTY
+    return (f"sf_max_pool2d_grad_{_float_sfx(x.dtype, op)}({ins[0]}, {ins[2]}, {outs[0]}, "
+            f"{_pool_args(x.shape, g.shape, op.attrs)});")
+
+
+def lower_avg_pool2d(op, ins, outs, hints) -> str:
+    x, y = op.inputs[0], op.outputs[0]
+    if _empty(op):
+        return EMPTY
+    return f"sf_avg_pool2d_{_float_sfx(x.dtype, op)}({ins[0]}, {outs[0]}, {_pool_args(x.shape, y.shape, op.attrs)});"
+
+
+def lower_avg_pool2d_grad(op, ins, outs, hints) -> str:
+    g = op.inputs[0]
+    if _empty(op):
+        return EMPTY
+    return (f"sf_avg_pool2d_grad_{_float_sfx(g.dtype, op)}({ins[0]}, {outs[0]}, "
+            f"{_pool_args(op.attrs['input_shape'], g.shape, op.attrs)});")
+
+
+# =========================================================================== gather / one-hot
+def lower_take(op, ins, outs, hints) -> str:
+    x, idx = op.inputs
+    if _empty(op):
+        return EMPTY
+    pre, n, post = _split(x.shape, op.attrs["axis"])
+    rb = post * x.dtype.itemsize
+    return (f"sf_take_{suffix(idx.dtype)}((const void*)({ins[0]}), {ins[1]}, (void*)({outs[0]}), "
+            f"{pre}, {n}, {idx.size}, {rb});")
+
+
+def lower_take_grad(op, ins, outs, hints) -> str:
+    g, idx = op.inputs
+    if _empty(op):
+        return EMPTY
+    ax, n = op.attrs["axis"], op.attrs["size"]
+    pre, post = math.prod(g.shape[:ax]), math.prod(g.shape[ax + idx.ndim:])
+    return (f"sf_take_grad_{_float_sfx(g.dtype, op)}_{suffix(idx.dtype)}({ins[0]}, {ins[1]}, {outs[0]}, "
+            f"{pre}, {n}, {idx.size}, {post});")
+
+
+def lower_one_hot(op, ins, outs, hints) -> str:
+    idx, out = op.inputs[0], op.outputs[0]
+    if _empty(op):
+        return EMPTY
+    dt = out.type.dtype
+    return (f"sf_one_hot_{suffix(idx.dtype)}({ins[0]}, (void*)({outs[0]}), {idx.size}, {op.attrs['depth']}, "
+            f"{dt.itemsize}, &({c_type(dt)}){{1}});")
+
+
+# =========================================================================== argmax / argmin
+def _arg(name):
+    def lower(op, ins, outs, hints) -> str:
+        x = op.inputs[0].type
+        ax = op.attrs["axis"]
+        outer, n, inner = (1, x.size, 1) if ax is None else _split(x.shape, ax)
+        return f"sf_{name}_{_numeric_sfx(x.dtype, op)}({ins[0]}, {outs[0]}, {outer}, {n}, {inner});"
+    return lower
+
+
+# =========================================================================== random
+def _seed(expr) -> str:
+    return f"(uint32_t)(({expr})[0])"
+
+
+def _random(name):
+    def lower(op, ins, outs, hints) -> str:
+        out = op.outputs[0].type
+        if out.size == 0:
+            return EMPTY
+        return (f"sf_{name}_{_float_sfx(out.dtype, op)}({_seed(ins[0])}, {op.attrs['salt']}u, {outs[0]}, "
+                f"{out.size});")
+    return lower
+
+
+def lower_random_bernoulli(op, ins, outs, hints) -> str:
+    out = op.outputs[0].type
+    p = op.inputs[1].type
+    if out.size == 0:
+        return EMPTY
+    shape = out.shape
+    ps = (1,) * (len(shape) - p.ndim) + p.shape
+    pst = [0 if d == 1 else s for d, s in zip(ps, _strides(ps))]
+    oshape, pst = _collapse(shape, pst)
+    if not oshape:
+        oshape, pst = [1], [0]
+    pdouble = {"float32": 0, "float64": 1}.get(p.dtype.name)
+    if pdouble is None:
+        raise NotImplementedError(f"random_bernoulli: p must be float32/float64, got {p.dtype}")
+    return (f"sf_random_bernoulli_{_float_sfx(out.dtype, op)}({_seed(ins[0])}, {op.attrs['salt']}u, "
+            f"(const void*)({ins[1]}), {pdouble}, {outs[0]}, {len(oshape)}, {_arr(oshape)}, {_arr(pst)});")
+
+
+# =========================================================================== data movement
+def _copy(src, dst, shape, sst, dst_st, es) -> str:
+    """One sf_strided_copy (or memcpy) call; strides in elements."""
+    shape, sst, dst_st = _collapse(shape, sst, dst_st)
+    if not shape:
+        shape, sst, dst_st = [1], [1], [1]
+    if len(shape) == 1 and sst == [1] and dst_st == [1]:
+        return f"memcpy({dst}, {src}, {shape[0] * es});"
+    return (f"sf_strided_copy({src}, {dst}, {len(shape)}, {_arr(shape)}, {_arr(sst)}, {_arr(dst_st)}, {es});")
+
+
+def lower_concatenate(op, ins, outs, hints) -> str:
+    out = op.outputs[0].type
+    if out.size == 0:
+        return EMPTY
+    ax = op.attrs["axis"]
+    es = out.dtype.itemsize
+    outer, total, inner = _split(out.shape, ax)
+    stmts, off = [], 0
+    for e, v in zip(ins, op.inputs):
+        n = v.type.shape[ax]
+        if n and outer:
+            rb = n * inner * es
+            stmts.append(f"sf_copy2d((const void*)({e}), (void*)((char*)({outs[0]}) + {off}), {outer}, {rb}, {rb}, "
+                         f"{total * inner * es});")
+        off += n * inner * es
+    return "{ " + " ".join(stmts) + " }"
+
+
+def lower_pad(op, ins, outs, hints) -> str:
+    x, out = op.inputs[0].type, op.outputs[0].type
+    if out.size == 0:
+        return EMPTY
+    dt, es = out.dtype, out.dtype.itemsize
+    a = op.attrs
+    stmts = [f"sf_fill_bytes((void*)({outs[0]}), {out.size}, {es}, &({c_type(dt)}){{{_value_lit(a['value'], dt)}}});"]
+    if x.size:
+        ost = _strides(out.shape)
+        base = sum(lo * s for lo, s in zip(a["lo"], ost))
+        dst_st = [s * (i + 1) for s, i in zip(ost, a["interior"])]
+        stmts.append(_copy(f"(const void*)({ins[0]})", f"(void*)((char*)({outs[0]}) + {base * es})",
+                           x.shape, _strides(x.shape), dst_st, es))
+    return "{ " + " ".join(stmts) + " }"
+
+
+def _view_copy(op, ins, outs, src_strides, base):
+    out = op.outputs[0].type
+    if out.size == 0:
+        return EMPTY
+    es = out.dtype.itemsize
+    return _copy(f"(const void*)((const char*)({ins[0]}) + {base * es})", f"(void*)({outs[0]})",
+                 out.shape, src_strides, _strides(out.shape), es)
+
+
+def lower_transpose(op, ins, outs, hints) -> str:
+    st = _strides(op.inputs[0].type.shape)
+    return _view_copy(op, ins, outs, [st[p] for p in op.attrs["perm"]], 0)
+
+
+def lower_broadcast_to(op, ins, outs, hints) -> str:
+    x = op.inputs[0].type
+    shape = op.outputs[0].type.shape
+    xs = (1,) * (len(shape) - x.ndim) + x.shape
+    return _view_copy(op, ins, outs, [0 if d == 1 else s for d, s in zip(xs, _strides(xs))], 0)
+
+
+def lower_slice(op, ins, outs, hints) -> str:
+    st = _strides(op.inputs[0].type.shape)
+    a = op.attrs
+    return _view_copy(op, ins, outs, [s * k for s, k in zip(st, a["step"])],
+                      sum(b * s for b, s in zip(a["start"], st)))
+
+
+def lower_flip(op, ins, outs, hints) -> str:
+    x = op.inputs[0].type
+    st = _strides(x.shape)
+    axes = set(op.attrs["axes"])
+    return _view_copy(op, ins, outs, [-s if d in axes else s for d, s in enumerate(st)],
+                      sum((x.shape[d] - 1) * st[d] for d in axes))
+
+
+def lower_reshape(op, ins, outs, hints) -> str:
+    out = op.outputs[0].type
+    if out.size == 0:
+        return EMPTY
+    return f"memcpy((void*)({outs[0]}), (const void*)({ins[0]}), {out.nbytes});"
+
+
+# =========================================================================== the table
+# Most-used first. Ops the fusion pass normally handles itself (views) are at the end:
+# they are here so that a standalone view can also be a library copy.
+LIBRARY: dict[str, Callable] = {
+    "matmul": lower_matmul,
+    "softmax_xent": _rowwise("softmax_xent"),
+    "softmax": _rowwise("softmax"),
+    "log_softmax": _rowwise("log_softmax"),
+    "logsumexp": _rowwise("logsumexp"),
+    "conv2d": lower_conv2d,
+    "conv2d_grad_input": lower_conv2d_grad_input,
+    "conv2d_grad_weight": lower_conv2d_grad_weight,
+    "max_pool2d": lower_max_pool2d,
+    "max_pool2d_grad": lower_max_pool2d_grad,
+    "avg_pool2d": lower_avg_pool2d,
+    "avg_pool2d_grad": lower_avg_pool2d_grad,
+    "one_hot": lower_one_hot,
+    "take": lower_take,
+    "take_grad": lower_take_grad,
+    "argmax": _arg("argmax"),
+    "argmin": _arg("argmin"),
+    "random_uniform": _random("random_uniform"),
+    "random_normal": _random("random_normal"),
+    "random_bernoulli": lower_random_bernoulli,
+    "concatenate": lower_concatenate,
+    "pad": lower_pad,
+    "transpose": lower_transpose,
+    "broadcast_to": lower_broadcast_to,
+    "slice": lower_slice,
+    "flip": lower_flip,
+    "reshape": lower_reshape,
+}
+
+__all__ = ["LIBRARY", "INCLUDE_DIR", "RUNTIME_HEADER", "COMPILE_FLAGS", "REQUIRED_LIBS", "OPENMP_ENV",
+           "blas_link_flags", "blas_lib_dir", "c_type", "configure_openmp_env", "suffix"]
