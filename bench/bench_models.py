@@ -160,7 +160,7 @@ def main():
               f"{r.get('kernels', '-')!s:>8}")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "models.json"), "w") as fh:
-        json.dump({"machine": os.uname()._asdict(), "cores": os.cpu_count(), "batch": BATCH, "rows": rows},
+        json.dump({"machine": dict(zip(("sysname", "nodename", "release", "version", "machine"), os.uname())), "cores": os.cpu_count(), "batch": BATCH, "rows": rows},
                   fh, indent=2)
 
 

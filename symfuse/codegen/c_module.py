@@ -157,7 +157,12 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
         pos = {id(v): k for k, v in enumerate(spec.inputs)}
         in_exprs = [f"in{pos[id(v)]}" for v in ins]
         out_exprs = [f"out{k}" for k in range(len(op.outputs))]
-        spec.call = library[op.opdef.name](op, in_exprs, out_exprs, {})
+        hints = {}
+        for k, v in enumerate(op.inputs[:2]):
+            if v.op is not None and id(v.op) in partition.folded_views:  # a transposed operand
+                hints["trans_" + "ab"[k]] = True
+                hints["ab"[k] + "_shape"] = v.op.inputs[0].type.shape
+        spec.call = library[op.opdef.name](op, in_exprs, out_exprs, hints)
         spec.size = op.outputs[0].type.size
         return spec
     b = _KernelBuilder(group, partition, resolve)

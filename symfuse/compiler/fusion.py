@@ -31,6 +31,8 @@ from ..ir.core import Function, Op, Value
 MAX_KERNEL_INPUTS = 64
 VIEW_OPS = {"reshape", "transpose", "broadcast_to", "slice", "flip"}
 REDUCE_OPS = {"sum", "prod", "max", "min"}
+# library ops whose lowering can read an operand through a last-two-axes transpose
+LIBRARY_TRANSPOSED_OPERANDS = {"matmul"}
 
 
 def op_class(op: Op) -> str:
@@ -76,6 +78,7 @@ def fuse(fn: Function) -> Partition:
     result_ids = {id(r) for r in fn.results}
     group_of: dict[int, KernelGroup] = {}
     folded: set[int] = set()
+    operand_views: set[int] = set()
     groups: list[KernelGroup] = []
     for op in reversed(fn.ops):
         cls = op_class(op)
@@ -87,6 +90,12 @@ def fuse(fn: Function) -> Partition:
         if cls == "view" and not is_result and cons and all(
                 id(c) in folded or (id(c) in group_of and group_of[id(c)].kind != "library") for c in cons):
             folded.add(id(op))
+            continue
+        if (cls == "view" and not is_result and cons and _swaps_last_two(op)
+                and (op.inputs[0].op is None or op_class(op.inputs[0].op) != "view")
+                and all(c.opdef.name in LIBRARY_TRANSPOSED_OPERANDS
+                        for c in cons)):
+            operand_views.add(id(op))  # BLAS reads the operand transposed: no copy
             continue
         target = None
         if cls == "pointwise" and not is_result and len(op.outputs) == 1 and cons:
@@ -102,10 +111,19 @@ def fuse(fn: Function) -> Partition:
     groups.reverse()
     for g in groups:
         g.ops.reverse()
+    folded |= operand_views
     order = _schedule(groups, group_of, folded)
     for i, g in enumerate(order):
         g.index = i
     return Partition(order, folded, group_of)
+
+
+def _swaps_last_two(op: Op) -> bool:
+    perm = op.attrs.get("perm") if op.opdef.name == "transpose" else None
+    if perm is None or len(perm) < 2:
+        return False
+    n = len(perm)
+    return tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
 
 
 def _space(g: KernelGroup) -> int:
