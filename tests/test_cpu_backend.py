@@ -111,3 +111,27 @@ def test_random_graphs_cpu_equals_interpreter():
             args += g.args
             outs += [o.v for o in built]
         _agree(inputs, outs, args, rtol=1e-4, atol=1e-5)
+
+
+def test_lenet5_gradients_match_interpreter():
+    from test_models_grad import lenet
+    rng = np.random.default_rng(3)
+    x, y, loss, params = lenet(rng, batch=3)
+    xv = rng.normal(size=(3, 1, 28, 28))
+    yv = np.array([1, 5, 9], np.int32)
+    fc = _agree([x, y], [loss] + sf.grad(loss, params), [xv, yv], rtol=1e-9, atol=1e-12)
+    names = " ".join(k.name for k in fc.kernels)
+    assert "conv2d_grad_weight" in names and "max_pool2d_grad" in names and "softmax_xent" in names
+
+
+def test_planned_arena_is_smaller_than_naive_and_near_the_bound():
+    x = sf.tensor("x", (64, 128))
+    W = sf.shared(np.ones((128, 128), np.float32), name="W")
+    h = x
+    for _ in range(6):
+        h = sf.tanh(h @ W)
+    loss = h.sum()
+    f = sf.function([x], loss, updates=[(W, W - 0.01 * sf.grad(loss, W))], device="cpu")
+    mem = f.report.info["memory"]
+    assert mem["lower_bound_bytes"] <= mem["arena_bytes"] <= 1.10 * mem["lower_bound_bytes"]
+    assert mem["arena_bytes"] * 2 <= mem["naive_bytes"]
