@@ -25,6 +25,8 @@ import os
 from functools import lru_cache
 from typing import Callable
 
+from .index import row_major_strides
+
 INCLUDE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "c")
 RUNTIME_HEADER = os.path.join(INCLUDE_DIR, "runtime.h")
 COMPILE_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
@@ -124,14 +126,6 @@ def _split(shape, axis):
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
-def _strides(shape):
-    out, acc = [], 1
-    for s in reversed(shape):
-        out.append(acc)
-        acc *= s
-    return out[::-1]
-
-
 def _collapse(shape, *strides):
     """Drop size-1 dims and merge adjacent dims that are contiguous in every stride
     list: the same element mapping with fewer dims. Returns (shape, strides...)."""
@@ -171,7 +165,7 @@ def lower_matmul(op, ins, outs, hints) -> str:
 
     def batch_strides(shape):
         bs = (1,) * (nbd - (len(shape) - 2)) + shape[:-2]
-        st = _strides(bs)
+        st = row_major_strides(bs)
         mat = shape[-2] * shape[-1]
         return [0 if d == 1 else s * mat for d, s in zip(bs, st)]
 
@@ -330,7 +324,7 @@ def lower_random_bernoulli(op, ins, outs, hints) -> str:
         return EMPTY
     shape = out.shape
     ps = (1,) * (len(shape) - p.ndim) + p.shape
-    pst = [0 if d == 1 else s for d, s in zip(ps, _strides(ps))]
+    pst = [0 if d == 1 else s for d, s in zip(ps, row_major_strides(ps))]
     oshape, pst = _collapse(shape, pst)
     if not oshape:
         oshape, pst = [1], [0]
@@ -378,11 +372,11 @@ def lower_pad(op, ins, outs, hints) -> str:
     a = op.attrs
     stmts = [f"sf_fill_bytes((void*)({outs[0]}), {out.size}, {es}, &({c_type(dt)}){{{_value_lit(a['value'], dt)}}});"]
     if x.size:
-        ost = _strides(out.shape)
+        ost = row_major_strides(out.shape)
         base = sum(lo * s for lo, s in zip(a["lo"], ost))
         dst_st = [s * (i + 1) for s, i in zip(ost, a["interior"])]
         stmts.append(_copy(f"(const void*)({ins[0]})", f"(void*)((char*)({outs[0]}) + {base * es})",
-                           x.shape, _strides(x.shape), dst_st, es))
+                           x.shape, row_major_strides(x.shape), dst_st, es))
     return "{ " + " ".join(stmts) + " }"
 
 
@@ -392,11 +386,11 @@ def _view_copy(op, ins, outs, src_strides, base):
         return EMPTY
     es = out.dtype.itemsize
     return _copy(f"(const void*)((const char*)({ins[0]}) + {base * es})", f"(void*)({outs[0]})",
-                 out.shape, src_strides, _strides(out.shape), es)
+                 out.shape, src_strides, row_major_strides(out.shape), es)
 
 
 def lower_transpose(op, ins, outs, hints) -> str:
-    st = _strides(op.inputs[0].type.shape)
+    st = row_major_strides(op.inputs[0].type.shape)
     return _view_copy(op, ins, outs, [st[p] for p in op.attrs["perm"]], 0)
 
 
@@ -404,11 +398,11 @@ def lower_broadcast_to(op, ins, outs, hints) -> str:
     x = op.inputs[0].type
     shape = op.outputs[0].type.shape
     xs = (1,) * (len(shape) - x.ndim) + x.shape
-    return _view_copy(op, ins, outs, [0 if d == 1 else s for d, s in zip(xs, _strides(xs))], 0)
+    return _view_copy(op, ins, outs, [0 if d == 1 else s for d, s in zip(xs, row_major_strides(xs))], 0)
 
 
 def lower_slice(op, ins, outs, hints) -> str:
-    st = _strides(op.inputs[0].type.shape)
+    st = row_major_strides(op.inputs[0].type.shape)
     a = op.attrs
     return _view_copy(op, ins, outs, [s * k for s, k in zip(st, a["step"])],
                       sum(b * s for b, s in zip(a["start"], st)))
@@ -416,7 +410,7 @@ def lower_slice(op, ins, outs, hints) -> str:
 
 def lower_flip(op, ins, outs, hints) -> str:
     x = op.inputs[0].type
-    st = _strides(x.shape)
+    st = row_major_strides(x.shape)
     axes = set(op.attrs["axes"])
     return _view_copy(op, ins, outs, [-s if d in axes else s for d, s in enumerate(st)],
                       sum((x.shape[d] - 1) * st[d] for d in axes))

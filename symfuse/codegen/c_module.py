@@ -74,11 +74,10 @@ class KernelSpec:
 class _KernelBuilder:
     """Turns one pointwise/reduce group into statements over flat index ``i``."""
 
-    def __init__(self, group: KernelGroup, partition: Partition, resolve):
+    def __init__(self, group: KernelGroup, partition: Partition):
         self.group = group
         self.members = group.member_ids()
         self.folded = partition.folded_views
-        self.resolve = resolve          # Value -> materialised Value (through folded views)
         self.inputs: list[Value] = []
         self.input_pos: dict[int, int] = {}
         self.vars: dict[int, str] = {}
@@ -165,7 +164,7 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
         spec.call = library[op.opdef.name](op, in_exprs, out_exprs, hints)
         spec.size = op.outputs[0].type.size
         return spec
-    b = _KernelBuilder(group, partition, resolve)
+    b = _KernelBuilder(group, partition)
     root = group.root
     if group.kind == "pointwise":
         shape = root.outputs[0].type.shape

@@ -11,7 +11,7 @@ from __future__ import annotations
 from math import prod
 
 
-def _strides(shape):
+def row_major_strides(shape):
     out, acc = [], 1
     for s in reversed(shape):
         out.append(acc)
@@ -39,14 +39,14 @@ class Index:
 
     def flat(self) -> str:
         if self._flat is None:
-            self._flat = _add(_mul(d, s) for d, s in zip(self._dims, _strides(self.shape)))
+            self._flat = _add(_mul(d, s) for d, s in zip(self._dims, row_major_strides(self.shape)))
         return self._flat
 
     def dims(self) -> list[str]:
         if self._dims is None:
             f, out = self._flat, []
             size = prod(self.shape)
-            for s, st in zip(self.shape, _strides(self.shape)):
+            for s, st in zip(self.shape, row_major_strides(self.shape)):
                 if s == 1:
                     out.append("0")
                 else:

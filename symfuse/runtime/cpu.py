@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import shutil
 import subprocess
@@ -177,25 +176,21 @@ def _layout(fn: Function, part) -> _Layout:
         lay.where.setdefault(p, ("param", k))
     # liveness of arena buffers over the schedule
     last: dict[int, int] = {}
-    values: dict[int, Value] = {}
     for g in part.groups:
         for op in g.ops:
             for v in op.inputs:
                 m = _materialised(v, part.folded_views)
                 last[id(m)] = max(last.get(id(m), -1), g.index)
-                values[id(m)] = m
     bufs = []
     for g in part.groups:
         for v in g.outputs:
             if id(v) in lay.where:
                 continue
             bufs.append(BufferUse(str(id(v)), max(v.type.nbytes, 1), g.index, max(last.get(id(v), g.index), g.index)))
-            values[id(v)] = v
     lay.plan = plan_memory(bufs)
     for b in bufs:
         lay.where[int(b.name)] = ("arena", lay.plan.offsets[b.name])
     lay.slots, lay.result_plan = slots, result_plan
-    lay.values = values
     return lay
 
 
