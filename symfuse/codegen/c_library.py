@@ -50,15 +50,21 @@ configure_openmp_env()
 
 @lru_cache(maxsize=None)
 def blas_lib_dir() -> str:
-    import scipy_openblas32 as s
-    return s.get_lib_dir()
+    # find_spec, not import: importing scipy_openblas32 reads package metadata (~10 ms),
+    # and a warm compile needs only this path
+    import importlib.util
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the cpu backend needs OpenBLAS: pip install scipy-openblas32")
+    return os.path.join(list(spec.submodule_search_locations)[0], "lib")
 
 
-def blas_link_flags() -> list[str]:
+@lru_cache(maxsize=None)
+def blas_link_flags() -> tuple[str, ...]:
     """-L/-l/-rpath flags for OpenBLAS from the scipy-openblas32 wheel."""
-    import scipy_openblas32 as s
     d = blas_lib_dir()
-    return [f"-L{d}", f"-l{s.get_library()}", f"-Wl,-rpath,{d}"]
+    lib = next(f for f in sorted(os.listdir(d)) if f.startswith("libscipy_openblas") and ".so" in f)
+    return (f"-L{d}", f"-l{lib[3:].split('.so')[0]}", f"-Wl,-rpath,{d}")
 
 
 def c_type(dtype) -> str:

@@ -7,11 +7,11 @@ also what ``f.kernels`` shows.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
 
-import jinja2
 import numpy as np
 
 from ..compiler.fusion import KernelGroup, Partition
@@ -19,8 +19,21 @@ from ..ir.core import Function, Value, format_loc
 from .index import VIEW_MAPS, Index, broadcast_from
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "c")
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), trim_blocks=False,
-                          keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
+@functools.lru_cache(maxsize=None)
+def _template(name: str):
+    """Loaded on first use: a warm compile (graph-cache hit) never imports jinja2."""
+    return _env().get_template(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _env():
+    import jinja2
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), trim_blocks=False,
+                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+
+
 PARALLEL_MIN_WORK = 1 << 16   # below this many element-ops a parallel region costs more than it saves
 
 # reduction combine rules: (initial value, accumulate statement); acc type chosen per dtype
@@ -71,6 +84,26 @@ class KernelSpec:
         return [op.opdef.name for op in self.group.ops]
 
 
+@dataclass
+class KernelInfo:
+    """What ``f.kernels`` shows of a kernel, detached from the IR: the form a
+    graph-cache hit restores (no ops, no passes, no codegen)."""
+    name: str
+    kind: str
+    fused_ops: list[str]
+    provenance: list[str]
+    source: str
+    size: int
+    parallel: bool
+    bytes_read: int
+    bytes_written: int
+
+    @classmethod
+    def of(cls, spec: "KernelSpec") -> "KernelInfo":
+        return cls(spec.name, spec.kind, spec.fused_ops, spec.provenance, spec.source, spec.size, spec.parallel,
+                   spec.bytes_read, spec.bytes_written)
+
+
 class _KernelBuilder:
     """Turns one pointwise/reduce group into statements over flat index ``i``."""
 
@@ -83,6 +116,7 @@ class _KernelBuilder:
         self.vars: dict[int, str] = {}
         self.loads: dict[tuple, str] = {}
         self.stmts: list[str] = []
+        self.direct = None   # Value -> Index in loop variables, for buffers read without a view
 
     def param(self, v: Value) -> str:
         k = self.input_pos.get(id(v))
@@ -91,9 +125,14 @@ class _KernelBuilder:
             self.inputs.append(v)
         return f"in{k}"
 
-    def load(self, v: Value, idx: Index) -> str:
-        """Expression for value ``v`` (outside the group) at position ``idx``."""
-        idx = broadcast_from(idx, v.type.shape)
+    def load(self, v: Value, idx: Index, mapped: bool = False) -> str:
+        """Expression for value ``v`` (outside the group) at position ``idx``;
+        ``mapped``: idx already went through a view's index map."""
+        base = _through_reshapes(v, self.folded) if self.direct is not None and not mapped else None
+        if base is not None:
+            idx, v = self.direct(v), base   # a reshape keeps row-major order: same flat index
+        else:
+            idx = broadcast_from(idx, v.type.shape)
         while v.op is not None and id(v.op) in self.folded:
             idx = VIEW_MAPS[v.op.opdef.name](idx, v.op)
             v = v.op.inputs[0]
@@ -125,7 +164,7 @@ class _KernelBuilder:
             self.vars[id(out)] = var
             self.stmts.append(f"const {T} {var} = ({T}){expr};")
         else:  # a view op as a group root: a copy through its index map
-            self.vars[id(out)] = self.load(op.inputs[0], VIEW_MAPS[op.opdef.name](idx, op))
+            self.vars[id(out)] = self.load(op.inputs[0], VIEW_MAPS[op.opdef.name](idx, op), mapped=True)
 
 
 def _provenance(ops) -> list[str]:
@@ -158,7 +197,8 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
         out_exprs = [f"out{k}" for k in range(len(op.outputs))]
         hints = {}
         for k, v in enumerate(op.inputs[:2]):
-            if v.op is not None and id(v.op) in partition.folded_views:  # a transposed operand
+            if (v.op is not None and id(v.op) in partition.folded_views
+                    and v.op.opdef.name == "transpose"):  # a transposed operand
                 hints["trans_" + "ab"[k]] = True
                 hints["ab"[k] + "_shape"] = v.op.inputs[0].type.shape
         spec.call = library[op.opdef.name](op, in_exprs, out_exprs, hints)
@@ -167,44 +207,48 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     b = _KernelBuilder(group, partition)
     root = group.root
     if group.kind == "pointwise":
-        shape = root.outputs[0].type.shape
-        size = root.outputs[0].type.size
+        out = root.outputs[0]
+        shape = out.type.shape
+        groups = _dim_groups(shape, _leaf_masks(group, partition, shape))
+        loops = _loops(shape, groups, "d")
+        b.direct = _direct_index(shape, groups, loops)
         for op in ops:
             b.emit(op, lambda s: Index(s, flat="i"))
-        out = root.outputs[0]
         b.stmts.append(f"out0[i] = {b.vars[id(out)]};")
         spec = KernelSpec(f"E_{_shape_tag(shape)}_{tag}", "pointwise", group, b.inputs, [out], prov)
-        spec.size = size
+        spec.size = out.type.size
         spec.stmts = b.stmts
-        spec.parallel = size * max(1, len(ops)) >= PARALLEL_MIN_WORK
+        spec.loops = loops
+        spec.flat = Index([n for _, n in loops], dims=[v for v, _ in loops]).flat()
+        spec.parallel = spec.size * max(1, len(ops)) >= PARALLEL_MIN_WORK
         return spec
-    # reduction: output index o, reduction index r -> input flat index i
+    # reduction: loops over the kept dim groups (outer, parallel), then the reduced ones
     x = root.inputs[0]
     in_shape = x.type.shape
     axes = root.attrs["axis"]
-    kept = [d for d in range(len(in_shape)) if d not in axes]
-    out_size = math.prod(in_shape[d] for d in kept)
-    red_size = math.prod(in_shape[d] for d in axes)
-    odims = Index(tuple(in_shape[d] for d in kept), flat="o").dims()
-    rdims = Index(tuple(in_shape[d] for d in axes), flat="r").dims()
-    full = [None] * len(in_shape)
-    for d, e in zip(kept, odims):
-        full[d] = e
-    for d, e in zip(axes, rdims):
-        full[d] = e
-    nd = len(in_shape)
-    if axes == tuple(range(nd - len(axes), nd)):      # trailing block: rows
-        input_index = f"o*{red_size} + r" if out_size > 1 else "r"
-    elif axes == tuple(range(len(axes))):              # leading block: columns
-        input_index = f"r*{out_size} + o" if out_size > 1 else "r"
-    else:
-        input_index = Index(in_shape, dims=full).flat()
-    for op in ops:
-        if op is not root:
-            b.emit(op, lambda s: Index(s, flat="i"))
+    red_mask = tuple(d not in axes for d in range(len(in_shape)))
+    epilogue = [op for op in ops if id(op) in group.epilogue]
+    prologue = [op for op in ops if op is not root and id(op) not in group.epilogue]
+    groups = _dim_groups(in_shape, _leaf_masks(group, partition, in_shape, prologue + [root]) + [red_mask])
+    kept_groups = [g for g in groups if red_mask[g[0]]]
+    red_groups = [g for g in groups if not red_mask[g[0]]]
+    oloops = _loops(in_shape, kept_groups, "o") if kept_groups else []
+    rloops = _loops(in_shape, red_groups, "r") if red_groups else []
+    names = {id(g): v for g, (v, _) in zip(kept_groups + red_groups, oloops + rloops)}
+    iter_loops = [(names[id(g)], math.prod(in_shape[d] for d in g)) for g in groups] or [("r", 1)]
+    b.direct = _direct_index(in_shape, groups, iter_loops)
+    for op in prologue:
+        b.emit(op, lambda s: Index(s, flat="i"))
     xv = b.operand(root, x, Index(in_shape, flat="i"))
     b.stmts.append(f"const {c_type(x.dtype)} x = {xv};")
     T = c_type(root.outputs[0].dtype)
+    out_index = Index([n for _, n in oloops], dims=[v for v, _ in oloops]).flat() if kept_groups else "0"
+    loop_stmts = b.stmts
+    b.stmts, b.direct = [], None   # the epilogue runs once per output element, after the loop
+    b.vars[id(root.outputs[0])] = "red"
+    for op in epilogue:
+        b.emit(op, lambda s: Index(s, flat=out_index))
+    result = group.outputs[0]
     name = root.opdef.name
     if x.dtype.is_float:
         acc_t = "double" if name in ("sum", "prod") else T
@@ -213,12 +257,81 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
         acc_t = "int64_t" if name in ("sum", "prod") else T
         lo, hi = _INT_LIMITS[T]
     init, combine = REDUCE_RULES[name]
-    spec = KernelSpec(f"R_{_shape_tag(in_shape)}_{tag}", "reduce", group, b.inputs, [root.outputs[0]], prov)
-    spec.size, spec.stmts = out_size, b.stmts
-    spec.reduce_size, spec.input_index = red_size, input_index or "0"
+    spec = KernelSpec(f"R_{_shape_tag(in_shape)}_{tag}", "reduce", group, b.inputs, [result], prov)
+    spec.size, spec.stmts, spec.epilogue = root.outputs[0].type.size, loop_stmts, b.stmts
+    spec.result = b.vars[id(result)] if epilogue else "red"
+    spec.result_type = c_type(result.dtype)
+    spec.reduce_size = math.prod(in_shape[d] for d in axes)
+    spec.oloops = oloops
+    spec.rloops = rloops
+    spec.input_index = Index([n for _, n in iter_loops], dims=[v for v, _ in iter_loops]).flat()
+    spec.out_index = out_index
     spec.acc_type, spec.init, spec.combine, spec.out_type = acc_t, init.format(lo=lo, hi=hi), combine, T
-    spec.parallel = out_size >= 2 and x.type.size * max(1, len(ops)) >= PARALLEL_MIN_WORK
+    spec.parallel = spec.size >= 2 and x.type.size * max(1, len(ops)) >= PARALLEL_MIN_WORK
     return spec
+
+
+def _leaf_masks(group, partition, shape, ops=None) -> list[tuple[bool, ...]]:
+    """Per buffer read directly (not through a folded view) by ``ops`` (default:
+    the group's): which dims of the iteration ``shape`` it varies along (numpy
+    broadcasting, right-aligned)."""
+    members = group.member_ids()
+    n, masks = len(shape), []
+    for op in group.ops if ops is None else ops:
+        for v in op.inputs:
+            if v.op is not None and id(v.op) in members:
+                continue
+            if _through_reshapes(v, partition.folded_views) is None:
+                continue
+            vs_shape = (1,) * (n - len(v.type.shape)) + tuple(v.type.shape)
+            masks.append(tuple(a != 1 for a in vs_shape))
+    return masks
+
+
+def _through_reshapes(v: Value, folded):
+    """The buffer behind ``v`` when only folded reshapes stand between them, else None."""
+    while v.op is not None and id(v.op) in folded:
+        if v.op.opdef.name != "reshape":
+            return None
+        v = v.op.inputs[0]
+    return v
+
+
+def _dim_groups(shape, masks) -> list[list[int]]:
+    """Adjacent dims of ``shape`` (size-1 dims dropped) that every mask treats
+    alike: each group becomes one loop, so broadcast loads need no div/mod and
+    the innermost loop runs over contiguous memory."""
+    groups: list[list[int]] = []
+    prev = None
+    for d, n in enumerate(shape):
+        if n == 1:
+            continue
+        if prev is not None and all(m[d] == m[prev] for m in masks):
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+        prev = d
+    return groups
+
+
+def _loops(shape, groups, prefix) -> list[tuple[str, int]]:
+    if not groups:
+        return [("i" if prefix == "d" else prefix, 1)]
+    if len(groups) == 1 and prefix == "d":
+        return [("i", math.prod(shape[d] for d in groups[0]))]
+    return [(f"{prefix}{k}", math.prod(shape[d] for d in g)) for k, g in enumerate(groups)]
+
+
+def _direct_index(shape, groups, loops):
+    """Index of a directly read buffer in loop variables (no div/mod)."""
+    it = Index([n for _, n in loops], flat=None, dims=[v for v, _ in loops])
+    n = len(shape)
+
+    def index(v: Value) -> Index:
+        vs = (1,) * (n - len(v.type.shape)) + tuple(v.type.shape)
+        collapsed = [math.prod(vs[d] for d in g) for g in groups] or [1]
+        return broadcast_from(it, collapsed)
+    return index
 
 
 def _dedupe(vals):
@@ -231,18 +344,24 @@ def _dedupe(vals):
 
 
 def render_kernel(spec: KernelSpec) -> str:
-    ins = [f"const {c_type(v.dtype)}* restrict in{k}" for k, v in enumerate(spec.inputs)]
-    outs = [f"{c_type(v.dtype)}* restrict out{k}" for k, v in enumerate(spec.outputs)]
+    # an output written over an input (in-place memory plan) must not be declared restrict
+    r = "" if getattr(spec, "aliased", False) else " restrict"
+    ins = [f"const {c_type(v.dtype)}*{r} in{k}" for k, v in enumerate(spec.inputs)]
+    outs = [f"{c_type(v.dtype)}*{r} out{k}" for k, v in enumerate(spec.outputs)]
     spec.signature = ", ".join(ins + outs) or "void"
-    spec.source = _ENV.get_template(f"{spec.kind}.c.j2").render(k=spec)
+    spec.source = _template(f"{spec.kind}.c.j2").render(k=spec)
     spec.bytes_read = sum(v.type.nbytes for v in spec.inputs)
     spec.bytes_written = sum(v.type.nbytes for v in spec.outputs)
     return spec.source
 
 
-def render_module(name, version, kernels, calls, constants, arena_bytes) -> str:
-    return _ENV.get_template("module.c.j2").render(name=name, version=version, kernels=kernels, calls=calls,
-                                                   constants=constants, arena_bytes=arena_bytes)
+def render_module(name, version, kernels, calls, constants, arena_bytes, runtime_header="runtime.h",
+                  profile=False) -> str:
+    """``runtime_header``: "runtime.h" compiles the library into the unit;
+    "sf_runtime_api.h" declares it, to link against the prebuilt library."""
+    return _template("module.c.j2").render(name=name, version=version, kernels=kernels, calls=calls,
+                                                   constants=constants, arena_bytes=arena_bytes,
+                                                   runtime_header=runtime_header, profile=profile)
 
 
 def constant_data(arr: np.ndarray, dtype) -> str:

@@ -54,10 +54,12 @@ class KernelGroup:
     root: Op                        # the op whose output defines the iteration space
     ops: list[Op] = field(default_factory=list)   # members in topological order
     index: int = -1
+    out_op: Op | None = None        # the op whose outputs the group writes (default: root)
+    epilogue: set[int] = field(default_factory=set)   # ids of ops applied to a reduction's result
 
     @property
     def outputs(self) -> list[Value]:
-        return list(self.root.outputs)
+        return list((self.out_op or self.root).outputs)
 
     def member_ids(self) -> set[int]:
         return {id(o) for o in self.ops}
@@ -79,6 +81,7 @@ def fuse(fn: Function) -> Partition:
     group_of: dict[int, KernelGroup] = {}
     folded: set[int] = set()
     operand_views: set[int] = set()
+    lib_reshapes: set[int] = set()   # folded reshapes that must read a materialised buffer
     groups: list[KernelGroup] = []
     for op in reversed(fn.ops):
         cls = op_class(op)
@@ -87,18 +90,31 @@ def fuse(fn: Function) -> Partition:
         out = op.outputs[0]
         cons = users.get(id(out), [])
         is_result = id(out) in result_ids
-        if cls == "view" and not is_result and cons and all(
+        if cls == "view" and not is_result and cons and not any(id(c) in lib_reshapes for c in cons) and all(
                 id(c) in folded or (id(c) in group_of and group_of[id(c)].kind != "library") for c in cons):
             folded.add(id(op))
             continue
+        if (op.opdef.name == "reshape" and not is_result and cons
+                and not any(id(c) in lib_reshapes for c in cons)):
+            # a reshape of a contiguous buffer is that buffer: library ops read it as is
+            folded.add(id(op))
+            lib_reshapes.add(id(op))
+            continue
         if (cls == "view" and not is_result and cons and _swaps_last_two(op)
-                and (op.inputs[0].op is None or op_class(op.inputs[0].op) != "view")
+                and _reshapes_of_buffer(op.inputs[0])
                 and all(c.opdef.name in LIBRARY_TRANSPOSED_OPERANDS
                         for c in cons)):
             operand_views.add(id(op))  # BLAS reads the operand transposed: no copy
             continue
         target = None
-        if cls == "pointwise" and not is_result and len(op.outputs) == 1 and cons:
+        if cls == "reduce" and not is_result and cons and len({id(group_of.get(id(c))) for c in cons}) == 1:
+            g = group_of.get(id(cons[0]))
+            if g is not None and _can_take_epilogue(op, cons, g):
+                # the consumers become the reduction's epilogue: evaluated once per output element
+                g.epilogue = g.member_ids()
+                g.out_op, g.root, g.kind = g.root, op, "reduce"
+                target = g
+        if target is None and cls == "pointwise" and not is_result and len(op.outputs) == 1 and cons:
             gs = {id(group_of.get(id(c))) for c in cons}
             if len(gs) == 1 and id(cons[0]) in group_of and _can_join(op, cons, group_of[id(cons[0])]):
                 target = group_of[id(cons[0])]
@@ -118,12 +134,32 @@ def fuse(fn: Function) -> Partition:
     return Partition(order, folded, group_of)
 
 
+def _reshapes_of_buffer(v: Value) -> bool:
+    """``v`` is a buffer or reshapes of one (never a strided view): BLAS can read it."""
+    while v.op is not None and op_class(v.op) == "view":
+        if v.op.opdef.name != "reshape":
+            return False
+        v = v.op.inputs[0]
+    return True
+
+
 def _swaps_last_two(op: Op) -> bool:
     perm = op.attrs.get("perm") if op.opdef.name == "transpose" else None
     if perm is None or len(perm) < 2:
         return False
     n = len(perm)
     return tuple(perm) == tuple(range(n - 2)) + (n - 1, n - 2)
+
+
+def _can_take_epilogue(red: Op, consumers: list[Op], g: KernelGroup) -> bool:
+    """A pointwise group over exactly the reduction's output space, reading it
+    elementwise, can run after the reduction in the same kernel."""
+    if g.kind != "pointwise" or op_class(g.root) != "pointwise":
+        return False
+    out = red.outputs[0]
+    if out.type.size != g.root.outputs[0].type.size:
+        return False
+    return all(c.outputs[0].type.shape == out.type.shape for c in consumers)
 
 
 def _space(g: KernelGroup) -> int:
@@ -141,6 +177,8 @@ def _can_join(op: Op, consumers: list[Op], g: KernelGroup) -> bool:
     for c in consumers:
         if op_class(c) == "view":
             return False  # a view root copies through an index map: its input is a buffer
+        if id(c) in g.epilogue:
+            return False  # would be computed inside the reduction loop, used after it
         if g.kind == "reduce" and c is g.root:
             continue
         if c.outputs[0].type.size != _space(g):

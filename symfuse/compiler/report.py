@@ -37,6 +37,12 @@ class CompileReport:
             st.seconds = time.perf_counter() - t
             self.stages.append(st)
 
+    def add_stage(self, name: str, seconds: float, **kw) -> Stage:
+        """Record a stage that was timed elsewhere (and just ended)."""
+        st = Stage(name, time.perf_counter() - self.t0 - seconds, seconds, **kw)
+        self.stages.append(st)
+        return st
+
     def finish(self):
         self.total_seconds = time.perf_counter() - self.t0
 

@@ -20,6 +20,7 @@ compiler carries on without caching.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -51,6 +52,23 @@ def cache_key(*parts: str | bytes) -> str:
         h.update(struct.pack(">Q", len(b)))
         h.update(b)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def code_identity() -> str:
+    """Identity of this symfuse installation's code: (path, size, mtime) of
+    every module and template. Graph-cache entries hold the output of passes
+    and codegen, so an edited pass must miss even when the version string
+    did not change. Stat only (no reads): this runs on every warm compile."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        for f in sorted(filenames):
+            if f.endswith((".py", ".j2", ".h", ".cuh")):
+                st = os.stat(os.path.join(dirpath, f))
+                parts.append(f"{os.path.relpath(os.path.join(dirpath, f), root)}:{st.st_size}:{st.st_mtime_ns}")
+    return cache_key(*parts)
 
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import numpy as np
 
@@ -21,10 +24,12 @@ from ..compiler.fusion import fuse
 from ..compiler.memory import BufferUse, plan_memory
 from ..errors import CompileError
 from ..ir.core import Function, Value
+from .c_runtime import header_bytes, runtime_library
 from .cache import DiskCache, cache_key
 
+log = logging.getLogger("symfuse.cpu")
 VERSION = "0.1.0"
-FAST_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
+FAST_FLAGS = ["-O2", "-ftree-vectorize", "-fvect-cost-model=cheap", "-fno-trapping-math", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,12 +57,22 @@ class CompiledModule:
         self.param_count = param_count
         self.slots = slots                  # [(shape, np dtype)] of result buffers the C code writes
         self.result_plan = result_plan      # per result: ("slot", k) | ("param", p) | ("const", array)
+        self.arena_bytes = arena_bytes
         self._arena = np.zeros(arena_bytes + 64, np.uint8)
         self._arena_ptr = (self._arena.ctypes.data + 63) & ~63
         self.kernels = kernels
         self.source = source
         self.memory_plan = plan
         self.lib_path = lib_path
+
+    def profile(self) -> list[tuple[str, float, int]]:
+        """(kernel, mean seconds per call, calls) for a module compiled with profile=True."""
+        try:
+            calls = ctypes.c_int64.in_dll(self.lib, "sf_profile_calls").value
+            ns = (ctypes.c_int64 * max(len(self.kernels), 1)).in_dll(self.lib, "sf_profile_ns")
+        except ValueError:
+            raise ValueError("this function was not compiled with profile=True") from None
+        return [(k.name, ns[i] * 1e-9 / max(calls, 1), calls) for i, k in enumerate(self.kernels)]
 
     def __call__(self, arrays):
         outs = [np.empty(shape, dt) for shape, dt in self.slots]
@@ -72,9 +87,11 @@ class CompiledModule:
 
 class CpuBackend:
     name = "cpu"
+    graph_cache = True
 
     def __init__(self):
         self._cache = None
+        self._cache_env = None
 
     @staticmethod
     def available() -> bool:
@@ -82,8 +99,9 @@ class CpuBackend:
 
     @property
     def cache(self) -> DiskCache:
-        if self._cache is None:
-            self._cache = DiskCache()
+        root = os.environ.get("SYMFUSE_CACHE_DIR")
+        if self._cache is None or self._cache_env != root:   # follow a changed $SYMFUSE_CACHE_DIR
+            self._cache, self._cache_env = DiskCache(), root
         return self._cache
 
     def compile(self, fn: Function, options: dict, report):
@@ -94,14 +112,16 @@ class CpuBackend:
         with report.stage("memory plan") as st:
             layout = _layout(fn, part)
             st.note = layout.plan.table().splitlines()[0] if hasattr(layout.plan, "table") else ""
+        rt = self._runtime(report)
         with report.stage("codegen") as st:
-            source, kernels = _render(fn, part, layout)
+            source, kernels = _render(fn, part, layout, "sf_runtime_api.h" if rt else "runtime.h",
+                                      bool(options.get("profile")))
         report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
                                    "bytes_read": k.bytes_read, "bytes_written": k.bytes_written} for k in kernels]
         report.info["memory"] = {"arena_bytes": layout.plan.arena_bytes, "naive_bytes": layout.plan.naive_bytes,
                                  "lower_bound_bytes": layout.plan.lower_bound_bytes}
         with report.stage("c compile") as st:
-            lib_path, hit = self._compile(source, fn.name)
+            lib_path, hit = self._compile(source, fn.name, rt)
             st.note = "cache hit" if hit else "cache miss"
             report.info["c_cache"] = "hit" if hit else "miss"
         with report.stage("load"):
@@ -109,20 +129,64 @@ class CpuBackend:
                                  layout.plan.arena_bytes, kernels, source, layout.plan)
         return mod
 
-    def _compile(self, source: str, name: str) -> tuple[str, bool]:
+    @staticmethod
+    def _runtime(report):
+        """The prebuilt C runtime library (None: units include it whole). Its
+        one-time build, when this process does it, is a stage of its own."""
         cc, ccver = find_compiler()
-        flags = FAST_FLAGS + blas_link_flags()
-        key = cache_key(source, ccver, " ".join(flags), VERSION, os.uname().machine)
+        t0 = time.perf_counter()
+        rt = runtime_library(cc, ccver)
+        if rt is not None and rt.build_seconds and not report.info.get("runtime_built"):
+            report.info["runtime_built"] = True
+            report.add_stage("runtime library build", time.perf_counter() - t0,
+                             note="once per installation and compiler: " + rt.path)
+        return rt
+
+    def identity(self) -> str:
+        """What, besides the graph and options, decides the compiled artefact."""
+        cc, ccver = find_compiler()
+        rt = runtime_library(cc, ccver)
+        return "|".join([VERSION, ccver, " ".join(FAST_FLAGS), rt.key if rt else "inline-runtime",
+                         os.uname().machine])
+
+    @staticmethod
+    def export(mod: CompiledModule, report) -> dict:
+        """The graph-cache entry of a compiled module (plain data, pickled by the caller)."""
+        return {"lib_path": mod.lib_path, "param_count": mod.param_count, "slots": mod.slots,
+                "result_plan": mod.result_plan, "arena_bytes": mod.arena_bytes, "source": mod.source,
+                "kernels": [c_module.KernelInfo.of(k) for k in mod.kernels],
+                "info": {k: report.info[k] for k in ("kernels", "memory") if k in report.info}}
+
+    def load(self, entry: dict, report) -> CompiledModule | None:
+        """A module from a graph-cache entry, or None when its library is gone."""
+        if not library_intact(entry["lib_path"]):
+            return None
+        with report.stage("load"):
+            try:
+                mod = CompiledModule(entry["lib_path"], entry["param_count"], entry["slots"], entry["result_plan"],
+                                     entry["arena_bytes"], entry["kernels"], entry["source"], None)
+            except OSError:
+                return None
+        report.info.update(entry["info"])
+        report.info["c_cache"] = "hit (graph)"
+        return mod
+
+    def _compile(self, source: str, name: str, rt) -> tuple[str, bool]:
+        cc, ccver = find_compiler()
+        if rt is not None:
+            flags = FAST_FLAGS + ["-I", rt.header_dir] + rt.link_flags()
+        else:
+            flags = FAST_FLAGS + list(blas_link_flags())
+        key = cache_key(source, header_bytes(), ccver, " ".join(flags), VERSION, os.uname().machine)
         lib_dir = os.path.join(self.cache.root, "cpu-lib", key[:2])
         lib_path = os.path.join(lib_dir, key + ".so")
         cache = self.cache
-        if cache.readable and os.path.exists(lib_path):
+        if cache.readable and library_intact(lib_path):
             try:
-                ctypes.CDLL(lib_path)
                 os.utime(lib_path)  # LRU for `prune`
-                return lib_path, True
             except OSError:
-                pass  # truncated or corrupt: rebuild below
+                pass
+            return lib_path, True
         writable = cache.enabled
         if writable:
             try:
@@ -142,8 +206,32 @@ class CpuBackend:
                                + proc.stderr[-4000:])
         os.remove(src_path)
         final = lib_path if writable else tmp_lib[:-4]
+        if writable:   # checksum first, library last: a reader never pairs a new library with no checksum
+            with open(tmp_lib, "rb") as fh:
+                digest = hashlib.sha256(fh.read()).hexdigest()
+            fd, tmp_sum = tempfile.mkstemp(prefix=".tmp-", dir=lib_dir)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(digest)
+            os.replace(tmp_sum, lib_path + ".sha256")
         os.replace(tmp_lib, final)
         return final, False
+
+
+def library_intact(lib_path: str) -> bool:
+    """The cached library exists and matches the checksum written with it. A
+    truncated shared object can still pass dlopen and then crash the process
+    (SIGBUS) on first use, so loading it is no test."""
+    try:
+        with open(lib_path + ".sha256") as fh:
+            want = fh.read().strip()
+        with open(lib_path, "rb") as fh:
+            got = hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return False
+    if got != want:
+        log.warning("symfuse: cached library %s is damaged (checksum mismatch); recompiling", lib_path)
+        return False
+    return True
 
 
 class _Layout:
@@ -187,11 +275,37 @@ def _layout(fn: Function, part) -> _Layout:
             if id(v) in lay.where:
                 continue
             bufs.append(BufferUse(str(id(v)), max(v.type.nbytes, 1), g.index, max(last.get(id(v), g.index), g.index)))
-    lay.plan = plan_memory(bufs)
+    lay.plan = plan_memory(bufs, _inplace_candidates(part, last))
     for b in bufs:
         lay.where[int(b.name)] = ("arena", lay.plan.offsets[b.name])
+    lay.aliased = {int(out) for out, _ in lay.plan.inplace}
     lay.slots, lay.result_plan = slots, result_plan
     return lay
+
+
+def _inplace_candidates(part, last) -> list[tuple[str, str]]:
+    """(out, in) pairs for pointwise kernels that may write over an input: the
+    input dies here, has the output's size, and every read of it is at the
+    output's own flat index (same shape, no view, no broadcast), so element i
+    is read before element i is written and by no other iteration."""
+    pairs = []
+    for g in part.groups:
+        if g.kind != "pointwise" or len(g.outputs) != 1 or g.root.opdef.kind != "elementwise":
+            continue
+        out = g.outputs[0]
+        members = g.member_ids()
+        reads: dict[int, bool] = {}   # id(buffer) -> read only at the output's index
+        for op in g.ops:
+            for v in op.inputs:
+                if v.op is not None and id(v.op) in members:
+                    continue
+                m = _materialised(v, part.folded_views)
+                direct = m is v and v.type.shape == out.type.shape
+                reads[id(m)] = reads.get(id(m), True) and direct
+        for vid, direct in reads.items():
+            if direct and last.get(vid) == g.index:
+                pairs.append((str(id(out)), str(vid)))
+    return pairs
 
 
 def _materialised(v: Value, folded) -> Value:
@@ -200,7 +314,7 @@ def _materialised(v: Value, folded) -> Value:
     return v
 
 
-def _render(fn, part, lay):
+def _render(fn, part, lay, runtime_header="runtime.h", profile=False):
     kernels, calls, constants, const_names = [], [], [], {}
     nparams = len(fn.params)
     names: dict[str, int] = {}
@@ -228,9 +342,11 @@ def _render(fn, part, lay):
         names[spec.name] = n + 1
         if n:
             spec.name = f"{spec.name}_{n}"
+        spec.aliased = any(id(v) in lay.aliased for v in spec.outputs)
         c_module.render_kernel(spec)
         kernels.append(spec)
         args = [ptr(v, True) for v in spec.inputs] + [ptr(v, False) for v in spec.outputs]
         calls.append(f"{spec.name}({', '.join(args)});")
-    source = c_module.render_module(fn.name, VERSION, kernels, calls, constants, lay.plan.arena_bytes)
+    source = c_module.render_module(fn.name, VERSION, kernels, calls, constants, lay.plan.arena_bytes,
+                                    runtime_header, profile)
     return source, kernels

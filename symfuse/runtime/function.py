@@ -2,7 +2,9 @@
 hand it to a backend, and wrap the result in a callable Executable."""
 from __future__ import annotations
 
+import logging
 import numbers
+import pickle
 from typing import Sequence
 
 import numpy as np
@@ -13,7 +15,11 @@ from ..errors import DTypeError, InputError, ShapeError
 from ..frontend.api import SharedVariable, as_tensor
 from ..ir.core import Function, Value, format_loc, user_location
 from ..ir.printer import print_function
+from ..ir.parser import parse
 from .backends import get_backend
+from .cache import cache_key, code_identity
+
+log = logging.getLogger("symfuse")
 
 
 def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | None = None,
@@ -53,12 +59,49 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
     with report.stage("select backend"):
         backend = get_backend(device)
         opts = Options(optimize=optimize_graph, fast_math=fast_math, extra=options)
-    optimized = optimize(fn, opts, report)
-    run = backend.compile(optimized, options, report)
+    run, optimized, gkey = None, None, None
+    if getattr(backend, "graph_cache", False):
+        with report.stage("graph cache") as st:
+            gkey = _graph_key(fn, backend, opts, options)
+            run, optimized = _graph_cache_load(backend, gkey, report)
+            st.note = "hit: passes, fusion and codegen skipped" if run is not None else "miss"
+            report.info["graph_cache"] = "hit" if run is not None else "miss"
+    if run is None:
+        optimized = optimize(fn, opts, report)
+        run = backend.compile(optimized, options, report)
+        if gkey is not None:
+            with report.stage("graph cache store"):
+                entry = backend.export(run, report)
+                entry["ir"] = print_function(optimized, locations=True)
+                backend.cache.put("graph", gkey, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
     with report.stage("wrap"):
         exe = Executable(inputs, shared, outs, ups, single, fn, optimized, run, report, backend.name)
     report.finish()
     return exe
+
+
+def _graph_key(fn, backend, opts, options) -> str:
+    """The graph-level cache key: the printed IR before passes (with source
+    locations: they appear in the kernels' provenance comments), every option,
+    and what the backend says decides its output (compiler, flags, version)."""
+    return cache_key(print_function(fn, locations=True), backend.name, backend.identity(), code_identity(),
+                     repr((opts.optimize, opts.fast_math)), repr(sorted(options.items())))
+
+
+def _graph_cache_load(backend, key, report):
+    """(run, optimised IR text) from the graph cache, or (None, None) on a miss.
+    An entry that cannot be used (damaged, from an older layout, its library
+    pruned) is a miss: the caller compiles and overwrites it."""
+    data = backend.cache.get("graph", key)
+    if data is None:
+        return None, None
+    try:
+        entry = pickle.loads(data)
+        run = backend.load(entry, report)
+    except Exception as e:  # noqa: BLE001 -- any unusable entry is a miss, never a failed compile
+        log.warning("symfuse: graph cache entry %s unusable (%s: %s); recompiling", key[:12], type(e).__name__, e)
+        return None, None
+    return (run, entry["ir"]) if run is not None else (None, None)
 
 
 def _normalize_updates(updates, at):
@@ -125,12 +168,19 @@ class Executable:
         self.updates = updates
         self._single = single
         self.source_function = source_fn      # as built from the user's graph (grad ops unexpanded)
-        self.function = fn                    # after the pass pipeline
+        self._function = fn                   # after the pass pipeline; its text on a graph-cache hit
         self._run = run
         self.report = report
         self.device = device
         self._nout = len(outputs)
         self._names = [v.name for v in inputs]
+
+    @property
+    def function(self) -> Function:
+        """The optimised Function (parsed from the cached text after a graph-cache hit)."""
+        if isinstance(self._function, str):
+            self._function = parse(self._function)
+        return self._function
 
     @property
     def kernels(self) -> list:
@@ -141,6 +191,19 @@ class Executable:
     def source(self) -> str | None:
         """The generated translation unit, for backends that generate one."""
         return getattr(self._run, "source", None)
+
+    def profile(self) -> str:
+        """Per-kernel time table of a function compiled with ``profile=True``
+        (``sf.function(..., profile=True)``), slowest first."""
+        prof = getattr(self._run, "profile", None)
+        if prof is None:
+            raise ValueError(f"device {self.device!r} has no per-kernel profile")
+        rows = sorted(prof(), key=lambda r: -r[1])
+        total = sum(r[1] for r in rows) or 1.0
+        lines = [f"{'kernel':48} {'ms/call':>9} {'share':>6}"]
+        lines += [f"{n[:48]:48} {t * 1e3:9.3f} {t / total:6.1%}" for n, t, _ in rows]
+        lines.append(f"{'total':48} {total * 1e3:9.3f}   ({rows[0][2] if rows else 0} calls)")
+        return "\n".join(lines)
 
     def ir(self, locations: bool = False) -> str:
         """The optimised function as SSA text."""

@@ -63,8 +63,8 @@ def _sign_ref(x):
 # name: (type rule, numpy reference, C expression, vjp(g, x, y) or None)
 UNARY = {
     "neg": (_num_unary, np.negative, "(-{0})", lambda g, x, y: -g),
-    "exp": (_float_unary, np.exp, "exp({0})", lambda g, x, y: g * y),
-    "log": (_float_unary, np.log, "log({0})", lambda g, x, y: g / x),
+    "exp": (_float_unary, np.exp, "sf_exp({0})", lambda g, x, y: g * y),
+    "log": (_float_unary, np.log, "sf_log({0})", lambda g, x, y: g / x),
     "log1p": (_float_unary, np.log1p, "log1p({0})", lambda g, x, y: g / (x + 1)),
     "expm1": (_float_unary, np.expm1, "expm1({0})", lambda g, x, y: g * (y + 1)),
     "sqrt": (_float_unary, np.sqrt, "sqrt({0})", lambda g, x, y: g * 0.5 / y),
@@ -73,11 +73,12 @@ UNARY = {
     "abs": (_num_unary, np.abs, "fabs({0})", lambda g, x, y: g * F.sign(x)),
     "sign": (_num_unary, _sign_ref, "({0} != {0} ? {0} : ({T})(({0} > 0) - ({0} < 0)))", None),
     "reciprocal": (_float_unary, lambda x: 1 / x, "(({T})1 / {0})", lambda g, x, y: -(g * y * y)),
-    "tanh": (_float_unary, np.tanh, "tanh({0})", lambda g, x, y: g * (1 - y * y)),
-    "sigmoid": (_float_unary, lambda x: 1 / (1 + np.exp(-x)), "(({T})1 / (({T})1 + exp(-{0})))",
+    "tanh": (_float_unary, np.tanh, "sf_tanh({0})", lambda g, x, y: g * (1 - y * y)),
+    "sigmoid": (_float_unary, lambda x: 1 / (1 + np.exp(-x)), "(({T})1 / (({T})1 + sf_exp(-{0})))",
                 lambda g, x, y: g * y * (1 - y)),
     "relu": (_num_unary, lambda x: np.maximum(x, 0), "(({0} > ({T})0 || {0} != {0}) ? {0} : ({T})0)",
-             lambda g, x, y: F.where(x > 0, g, F.zeros_like(g))),
+             # y > 0 exactly where x > 0: reading y lets x fuse away into relu's producer
+             lambda g, x, y: F.where(y > 0, g, F.zeros_like(g))),
     "softplus": (_float_unary, lambda x: np.logaddexp(x, 0).astype(x.dtype),
                  "(fmax({0}, ({T})0) + log1p(exp(-fabs({0}))))", lambda g, x, y: g * F.sigmoid(x)),
     "erf": (_float_unary, _erf, "erf({0})",

@@ -46,7 +46,12 @@
 #pragma GCC push_options
 #pragma GCC optimize ("no-trapping-math")
 
+#ifdef SF_RUNTIME_LIBRARY      /* built once into libsymfuse_rt (symfuse/runtime/c_runtime.py) */
+#define SF_API __attribute__((visibility("default")))
+#else                          /* included whole into a unit: gcc specialises each call site */
 #define SF_API static __attribute__((unused))   /* no warning for the kernels a unit does not call */
+#endif
+#include "kernel.h"            /* SF_INLINE, vectorisable float math */
 #define SF_PAR_MIN 32768          /* element-ops below which a loop stays serial */
 #define SF_BLOCK 64               /* columns per block for strided row-wise ops */
 #define SF_CAT2(a, b) a##_##b
@@ -80,7 +85,7 @@ SF_API void* sf_workspace(size_t bytes) {
 /* ------------------------------------------------------------------ Philox4x32-10 */
 /* The stream of symfuse/ir/ops/random.py: element i uses counter (lo32(i), hi32(i),
  * salt, 0) and key (seed, 0x53594D46). Writes the first two output words. */
-SF_API inline void sf_philox2(uint64_t i, uint32_t salt, uint32_t seed, uint32_t* x0, uint32_t* x1) {
+SF_INLINE void sf_philox2(uint64_t i, uint32_t salt, uint32_t seed, uint32_t* x0, uint32_t* x1) {
   uint32_t c0 = (uint32_t)i, c1 = (uint32_t)(i >> 32), c2 = salt, c3 = 0;
   uint32_t k0 = seed, k1 = 0x53594D46u;
   for (int r = 0; r < 10; r++) {
@@ -93,9 +98,9 @@ SF_API inline void sf_philox2(uint64_t i, uint32_t salt, uint32_t seed, uint32_t
   *x0 = c0; *x1 = c1;
 }
 
-SF_API inline float sf_unit24(uint32_t x) { return (float)(x >> 8) * 0x1p-24f; }
+SF_INLINE float sf_unit24(uint32_t x) { return (float)(x >> 8) * 0x1p-24f; }
 
-SF_API inline float sf_normal_f32(uint32_t x0, uint32_t x1) {
+SF_INLINE float sf_normal_f32(uint32_t x0, uint32_t x1) {
   float u1 = (float)((x0 >> 8) + 1u) * 0x1p-24f;
   float u2 = (float)(x1 >> 8) * 0x1p-24f;
   float a = -2.0f * logf(u1);
@@ -105,38 +110,6 @@ SF_API inline float sf_normal_f32(uint32_t x0, uint32_t x1) {
   return r * c;
 }
 
-/* ------------------------------------------------------------------ expf
- * exp for float32 written without calls or branches so that gcc vectorises the
- * softmax loops (glibc's expf is a scalar call). Cephes polynomial on
- * r = x - n*ln2, |r| <= ln2/2, scaled by 2^n in two steps so that overflow (inf),
- * gradual underflow (subnormals, 0), +-inf and NaN come out as from expf.
- * Error about 1 ulp (measured against double exp in tests/test_c_library.py). */
-SF_API inline float sf_expf(float x) {
-  float xc = x < -104.0f ? -104.0f : x;             /* NaN passes through both */
-  xc = xc > 89.0f ? 89.0f : xc;
-  const float magic = 12582912.0f;                  /* 1.5 * 2^23: rounds to an integer */
-  const float t = xc * 1.44269504088896341f + magic;
-  const float nf = t - magic;
-  int32_t n;
-  memcpy(&n, &t, 4);
-  n -= 0x4B400000;                                  /* bits of magic: n = round(xc / ln2) */
-  float r = xc - nf * 0.693359375f;
-  r = r - nf * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t n1 = n >> 1, n2 = n - n1;           /* both in [-75, 65] */
-  const uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
-  float s1, s2;
-  memcpy(&s1, &b1, 4);
-  memcpy(&s2, &b2, 4);
-  const float res = (p * s1) * s2;
-  return x == x ? res : x;
-}
 
 /* ------------------------------------------------------------------ byte movers */
 /* dst[i] = *value for count elements of es bytes. */
@@ -369,7 +342,7 @@ SF_API void SF_FN(matmul)(const SF_T* A, const SF_T* B, SF_T* restrict C, int nb
 #ifndef SF_LANES
 #define SF_LANES 16
 #endif
-SF_API inline SF_T SF_FN(row_shift)(const SF_T* restrict x, int64_t n) {
+SF_INLINE SF_T SF_FN(row_shift)(const SF_T* restrict x, int64_t n) {
   SF_T m[SF_LANES];
   int nan[SF_LANES];
   for (int l = 0; l < SF_LANES; l++) { m[l] = -INFINITY; nan[l] = 0; }
@@ -388,7 +361,7 @@ SF_API inline SF_T SF_FN(row_shift)(const SF_T* restrict x, int64_t n) {
 }
 
 /* sum(exp(x - sh)); also stores exp(x - sh) into y unless y is NULL. */
-SF_API inline SF_ACC SF_FN(row_exp)(const SF_T* restrict x, SF_T* restrict y, int64_t n, SF_T sh) {
+SF_INLINE SF_ACC SF_FN(row_exp)(const SF_T* restrict x, SF_T* restrict y, int64_t n, SF_T sh) {
   SF_ACC s[SF_LANES];
   for (int l = 0; l < SF_LANES; l++) s[l] = 0;
   int64_t k = 0;
@@ -407,7 +380,7 @@ SF_API inline SF_ACC SF_FN(row_exp)(const SF_T* restrict x, SF_T* restrict y, in
 }
 
 /* sum(t * ((x - sh) - lse)) */
-SF_API inline SF_ACC SF_FN(row_xent)(const SF_T* restrict x, const SF_T* restrict t, int64_t n, SF_T sh, SF_T lse) {
+SF_INLINE SF_ACC SF_FN(row_xent)(const SF_T* restrict x, const SF_T* restrict t, int64_t n, SF_T sh, SF_T lse) {
   SF_ACC s[SF_LANES];
   for (int l = 0; l < SF_LANES; l++) s[l] = 0;
   int64_t k = 0;
@@ -511,15 +484,16 @@ SF_API void SF_FN(softmax_xent)(const SF_T* x, const SF_T* t, SF_T* y, int64_t o
 }
 
 /* ---------------------------------------------------------------- im2col / col2im
- * cols[(c*KH + ki)*KW + kj][ho*WO + wo] = x[c][ho*SH - PH + ki*DH][wo*SW - PW + kj*DW] (0 outside). */
+ * cols[(c*KH + ki)*KW + kj][ho*WO + wo] = x[c][ho*SH - PH + ki*DH][wo*SW - PW + kj*DW] (0 outside);
+ * rows of cols are ldc elements apart (P for one image, N*P for a batch laid side by side). */
 SF_API void SF_FN(im2col)(const SF_T* restrict x, SF_T* restrict cols, int64_t C, int64_t H, int64_t W,
                           int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t PH, int64_t PW,
-                          int64_t DH, int64_t DW, int64_t HO, int64_t WO) {
+                          int64_t DH, int64_t DW, int64_t HO, int64_t WO, int64_t ldc) {
   const int64_t R = C * KH * KW, P = HO * WO;
   #pragma omp parallel for if (R > 1 && R * P >= SF_PAR_MIN)
   for (int64_t r = 0; r < R; r++) {
     const int64_t c = r / (KH * KW), ki = (r / KW) % KH, kj = r % KW;
-    SF_T* out = cols + r * P;
+    SF_T* out = cols + r * ldc;
     const SF_T* xc = x + c * H * W;
     /* wo range whose input column is inside [0, W) */
     const int64_t off = kj * DW - PW;
@@ -543,14 +517,14 @@ SF_API void SF_FN(im2col)(const SF_T* restrict x, SF_T* restrict cols, int64_t C
 /* dx[c] += scatter of cols (adjoint of im2col), kernel taps in row-major order. */
 SF_API void SF_FN(col2im)(const SF_T* restrict cols, SF_T* restrict dx, int64_t C, int64_t H, int64_t W,
                           int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t PH, int64_t PW,
-                          int64_t DH, int64_t DW, int64_t HO, int64_t WO) {
+                          int64_t DH, int64_t DW, int64_t HO, int64_t WO, int64_t ldc) {
   const int64_t P = HO * WO;
   #pragma omp parallel for if (C > 1 && C * KH * KW * P >= SF_PAR_MIN)
   for (int64_t c = 0; c < C; c++) {
     SF_T* xc = dx + c * H * W;
     for (int64_t ki = 0; ki < KH; ki++)
       for (int64_t kj = 0; kj < KW; kj++) {
-        const SF_T* in = cols + ((c * KH + ki) * KW + kj) * P;
+        const SF_T* in = cols + ((c * KH + ki) * KW + kj) * ldc;
         const int64_t off = kj * DW - PW;
         int64_t lo = off >= 0 ? 0 : (-off + SW - 1) / SW;
         int64_t hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / SW + 1;
@@ -574,14 +548,47 @@ SF_API void SF_FN(col2im)(const SF_T* restrict cols, SF_T* restrict dx, int64_t 
   int64_t SH, int64_t SW, int64_t PH, int64_t PW, int64_t DH, int64_t DW, int64_t G, int64_t HO, int64_t WO
 #define SF_IS_1X1 (KH == 1 && KW == 1 && SH == 1 && SW == 1 && PH == 0 && PW == 0)
 
+/* Ungrouped, non-1x1 convolutions of a batch run as ONE gemm over the columns of every
+ * image side by side (R x N*P): a per-image gemm is too small to keep BLAS busy
+ * (LeNet-5 conv2: 50x64x500 per image). t (O x N*P) <-> NCHW is a row copy. */
+#define SF_BATCHED (G == 1 && N > 1 && !SF_IS_1X1)
+
+SF_INLINE void SF_FN(im2col_batch)(const SF_T* x, SF_T* cols, int64_t N, int64_t C, int64_t H, int64_t W,
+                                   int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t PH, int64_t PW,
+                                   int64_t DH, int64_t DW, int64_t HO, int64_t WO) {
+  const int64_t P = HO * WO;
+  #pragma omp parallel for if (N * C * KH * KW * P >= SF_PAR_MIN)
+  for (int64_t n = 0; n < N; n++)
+    SF_FN(im2col)(x + n * C * H * W, cols + n * P, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, N * P);
+}
+
+/* dst[o][n*P + p] = src[n][o][p] (nchw_to_t) or the reverse. */
+SF_INLINE void SF_FN(batch_rows)(const SF_T* src, SF_T* dst, int64_t N, int64_t O, int64_t P, int to_t) {
+  #pragma omp parallel for if (N * O * P >= SF_PAR_MIN)
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t o = 0; o < O; o++) {
+      if (to_t) memcpy(dst + o * N * P + n * P, src + (n * O + o) * P, sizeof(SF_T) * (size_t)P);
+      else memcpy(dst + (n * O + o) * P, src + o * N * P + n * P, sizeof(SF_T) * (size_t)P);
+    }
+}
+
 SF_API void SF_FN(conv2d)(const SF_T* x, const SF_T* w, SF_T* restrict y, SF_CONV_ARGS) {
   const int64_t CI = C / G, Og = O / G, R = CI * KH * KW, P = HO * WO;
   const int direct = SF_IS_1X1;
+  if (SF_BATCHED) {
+    SF_T* cols = (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)((R + O) * N * P));
+    SF_T* t = cols + R * N * P;
+    SF_FN(im2col_batch)(x, cols, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO);
+    SF_GEMM(SF_ROW_MAJOR, SF_NO_TRANS, SF_NO_TRANS, (int)O, (int)(N * P), (int)R, (SF_T)1, w, (int)R,
+            cols, (int)(N * P), (SF_T)0, t, (int)(N * P));
+    SF_FN(batch_rows)(t, y, N, O, P, 0);
+    return;
+  }
   SF_T* cols = direct ? NULL : (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)(R * P));
   for (int64_t n = 0; n < N; n++)
     for (int64_t g = 0; g < G; g++) {
       const SF_T* xg = x + (n * C + g * CI) * H * W;
-      if (!direct) SF_FN(im2col)(xg, cols, CI, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO);
+      if (!direct) SF_FN(im2col)(xg, cols, CI, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, P);
       SF_GEMM(SF_ROW_MAJOR, SF_NO_TRANS, SF_NO_TRANS, (int)Og, (int)P, (int)R, (SF_T)1, w + g * Og * R, (int)R,
               direct ? xg : cols, (int)P, (SF_T)0, y + (n * O + g * Og) * P, (int)P);
     }
@@ -591,6 +598,18 @@ SF_API void SF_FN(conv2d)(const SF_T* x, const SF_T* w, SF_T* restrict y, SF_CON
 SF_API void SF_FN(conv2d_grad_input)(const SF_T* gy, const SF_T* w, SF_T* restrict dx, SF_CONV_ARGS) {
   const int64_t CI = C / G, Og = O / G, R = CI * KH * KW, P = HO * WO;
   const int direct = SF_IS_1X1;
+  if (SF_BATCHED) {
+    SF_T* cols = (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)((R + O) * N * P));
+    SF_T* t = cols + R * N * P;
+    SF_FN(batch_rows)(gy, t, N, O, P, 1);
+    SF_GEMM(SF_ROW_MAJOR, SF_TRANS, SF_NO_TRANS, (int)R, (int)(N * P), (int)O, (SF_T)1, w, (int)R,
+            t, (int)(N * P), (SF_T)0, cols, (int)(N * P));
+    memset(dx, 0, sizeof(SF_T) * (size_t)(N * C * H * W));
+    #pragma omp parallel for if (N * R * P >= SF_PAR_MIN)
+    for (int64_t n = 0; n < N; n++)
+      SF_FN(col2im)(cols + n * P, dx + n * C * H * W, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, N * P);
+    return;
+  }
   SF_T* cols = direct ? NULL : (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)(R * P));
   if (!direct) memset(dx, 0, sizeof(SF_T) * (size_t)(N * C * H * W));
   for (int64_t n = 0; n < N; n++)
@@ -598,7 +617,7 @@ SF_API void SF_FN(conv2d_grad_input)(const SF_T* gy, const SF_T* w, SF_T* restri
       SF_T* dxg = dx + (n * C + g * CI) * H * W;
       SF_GEMM(SF_ROW_MAJOR, SF_TRANS, SF_NO_TRANS, (int)R, (int)P, (int)Og, (SF_T)1, w + g * Og * R, (int)R,
               gy + (n * O + g * Og) * P, (int)P, (SF_T)0, direct ? dxg : cols, (int)P);
-      if (!direct) SF_FN(col2im)(cols, dxg, CI, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO);
+      if (!direct) SF_FN(col2im)(cols, dxg, CI, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, P);
     }
 }
 
@@ -606,18 +625,28 @@ SF_API void SF_FN(conv2d_grad_input)(const SF_T* gy, const SF_T* w, SF_T* restri
 SF_API void SF_FN(conv2d_grad_weight)(const SF_T* x, const SF_T* gy, SF_T* restrict dw, SF_CONV_ARGS) {
   const int64_t CI = C / G, Og = O / G, R = CI * KH * KW, P = HO * WO;
   const int direct = SF_IS_1X1;
+  if (SF_BATCHED) {
+    SF_T* cols = (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)((R + O) * N * P));
+    SF_T* t = cols + R * N * P;
+    SF_FN(im2col_batch)(x, cols, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO);
+    SF_FN(batch_rows)(gy, t, N, O, P, 1);
+    SF_GEMM(SF_ROW_MAJOR, SF_NO_TRANS, SF_TRANS, (int)O, (int)R, (int)(N * P), (SF_T)1, t, (int)(N * P),
+            cols, (int)(N * P), (SF_T)0, dw, (int)R);
+    return;
+  }
   SF_T* cols = direct ? NULL : (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)(R * P));
   if (N == 0) { memset(dw, 0, sizeof(SF_T) * (size_t)(O * R)); return; }
   for (int64_t g = 0; g < G; g++)
     for (int64_t n = 0; n < N; n++) {
       const SF_T* xg = x + (n * C + g * CI) * H * W;
-      if (!direct) SF_FN(im2col)(xg, cols, CI, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO);
+      if (!direct) SF_FN(im2col)(xg, cols, CI, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, P);
       SF_GEMM(SF_ROW_MAJOR, SF_NO_TRANS, SF_TRANS, (int)Og, (int)R, (int)P, (SF_T)1, gy + (n * O + g * Og) * P,
               (int)P, direct ? xg : cols, (int)P, n ? (SF_T)1 : (SF_T)0, dw + g * Og * R, (int)R);
     }
 }
 #undef SF_CONV_ARGS
 #undef SF_IS_1X1
+#undef SF_BATCHED
 
 /* ---------------------------------------------------------------- pooling
  * Planes = N*C; windows of KH x KW with stride SH,SW and symmetric padding PH,PW. */
@@ -625,11 +654,30 @@ SF_API void SF_FN(conv2d_grad_weight)(const SF_T* x, const SF_T* gy, SF_T* restr
   int64_t PH, int64_t PW, int64_t HO, int64_t WO
 
 /* max over each window; padding is -inf; NaN propagates. */
+/* Windows that never leave the plane (no padding): no bounds tests, branch-free selects. */
+#define SF_POOL_INSIDE (PH == 0 && PW == 0 && (HO - 1) * SH + KH <= H && (WO - 1) * SW + KW <= W)
+
 SF_API void SF_FN(max_pool2d)(const SF_T* restrict x, SF_T* restrict y, SF_POOL_ARGS) {
   #pragma omp parallel for if (planes > 1 && planes * HO * WO * KH * KW >= SF_PAR_MIN)
   for (int64_t p = 0; p < planes; p++) {
     const SF_T* xp = x + p * H * W;
     SF_T* yp = y + p * HO * WO;
+    if (SF_POOL_INSIDE) {   /* tap by tap over a whole output row: the wo loop vectorises */
+      for (int64_t ho = 0; ho < HO; ho++) {
+        SF_T* yr = yp + ho * WO;
+        const SF_T* xr = xp + ho * SH * W;
+        for (int64_t wo = 0; wo < WO; wo++) yr[wo] = xr[wo * SW];
+        for (int64_t ki = 0; ki < KH; ki++)
+          for (int64_t kj = 0; kj < KW; kj++) {
+            const SF_T* xt = xr + ki * W + kj;
+            for (int64_t wo = 0; wo < WO; wo++) {
+              const SF_T v = xt[wo * SW], m = yr[wo];
+              yr[wo] = (v > m || v != v) ? v : m;     /* NaN sticks once taken */
+            }
+          }
+      }
+      continue;
+    }
     for (int64_t ho = 0; ho < HO; ho++)
       for (int64_t wo = 0; wo < WO; wo++) {
         SF_T m = -INFINITY;
@@ -661,6 +709,32 @@ SF_API void SF_FN(max_pool2d_grad)(const SF_T* restrict x, const SF_T* restrict 
     const SF_T* gp = g + p * HO * WO;
     SF_T* dp = dx + p * H * W;
     for (int64_t i = 0; i < H * W; i++) dp[i] = 0;
+    if (SF_POOL_INSIDE) {   /* argmax tap by tap over blocks of a row (vectorises), then scatter */
+      enum { B = 64 };
+      SF_T best[B];
+      int32_t at[B];
+      for (int64_t ho = 0; ho < HO; ho++)
+        for (int64_t w0 = 0; w0 < WO; w0 += B) {
+          const int64_t nb = WO - w0 < B ? WO - w0 : B;
+          const SF_T* xr = xp + ho * SH * W + w0 * SW;
+          for (int64_t j = 0; j < nb; j++) { best[j] = xr[j * SW]; at[j] = 0; }
+          for (int64_t ki = 0; ki < KH; ki++)
+            for (int64_t kj = 0; kj < KW; kj++) {
+              const SF_T* xt = xr + ki * W + kj;
+              const int32_t tap = (int32_t)(ki * W + kj);
+              for (int64_t j = 0; j < nb; j++) {
+                const SF_T v = xt[j * SW], b = best[j];
+                const int take = b == b && (v > b || v != v);   /* first maximal; NaN counts as maximal */
+                best[j] = take ? v : b;
+                at[j] = take ? tap : at[j];
+              }
+            }
+          const SF_T* gr = gp + ho * WO + w0;
+          SF_T* dr = dp + ho * SH * W + w0 * SW;
+          for (int64_t j = 0; j < nb; j++) dr[j * SW + at[j]] += gr[j];
+        }
+      continue;
+    }
     for (int64_t ho = 0; ho < HO; ho++)
       for (int64_t wo = 0; wo < WO; wo++) {
         SF_T best = 0;
@@ -728,6 +802,7 @@ SF_API void SF_FN(avg_pool2d_grad)(const SF_T* restrict g, SF_T* restrict dx, SF
   }
 }
 #undef SF_POOL_ARGS
+#undef SF_POOL_INSIDE
 
 /* ---------------------------------------------------------------- random */
 SF_API void SF_FN(random_uniform)(uint32_t seed, uint32_t salt, SF_T* restrict out, int64_t size) {
@@ -829,7 +904,7 @@ SF_API void SF_FN(matmul)(const SF_T* A, const SF_T* B, SF_T* restrict C, int nb
 #define SF_IFN(name) SF_CAT(sf_##name, SF_IS)
 
 /* take/take_grad index rule: negative counts from the end, then clamp into [0, n-1]. */
-SF_API inline int64_t SF_IFN(clamp_index)(SF_I v, int64_t n) {
+SF_INLINE int64_t SF_IFN(clamp_index)(SF_I v, int64_t n) {
 #if SF_I_SIGNED
   int64_t i = (int64_t)v;
   if (i < 0) i += n;
