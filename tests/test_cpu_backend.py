@@ -1,4 +1,6 @@
-"""device="cpu" agrees with the reference interpreter; fusion is as stated."""
+"""The compiled backends agree with the reference interpreter: device="cpu"
+(issue 3) and the CUDA kernels run on the CPU by device="cuda-emu" (issue 4);
+fusion is as stated."""
 import numpy as np
 import pytest
 
@@ -11,9 +13,17 @@ from symfuse.runtime.backends import BACKENDS
 pytestmark = pytest.mark.skipif("cpu" not in BACKENDS, reason="cpu backend not registered yet (issue 3)")
 
 
-def _agree(inputs, outs, args, rtol=1e-5, atol=1e-6, **kw):
+DEVICES = ["cpu", "cuda-emu"]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def _agree(inputs, outs, args, rtol=1e-5, atol=1e-6, device="cpu", **kw):
     fi = sf.function(inputs, outs, device="interp", **kw)
-    fc = sf.function(inputs, outs, device="cpu", **kw)
+    fc = sf.function(inputs, outs, device=device, **kw)
     ri, rc = fi(*args), fc(*args)
     if not isinstance(ri, list):
         ri, rc = [ri], [rc]
@@ -23,7 +33,7 @@ def _agree(inputs, outs, args, rtol=1e-5, atol=1e-6, **kw):
     return fc
 
 
-def test_elementwise_broadcast_views_and_reductions(rng):
+def test_elementwise_broadcast_views_and_reductions(rng, device):
     x = sf.tensor("x", (32, 16))
     b = sf.tensor("b", (16,))
     y = sf.tanh(x + b) * 2 - x.T.T
@@ -31,12 +41,12 @@ def test_elementwise_broadcast_views_and_reductions(rng):
             sf.where(x > 0, x, -x).min(axis=1, keepdims=True), sf.exp(x).prod(axis=0) / 1e3,
             (x.reshape(4, 8, 16).sum(axis=(0, 2)))]
     args = [rng.normal(size=(32, 16)).astype(np.float32), rng.normal(size=16).astype(np.float32)]
-    fc = _agree([x, b], outs, args, rtol=1e-4, atol=1e-5)
+    fc = _agree([x, b], outs, args, rtol=1e-4, atol=1e-5, device=device)
     kinds = [k.kind for k in fc.kernels]
     assert "pointwise" in kinds and "reduce" in kinds
 
 
-def test_every_unary_op_on_cpu(rng):
+def test_every_unary_op_on_cpu(rng, device):
     x = sf.tensor("x", (7, 5), "float64")
     pos = sf.tensor("p", (7, 5), "float64")
     fns = [sf.exp, sf.tanh, sf.sigmoid, sf.relu, sf.softplus, sf.erf, sf.sin, sf.cos, sf.abs, sf.sign,
@@ -45,28 +55,29 @@ def test_every_unary_op_on_cpu(rng):
     outs = [f(x) for f in fns] + [f(pos) for f in pfns] + [x ** 3, sf.maximum(x, 0.2), sf.minimum(x, pos),
                                                          sf.clip(x, -0.5, 0.5), (x > 0).astype("float64"),
                                                          (x * 100).astype("int32")]
-    _agree([x, pos], outs, [rng.normal(size=(7, 5)), rng.uniform(0.1, 3, (7, 5))], rtol=1e-12, atol=1e-12)
+    _agree([x, pos], outs, [rng.normal(size=(7, 5)), rng.uniform(0.1, 3, (7, 5))], rtol=1e-12, atol=1e-12,
+           device=device)
 
 
-def test_nan_propagates_like_numpy():
+def test_nan_propagates_like_numpy(device):
     x = sf.tensor("x", (4,))
     outs = [sf.relu(x), sf.maximum(x, 0.0), sf.minimum(0.0, x), x.max(), x.min()]
-    _agree([x], outs, [np.array([np.nan, 1, -1, 2], np.float32)])
+    _agree([x], outs, [np.array([np.nan, 1, -1, 2], np.float32)], device=device)
 
 
-def test_integer_and_bool_reductions(rng):
+def test_integer_and_bool_reductions(rng, device):
     i = sf.tensor("i", (6, 5), "int32")
     outs = [i.sum(axis=0), i.max(axis=1), i.min(), (i > 0).astype("int32").sum(), i * 3 - 1]
-    _agree([i], outs, [rng.integers(-50, 50, (6, 5)).astype(np.int32)])
+    _agree([i], outs, [rng.integers(-50, 50, (6, 5)).astype(np.int32)], device=device)
 
 
-def test_mlp_training_step_matches_interpreter(rng):
+def test_mlp_training_step_matches_interpreter(rng, device):
     n, dims = 32, [20, 64, 10]
     init = [rng.normal(0, 0.2, (a, b)).astype(np.float32) for a, b in zip(dims[:-1], dims[1:])]
     xs = rng.normal(size=(n, dims[0])).astype(np.float32)
     ys = rng.integers(0, 10, n).astype(np.int32)
     results = {}
-    for device in ("interp", "cpu"):
+    for dev in ("interp", device):
         Ws = [sf.shared(w.copy(), name=f"W{k}") for k, w in enumerate(init)]
         bs = [sf.shared(np.zeros(w.shape[1], np.float32), name=f"b{k}") for k, w in enumerate(init)]
         x = sf.tensor("x", (n, dims[0]))
@@ -75,13 +86,13 @@ def test_mlp_training_step_matches_interpreter(rng):
         loss = -(sf.one_hot(y, 10) * sf.log(sf.softmax(h))).sum(axis=1).mean()
         params = Ws + bs
         grads = sf.grad(loss, params)
-        step = sf.function([x, y], loss, updates=[(p, p - 0.1 * g) for p, g in zip(params, grads)], device=device)
+        step = sf.function([x, y], loss, updates=[(p, p - 0.1 * g) for p, g in zip(params, grads)], device=dev)
         losses = [float(step(xs, ys)) for _ in range(5)]
-        results[device] = (losses, [p.get_value() for p in params], step)
-    np.testing.assert_allclose(results["cpu"][0], results["interp"][0], rtol=1e-4)
-    for a, b in zip(results["cpu"][1], results["interp"][1]):
+        results[dev] = (losses, [p.get_value() for p in params], step)
+    np.testing.assert_allclose(results[device][0], results["interp"][0], rtol=1e-4)
+    for a, b in zip(results[device][1], results["interp"][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    step = results["cpu"][2]
+    step = results[device][2]
     assert sum(1 for k in step.kernels if "softmax_xent" in k.name) == 1
 
 
@@ -98,10 +109,11 @@ def test_report_stages_add_up_to_total(tmp_path, monkeypatch):
         assert stage in names
 
 
-def test_random_graphs_cpu_equals_interpreter():
-    """500 random graphs from the pass-pipeline test, compiled 25 to a translation unit."""
+@pytest.mark.parametrize("device,n_graphs", [("cpu", 500), ("cuda-emu", 200)])
+def test_random_graphs_equal_interpreter(device, n_graphs):
+    """Random graphs from the pass-pipeline test, compiled 25 to a translation unit."""
     from test_random_graphs import GraphGen
-    per_tu, n_graphs = 25, 500
+    per_tu = 25
     for start in range(0, n_graphs, per_tu):
         inputs, outs, args = [], [], []
         for seed in range(start, start + per_tu):
@@ -110,16 +122,16 @@ def test_random_graphs_cpu_equals_interpreter():
             inputs += g.inputs
             args += g.args
             outs += [o.v for o in built]
-        _agree(inputs, outs, args, rtol=1e-4, atol=1e-5)
+        _agree(inputs, outs, args, rtol=1e-4, atol=1e-5, device=device)
 
 
-def test_lenet5_gradients_match_interpreter():
+def test_lenet5_gradients_match_interpreter(device):
     from test_models_grad import lenet
     rng = np.random.default_rng(3)
     x, y, loss, params = lenet(rng, batch=3)
     xv = rng.normal(size=(3, 1, 28, 28))
     yv = np.array([1, 5, 9], np.int32)
-    fc = _agree([x, y], [loss] + sf.grad(loss, params), [xv, yv], rtol=1e-9, atol=1e-12)
+    fc = _agree([x, y], [loss] + sf.grad(loss, params), [xv, yv], rtol=1e-9, atol=1e-12, device=device)
     names = " ".join(k.name for k in fc.kernels)
     assert "conv2d_grad_weight" in names and "max_pool2d_grad" in names and "softmax_xent" in names
 

@@ -10,7 +10,7 @@ from ..errors import DeviceUnavailable
 from .interp import InterpBackend
 
 BACKENDS: dict[str, object] = {}
-DEFAULT_ORDER = ["cpu", "interp"]
+DEFAULT_ORDER = ["cuda", "cpu", "interp"]   # cuda only where it can run (a GPU and PyCUDA)
 
 
 def register_backend(backend) -> None:
@@ -21,7 +21,7 @@ def get_backend(device: str | None):
     if device is None:
         for name in DEFAULT_ORDER:
             b = BACKENDS.get(name)
-            if b is not None and b.available():
+            if b is not None and getattr(b, "runnable", b.available)():
                 return b
         raise DeviceUnavailable("no backend is available")
     b = BACKENDS.get(device)
@@ -35,9 +35,12 @@ def get_backend(device: str | None):
 register_backend(InterpBackend())
 
 
-def _register_cpu():
+def _register_compiled():
     from .cpu import CpuBackend
+    from .cuda import CudaBackend
     register_backend(CpuBackend())
+    register_backend(CudaBackend())
+    register_backend(CudaBackend(emulate=True))
 
 
-_register_cpu()
+_register_compiled()

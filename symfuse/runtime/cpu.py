@@ -21,7 +21,7 @@ import numpy as np
 from ..codegen import c_module
 from ..codegen.c_library import LIBRARY, blas_link_flags
 from ..compiler.fusion import fuse
-from ..compiler.memory import BufferUse, plan_memory
+from ..compiler.layout import layout as _layout, materialised as _materialised
 from ..errors import CompileError
 from ..ir.core import Function, Value
 from .c_runtime import header_bytes, runtime_library
@@ -232,86 +232,6 @@ def library_intact(lib_path: str) -> bool:
         log.warning("symfuse: cached library %s is damaged (checksum mismatch); recompiling", lib_path)
         return False
     return True
-
-
-class _Layout:
-    pass
-
-
-def _layout(fn: Function, part) -> _Layout:
-    """Where every materialised value lives: a parameter slot, a result slot,
-    a static constant, or an arena offset from the memory planner."""
-    lay = _Layout()
-    param_pos = {id(p): k for k, p in enumerate(fn.params)}
-    lay.where: dict[int, tuple] = {}
-    slots, result_plan = [], []
-    produced = {}
-    for g in part.groups:
-        for v in g.outputs:
-            produced[id(v)] = g.index
-    for r in fn.results:
-        if id(r) in lay.where and lay.where[id(r)][0] == "result":
-            result_plan.append(("slot", lay.where[id(r)][1]))
-        elif id(r) in produced:
-            lay.where[id(r)] = ("result", len(slots))
-            result_plan.append(("slot", len(slots)))
-            slots.append((r.type.shape, r.type.dtype.np))
-        elif id(r) in param_pos:
-            result_plan.append(("param", param_pos[id(r)]))
-        else:  # a constant result
-            result_plan.append(("const", r.op.attrs["value"]))
-    for p, k in param_pos.items():
-        lay.where.setdefault(p, ("param", k))
-    # liveness of arena buffers over the schedule
-    last: dict[int, int] = {}
-    for g in part.groups:
-        for op in g.ops:
-            for v in op.inputs:
-                m = _materialised(v, part.folded_views)
-                last[id(m)] = max(last.get(id(m), -1), g.index)
-    bufs = []
-    for g in part.groups:
-        for v in g.outputs:
-            if id(v) in lay.where:
-                continue
-            bufs.append(BufferUse(str(id(v)), max(v.type.nbytes, 1), g.index, max(last.get(id(v), g.index), g.index)))
-    lay.plan = plan_memory(bufs, _inplace_candidates(part, last))
-    for b in bufs:
-        lay.where[int(b.name)] = ("arena", lay.plan.offsets[b.name])
-    lay.aliased = {int(out) for out, _ in lay.plan.inplace}
-    lay.slots, lay.result_plan = slots, result_plan
-    return lay
-
-
-def _inplace_candidates(part, last) -> list[tuple[str, str]]:
-    """(out, in) pairs for pointwise kernels that may write over an input: the
-    input dies here, has the output's size, and every read of it is at the
-    output's own flat index (same shape, no view, no broadcast), so element i
-    is read before element i is written and by no other iteration."""
-    pairs = []
-    for g in part.groups:
-        if g.kind != "pointwise" or len(g.outputs) != 1 or g.root.opdef.kind != "elementwise":
-            continue
-        out = g.outputs[0]
-        members = g.member_ids()
-        reads: dict[int, bool] = {}   # id(buffer) -> read only at the output's index
-        for op in g.ops:
-            for v in op.inputs:
-                if v.op is not None and id(v.op) in members:
-                    continue
-                m = _materialised(v, part.folded_views)
-                direct = m is v and v.type.shape == out.type.shape
-                reads[id(m)] = reads.get(id(m), True) and direct
-        for vid, direct in reads.items():
-            if direct and last.get(vid) == g.index:
-                pairs.append((str(id(out)), str(vid)))
-    return pairs
-
-
-def _materialised(v: Value, folded) -> Value:
-    while v.op is not None and id(v.op) in folded:
-        v = v.op.inputs[0]
-    return v
 
 
 def _render(fn, part, lay, runtime_header="runtime.h", profile=False):

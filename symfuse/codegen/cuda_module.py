@@ -1,0 +1,210 @@
+"""Lower a fused partition to one CUDA translation unit.
+
+The kernel groups, their statements and index arithmetic are the cpu
+backend's (``c_module.build_kernel``): the scalar statements are C that is
+also valid CUDA C++. What differs is the scaffolding, in
+``symfuse/templates/cuda``: a pointwise group becomes a grid-stride loop over
+its flat output index (the loop variables of the C loop nest are recovered by
+div/mod with literal sizes); a reduction gives each output element to a warp
+(or, for few long reductions, a block), lanes stride over the reduced
+elements, and a fixed shuffle tree combines them, so results do not depend on
+scheduling; library ops lower through ``cuda_library`` to launches of
+``runtime.cuh`` device functions. Launch shapes are decided here and passed
+to the templates as numbers.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass, field
+
+from ..compiler.fusion import KernelGroup, Partition
+from . import c_module
+from .c_module import KernelInfo, c_type
+
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "cuda")
+BLOCK = 256                 # threads per block of pointwise kernels
+WARPS_PER_BLOCK = 8         # outputs per block of warp-per-output reductions
+BLOCK_REDUCE_MIN = 1 << 16  # reduced elements per output from which a whole block takes one output
+
+
+@dataclass
+class LaunchSpec:
+    kernel: str                     # extern "C" name in the module
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_bytes: int = 0
+    scratch: bool = False           # takes the group's scratch pointer as last argument
+
+
+@dataclass
+class CudaKernel:
+    """One fused group on the GPU: its source text and the launches that run it."""
+    name: str
+    kind: str
+    group: KernelGroup
+    inputs: list
+    outputs: list
+    provenance: list[str]
+    source: str = ""
+    launches: list[LaunchSpec] = field(default_factory=list)
+    scratch_bytes: int = 0
+    size: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    resources: dict = field(default_factory=dict)   # kernel name -> nvrtc.KernelResources (after compile)
+
+    @property
+    def fused_ops(self) -> list[str]:
+        return [op.opdef.name for op in self.group.ops]
+
+    # ---------------------------------------------------------------- inspection
+    program = None          # the CudaProgram this kernel belongs to (set by the backend)
+
+    @property
+    def cubin(self) -> bytes | None:
+        """The CUBIN of the module that holds this kernel (one unit per function)."""
+        return self.program.image if self.program is not None else None
+
+    @property
+    def ptx(self) -> str:
+        """This kernel's PTX (``.entry`` of each of its launches), compiled on demand."""
+        from ..runtime import nvrtc
+        text = nvrtc.ptx_for(self.program.source, self.program.name, arch=self.program.arch,
+                             include_dirs=[TEMPLATE_DIR])
+        return _sections(text, [ln.kernel for ln in self.launches], ".entry ", "\n}\n")
+
+    @property
+    def sass(self) -> str:
+        """This kernel's SASS, disassembled by nvdisasm (``pip install nvidia-cuda-nvdisasm``)."""
+        from ..runtime import nvrtc
+        if self.cubin is None:
+            raise ValueError("no CUBIN: this function was compiled for cuda-emu")
+        text = nvrtc.sass(self.cubin)
+        return _sections(text, [ln.kernel for ln in self.launches], ".text.", "\n\n\t\t.section")
+
+    @property
+    def launch_config(self) -> list[dict]:
+        return [{"kernel": ln.kernel, "grid": ln.grid, "block": ln.block, "shared_bytes": ln.shared_bytes}
+                for ln in self.launches]
+
+    def info(self) -> KernelInfo:
+        return KernelInfo(self.name, self.kind, self.fused_ops, self.provenance, self.source, self.size, True,
+                          self.bytes_read, self.bytes_written)
+
+
+@functools.lru_cache(maxsize=None)
+def _template(name: str):
+    return _env().get_template(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _env():
+    import jinja2
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), keep_trailing_newline=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def _signature(inputs, outputs, scratch: bool) -> str:
+    for v in list(inputs) + list(outputs):
+        if v.dtype.name == "float16":
+            raise NotImplementedError("the cuda backend has no float16 kernels yet")
+    ins = [f"const {c_type(v.dtype)}* __restrict__ in{k}" for k, v in enumerate(inputs)]
+    outs = [f"{c_type(v.dtype)}* __restrict__ out{k}" for k, v in enumerate(outputs)]
+    return ", ".join(ins + outs + (["char* __restrict__ scratch"] if scratch else [])) or "void"
+
+
+def _unflatten(loops, flat: str) -> list[tuple[str, str]]:
+    """(var, expression) recovering each loop variable from a flat index."""
+    out, stride = [], 1
+    for v, n in reversed(loops):
+        e = flat if stride == 1 else f"({flat} / {stride})"
+        out.append((v, e if stride * n == math.prod(m for _, m in loops) else f"({e} % {n})"))
+        stride *= n
+    return out[::-1]
+
+
+def _sections(text: str, names: list[str], start: str, end: str) -> str:
+    """The parts of a PTX/SASS listing that belong to the named kernels."""
+    out = []
+    for n in names:
+        i = text.find(start + n)
+        if i < 0:
+            continue
+        j = text.find(end, i)
+        out.append(text[i:j + 1 if j >= 0 else len(text)])
+    return "\n".join(out) if out else text
+
+
+def _grid(blocks: int, max_blocks: int) -> tuple[int, int, int]:
+    return (max(1, min(blocks, max_blocks)), 1, 1)
+
+
+def build(group: KernelGroup, partition: Partition, resolve, max_blocks: int, unique=lambda n: n) -> CudaKernel:
+    """The CUDA kernel of one group. ``max_blocks`` caps grid-stride grids (a
+    GPU wants a few waves of blocks; the emulator runs faster with fewer);
+    ``unique`` makes the kernel name unique within its module."""
+    if group.kind == "library":
+        return _build_library(group, partition, resolve, unique)
+    spec = c_module.build_kernel(group, partition, resolve, None)
+    spec.name = unique(spec.name)
+    k = CudaKernel(spec.name, spec.kind, group, spec.inputs, spec.outputs, spec.provenance, size=spec.size)
+    sig = _signature(k.inputs, k.outputs, False)
+    if spec.kind == "pointwise":
+        loops = spec.loops
+        unflat = [] if len(loops) == 1 and loops[0][0] == "i" else _unflatten(loops, "i")
+        k.source = _template("pointwise.cu.j2").render(k=spec, signature=sig, unflatten=unflat, block=BLOCK)
+        k.launches = [LaunchSpec(k.name, _grid(-(-spec.size // BLOCK), max_blocks), (BLOCK, 1, 1))]
+    else:
+        per_block = spec.reduce_size >= BLOCK_REDUCE_MIN and spec.size < 64
+        threads = BLOCK if per_block else 32
+        outs_per_block = 1 if per_block else WARPS_PER_BLOCK
+        shfl = spec.acc_type if spec.acc_type in ("float", "double", "int32_t", "int64_t", "uint32_t",
+                                                   "uint64_t") else "int"
+        k.source = _template("reduce.cu.j2").render(
+            k=spec, signature=sig, block_reduce=per_block, shfl=shfl, threads=threads, outs_per_block=outs_per_block,
+            ounflat=_unflatten(spec.oloops, "o") if spec.oloops else [],
+            runflat=_unflatten(spec.rloops, "r") if spec.rloops else [])
+        k.launches = [LaunchSpec(k.name, _grid(-(-spec.size // outs_per_block), max_blocks),
+                                 (threads * outs_per_block if not per_block else threads, 1, 1))]
+    k.bytes_read = sum(v.type.nbytes for v in k.inputs)
+    k.bytes_written = sum(v.type.nbytes for v in k.outputs)
+    return k
+
+
+def _build_library(group: KernelGroup, partition: Partition, resolve, unique) -> CudaKernel:
+    from .cuda_library import CUDA_LIBRARY
+    op = group.root
+    lower = CUDA_LIBRARY.get(op.opdef.name)
+    if lower is None:
+        raise NotImplementedError(f"the cuda backend has no kernel for op {op.opdef.name!r}")
+    ins = [resolve(v) for v in op.inputs]
+    uniq = c_module._dedupe(ins)
+    pos = {id(v): j for j, v in enumerate(uniq)}
+    hints = {}
+    for j, v in enumerate(op.inputs[:2]):
+        if v.op is not None and id(v.op) in partition.folded_views and v.op.opdef.name == "transpose":
+            hints["trans_" + "ab"[j]] = True
+            hints["ab"[j] + "_shape"] = v.op.inputs[0].type.shape
+    lowering = lower(op, [f"in{pos[id(v)]}" for v in ins], [f"out{j}" for j in range(len(op.outputs))], hints)
+    name = unique(f"L_{c_module._shape_tag(op.outputs[0].type.shape)}_{op.opdef.name}")
+    prov = c_module._provenance(group.ops)
+    k = CudaKernel(name, "library", group, uniq, list(op.outputs), prov, size=op.outputs[0].type.size,
+                   scratch_bytes=lowering.scratch_bytes)
+    scratch = lowering.scratch_bytes > 0
+    sig = _signature(k.inputs, k.outputs, scratch)
+    parts = []
+    for j, launch in enumerate(lowering.launches):
+        kname = name if len(lowering.launches) == 1 else f"{name}_s{j}"
+        parts.append((kname, launch.body))
+        k.launches.append(LaunchSpec(kname, tuple(launch.grid), tuple(launch.block), launch.shared_bytes, scratch))
+    k.source = _template("library.cu.j2").render(name=name, provenance=prov, parts=parts, signature=sig)
+    k.bytes_read = sum(v.type.nbytes for v in k.inputs)
+    k.bytes_written = sum(v.type.nbytes for v in k.outputs)
+    return k
+
+
+def render_module(name: str, version: str, kernels: list[CudaKernel]) -> str:
+    return _template("module.cu.j2").render(name=name, version=version, kernels=kernels,
+                                            library=any(k.kind == "library" for k in kernels))

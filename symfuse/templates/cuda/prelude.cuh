@@ -1,0 +1,36 @@
+/* symfuse CUDA prelude: included first by every generated CUDA unit (and by
+ * runtime.cuh). Fixed-width integer types, INFINITY/NAN, and the type-generic
+ * math names that the op table's C expressions use (symfuse/ir/ops/elementwise.py):
+ * on the GPU sf_exp/sf_log/sf_tanh are CUDA's own float functions. Under
+ * device="cuda-emu" the emulator header (emu.h) has already included the C
+ * headers, and these definitions map onto them. */
+#ifndef SYMFUSE_CUDA_PRELUDE
+#define SYMFUSE_CUDA_PRELUDE
+
+#ifndef SYMFUSE_CUDA_EMU
+typedef signed char int8_t;
+typedef short int16_t;
+typedef int int32_t;
+typedef long long int64_t;
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef unsigned long long uint64_t;
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+#ifndef NAN
+#define NAN __int_as_float(0x7fffffff)
+#endif
+#endif
+
+#define SF_DEV static __device__ __forceinline__
+
+SF_DEV float sf_exp(float x) { return expf(x); }
+SF_DEV double sf_exp(double x) { return exp(x); }
+SF_DEV float sf_log(float x) { return logf(x); }
+SF_DEV double sf_log(double x) { return log(x); }
+SF_DEV float sf_tanh(float x) { return tanhf(x); }
+SF_DEV double sf_tanh(double x) { return tanh(x); }
+
+#endif /* SYMFUSE_CUDA_PRELUDE */
