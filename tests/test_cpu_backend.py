@@ -30,6 +30,11 @@ def _agree(inputs, outs, args, rtol=1e-5, atol=1e-6, device="cpu", **kw):
     for k, (a, b) in enumerate(zip(ri, rc)):
         assert a.shape == b.shape and a.dtype == b.dtype, (k, a.shape, b.shape, a.dtype, b.dtype)
         np.testing.assert_allclose(b, a, rtol=rtol, atol=atol, err_msg=f"output {k}\n{fc.source}")
+    if device == "cuda-emu":   # the same CUDA source must also compile for real GPUs
+        for arch in ("sm_80", "sm_90"):
+            fa = sf.function(inputs, outs, device="cuda", arch=arch, **kw)
+            launches = {ln["kernel"] for k in fa.kernels for ln in k.launch_config}
+            assert launches == set(fa.report.info.get("resources", {})), arch
     return fc
 
 

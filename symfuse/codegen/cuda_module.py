@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 from ..compiler.fusion import KernelGroup, Partition
@@ -137,6 +138,39 @@ def _sections(text: str, names: list[str], start: str, end: str) -> str:
     return "\n".join(out) if out else text
 
 
+_LOAD = re.compile(r"^const (\w+) (l\d+) = (in\d+)\[i\];$")
+
+
+def _vector_body(spec) -> dict | None:
+    """16-byte loads and stores for a float32 pointwise kernel whose every load and
+    its store are at the flat index itself (no broadcast, no view) and whose size is
+    a multiple of 4: four elements per thread through float4. The arena and device
+    allocations are 64-byte aligned, so every such buffer is 16-byte aligned."""
+    if spec.size % 4 or not spec.stmts or spec.stmts[-1] != f"out0[i] = {spec.stmts[-1].split(' = ')[-1]}":
+        return None
+    if any(v.dtype.name != "float32" for v in list(spec.inputs) + list(spec.outputs)):
+        return None
+    loads, body = [], []
+    for st in spec.stmts[:-1]:
+        m = _LOAD.match(st)
+        if m:
+            loads.append((m.group(2), m.group(3)))
+        elif "[" in st:
+            return None        # a load at another index, or a literal table: scalar path
+        else:
+            body.append(st)
+    result = spec.stmts[-1].split(" = ")[-1].rstrip(";")
+    lanes = []
+    for c in "xyzw":
+        ren = {var: f"{var}_{c}" for st in body for var in re.findall(r"\bv\d+\b", st)}
+        ren.update({var: f"{var}_{c}" for var, _ in loads})
+        sub = lambda t: re.sub(r"\b(v\d+|l\d+)\b", lambda m: ren.get(m.group(1), m.group(1)), t)  # noqa: E731
+        lanes.append({"c": c, "loads": [(f"{var}_{c}", f"{src}4.{c}") for var, src in loads],
+                      "body": [sub(t) for t in body], "result": sub(result)})
+    srcs = sorted({src for _, src in loads})
+    return {"n4": spec.size // 4, "inputs": srcs, "lanes": lanes}
+
+
 def _grid(blocks: int, max_blocks: int) -> tuple[int, int, int]:
     return (max(1, min(blocks, max_blocks)), 1, 1)
 
@@ -154,8 +188,10 @@ def build(group: KernelGroup, partition: Partition, resolve, max_blocks: int, un
     if spec.kind == "pointwise":
         loops = spec.loops
         unflat = [] if len(loops) == 1 and loops[0][0] == "i" else _unflatten(loops, "i")
-        k.source = _template("pointwise.cu.j2").render(k=spec, signature=sig, unflatten=unflat, block=BLOCK)
-        k.launches = [LaunchSpec(k.name, _grid(-(-spec.size // BLOCK), max_blocks), (BLOCK, 1, 1))]
+        vec = _vector_body(spec)
+        k.source = _template("pointwise.cu.j2").render(k=spec, signature=sig, unflatten=unflat, block=BLOCK, vec=vec)
+        per_thread = 4 if vec else 1
+        k.launches = [LaunchSpec(k.name, _grid(-(-spec.size // (BLOCK * per_thread)), max_blocks), (BLOCK, 1, 1))]
     else:
         per_block = spec.reduce_size >= BLOCK_REDUCE_MIN and spec.size < 64
         threads = BLOCK if per_block else 32

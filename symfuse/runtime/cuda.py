@@ -136,10 +136,13 @@ class CudaBackend:
         max_blocks = EMU_MAX_BLOCKS if self.emulate else GPU_MAX_BLOCKS
         with report.stage("codegen"):
             kernels = [cuda_module.build(g, part, resolve, max_blocks, unique) for g in part.groups]
-            source = cuda_module.render_module(fn.name, VERSION, kernels)
         with report.stage("memory plan") as st:
             lay = layout(fn, part, {k.group.index: k.scratch_bytes for k in kernels if k.scratch_bytes})
             st.note = lay.plan.table().splitlines()[0]
+        for k in kernels:   # an output written over its input (in-place plan) must not be __restrict__
+            if any(id(v) in lay.aliased for v in k.outputs):
+                k.source = k.source.replace(" __restrict__", "")
+        source = cuda_module.render_module(fn.name, VERSION, kernels)
         constants: dict[int, tuple] = {}
         launches = []
         for k in kernels:
