@@ -294,22 +294,22 @@ def time_child(model, target, arch, batch, train):
 @main.command("train")
 @model_arg
 @click.option("--device", type=click.Choice(sorted(TARGETS)), default="cpu", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--data", default="digits", show_default=True, help="digits | mnist:PATH | synthetic")
 @batch_opt
-@click.option("--samples", type=click.Path(dir_okay=False), default="rbm_samples.png", show_default=True,
-              help="where the RBM writes its grid of samples")
+@click.option("--lr", type=float, default=None, help="learning rate (default: the model's)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--samples", type=click.Path(dir_okay=False), default=None,
+              help="rbm: where to write the PNG grid of samples (default rbm_samples.png)")
 @click.option("--save", type=click.Path(dir_okay=False), default=None, help="save parameters to this .npz")
 @click.option("--load", "load_path", type=click.Path(dir_okay=False), default=None,
               help="start from parameters in this .npz")
 @click.option("--no-progress", is_flag=True)
-@json_opt
-def train_cmd(model, device, epochs, data, batch, samples, save, load_path, no_progress, as_json):
-    """Train a zoo MODEL and report loss and accuracy per epoch."""
+def train_cmd(model, device, epochs, data, batch, lr, seed, samples, save, load_path, no_progress):
+    """Train a zoo MODEL: compile report, progress bar, loss and accuracy per epoch."""
     from .errors import DeviceUnavailable, SymfuseError
-    from .nn import data as D
+    from .nn import __main__ as nn_main
     from .nn import zoo
-    from .nn.train import fit
     if model not in zoo.ZOO:
         raise click.BadParameter(f"unknown model {model!r}; zoo models: {', '.join(sorted(zoo.ZOO))}",
                                  param_hint="MODEL")
@@ -318,40 +318,22 @@ def train_cmd(model, device, epochs, data, batch, samples, save, load_path, no_p
         if not get_backend("cuda").runnable():
             _fail("--device cuda needs an NVIDIA GPU and PyCUDA (pip install 'symfuse[cuda]'); "
                   "none here: use --device cpu", 2)
+    if model == "rbm" and samples is None:
+        samples = "rbm_samples.png"
+    argv = [model, "--data", data, "--epochs", str(epochs), "--device", device, "--seed", str(seed)]
+    argv += ["--batch", str(batch)] if batch else []
+    argv += ["--lr", str(lr)] if lr else []
+    argv += ["--samples", samples] if samples else []
+    argv += ["--save", save] if save else []
+    argv += ["--load", load_path] if load_path else []
+    argv += ["--no-progress"] if no_progress else []
     try:
-        if data == "digits":
-            split = D.digits(size=28)
-        elif data.startswith("mnist:"):
-            split = D.mnist(data[6:])
-        elif data == "synthetic":
-            split = D.synthetic(2560, shape=(1, 28, 28))
-        else:
-            raise click.BadParameter(f"unknown data {data!r}: digits, mnist:PATH or synthetic", param_hint="--data")
+        rc = nn_main.main(argv)
+    except DeviceUnavailable as e:
+        _fail(str(e), 2)
     except (SymfuseError, OSError, ImportError) as e:
         _fail(str(e), 2)
-    m = zoo.get(model, **({"batch": batch} if batch else {}))
-    if load_path:
-        try:
-            m.model.load(load_path)
-        except (SymfuseError, OSError, ValueError) as e:
-            _fail(str(e), 2)
-    try:
-        hist = fit(m, split, epochs=epochs, device=device, progress=not no_progress, verbose=not as_json)
-    except DeviceUnavailable as e:
-        _fail(f"{e}", 2)
-    if model == "rbm":
-        from .nn.train import save_samples_png
-        fn = zoo.rbm_sample_function(m, n_chains=100, steps=1, device=device)
-        x0 = split.x_test[:100].reshape(100, -1).astype(m.dtype)
-        if len(x0) < 100:
-            x0 = split.x_train[:100].reshape(100, -1).astype(m.dtype)
-        save_samples_png(samples, fn(x0), (28, 28))
-        if not as_json:
-            click.echo(f"samples written to {samples}")
-    if save:
-        m.model.save(save)
-    if as_json:
-        click.echo(json.dumps(list(hist), default=float, indent=2))
+    sys.exit(rc)
 
 
 # ----------------------------------------------------------------------------- graph

@@ -1,0 +1,25 @@
+"""symfuse.nn: layers, losses, initialisers, optimisers, data, a model zoo and a
+training loop on top of the symbolic API.
+
+    import symfuse as sf
+    from symfuse import nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Dense(64, 128, "relu"), nn.Dense(128, 10))
+    x, y = sf.tensor("x", (32, 1, 8, 8)), sf.tensor("y", (32,), "int32")
+    logits = model(x, train=True)
+    loss = nn.losses.softmax_cross_entropy(logits, y)
+    step = sf.function([x, y], loss,
+                       updates=nn.optim.Adam(1e-3).updates(loss, model.params) + model.updates)
+
+Optional dependencies: scikit-learn (``nn.data.digits``), tqdm (progress bars).
+"""
+from . import data, init, losses, optim, train, zoo  # noqa: F401
+from .errors import DataError, MissingDependencyError, ModelFileError, UnknownModelError  # noqa: F401
+from .layers import (  # noqa: F401
+    ACTIVATIONS, Activation, AvgPool2D, BatchNorm, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
+    Lambda, LeakyReLU, LogSoftmax, MaxPool2D, Model, Module, ReLU, Sequential, Sigmoid, Softmax, Tanh,
+    get_activation, leaky_relu, linear, log_softmax, relu, sigmoid, softmax, softplus, tanh,
+)
+from .optim import SGD, Adam, AdamW, RMSProp  # noqa: F401
+from .train import History, evaluate, fit, predict, save_samples_png, write_png  # noqa: F401
+from .zoo import ZOO, ZooModel  # noqa: F401

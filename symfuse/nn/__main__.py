@@ -1,0 +1,96 @@
+"""Train a zoo model from the command line::
+
+    python -m symfuse.nn lenet --epochs 15              # LeNet-5 on the digits (28x28, MNIST framing)
+    python -m symfuse.nn mlp --data mnist:/data/mnist   # MLP 784-512-512-10 on MNIST IDX files
+    python -m symfuse.nn rbm --samples rbm.png          # RBM on the 8x8 digits, then a PNG of samples
+    python -m symfuse.nn lenet --save lenet.npz         # save the trained weights
+
+Data: ``digits`` (scikit-learn's 8x8 digits; 28x28 for LeNet), ``mnist:DIR`` or
+``synthetic``. Prints the compile report, a progress bar and one line per epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import numpy as np
+
+from ..errors import InputError, SymfuseError
+from . import data as D
+from . import optim, train, zoo
+
+
+def _load(spec: str, model: str):
+    size = 28 if model == "lenet" else 8
+    if spec == "digits":
+        return D.digits(size=size, box=20 if size == 28 else None)
+    if spec.startswith("mnist:"):
+        return D.mnist(spec[len("mnist:"):])
+    if spec == "synthetic":
+        shape = (1, 28, 28) if model != "rbm" else (784,)
+        x, y = D.synthetic(2048, shape, 10, seed=0)
+        return D.split(x, y, 0.2, seed=0, name="synthetic")
+    raise InputError(f"unknown --data {spec!r}: use digits, mnist:DIR or synthetic")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m symfuse.nn", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", choices=sorted(zoo.ZOO))
+    ap.add_argument("--data", default="digits")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--optimizer", default=None, choices=sorted(optim.OPTIMIZERS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--save", default=None, help="write the trained weights to this .npz file")
+    ap.add_argument("--load", default=None, help="start from the weights in this .npz file")
+    ap.add_argument("--samples", default=None, help="rbm: write a PNG of Gibbs samples here")
+    a = ap.parse_args(argv)
+
+    split = _load(a.data, a.model)
+    per_sample = split.x_train.shape[1:]
+    kw: dict = {"seed": a.seed}
+    if a.batch:
+        kw["batch"] = a.batch
+    if a.optimizer or a.lr:
+        name = a.optimizer or "sgd"
+        okw = {"lr": a.lr} if a.lr else {}
+        if name == "sgd" and a.model != "rbm":
+            okw["momentum"] = 0.9
+        kw["optimizer"] = optim.get(name, **okw)
+    if a.model == "mlp":
+        kw.update(dims=(math.prod(per_sample), 512, 512, split.classes or 10), input_shape=per_sample)
+    elif a.model == "lenet":
+        kw.update(input_shape=per_sample, classes=split.classes or 10)
+    else:
+        kw.update(n_visible=math.prod(per_sample), n_hidden=500 if math.prod(per_sample) > 100 else 64)
+    m = zoo.get(a.model, **kw)
+    if a.load:
+        m.model.load(a.load)
+    train.fit(m, split, epochs=a.epochs, device=a.device, progress=not a.no_progress, seed=a.seed)
+    if a.save:
+        m.model.save(a.save)
+        print(f"saved {len(m.model.named_variables())} variables to {a.save}")
+    if a.samples:
+        if a.model != "rbm":
+            raise InputError("--samples is for the rbm")
+        side = int(math.isqrt(m.model.n_visible))
+        f = zoo.rbm_sample_function(m, 64, steps=100, device=a.device)
+        start = split.x_test[:64].reshape(-1, m.model.n_visible).astype(np.float32)
+        if len(start) < 64:
+            start = np.resize(start, (64, m.model.n_visible))
+        train.save_samples_png(a.samples, f(start), (side, side), ncols=8)
+        print(f"wrote 64 samples after 100 Gibbs steps to {a.samples}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SymfuseError as e:
+        print(f"symfuse: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,301 @@
+"""A training loop (:func:`fit`), batched inference (:func:`predict`,
+:func:`evaluate`) and a dependency-free PNG writer (:func:`save_samples_png`).
+
+    from symfuse import nn
+    data = nn.data.digits(size=28)
+    m = nn.zoo.lenet(batch=50)
+    history = nn.fit(m, data, epochs=10, device="cpu")
+    history[-1]["test_accuracy"]
+
+``fit`` prints the training step's compile report once, shows a progress bar
+(``tqdm`` when it is installed, else a one-line text bar), and prints one summary
+line per epoch; it returns a :class:`History`, a list of one dict per epoch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import struct
+import sys
+import time
+import zlib
+
+import numpy as np
+
+from . import data as D
+
+# --------------------------------------------------------------------------- progress bars
+
+
+class _TextBar:
+    """Minimal stand-in for tqdm: a carriage-return bar on a terminal, nothing otherwise."""
+
+    def __init__(self, total, desc, file=None):
+        self.total, self.desc, self.n = total, desc, 0
+        self.file = file or sys.stderr
+        self.tty = hasattr(self.file, "isatty") and self.file.isatty()
+        self.postfix = ""
+        self._last = 0.0
+
+    def update(self, k=1):
+        self.n += k
+        now = time.perf_counter()
+        if self.tty and (now - self._last > 0.1 or self.n == self.total):
+            self._last = now
+            frac = self.n / self.total if self.total else 1.0
+            bar = "#" * int(25 * frac)
+            self.file.write(f"\r{self.desc} [{bar:<25}] {self.n}/{self.total} {self.postfix}")
+            self.file.flush()
+
+    def set_postfix_str(self, s, refresh=False):
+        self.postfix = s
+
+    def close(self):
+        if self.tty:
+            self.file.write("\n")
+            self.file.flush()
+
+
+def _bar(total, desc, enabled):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _TextBar(total, desc)
+    return tqdm(total=total, desc=desc, leave=False, mininterval=0.25)
+
+
+# --------------------------------------------------------------------------- helpers
+class History(list):
+    """One dict per epoch, plus ``compile_s`` (seconds to compile the training step)
+    and ``report`` (its :class:`~symfuse.compiler.report.CompileReport`)."""
+
+    compile_s: float = 0.0
+    report = None
+
+    def metric(self, key) -> list:
+        return [h[key] for h in self]
+
+
+def _as_split(data) -> D.Split:
+    if isinstance(data, D.Split):
+        return data
+    if isinstance(data, np.ndarray):
+        return D.Split(data, None, data[:0], None)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        a, b = data
+        if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):   # ((xtr, ytr), (xte, yte))
+            return D.Split(a[0], a[1] if len(a) > 1 else None, b[0], b[1] if len(b) > 1 else None)
+        if isinstance(a, np.ndarray) and (b is None or isinstance(b, np.ndarray)):   # (x, y): no test set
+            return D.Split(a, b, a[:0], None if b is None else b[:0])
+    raise TypeError("fit: data must be a symfuse.nn.data.Split, ((x_train, y_train), (x_test, y_test)), "
+                    f"(x, y) or an array of inputs; got {type(data).__name__}")
+
+
+def _fit_shape(x, shape, dtype, what):
+    """Reshape samples to the model's per-sample shape (e.g. 1x8x8 images for a 64-input RBM)."""
+    x = np.asarray(x)
+    if x.shape[1:] != tuple(shape):
+        if math.prod(x.shape[1:]) != math.prod(shape):
+            raise ValueError(f"fit: {what} samples have shape {x.shape[1:]}, the model expects {tuple(shape)}")
+        x = x.reshape(len(x), *shape)
+    return x.astype(dtype, copy=False)
+
+
+def predict(predict_fn, x) -> np.ndarray:
+    """Run a compiled fixed-batch ``x -> y`` function over all of ``x``: the last
+    partial batch is padded with zeros and the padding dropped."""
+    batch = predict_fn.inputs[0].type.shape[0]
+    shape = predict_fn.inputs[0].type.shape[1:]
+    x = _fit_shape(x, shape, predict_fn.inputs[0].dtype.np, "predict")
+    outs = []
+    for s in range(0, len(x), batch):
+        xb = x[s:s + batch]
+        k = len(xb)
+        if k < batch:
+            xb = np.concatenate([xb, np.zeros((batch - k, *shape), xb.dtype)])
+        outs.append(np.asarray(predict_fn(xb))[:k])
+    if not outs:
+        return np.zeros((0,) + tuple(predict_fn.outputs[0].shape[1:]), predict_fn.outputs[0].dtype.np)
+    return np.concatenate(outs)
+
+
+def classification_metrics(probs, y) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of class probabilities against integer labels."""
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    p = np.clip(probs[np.arange(len(y)), y].astype(np.float64), 1e-12, 1.0)
+    return float(-np.log(p).mean()), float((probs.argmax(axis=1) == y).mean())
+
+
+def evaluate(zoo_model, x, y=None, device=None, batch: int | None = None) -> dict:
+    """Eval-mode metrics of a ZooModel on all of ``x`` (any number of samples):
+    ``{"loss", "accuracy"}`` for classifiers, ``{"recon_error"}`` for the RBM."""
+    f = zoo_model.predict_function(device, batch=batch)
+    out = predict(f, x)
+    if zoo_model.kind == "rbm":
+        xx = _fit_shape(x, zoo_model.input_shape, zoo_model.dtype, "evaluate")
+        return {"recon_error": float(np.mean((out.astype(np.float64) - xx) ** 2)) if len(xx) else float("nan")}
+    loss, acc = classification_metrics(out, np.asarray(y))
+    return {"loss": loss, "accuracy": acc}
+
+
+# --------------------------------------------------------------------------- fit
+def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None, progress: bool = True,
+        verbose: bool = True, seed: int = 0, eval_batch: int | None = None, augment=None, on_epoch_end=None, log=print) -> History:
+    """Train for ``epochs`` passes over the training data.
+
+    model: a :class:`~symfuse.nn.zoo.ZooModel`, or compiled functions: a training
+    step ``train_fn`` (``(x, y) -> loss`` or ``-> [loss, accuracy]``; or ``x -> error``
+    for unsupervised models), or a pair ``(train_fn, predict_fn)`` where
+    ``predict_fn`` maps ``x`` to class probabilities (or reconstructions) for the
+    test metrics. data: a :class:`~symfuse.nn.data.Split`,
+    ``((x_train, y_train), (x_test, y_test))``, ``(x, y)``, or an array of inputs.
+    Batches have the training step's static batch size (a remainder is dropped;
+    ``batch_size``, if given, must agree); their order is shuffled with ``seed``.
+    ``augment(x_batch, rng) -> x_batch`` transforms each training batch (e.g.
+    :func:`symfuse.nn.data.random_shift`). ``on_epoch_end(record)`` is called with
+    each epoch's history entry (e.g. to decay a shared learning rate).
+
+    Each history entry has ``epoch``, ``time_s`` (training wall time), ``steps``,
+    and ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy`` (classifiers) or
+    ``recon_error``, ``test_recon_error`` (unsupervised). Train metrics are the
+    means over the epoch's steps; test metrics are computed in eval mode.
+    """
+    from .zoo import ZooModel
+    split = _as_split(data)
+    t0 = time.perf_counter()
+    if isinstance(model, ZooModel):
+        train_fn = model.train_function(device)
+        compile_s = time.perf_counter() - t0
+        test_n = len(split.x_test)
+        pbatch = eval_batch or (min(model.batch, test_n) if test_n else model.batch)
+        predict_fn = model.predict_function(device, batch=pbatch) if test_n else None
+        unsupervised = model.kind == "rbm"
+        names = model.output_names
+    else:
+        train_fn, predict_fn = (model if isinstance(model, (tuple, list)) else (model, None))
+        compile_s = 0.0
+        unsupervised = len(train_fn.inputs) == 1
+        names = ["recon_error"] if unsupervised else ["loss", "accuracy"]
+    xin = train_fn.inputs[0]
+    batch = xin.type.shape[0]
+    if batch_size is not None and int(batch_size) != batch:
+        raise ValueError(f"fit: batch_size={batch_size}, but the training step was compiled for batch {batch}; "
+                         f"build the model with batch={batch_size}")
+    x_train = _fit_shape(split.x_train, xin.type.shape[1:], xin.dtype.np, "training")
+    y_train = None if unsupervised else np.asarray(split.y_train).astype(np.int32, copy=False)
+    if not unsupervised and y_train is None:
+        raise ValueError("fit: this model needs labels, but the data has none")
+    nb = D.num_batches(len(x_train), batch)
+    if nb == 0:
+        raise ValueError(f"fit: {len(x_train)} training samples make no full batch of {batch}")
+    history = History()
+    history.compile_s = compile_s
+    history.report = train_fn.report
+    if verbose:
+        log(train_fn.report)
+        log(f"training {getattr(model, 'name', 'model')} on {device or train_fn.device}: "
+            f"{len(x_train)} samples, {nb} steps of {batch} per epoch, compiled in {compile_s:.2f} s")
+    rng = np.random.default_rng(seed)
+    for epoch in range(1, epochs + 1):
+        bar = _bar(nb, f"epoch {epoch}/{epochs}", progress)
+        sums = np.zeros(len(names))
+        steps = 0
+        t = time.perf_counter()
+        for b in D.minibatches(x_train, y_train, batch, shuffle=True, seed=rng):
+            if augment is not None:
+                xb = np.ascontiguousarray(augment(b[0] if isinstance(b, tuple) else b, rng), dtype=xin.dtype.np)
+                b = (xb, b[1]) if isinstance(b, tuple) else xb
+            out = train_fn(*(b if isinstance(b, tuple) else (b,)))
+            vals = [float(v) for v in (out if isinstance(out, list) else [out])][:len(names)]
+            sums[:len(vals)] += vals
+            steps += 1
+            if bar is not None:
+                bar.set_postfix_str(" ".join(f"{n}={v:.4f}" for n, v in zip(names, vals)), refresh=False)
+                bar.update(1)
+        elapsed = time.perf_counter() - t
+        if bar is not None:
+            bar.close()
+        rec = {"epoch": epoch, "time_s": elapsed, "steps": steps}
+        means = sums / max(steps, 1)
+        for n, v in zip(names, means):
+            rec[n] = float(v)
+        if predict_fn is not None and len(split.x_test):
+            out = predict(predict_fn, split.x_test)
+            if unsupervised:
+                xx = _fit_shape(split.x_test, xin.type.shape[1:], np.float64, "test")
+                rec["test_recon_error"] = float(np.mean((out.astype(np.float64) - xx) ** 2))
+            else:
+                rec["test_loss"], rec["test_accuracy"] = classification_metrics(out, np.asarray(split.y_test))
+        history.append(rec)
+        if on_epoch_end is not None:
+            on_epoch_end(rec)
+        if verbose:
+            log(f"epoch {epoch}/{epochs}  " + "  ".join(
+                f"{k} {v:.4f}" for k, v in rec.items() if k not in ("epoch", "time_s", "steps"))
+                + f"  ({elapsed:.2f} s)")
+    return history
+
+
+# --------------------------------------------------------------------------- PNG
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def write_png(path, image) -> None:
+    """Write a uint8 image (H, W) greyscale or (H, W, 3) RGB as a PNG (zlib + struct,
+    no dependencies). Float images are taken as [0, 1] and scaled."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = (np.clip(a.astype(np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if a.ndim == 2:
+        ctype = 0
+    elif a.ndim == 3 and a.shape[2] == 3:
+        ctype = 2
+    else:
+        raise ValueError(f"write_png: expected (H, W) or (H, W, 3), got shape {a.shape}")
+    h, w = a.shape[:2]
+    if h == 0 or w == 0:
+        raise ValueError(f"write_png: empty image {a.shape}")
+    raw = b"".join(b"\x00" + a[r].tobytes() for r in range(h))
+    png = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ctype, 0, 0, 0))
+           + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b""))
+    with open(os.fspath(path), "wb") as fh:
+        fh.write(png)
+
+
+def tile_images(samples, shape, ncols: int | None = None, pad: int = 1, scale: int = 1,
+                background: float = 0.5) -> np.ndarray:
+    """Arrange ``samples`` (n, H*W) or (n, H, W) / (n, 1, H, W) in [0, 1] in a grid
+    (float64, ``pad`` pixels of ``background`` between tiles, each tile upscaled by
+    the integer ``scale``)."""
+    h, w = (int(s) for s in shape)
+    s = np.asarray(samples, dtype=np.float64).reshape(-1, h, w)
+    n = len(s)
+    if n == 0:
+        raise ValueError("tile_images: no samples")
+    if scale > 1:
+        s = s.repeat(scale, axis=1).repeat(scale, axis=2)
+        h, w = h * scale, w * scale
+    ncols = ncols or int(math.ceil(math.sqrt(n)))
+    nrows = int(math.ceil(n / ncols))
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad), background)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = s[i]
+    return grid
+
+
+def save_samples_png(path, samples, shape, ncols: int | None = None, scale: int | None = None,
+                     pad: int = 1) -> np.ndarray:
+    """Write a PNG grid of samples (values in [0, 1]; e.g. RBM Gibbs samples) and
+    return the grid. ``shape`` is one sample's (H, W); ``scale`` defaults to the
+    integer that makes tiles at least 28 pixels."""
+    h, w = (int(s) for s in shape)
+    if scale is None:
+        scale = max(1, 28 // max(h, w))
+    grid = tile_images(samples, (h, w), ncols, pad, scale)
+    write_png(path, grid)
+    return grid
