@@ -12,8 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# the main job on the CPU default: compile LeNet-5's training step (report + artefacts),
+# time its compile cold and warm, and train LeNet-5 on the digits
 demo: $(VENV)/.installed
-	$(PY) examples/train_mlp.py
+	$(VENV)/bin/symfuse compile lenet --train -o build/lenet
+	$(VENV)/bin/symfuse time lenet --train --repeat 3
+	$(VENV)/bin/symfuse train lenet --epochs 15 --no-progress
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -71,7 +71,7 @@ def load_model(spec: str, batch: int | None, train: bool) -> Graph:
 
 
 def _compile(graph: Graph, target: str, arch: str | None):
-    from .errors import CompileError, DeviceUnavailable, SymfuseError
+    from .errors import CompileError, DeviceUnavailable, InputError
     opts = {"arch": arch} if arch and target.startswith("cuda") else {}
     try:
         return graph.function(TARGETS[target], **opts)
@@ -79,10 +79,8 @@ def _compile(graph: Graph, target: str, arch: str | None):
         _fail(f"{e}", 2)
     except CompileError as e:
         _fail(f"compile failed: {e}", 1)
-    except SymfuseError as e:
-        if "arch" in str(e):
-            _fail(str(e), 2)
-        raise
+    except InputError as e:
+        _fail(str(e), 2)
 
 
 model_arg = click.argument("model")

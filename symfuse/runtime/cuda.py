@@ -24,7 +24,7 @@ import numpy as np
 from ..codegen import cuda_module
 from ..compiler.fusion import fuse
 from ..compiler.layout import layout, materialised
-from ..errors import DeviceUnavailable
+from ..errors import CompileError, DeviceUnavailable, InputError
 from .cache import DiskCache
 
 VERSION = "0.1.0"
@@ -121,6 +121,12 @@ class CudaBackend:
 
     def compile(self, fn, options: dict, report):
         arch = options.get("arch") or (None if self.emulate else gpu_arch()) or DEFAULT_ARCH
+        if not self.emulate:     # a bad arch is the caller's mistake: say so before any work
+            from . import nvrtc
+            try:
+                nvrtc._validate_arch(arch, "cubin")
+            except CompileError as e:
+                raise InputError(str(e)) from None
         with report.stage("fusion", ops_before=len(fn.ops)) as st:
             part = fuse(fn)
             st.ops_after = len(part.groups)
