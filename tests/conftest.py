@@ -23,7 +23,7 @@ from symfuse.runtime import function as _function_mod  # noqa: E402
 
 CROSS_CHECK_MODULES = {"test_ops_core", "test_ops_nn", "test_random", "test_function", "test_models_grad",
                        "test_rewrites", "test_api_errors"}
-CROSS_CHECK_DEVICES = ("cpu", "cuda-emu")
+CROSS_CHECK_DEVICES = tuple(os.environ.get("SYMFUSE_CROSS_CHECK", "cpu,cuda-emu").split(","))
 CROSS_CHECK_PER_TEST = 3
 _ORIGINAL_FUNCTION = _function_mod.function
 _EXACT_KINDS = {"elementwise", "shape", "special"}

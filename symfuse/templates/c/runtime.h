@@ -40,6 +40,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* FP compares in the kernels may be if-converted (vectorised): they never trap here. The
  * option changes no result; push/pop keeps it out of the code that includes this header. */
@@ -64,6 +67,27 @@ void scipy_cblas_sgemm(int order, int transa, int transb, int m, int n, int k, f
 void scipy_cblas_dgemm(int order, int transa, int transb, int m, int n, int k, double alpha,
                        const double* a, int lda, const double* b, int ldb, double beta, double* c, int ldc);
 void scipy_openblas_set_num_threads(int n);
+int scipy_openblas_get_num_threads(void);
+
+/* Parallelism is OpenMP's alone: OpenBLAS (this process's private copy, from the
+ * scipy-openblas32 wheel) runs single-threaded inside each OpenMP thread. Its own
+ * worker threads spin after every call and, on a small machine, steal the core that
+ * the next OpenMP loop needs (LeNet-5 conv2 in the training step: 21 ms with both
+ * pools, 12 ms with OpenMP alone). */
+static int sf_blas_is_single = 0;
+SF_INLINE void sf_blas_single(void) {
+  if (!sf_blas_is_single) {
+    scipy_openblas_set_num_threads(1);
+    sf_blas_is_single = 1;
+  }
+}
+SF_INLINE int sf_max_threads(void) {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
 
 /* ------------------------------------------------------------------ workspace */
 static _Thread_local void* sf_ws_ptr = NULL;
@@ -315,7 +339,17 @@ SF_API void SF_FN(matmul)(const SF_T* A, const SF_T* B, SF_T* restrict C, int nb
   if (nb == 0 || M == 0 || N == 0) return;
   if (K == 0) { memset(C, 0, sizeof(SF_T) * (size_t)(nb * M * N)); return; }
   const int lda = (int)(ta ? M : K), ldb = (int)(tb ? K : N);
-  for (int64_t b = 0; b < nb; b++) {
+  sf_blas_single();
+  /* split into nb x parts single-threaded gemms: batches first, then rows (or columns,
+   * whichever is longer) of each product in 16-aligned slices */
+  const int nt = nb * M * N * K >= (1 << 18) ? sf_max_threads() : 1;
+  const int parts = nb >= nt ? 1 : nt;
+  const int by_rows = M >= N;
+  const int64_t S = by_rows ? M : N, chunk = ((S + parts - 1) / parts + 15) / 16 * 16;
+  #pragma omp parallel for schedule(static) if (nt > 1)
+  for (int64_t bp = 0; bp < nb * parts; bp++) {
+    const int64_t b = bp / parts, s0 = (bp % parts) * chunk, s1 = s0 + chunk < S ? s0 + chunk : S;
+    if (s0 >= s1) continue;
     int64_t ao = 0, bo = 0, q = b;
     for (int d = nbd - 1; d >= 0; d--) {
       int64_t i = q % bshape[d];
@@ -323,8 +357,14 @@ SF_API void SF_FN(matmul)(const SF_T* A, const SF_T* B, SF_T* restrict C, int nb
       ao += i * astr[d];
       bo += i * bstr[d];
     }
-    SF_GEMM(SF_ROW_MAJOR, ta ? SF_TRANS : SF_NO_TRANS, tb ? SF_TRANS : SF_NO_TRANS, (int)M, (int)N, (int)K,
-            (SF_T)1, A + ao, lda, B + bo, ldb, (SF_T)0, C + b * M * N, (int)N);
+    const SF_T* a = A + ao;
+    const SF_T* bb = B + bo;
+    SF_T* c = C + b * M * N;
+    int64_t m = M, n = N;
+    if (by_rows) { a += ta ? s0 : s0 * K; c += s0 * N; m = s1 - s0; }
+    else { bb += tb ? s0 * K : s0; c += s0; n = s1 - s0; }
+    SF_GEMM(SF_ROW_MAJOR, ta ? SF_TRANS : SF_NO_TRANS, tb ? SF_TRANS : SF_NO_TRANS, (int)m, (int)n, (int)K,
+            (SF_T)1, a, lda, bb, ldb, (SF_T)0, c, (int)N);
   }
 }
 
@@ -548,40 +588,25 @@ SF_API void SF_FN(col2im)(const SF_T* restrict cols, SF_T* restrict dx, int64_t 
   int64_t SH, int64_t SW, int64_t PH, int64_t PW, int64_t DH, int64_t DW, int64_t G, int64_t HO, int64_t WO
 #define SF_IS_1X1 (KH == 1 && KW == 1 && SH == 1 && SW == 1 && PH == 0 && PW == 0)
 
-/* Ungrouped, non-1x1 convolutions of a batch run as ONE gemm over the columns of every
- * image side by side (R x N*P): a per-image gemm is too small to keep BLAS busy
- * (LeNet-5 conv2: 50x64x500 per image). t (O x N*P) <-> NCHW is a row copy. */
-#define SF_BATCHED (G == 1 && N > 1 && !SF_IS_1X1)
-
-SF_INLINE void SF_FN(im2col_batch)(const SF_T* x, SF_T* cols, int64_t N, int64_t C, int64_t H, int64_t W,
-                                   int64_t KH, int64_t KW, int64_t SH, int64_t SW, int64_t PH, int64_t PW,
-                                   int64_t DH, int64_t DW, int64_t HO, int64_t WO) {
-  const int64_t P = HO * WO;
-  #pragma omp parallel for if (N * C * KH * KW * P >= SF_PAR_MIN)
-  for (int64_t n = 0; n < N; n++)
-    SF_FN(im2col)(x + n * C * H * W, cols + n * P, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, N * P);
-}
-
-/* dst[o][n*P + p] = src[n][o][p] (nchw_to_t) or the reverse. */
-SF_INLINE void SF_FN(batch_rows)(const SF_T* src, SF_T* dst, int64_t N, int64_t O, int64_t P, int to_t) {
-  #pragma omp parallel for if (N * O * P >= SF_PAR_MIN)
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t o = 0; o < O; o++) {
-      if (to_t) memcpy(dst + o * N * P + n * P, src + (n * O + o) * P, sizeof(SF_T) * (size_t)P);
-      else memcpy(dst + (n * O + o) * P, src + o * N * P + n * P, sizeof(SF_T) * (size_t)P);
-    }
-}
+/* Ungrouped, non-1x1 convolutions of a batch: images in parallel (OpenMP), each
+ * thread running im2col into its own workspace and a single-threaded gemm. One gemm
+ * per image keeps its column matrix in L2 (LeNet-5 conv2: 128 KiB), which one
+ * batched gemm over R x N*P columns (16 MiB) does not; and OpenBLAS's own threads,
+ * which spin between calls, cannot fight OpenMP's. */
+#define SF_PER_IMAGE_PARALLEL (G == 1 && N > 1 && !SF_IS_1X1)
 
 SF_API void SF_FN(conv2d)(const SF_T* x, const SF_T* w, SF_T* restrict y, SF_CONV_ARGS) {
   const int64_t CI = C / G, Og = O / G, R = CI * KH * KW, P = HO * WO;
   const int direct = SF_IS_1X1;
-  if (SF_BATCHED) {
-    SF_T* cols = (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)((R + O) * N * P));
-    SF_T* t = cols + R * N * P;
-    SF_FN(im2col_batch)(x, cols, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO);
-    SF_GEMM(SF_ROW_MAJOR, SF_NO_TRANS, SF_NO_TRANS, (int)O, (int)(N * P), (int)R, (SF_T)1, w, (int)R,
-            cols, (int)(N * P), (SF_T)0, t, (int)(N * P));
-    SF_FN(batch_rows)(t, y, N, O, P, 0);
+  if (SF_PER_IMAGE_PARALLEL) {
+    sf_blas_single();
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      SF_T* cols = (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)(R * P));
+      SF_FN(im2col)(x + n * C * H * W, cols, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, P);
+      SF_GEMM(SF_ROW_MAJOR, SF_NO_TRANS, SF_NO_TRANS, (int)O, (int)P, (int)R, (SF_T)1, w, (int)R,
+              cols, (int)P, (SF_T)0, y + n * O * P, (int)P);
+    }
     return;
   }
   SF_T* cols = direct ? NULL : (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)(R * P));
@@ -598,16 +623,17 @@ SF_API void SF_FN(conv2d)(const SF_T* x, const SF_T* w, SF_T* restrict y, SF_CON
 SF_API void SF_FN(conv2d_grad_input)(const SF_T* gy, const SF_T* w, SF_T* restrict dx, SF_CONV_ARGS) {
   const int64_t CI = C / G, Og = O / G, R = CI * KH * KW, P = HO * WO;
   const int direct = SF_IS_1X1;
-  if (SF_BATCHED) {
-    SF_T* cols = (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)((R + O) * N * P));
-    SF_T* t = cols + R * N * P;
-    SF_FN(batch_rows)(gy, t, N, O, P, 1);
-    SF_GEMM(SF_ROW_MAJOR, SF_TRANS, SF_NO_TRANS, (int)R, (int)(N * P), (int)O, (SF_T)1, w, (int)R,
-            t, (int)(N * P), (SF_T)0, cols, (int)(N * P));
-    memset(dx, 0, sizeof(SF_T) * (size_t)(N * C * H * W));
-    #pragma omp parallel for if (N * R * P >= SF_PAR_MIN)
-    for (int64_t n = 0; n < N; n++)
-      SF_FN(col2im)(cols + n * P, dx + n * C * H * W, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, N * P);
+  if (SF_PER_IMAGE_PARALLEL) {
+    sf_blas_single();
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      SF_T* cols = (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)(R * P));
+      SF_T* dxn = dx + n * C * H * W;
+      SF_GEMM(SF_ROW_MAJOR, SF_TRANS, SF_NO_TRANS, (int)R, (int)P, (int)O, (SF_T)1, w, (int)R,
+              gy + n * O * P, (int)P, (SF_T)0, cols, (int)P);
+      memset(dxn, 0, sizeof(SF_T) * (size_t)(C * H * W));
+      SF_FN(col2im)(cols, dxn, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, P);
+    }
     return;
   }
   SF_T* cols = direct ? NULL : (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)(R * P));
@@ -625,13 +651,43 @@ SF_API void SF_FN(conv2d_grad_input)(const SF_T* gy, const SF_T* w, SF_T* restri
 SF_API void SF_FN(conv2d_grad_weight)(const SF_T* x, const SF_T* gy, SF_T* restrict dw, SF_CONV_ARGS) {
   const int64_t CI = C / G, Og = O / G, R = CI * KH * KW, P = HO * WO;
   const int direct = SF_IS_1X1;
-  if (SF_BATCHED) {
-    SF_T* cols = (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)((R + O) * N * P));
-    SF_T* t = cols + R * N * P;
-    SF_FN(im2col_batch)(x, cols, N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO);
-    SF_FN(batch_rows)(gy, t, N, O, P, 1);
-    SF_GEMM(SF_ROW_MAJOR, SF_NO_TRANS, SF_TRANS, (int)O, (int)R, (int)(N * P), (SF_T)1, t, (int)(N * P),
-            cols, (int)(N * P), (SF_T)0, dw, (int)R);
+  if (SF_PER_IMAGE_PARALLEL) {
+    /* each thread sums its images' gemms into its own partial; partials are then added in
+     * thread order: the result depends on the thread count, never on scheduling */
+    sf_blas_single();
+    int nt = 1;
+    SF_T* part = NULL;
+    #pragma omp parallel
+    {
+      #pragma omp single
+      {
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+#endif
+        part = (SF_T*)calloc((size_t)nt * (size_t)(O * R), sizeof(SF_T));
+        if (!part) abort();
+      }
+#ifdef _OPENMP
+      const int t = omp_get_thread_num();
+#else
+      const int t = 0;
+#endif
+      SF_T* cols = (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)(R * P));
+      int first = 1;
+      #pragma omp for schedule(static)
+      for (int64_t n = 0; n < N; n++) {
+        SF_FN(im2col)(x + n * C * H * W, cols, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, HO, WO, P);
+        SF_GEMM(SF_ROW_MAJOR, SF_NO_TRANS, SF_TRANS, (int)O, (int)R, (int)P, (SF_T)1, gy + n * O * P, (int)P,
+                cols, (int)P, first ? (SF_T)0 : (SF_T)1, part + (size_t)t * (size_t)(O * R), (int)R);
+        first = 0;
+      }
+    }
+    for (int64_t i = 0; i < O * R; i++) {
+      SF_T acc = part[i];
+      for (int t = 1; t < nt; t++) acc += part[(size_t)t * (size_t)(O * R) + i];
+      dw[i] = acc;
+    }
+    free(part);
     return;
   }
   SF_T* cols = direct ? NULL : (SF_T*)sf_workspace(sizeof(SF_T) * (size_t)(R * P));
@@ -646,7 +702,7 @@ SF_API void SF_FN(conv2d_grad_weight)(const SF_T* x, const SF_T* gy, SF_T* restr
 }
 #undef SF_CONV_ARGS
 #undef SF_IS_1X1
-#undef SF_BATCHED
+#undef SF_PER_IMAGE_PARALLEL
 
 /* ---------------------------------------------------------------- pooling
  * Planes = N*C; windows of KH x KW with stride SH,SW and symmetric padding PH,PW. */
