@@ -215,7 +215,10 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
         for op in ops:
             b.emit(op, lambda s: Index(s, flat="i"))
         b.stmts.append(f"out0[i] = {b.vars[id(out)]};")
-        spec = KernelSpec(f"E_{_shape_tag(shape)}_{tag}", "pointwise", group, b.inputs, [out], prov)
+        for k, extra in enumerate(group.extra_outputs, 1):   # fused values that are also results
+            b.stmts.append(f"out{k}[i] = {b.vars[id(extra)]};")
+        spec = KernelSpec(f"E_{_shape_tag(shape)}_{tag}", "pointwise", group, b.inputs, [out] + group.extra_outputs,
+                          prov)
         spec.size = out.type.size
         spec.stmts = b.stmts
         spec.loops = loops
@@ -248,6 +251,8 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     b.vars[id(root.outputs[0])] = "red"
     for op in epilogue:
         b.emit(op, lambda s: Index(s, flat=out_index))
+    for k, extra in enumerate(group.extra_outputs, 1):   # epilogue values that are also results
+        b.stmts.append(f"out{k}[{out_index}] = {b.vars[id(extra)]};")
     result = group.outputs[0]
     name = root.opdef.name
     if x.dtype.is_float:
@@ -257,7 +262,8 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
         acc_t = "int64_t" if name in ("sum", "prod") else T
         lo, hi = _INT_LIMITS[T]
     init, combine = REDUCE_RULES[name]
-    spec = KernelSpec(f"R_{_shape_tag(in_shape)}_{tag}", "reduce", group, b.inputs, [result], prov)
+    spec = KernelSpec(f"R_{_shape_tag(in_shape)}_{tag}", "reduce", group, b.inputs,
+                      [result] + group.extra_outputs, prov)
     spec.size, spec.stmts, spec.epilogue = root.outputs[0].type.size, loop_stmts, b.stmts
     spec.result = b.vars[id(result)] if epilogue else "red"
     spec.result_type = c_type(result.dtype)

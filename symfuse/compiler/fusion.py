@@ -56,10 +56,11 @@ class KernelGroup:
     index: int = -1
     out_op: Op | None = None        # the op whose outputs the group writes (default: root)
     epilogue: set[int] = field(default_factory=set)   # ids of ops applied to a reduction's result
+    extra_outputs: list[Value] = field(default_factory=list)   # fused values that are also results
 
     @property
     def outputs(self) -> list[Value]:
-        return list((self.out_op or self.root).outputs)
+        return list((self.out_op or self.root).outputs) + self.extra_outputs
 
     def member_ids(self) -> set[int]:
         return {id(o) for o in self.ops}
@@ -114,10 +115,18 @@ def fuse(fn: Function) -> Partition:
                 g.epilogue = g.member_ids()
                 g.out_op, g.root, g.kind = g.root, op, "reduce"
                 target = g
-        if target is None and cls == "pointwise" and not is_result and len(op.outputs) == 1 and cons:
+        if target is None and cls == "pointwise" and len(op.outputs) == 1 and cons:
             gs = {id(group_of.get(id(c))) for c in cons}
-            if len(gs) == 1 and id(cons[0]) in group_of and _can_join(op, cons, group_of[id(cons[0])]):
-                target = group_of[id(cons[0])]
+            g = group_of.get(id(cons[0]))
+            if len(gs) == 1 and g is not None:
+                if (g.epilogue and not is_result and all(id(c) in g.epilogue for c in cons)
+                        and _can_join_epilogue(op, g)):
+                    g.epilogue.add(id(op))      # e.g. momentum * velocity next to a bias gradient
+                    target = g
+                elif _can_join(op, cons, g) and (not is_result or _can_write_extra(op, g)):
+                    target = g
+                    if is_result:               # also written out: a second output of the kernel
+                        g.extra_outputs.append(out)
         if target is None:
             kind = {"pointwise": "pointwise", "view": "pointwise", "reduce": "reduce"}.get(cls, "library")
             target = KernelGroup(kind, op)
@@ -160,6 +169,20 @@ def _can_take_epilogue(red: Op, consumers: list[Op], g: KernelGroup) -> bool:
     if out.type.size != g.root.outputs[0].type.size:
         return False
     return all(c.outputs[0].type.shape == out.type.shape for c in consumers)
+
+
+def _can_join_epilogue(op: Op, g: KernelGroup) -> bool:
+    """A pointwise op feeding only a reduction's epilogue, over its output space."""
+    out = g.outputs[0]
+    return op.outputs[0].type.shape == out.type.shape and all(
+        v.type.shape == out.type.shape or v.type.size == 1 for v in op.inputs)
+
+
+def _can_write_extra(op: Op, g: KernelGroup) -> bool:
+    """A result may be written by its consumers' pointwise kernel as a further
+    output when it is indexed like the kernel's own output (same shape)."""
+    return (g.kind == "pointwise" and not g.epilogue and op_class(g.root) == "pointwise"
+            and op.outputs[0].type.shape == g.root.outputs[0].type.shape)
 
 
 def _space(g: KernelGroup) -> int:
