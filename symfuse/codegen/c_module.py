@@ -30,8 +30,9 @@ def _template(name: str):
 @functools.lru_cache(maxsize=None)
 def _env():
     import jinja2
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), trim_blocks=False,
-                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    from .templates_cache import bytecode_cache
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), keep_trailing_newline=True,
+                              undefined=jinja2.StrictUndefined, bytecode_cache=bytecode_cache())
 
 
 PARALLEL_MIN_WORK = 1 << 16   # below this many element-ops a parallel region costs more than it saves
@@ -355,6 +356,13 @@ def render_kernel(spec: KernelSpec) -> str:
     ins = [f"const {c_type(v.dtype)}*{r} in{k}" for k, v in enumerate(spec.inputs)]
     outs = [f"{c_type(v.dtype)}*{r} out{k}" for k, v in enumerate(spec.outputs)]
     spec.signature = ", ".join(ins + outs) or "void"
+    # the body of a parallel kernel takes its pointers from an array (sf_parallel_range)
+    spec.unpack = ([f"const {c_type(v.dtype)}*{r} in{k} = (const {c_type(v.dtype)}*)sf_args[{k}];"
+                    for k, v in enumerate(spec.inputs)] +
+                   [f"{c_type(v.dtype)}*{r} out{k} = ({c_type(v.dtype)}*)sf_args[{len(spec.inputs) + k}];"
+                    for k, v in enumerate(spec.outputs)])
+    spec.pack = ", ".join([f"(void*)in{k}" for k in range(len(spec.inputs))] +
+                          [f"(void*)out{k}" for k in range(len(spec.outputs))]) or "0"
     spec.source = _template(f"{spec.kind}.c.j2").render(k=spec)
     spec.bytes_read = sum(v.type.nbytes for v in spec.inputs)
     spec.bytes_written = sum(v.type.nbytes for v in spec.outputs)

@@ -103,8 +103,9 @@ def _template(name: str):
 @functools.lru_cache(maxsize=None)
 def _env():
     import jinja2
+    from .templates_cache import bytecode_cache
     return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), keep_trailing_newline=True,
-                              undefined=jinja2.StrictUndefined)
+                              undefined=jinja2.StrictUndefined, bytecode_cache=bytecode_cache())
 
 
 def _signature(inputs, outputs, scratch: bool) -> str:
