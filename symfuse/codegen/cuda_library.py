@@ -30,10 +30,16 @@ blocks, one element per thread, with the grid capped at ``GRID_CAP`` blocks
 (the kernels loop grid-stride, so any grid is correct); a copy that is a
 transpose (unit source stride on another dim than the innermost) goes through
 32x32 shared-memory tiles with (32, 8) blocks. GEMMs (matmul, the
-three convolutions as implicit GEMMs) use 256 threads on a 64x64 tile (4x4 per
-thread) when that gives at least ``SM_COUNT`` tiles, else a 32x32 tile (2x2),
-with the tiles on grid.x and batches / groups (x split-K splits) on grid.z.
-The softmax family runs a warp per row for rows up to 1024 elements, a block
+three convolutions as implicit GEMMs: patches are gathered into shared-memory
+tiles on the fly, no im2col buffer) use 256 threads on a 64x64 tile (4x4 per
+thread, BK = 16, next tile prefetched into registers) when that gives at least
+``SM_COUNT`` tiles, else a 32x32 tile (2x2), with the tiles on grid.x and
+batches / groups (x split-K splits) on grid.z. conv2d_grad_weight reduces over
+N*HO*WO; with few output tiles that reduction is split into contiguous ranges
+(a first launch writes one partial dw per range into scratch, a second adds
+them in range order: deterministic).
+The softmax family runs a warp per row for rows up to 1024 elements (512 for
+float64; rows shorter than 32 get a group of 2..16 lanes of a warp), a block
 per row above that, and a thread per column for strided rows (inner > 1) with
 many columns. No kernel uses float atomics: results do not depend on the
 schedule.
@@ -129,8 +135,6 @@ def _empty(op) -> bool:
     return any(o.type.size == 0 for o in op.outputs)
 
 
-EMPTY = Lowering([])
-
 
 def _elementwise(call: str, total: int, prelude: str = "") -> Lowering:
     return _one((prelude + " " if prelude else "") + call, _grid(total), (BLOCK, 1, 1))
@@ -169,7 +173,7 @@ def lower_matmul(op, ins, outs, hints) -> Lowering:
         raise ValueError(f"matmul hints {hints} do not match operands {a_t} @ {b_t}")
     T = _numeric(op.outputs[0].type.dtype, op)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     M, K = a_t.shape[-2:]
     N = b_t.shape[-1]
     batch = op.outputs[0].type.shape[:-2]
@@ -216,7 +220,7 @@ def _rowwise(name):
         x = op.inputs[0].type
         T = _float(x.dtype, op)
         if _empty(op) or x.size == 0:
-            return EMPTY
+            return Lowering()
         outer, n, inner = _split(x.shape, op.attrs["axis"])
         rows = outer * inner
         I = _itype(x.size)
@@ -226,10 +230,11 @@ def _rowwise(name):
         if scheme == "warp":
             if n > WARP_ROW_MAX[T]:
                 raise ValueError(f"warp-per-row {name} keeps at most {WARP_ROW_MAX[T]} elements of {T}, got {n}")
-            per = _cdiv(n, 32)
-            wpb = BLOCK // 32
-            return _one(f"sf_rowwise_warp<{kind}, {T}, {I}, {per}>{args};",
-                        (max(1, min(_cdiv(rows, wpb), GRID_CAP)), 1, 1), (BLOCK, 1, 1))
+            lanes = 32 if n >= 32 else 1 << max(1, (n - 1).bit_length())   # short rows: a group of lanes
+            per = _cdiv(n, lanes)
+            rows_per_block = (BLOCK // 32) * (32 // lanes)
+            return _one(f"sf_rowwise_warp<{kind}, {T}, {I}, {per}, {lanes}>{args};",
+                        (max(1, min(_cdiv(rows, rows_per_block), GRID_CAP)), 1, 1), (BLOCK, 1, 1))
         if scheme == "block":
             threads = ROW_BLOCK if n >= ROW_BLOCK else max(32, _cdiv(n, 32) * 32)
             return _one(f"sf_rowwise_block<{kind}, {T}, {I}>{args};", (max(1, min(rows, GRID_CAP)), 1, 1),
@@ -255,7 +260,7 @@ def lower_conv2d(op, ins, outs, hints) -> Lowering:
     y = op.outputs[0]
     T = _float(x.type.dtype, op)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     n, c = x.shape[:2]
     o = w.shape[0]
     g = op.attrs["groups"]
@@ -272,7 +277,7 @@ def lower_conv2d_grad_input(op, ins, outs, hints) -> Lowering:
     gy, w = op.inputs
     T = _float(gy.type.dtype, op)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     xs = op.attrs["input_shape"]
     n, c, h, wd = xs
     o = w.shape[0]
@@ -288,7 +293,7 @@ def lower_conv2d_grad_weight(op, ins, outs, hints) -> Lowering:
     x, gy = op.inputs
     T = _float(x.type.dtype, op)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     ws = op.attrs["weight_shape"]
     o, ci, kh, kw = ws
     g = op.attrs["groups"]
@@ -310,7 +315,8 @@ def lower_conv2d_grad_weight(op, ins, outs, hints) -> Lowering:
     I = _itype(x.type.size, gy.type.size, splits * wsize, nq * max(og, r))
     cs = _conv_shape(I, x.shape, ws, gy.shape, op.attrs)
     dst = f"({T}*)scratch" if splits > 1 else outs[0]
-    body = cs + f" sf_conv2d_grad_weight<{T}, {I}, {_cfg_args(cfg)}>({ins[0]}, {ins[1]}, {dst}, sf_cs, {splits}, {kper});"
+    body = cs + (f" sf_conv2d_grad_weight<{T}, {I}, {_cfg_args(cfg)}>({ins[0]}, {ins[1]}, {dst}, sf_cs, "
+                 f"{splits}, {kper});")
     launches = [_gemm_launch(body, og, r, g * splits, cfg)]
     if splits == 1:
         return Lowering(launches)
@@ -331,7 +337,7 @@ def lower_max_pool2d(op, ins, outs, hints) -> Lowering:
     x, y = op.inputs[0].type, op.outputs[0].type
     T = _float(x.dtype, op)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     I = _itype(x.size, y.size)
     return _elementwise(f"sf_max_pool2d<{T}, {I}>({ins[0]}, {outs[0]}, sf_ps);", y.size,
                         _pool_shape(I, x.shape, y.shape, op.attrs))
@@ -341,7 +347,7 @@ def lower_max_pool2d_grad(op, ins, outs, hints) -> Lowering:
     x, _, g = (v.type for v in op.inputs)
     T = _float(x.dtype, op)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     I = _itype(x.size, g.size)
     ps = _pool_shape(I, x.shape, g.shape, op.attrs)
     stage1 = Launch(f"{{ {ps} sf_max_pool2d_argmax<{T}, {I}>({ins[0]}, (int*)scratch, sf_ps); }}",
@@ -355,7 +361,7 @@ def lower_avg_pool2d(op, ins, outs, hints) -> Lowering:
     x, y = op.inputs[0].type, op.outputs[0].type
     T = _float(x.dtype, op)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     I = _itype(x.size, y.size)
     return _elementwise(f"sf_avg_pool2d<{T}, {I}>({ins[0]}, {outs[0]}, sf_ps);", y.size,
                         _pool_shape(I, x.shape, y.shape, op.attrs))
@@ -365,7 +371,7 @@ def lower_avg_pool2d_grad(op, ins, outs, hints) -> Lowering:
     g = op.inputs[0].type
     T = _float(g.dtype, op)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     xs = op.attrs["input_shape"]
     I = _itype(g.size, math.prod(xs))
     return _elementwise(f"sf_avg_pool2d_grad<{T}, {I}>({ins[0]}, {outs[0]}, sf_ps);", math.prod(xs),
@@ -378,7 +384,7 @@ def lower_take(op, ins, outs, hints) -> Lowering:
     out = op.outputs[0].type
     T, Ii = _ctype(x.dtype), _ctype(idx.dtype)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     pre, n, post = _split(x.shape, op.attrs["axis"])
     I = _itype(x.size, out.size)
     return _elementwise(f"sf_take<{T}, {Ii}, {I}>({ins[0]}, {ins[1]}, {outs[0]}, {pre}, {n}, {idx.size}, {post});",
@@ -390,12 +396,12 @@ def lower_take_grad(op, ins, outs, hints) -> Lowering:
     out = op.outputs[0].type
     T, Ii = _float(g.dtype, op), _ctype(idx.dtype)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     ax, n = op.attrs["axis"], op.attrs["size"]
     pre, post = math.prod(g.shape[:ax]), math.prod(g.shape[ax + idx.ndim:])
     I = _itype(g.size, out.size, idx.size)
     if post == 0 or pre == 0:
-        return EMPTY
+        return Lowering()
     v = max(1, min(4, _cdiv(post, 32)))
     warps = pre * n * _cdiv(post, 32 * v)
     wpb = BLOCK // 32
@@ -407,7 +413,7 @@ def lower_one_hot(op, ins, outs, hints) -> Lowering:
     idx, out = op.inputs[0].type, op.outputs[0].type
     T, Ii = _ctype(out.dtype), _ctype(idx.dtype)
     if _empty(op):
-        return EMPTY
+        return Lowering()
     I = _itype(out.size)
     return _elementwise(f"sf_one_hot<{T}, {Ii}, {I}>({ins[0]}, {outs[0]}, {idx.size}, {op.attrs['depth']});",
                         out.size)
@@ -424,7 +430,7 @@ def _arg(name):
         outer, n, inner = (1, x.size, 1) if ax is None else _split(x.shape, ax)
         rows = outer * inner
         if rows == 0:
-            return EMPTY
+            return Lowering()
         I = _itype(x.size)
         scheme = hints.get("arg")
         if scheme is None:
@@ -461,7 +467,7 @@ def _random(name):
         out = op.outputs[0].type
         T = _float(out.dtype, op)
         if out.size == 0:
-            return EMPTY
+            return Lowering()
         I = _itype(out.size)
         return _elementwise(f"sf_{name}<{T}, {I}>({_seed(ins[0])}, {op.attrs['salt']}u, {outs[0]}, {out.size});",
                             out.size)
@@ -475,7 +481,7 @@ def lower_random_bernoulli(op, ins, outs, hints) -> Lowering:
     if p.dtype.name not in ("float32", "float64"):
         raise NotImplementedError(f"random_bernoulli: p must be float32/float64, got {p.dtype}")
     if out.size == 0:
-        return EMPTY
+        return Lowering()
     shape = out.shape
     ps = (1,) * (len(shape) - p.ndim) + p.shape
     pst = [0 if d == 1 else s for d, s in zip(ps, row_major_strides(ps))]
@@ -512,7 +518,7 @@ def _view(op, ins, outs, src_strides, base) -> Lowering:
     out = op.outputs[0].type
     T = _ctype(out.dtype)
     if out.size == 0:
-        return EMPTY
+        return Lowering()
     src = ins[0] if base == 0 else f"({ins[0]} + {base})"
     return _gather(T, src, outs[0], out.shape, src_strides)
 
@@ -547,7 +553,7 @@ def lower_reshape(op, ins, outs, hints) -> Lowering:
     out = op.outputs[0].type
     T = _ctype(out.dtype)
     if out.size == 0:
-        return EMPTY
+        return Lowering()
     I = _itype(out.size)
     return _elementwise(f"sf_copy<{T}, {I}>({ins[0]}, {outs[0]}, {out.size});", out.size)
 
@@ -556,7 +562,7 @@ def lower_concatenate(op, ins, outs, hints) -> Lowering:
     out = op.outputs[0].type
     T = _ctype(out.dtype)
     if out.size == 0:
-        return EMPTY
+        return Lowering()
     ax = op.attrs["axis"]
     outer, total, inner = _split(out.shape, ax)
     I = _itype(out.size)
@@ -578,7 +584,7 @@ def lower_pad(op, ins, outs, hints) -> Lowering:
     x, out = op.inputs[0].type, op.outputs[0].type
     T = _ctype(out.dtype)
     if out.size == 0:
-        return EMPTY
+        return Lowering()
     a = op.attrs
     value = _value_lit(a["value"], out.dtype)
     # dims as (out extent, lo, step, x extent); merge a dim into its outer neighbour when

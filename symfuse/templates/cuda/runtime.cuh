@@ -199,10 +199,6 @@ SF_DEV void sf_pad(const T* __restrict__ x, T* __restrict__ y, I total, const I 
  *   KFAST:  k = e % BK, o = e / BK     (operand contiguous along k)
  *   !KFAST: o = e % BO, k = e / BO     (operand contiguous along its row/col o)
  * Shared tiles are stored k-major, [BK][BO + PAD] with 16-byte aligned rows. */
-template <int BM, int BN, int TM, int TN> struct SfTile {
-  static constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
-};
-
 template <class T, int BM, int BN, int BK, int TM, int TN, bool AKF, bool BKF, class LA, class LB>
 SF_DEV void sf_gemm_tile(const LA& la, const LB& lb, int nk, T (&acc)[TM][TN]) {
   constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
@@ -582,60 +578,76 @@ SF_DEV void sf_sum_partials(const T* __restrict__ part, T* __restrict__ out, I c
  * KIND: 0 softmax, 1 log_softmax, 2 logsumexp, 3 softmax_xent. Outputs of kinds
  * 2, 3 are [outer, inner] (row r). */
 
-/* One warp per row, the row cached in registers (PER = ceil(n/32) values a lane).
- * blockDim.x = 32 * rows per block. */
-template <int KIND, class T, class I, int PER>
+/* One warp (or a group of LANES = 2..32 lanes of a warp, for short rows) per row, the
+ * row cached in registers (PER = ceil(n/LANES) values a lane). blockDim.x = 32 * warps.
+ * The loop over rows is warp-uniform (a group past the last row computes on -inf and
+ * stores nothing), so the full-mask shuffles are always legal. */
+template <int LANES, class T> SF_DEV T sf_group_sum(T v) {
+#pragma unroll
+  for (int o = LANES / 2; o > 0; o >>= 1) v += __shfl_xor_sync(SF_FULL, v, o);
+  return v;
+}
+template <int LANES, class T> SF_DEV T sf_group_max_nan(T v) {
+#pragma unroll
+  for (int o = LANES / 2; o > 0; o >>= 1) v = sf_max_nan(v, (T)__shfl_xor_sync(SF_FULL, v, o));
+  return v;
+}
+
+template <int KIND, class T, class I, int PER, int LANES>
 SF_DEV void sf_rowwise_warp(const T* __restrict__ x, const T* __restrict__ t, T* __restrict__ y, I rows, I n,
                             I inner) {
-  const int lane = threadIdx.x & 31;
+  constexpr int RPW = 32 / LANES;                      /* rows per warp */
+  const int lane = threadIdx.x & (LANES - 1);
   const I wpb = blockDim.x >> 5;
-  for (I row = (I)blockIdx.x * wpb + (threadIdx.x >> 5); row < rows; row += (I)gridDim.x * wpb) {
+  for (I r0 = ((I)blockIdx.x * wpb + (threadIdx.x >> 5)) * RPW; r0 < rows; r0 += (I)gridDim.x * wpb * RPW) {
+    const I row = r0 + (I)((threadIdx.x & 31) / LANES);
+    const bool live = row < rows;
     const I base = (row / inner) * n * inner + row % inner;
     T v[PER];
     T m = (T)-INFINITY;
 #pragma unroll
     for (int j = 0; j < PER; j++) {
-      const I k = lane + 32 * j;
-      v[j] = k < n ? x[base + k * inner] : (T)-INFINITY;
+      const I k = lane + LANES * j;
+      v[j] = live && k < n ? x[base + k * inner] : (T)-INFINITY;
       m = sf_max_nan(m, v[j]);
     }
-    m = sf_warp_max_nan(m);
+    m = sf_group_max_nan<LANES>(m);
     const T sh = sf_isfinite(m) ? m : (T)0;
     T s = 0;
 #pragma unroll
     for (int j = 0; j < PER; j++) {
-      if (lane + 32 * j < n) {
+      if (lane + LANES * j < n) {
         const T e = sf_exp(v[j] - sh);
         s += e;
         if (KIND == 0) v[j] = e;
       }
     }
-    s = sf_warp_sum(s);
+    s = sf_group_sum<LANES>(s);
     if (KIND == 0) {
 #pragma unroll
       for (int j = 0; j < PER; j++) {
-        const I k = lane + 32 * j;
-        if (k < n) y[base + k * inner] = v[j] / s;
+        const I k = lane + LANES * j;
+        if (live && k < n) y[base + k * inner] = v[j] / s;
       }
     } else {
       const T lse = sf_log(s);
       if (KIND == 1) {
 #pragma unroll
         for (int j = 0; j < PER; j++) {
-          const I k = lane + 32 * j;
-          if (k < n) y[base + k * inner] = (v[j] - sh) - lse;
+          const I k = lane + LANES * j;
+          if (live && k < n) y[base + k * inner] = (v[j] - sh) - lse;
         }
       } else if (KIND == 2) {
-        if (lane == 0) y[row] = sh + lse;
+        if (live && lane == 0) y[row] = sh + lse;
       } else {
         T a = 0;
 #pragma unroll
         for (int j = 0; j < PER; j++) {
-          const I k = lane + 32 * j;
-          if (k < n) a += t[base + k * inner] * ((v[j] - sh) - lse);
+          const I k = lane + LANES * j;
+          if (live && k < n) a += t[base + k * inner] * ((v[j] - sh) - lse);
         }
-        a = sf_warp_sum(a);
-        if (lane == 0) y[row] = -a;
+        a = sf_group_sum<LANES>(a);
+        if (live && lane == 0) y[row] = -a;
       }
     }
   }
