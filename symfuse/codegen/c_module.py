@@ -7,32 +7,22 @@ also what ``f.kernels`` shows.
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..compiler.fusion import KernelGroup, Partition
-from ..ir.core import Function, Value, format_loc
+from ..ir.core import Value, format_loc
 from .index import VIEW_MAPS, Index, broadcast_from
+from .templates_cache import template
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "c")
 
 
-@functools.lru_cache(maxsize=None)
 def _template(name: str):
-    """Loaded on first use: a warm compile (graph-cache hit) never imports jinja2."""
-    return _env().get_template(name)
-
-
-@functools.lru_cache(maxsize=None)
-def _env():
-    import jinja2
-    from .templates_cache import bytecode_cache
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), keep_trailing_newline=True,
-                              undefined=jinja2.StrictUndefined, bytecode_cache=bytecode_cache())
+    return template(TEMPLATE_DIR, name)
 
 
 PARALLEL_MIN_WORK = 1 << 16   # below this many element-ops a parallel region costs more than it saves

@@ -14,7 +14,6 @@ to the templates as numbers.
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from ..compiler.fusion import KernelGroup, Partition
 from . import c_module
 from .c_module import KernelInfo, c_type
+from .templates_cache import template
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "cuda")
 BLOCK = 256                 # threads per block of pointwise kernels
@@ -95,17 +95,8 @@ class CudaKernel:
                           self.bytes_read, self.bytes_written)
 
 
-@functools.lru_cache(maxsize=None)
 def _template(name: str):
-    return _env().get_template(name)
-
-
-@functools.lru_cache(maxsize=None)
-def _env():
-    import jinja2
-    from .templates_cache import bytecode_cache
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), keep_trailing_newline=True,
-                              undefined=jinja2.StrictUndefined, bytecode_cache=bytecode_cache())
+    return template(TEMPLATE_DIR, name)
 
 
 def _signature(inputs, outputs, scratch: bool) -> str:

@@ -54,6 +54,36 @@ def cache_key(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
+_ENV_CACHE: dict = {}
+
+
+def environment_cache() -> "DiskCache":
+    """The cache at $SYMFUSE_CACHE_DIR as it is now (a new one when the variable
+    changed since the last call): what every backend compiles through."""
+    root = os.environ.get("SYMFUSE_CACHE_DIR")
+    c = _ENV_CACHE.get(root)
+    if c is None:
+        _ENV_CACHE.clear()
+        c = _ENV_CACHE[root] = DiskCache()
+    return c
+
+
+@functools.lru_cache(maxsize=None)
+def find_program(env_var: str, *names: str) -> tuple[str, str] | None:
+    """(path, first line of --version) of the first of $env_var, names... on PATH."""
+    import shutil
+    import subprocess
+    for name in filter(None, [os.environ.get(env_var), *names]):
+        path = shutil.which(name)
+        if path:
+            try:
+                ver = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+            except (OSError, subprocess.SubprocessError):
+                continue
+            return path, ver.splitlines()[0] if ver else name
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def code_identity() -> str:
     """Identity of this symfuse installation's code: (path, size, mtime) of

@@ -7,11 +7,9 @@ C compile (or cache hit) -> load.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -25,25 +23,16 @@ from ..compiler.layout import layout as _layout, materialised as _materialised
 from ..errors import CompileError
 from ..ir.core import Function, Value
 from .c_runtime import header_bytes, runtime_library
-from .cache import DiskCache, cache_key
+from .cache import DiskCache, cache_key, environment_cache, find_program
 
 log = logging.getLogger("symfuse.cpu")
 VERSION = "0.1.0"
 FAST_FLAGS = ["-O2", "-ftree-vectorize", "-fvect-cost-model=cheap", "-fno-trapping-math", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
 
 
-@functools.lru_cache(maxsize=None)
 def find_compiler() -> tuple[str, str] | None:
     """(path, version line) of the C compiler: $CC, then cc, gcc, clang."""
-    for name in filter(None, [os.environ.get("CC"), "cc", "gcc", "clang"]):
-        path = shutil.which(name)
-        if path:
-            try:
-                ver = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-            except (OSError, subprocess.SubprocessError):
-                continue
-            return path, ver.splitlines()[0] if ver else name
-    return None
+    return find_program("CC", "cc", "gcc", "clang")
 
 
 class CompiledModule:
@@ -89,20 +78,13 @@ class CpuBackend:
     name = "cpu"
     graph_cache = True
 
-    def __init__(self):
-        self._cache = None
-        self._cache_env = None
-
     @staticmethod
     def available() -> bool:
         return find_compiler() is not None
 
     @property
     def cache(self) -> DiskCache:
-        root = os.environ.get("SYMFUSE_CACHE_DIR")
-        if self._cache is None or self._cache_env != root:   # follow a changed $SYMFUSE_CACHE_DIR
-            self._cache, self._cache_env = DiskCache(), root
-        return self._cache
+        return environment_cache()
 
     def compile(self, fn: Function, options: dict, report):
         with report.stage("fusion", ops_before=len(fn.ops)) as st:

@@ -17,7 +17,6 @@ compile), load.
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 
@@ -25,7 +24,7 @@ from ..codegen import cuda_module
 from ..compiler.fusion import fuse
 from ..compiler.layout import layout, materialised
 from ..errors import CompileError, DeviceUnavailable, InputError
-from .cache import DiskCache
+from .cache import DiskCache, environment_cache
 
 VERSION = "0.1.0"
 DEFAULT_ARCH = "sm_90"
@@ -75,7 +74,7 @@ class CudaProgram:
         return self._executor.run(arrays)
 
 
-def _arg_refs(k, lay, constants, group_index):
+def _arg_refs(k, lay, constants):
     """How each kernel parameter is found at run time."""
     refs = []
     for v in list(k.inputs) + list(k.outputs):
@@ -95,14 +94,10 @@ class CudaBackend:
     def __init__(self, emulate: bool = False):
         self.emulate = emulate
         self.name = "cuda-emu" if emulate else "cuda"
-        self._cache, self._cache_env = None, None
 
     @property
     def cache(self) -> DiskCache:
-        root = os.environ.get("SYMFUSE_CACHE_DIR")
-        if self._cache is None or self._cache_env != root:
-            self._cache, self._cache_env = DiskCache(), root
-        return self._cache
+        return environment_cache()
 
     def available(self) -> bool:
         if self.emulate:
@@ -152,7 +147,7 @@ class CudaBackend:
         constants: dict[int, tuple] = {}
         launches = []
         for k in kernels:
-            refs = _arg_refs(k, lay, constants, k.group.index)
+            refs = _arg_refs(k, lay, constants)
             for launch in k.launches:
                 extra = [("arena", lay.scratch[k.group.index], k.scratch_bytes, np.uint8)] if launch.scratch else []
                 launches.append((launch, refs + extra))

@@ -39,7 +39,6 @@ failure (deadlock, divergent barrier, __trap, failed assert) raises EmuError.
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import re
 import shutil
@@ -50,7 +49,7 @@ import threading
 import numpy as np
 
 from ..errors import CompileError, InputError, SymfuseError
-from .cache import DiskCache, cache_key
+from .cache import DiskCache, cache_key, find_program
 
 __all__ = ["EmuModule", "EmuFunction", "EmuError", "parse_kernels", "preprocess"]
 
@@ -71,18 +70,9 @@ class EmuError(SymfuseError, RuntimeError):
     barrier, __trap, failed assert); the message says which block and thread."""
 
 
-@functools.lru_cache(maxsize=None)
 def find_cxx() -> tuple[str, str] | None:
     """(path, version line) of the C++ compiler: $CXX, then g++, c++, clang++."""
-    for name in filter(None, [os.environ.get("CXX"), "g++", "c++", "clang++"]):
-        path = shutil.which(name)
-        if path:
-            try:
-                ver = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-            except (OSError, subprocess.SubprocessError):
-                continue
-            return path, ver.splitlines()[0] if ver else name
-    return None
+    return find_program("CXX", "g++", "c++", "clang++")
 
 
 # ----------------------------------------------------------------- source text
