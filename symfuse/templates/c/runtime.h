@@ -360,11 +360,13 @@ SF_API void SF_FN(matmul)(const SF_T* A, const SF_T* B, SF_T* restrict C, int nb
   if (K == 0) { memset(C, 0, sizeof(SF_T) * (size_t)(nb * M * N)); return; }
   const int lda = (int)(ta ? M : K), ldb = (int)(tb ? K : N);
   sf_blas_single();
-  /* split into nb x parts single-threaded gemms: batches first, then rows (or columns,
-   * whichever is longer) of each product in 16-aligned slices */
+  /* split into nb x parts single-threaded gemms: batches first, then rows of each
+   * product in 16-aligned slices; columns only when there are too few rows to go
+   * round. Column slices run at half OpenBLAS's speed (128x512x784 in two column
+   * halves: 4.3 ms, in two row halves: 1.9 ms, measured in bench/bench_gemm_split.c) */
   const int nt = nb * M * N * K >= (1 << 18) ? sf_max_threads() : 1;
   const int parts = nb >= nt ? 1 : nt;
-  const int by_rows = M >= N;
+  const int by_rows = M >= 16 * (int64_t)parts || M >= N;
   const int64_t S = by_rows ? M : N, chunk = ((S + parts - 1) / parts + 15) / 16 * 16;
   #pragma omp parallel for schedule(static) if (nt > 1)
   for (int64_t bp = 0; bp < nb * parts; bp++) {
