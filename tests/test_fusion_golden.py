@@ -9,10 +9,11 @@ import pytest
 import symfuse as sf
 from test_models_grad import lenet
 
-# kernel counts by kind (library calls: matmul/conv/pool/softmax family/one_hot)
+# kernel counts by kind (library calls: matmul/conv/pool/softmax family/one_hot; multi: the
+# horizontal kernel that runs every parameter update and the loss)
 GOLDEN = {
-    "mlp": {"total": 25, "library": 11, "pointwise": 9, "reduce": 5},
-    "lenet": {"total": 36, "library": 18, "pointwise": 12, "reduce": 6},
+    "mlp": {"total": 19, "library": 11, "pointwise": 6, "reduce": 1, "multi": 1},
+    "lenet": {"total": 28, "library": 18, "pointwise": 8, "reduce": 1, "multi": 1},
 }
 
 
@@ -58,9 +59,14 @@ def test_fusion_patterns(step):
     # softmax-cross-entropy forward is one kernel; no copy kernels for reshapes or transposes
     assert sum("softmax_xent" in n for n in names) == 1
     assert not any(n.endswith(("_reshape", "_transpose")) for n in names), names
-    # every bias update is the epilogue of its gradient's reduction: one kernel, no separate update
-    n_bias = 3 if model == "mlp" else 4
-    assert sum("_sum_mul_sub" in n for n in names) == n_bias, names
+    # every update of the step is a part of ONE horizontal kernel: the weight updates (p - lr * g)
+    # and each bias update as the epilogue of its gradient's reduction, plus the loss (also a result)
+    n_params = 6 if model == "mlp" else 8
+    multi = [k for k in f.kernels if k.kind == "multi"]
+    assert len(multi) == 1 and multi[0].name.startswith(f"H_{n_params + 1}x"), names
+    param_tags = {"x".join(map(str, p.get_value().shape)) for p in f.shared}
+    assert not any(n.startswith(("E_", "R_")) and n.split("_")[1] in param_tags for n in names), names
+    assert multi[0].fused_ops.count("sub") == n_params and multi[0].fused_ops.count("sum") == n_params // 2 + 1
     # each activation is fused with its bias add
     act = "relu" if model == "mlp" else "tanh"
     assert sum(f"add_{act}" in n for n in names) == (2 if model == "mlp" else 3)

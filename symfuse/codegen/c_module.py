@@ -69,6 +69,7 @@ class KernelSpec:
     parallel: bool = False
     bytes_read: int = 0
     bytes_written: int = 0
+    part: bool = False                # rendered as a part of a multi kernel (range function only)
 
     @property
     def fused_ops(self) -> list[str]:
@@ -88,11 +89,12 @@ class KernelInfo:
     parallel: bool
     bytes_read: int
     bytes_written: int
+    parts: list = None                # a multi kernel's parts (KernelInfo each)
 
     @classmethod
     def of(cls, spec: "KernelSpec") -> "KernelInfo":
         return cls(spec.name, spec.kind, spec.fused_ops, spec.provenance, spec.source, spec.size, spec.parallel,
-                   spec.bytes_read, spec.bytes_written)
+                   spec.bytes_read, spec.bytes_written, [cls.of(p) for p in getattr(spec, "parts", ())] or None)
 
 
 class _KernelBuilder:
@@ -175,6 +177,8 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     ops = group.ops
     tag = "_".join(dict.fromkeys(op.opdef.name for op in ops))[:48]
     prov = _provenance(ops)
+    if group.kind == "multi":
+        return _build_multi(group, partition, resolve, library, tag, prov)
     if group.kind == "library":
         op = group.root
         lower = library.get(op.opdef.name)
@@ -268,6 +272,32 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     return spec
 
 
+def _build_multi(group, partition, resolve, library, tag, prov) -> KernelSpec:
+    """A horizontal group: every part keeps its own loop nest (a ``_range``
+    function numbered from its own parameters); the kernel maps its parameters
+    onto each part's and runs all parts in one parallel region, split by work
+    (sf_parallel_parts in runtime.h)."""
+    parts = [build_kernel(p, partition, resolve, library) for p in group.parts]
+    inputs = _dedupe([v for p in parts for v in p.inputs])
+    outputs = [v for p in parts for v in p.outputs]
+    total = sum(p.group.root.outputs[0].type.size if p.kind == "pointwise" else p.group.root.inputs[0].type.size
+                for p in parts)
+    spec = KernelSpec(f"H_{len(parts)}x{total}_{tag}", "multi", group, inputs, outputs, prov)
+    spec.size = sum(p.size for p in parts)
+    spec.parts = parts
+    spec.parallel = total * max(1, len(group.ops) // len(parts)) >= PARALLEL_MIN_WORK
+    pos = {id(v): k for k, v in enumerate(inputs)}
+    o = 0
+    for p in parts:
+        p.args = [f"(void*)in{pos[id(v)]}" for v in p.inputs] + [f"(void*)out{o + k}" for k in range(len(p.outputs))]
+        o += len(p.outputs)
+        # outer loop extent and work per outer index: the parallel split balances work, not indices
+        p.outer = (p.loops[0][1] if p.kind == "pointwise" else (p.oloops[0][1] if p.oloops else 1))
+        work = p.group.root.outputs[0].type.size if p.kind == "pointwise" else p.group.root.inputs[0].type.size
+        p.weight = max(1, work // max(p.outer, 1))
+    return spec
+
+
 def _leaf_masks(group, partition, shape, ops=None) -> list[tuple[bool, ...]]:
     """Per buffer read directly (not through a folded view) by ``ops`` (default:
     the group's): which dims of the iteration ``shape`` it varies along (numpy
@@ -353,6 +383,10 @@ def render_kernel(spec: KernelSpec) -> str:
                     for k, v in enumerate(spec.outputs)])
     spec.pack = ", ".join([f"(void*)in{k}" for k in range(len(spec.inputs))] +
                           [f"(void*)out{k}" for k in range(len(spec.outputs))]) or "0"
+    for j, p in enumerate(getattr(spec, "parts", ())):   # a multi kernel's parts: range functions only
+        p.name, p.part = f"{spec.name}_p{j}", True
+        p.aliased = getattr(spec, "aliased", False)
+        render_kernel(p)
     spec.source = _template(f"{spec.kind}.c.j2").render(k=spec)
     spec.bytes_read = sum(v.type.nbytes for v in spec.inputs)
     spec.bytes_written = sum(v.type.nbytes for v in spec.outputs)

@@ -19,6 +19,17 @@ Op classes come from ``OpDef.kind`` (no switching on op names):
 Kernel arguments are bounded by MAX_KERNEL_INPUTS: a group that would read
 more distinct buffers stops absorbing producers (C has no hard limit, CUDA's
 parameter space does).
+
+Horizontal fusion (``fuse(fn, horizontal=True)``): after the vertical pass, the
+pointwise and reduce groups that are sinks of the group graph and write only
+function results — in a training step, the parameter updates: ``p - lr * g``
+and the bias updates fused behind their gradient's reduction — merge into
+"multi" groups, each part keeping its own loop nest and the kernel running all
+parts in one parallel region. A sink has no consumer, so a multi group placed at
+its last part's position keeps the schedule valid (no cycle check needed); the
+cost is that the parts' inputs (the gradients) stay live until then. Parts are
+added while the multi group reads and writes at most MAX_KERNEL_INPUTS distinct
+buffers.
 """
 from __future__ import annotations
 
@@ -57,9 +68,12 @@ class KernelGroup:
     out_op: Op | None = None        # the op whose outputs the group writes (default: root)
     epilogue: set[int] = field(default_factory=set)   # ids of ops applied to a reduction's result
     extra_outputs: list[Value] = field(default_factory=list)   # fused values that are also results
+    parts: list["KernelGroup"] = field(default_factory=list)   # a multi group's independent groups
 
     @property
     def outputs(self) -> list[Value]:
+        if self.parts:
+            return [v for p in self.parts for v in p.outputs]
         return list((self.out_op or self.root).outputs) + self.extra_outputs
 
     def member_ids(self) -> set[int]:
@@ -73,7 +87,7 @@ class Partition:
     group_of: dict[int, KernelGroup]   # id(op) -> group
 
 
-def fuse(fn: Function) -> Partition:
+def fuse(fn: Function, horizontal: bool = False) -> Partition:
     users: dict[int, list[Op]] = {}
     for op in fn.ops:
         for v in op.inputs:
@@ -138,9 +152,57 @@ def fuse(fn: Function) -> Partition:
         g.ops.reverse()
     folded |= operand_views
     order = _schedule(groups, group_of, folded)
+    if horizontal:
+        order = _merge_horizontal(order, group_of, folded, result_ids)
     for i, g in enumerate(order):
         g.index = i
     return Partition(order, folded, group_of)
+
+
+def _merge_horizontal(order, group_of, folded, result_ids) -> list[KernelGroup]:
+    """Merge the sink groups that write only results into multi groups (see the
+    module doc), each placed where its last part was."""
+    consumed: set[int] = set()     # ids of groups whose outputs another group reads
+    for g in order:
+        for op in g.ops:
+            for v in op.inputs:
+                src = _source_group(v, group_of, folded)
+                if src is not None and src is not g:
+                    consumed.add(id(src))
+    cands = [g for g in order if g.kind in ("pointwise", "reduce") and op_class(g.root) != "view"
+             and id(g) not in consumed and all(id(v) in result_ids for v in g.outputs)]
+    if len(cands) < 2:
+        return order
+    chunks, cur, bufs = [], [], set()
+    for g in cands:
+        ids = g.member_ids()
+        mine = {id(_materialise(v, folded)) for op in g.ops for v in op.inputs
+                if not (v.op is not None and id(v.op) in ids)} | {id(v) for v in g.outputs}
+        if cur and len(bufs | mine) > MAX_KERNEL_INPUTS:
+            chunks.append(cur)
+            cur, bufs = [], set()
+        cur.append(g)
+        bufs |= mine
+    chunks.append(cur)
+    last = {id(c[-1]): c for c in chunks if len(c) > 1}
+    merged = {id(g) for c in last.values() for g in c}
+    out = []
+    for g in order:
+        if id(g) in last:
+            parts = last[id(g)]
+            multi = KernelGroup("multi", parts[0].root, [op for p in parts for op in p.ops], parts=parts)
+            for op in multi.ops:
+                group_of[id(op)] = multi
+            out.append(multi)
+        elif id(g) not in merged:
+            out.append(g)
+    return out
+
+
+def _materialise(v: Value, folded) -> Value:
+    while v.op is not None and id(v.op) in folded:
+        v = v.op.inputs[0]
+    return v
 
 
 def _reshapes_of_buffer(v: Value) -> bool:

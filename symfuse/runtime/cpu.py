@@ -88,7 +88,7 @@ class CpuBackend:
 
     def compile(self, fn: Function, options: dict, report):
         with report.stage("fusion", ops_before=len(fn.ops)) as st:
-            part = fuse(fn)
+            part = fuse(fn, horizontal=True)
             st.ops_after = len(part.groups)
             st.note = f"{len(fn.ops)} ops -> {len(part.groups)} kernels"
         with report.stage("memory plan") as st:

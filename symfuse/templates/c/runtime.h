@@ -109,6 +109,40 @@ SF_API void sf_parallel_range(int64_t n, void (*fn)(int64_t, int64_t, void* cons
   fn(0, n, args);
 }
 
+/* ------------------------------------------------------------------ parallel parts
+ * A horizontally fused kernel: part p runs fns[p](lo, hi, args[p]) over its outer
+ * indices [0, outer[p]), each index costing weight[p]. The parts' work is laid end
+ * to end and cut into one contiguous share per thread; a thread runs the pieces of
+ * the parts its share covers. Cuts fall on outer-index boundaries computed the same
+ * way by both neighbours, so every index runs exactly once. */
+SF_API void sf_parallel_parts(int n, const int64_t* outer, const int64_t* weight,
+                              void (*const* fns)(int64_t, int64_t, void* const*), void* const* const* args,
+                              int parallel) {
+#ifdef _OPENMP
+  if (parallel && omp_get_max_threads() > 1) {
+    int64_t total = 0;
+    for (int p = 0; p < n; p++) total += outer[p] * weight[p];
+    #pragma omp parallel
+    {
+      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const int64_t s = total * t / nt, e = total * (t + 1) / nt;
+      int64_t off = 0;
+      for (int p = 0; p < n && off < e; p++) {
+        const int64_t w = weight[p], end = off + outer[p] * w;
+        if (end > s) {   /* first outer index starting at or after a cut: ceil((cut - off) / w) */
+          int64_t lo = s > off ? (s - off + w - 1) / w : 0, hi = e < end ? (e - off + w - 1) / w : outer[p];
+          if (lo < hi) fns[p](lo, hi, args[p]);
+        }
+        off = end;
+      }
+    }
+    return;
+  }
+#endif
+  (void)parallel;
+  for (int p = 0; p < n; p++) fns[p](0, outer[p], args[p]);
+}
+
 /* ------------------------------------------------------------------ workspace */
 static _Thread_local void* sf_ws_ptr = NULL;
 static _Thread_local size_t sf_ws_cap = 0;
