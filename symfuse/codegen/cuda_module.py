@@ -41,10 +41,15 @@ class LaunchSpec:
 
 @dataclass
 class CudaKernel:
-    """One fused group on the GPU: its source text and the launches that run it."""
+    """One fused group on the GPU: its source text and the launches that run it.
+
+    ``group``, ``inputs`` and ``outputs`` are IR objects, there only while the
+    backend builds the module; everything ``f.kernels`` shows is plain data, so
+    a graph-cache hit restores the same class (``to_plain``/``from_plain``)
+    with ``group=None`` and no inputs or outputs."""
     name: str
     kind: str
-    group: KernelGroup
+    group: KernelGroup | None
     inputs: list
     outputs: list
     provenance: list[str]
@@ -54,11 +59,53 @@ class CudaKernel:
     size: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
-    resources: dict = field(default_factory=dict)   # kernel name -> nvrtc.KernelResources (after compile)
+    fused_ops: list[str] = field(default_factory=list)   # op names of the group, schedule order
+    # kernel name -> nvrtc.KernelResources (after compile): see the ``resources`` property
+    _resources: dict | None = field(default=None, repr=False, compare=False)
+    _plain_resources: dict | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not self.fused_ops and self.group is not None:
+            self.fused_ops = [op.opdef.name for op in self.group.ops]
 
     @property
-    def fused_ops(self) -> list[str]:
-        return [op.opdef.name for op in self.group.ops]
+    def resources(self) -> dict:
+        """Launch kernel name -> nvrtc.KernelResources (registers, shared memory,
+        spills; None for a kernel ptxas did not report). Empty under cuda-emu.
+        A restored kernel builds them on first read: importing nvrtc costs more
+        than the rest of a graph-cache hit."""
+        if self._resources is None:
+            plain, self._resources = self._plain_resources, {}
+            if plain:
+                from ..runtime.nvrtc import KernelResources
+                self._resources = {n: (KernelResources(**r) if r is not None else None) for n, r in plain.items()}
+        return self._resources
+
+    @resources.setter
+    def resources(self, value: dict) -> None:
+        self._resources, self._plain_resources = value, None
+
+    # ------------------------------------------------------------- graph cache
+    _PLAIN = ("name", "kind", "provenance", "source", "scratch_bytes", "size", "bytes_read", "bytes_written",
+              "fused_ops")
+
+    def to_plain(self) -> dict:
+        """Everything but the IR objects, as plain Python data (picklable without symfuse classes)."""
+        d = {f: getattr(self, f) for f in self._PLAIN}
+        d["provenance"], d["fused_ops"] = list(self.provenance), list(self.fused_ops)
+        d["launches"] = [(ln.kernel, tuple(ln.grid), tuple(ln.block), ln.shared_bytes, ln.scratch)
+                         for ln in self.launches]
+        d["resources"] = {n: (dict(vars(r)) if r is not None else None) for n, r in self.resources.items()}
+        return d
+
+    @classmethod
+    def from_plain(cls, d: dict) -> "CudaKernel":
+        """The kernel ``to_plain`` described, without its IR (``group`` None, no inputs/outputs)."""
+        k = cls(d["name"], d["kind"], None, [], [], list(d["provenance"]),
+                **{f: d[f] for f in cls._PLAIN[3:]})
+        k.launches = [LaunchSpec(n, tuple(g), tuple(b), s, sc) for n, g, b, s, sc in d["launches"]]
+        k._plain_resources = d["resources"]     # made KernelResources when first read
+        return k
 
     # ---------------------------------------------------------------- inspection
     program = None          # the CudaProgram this kernel belongs to (set by the backend)

@@ -11,12 +11,18 @@ unit from ``templates/cuda``.
   emulator header (``templates/cuda/emu.h``) and run on the CPU, one fiber
   per GPU thread. It is how CI checks the CUDA kernels numerically.
 
-Stages in the CompileReport: fusion, memory plan, codegen, nvrtc (or emu
-compile), load.
+Stages in the CompileReport: fusion, codegen, memory plan, nvrtc (or emu
+compile). Both backends use the graph-level cache (``runtime/function.py``):
+an entry holds the unit, the kernels' plain data, the launch schedule, the
+run-time layout, the constants and the CUBIN; a hit records "nvrtc" (cuda,
+no NVRTC call) and "load" stages instead of fusion, codegen and the compiler.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,19 +52,79 @@ def gpu_arch() -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=None)
+def nvrtc_identity() -> str:
+    """What identifies the NVRTC that ``nvrtc.py`` would load, without loading it:
+    importing cuda.bindings and libnvrtc costs ~90 ms, ten times a warm compile.
+    NVRTC from the ``nvidia-cuda-nvrtc`` wheels (what cuda-pathfinder finds
+    first) is named by the wheel and cuda-bindings versions; any other NVRTC
+    is loaded and asked for its version."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        bindings = version("cuda-bindings")
+        for dist in ("nvidia-cuda-nvrtc", "nvidia-cuda-nvrtc-cu12"):
+            try:
+                return f"cuda-bindings=={bindings} {dist}=={version(dist)}"
+            except PackageNotFoundError:
+                pass
+    except PackageNotFoundError:
+        pass
+    from . import nvrtc
+    return "nvrtc %d.%d" % nvrtc.nvrtc_version()
+
+
+@functools.lru_cache(maxsize=None)
+def _nvrtc_available() -> bool:
+    try:
+        if not nvrtc_identity().startswith("nvrtc "):   # wheels installed: loading is left to the first compile
+            import importlib.util
+            return importlib.util.find_spec("cuda.bindings") is not None
+        return True                                     # nvrtc_identity loaded it and read its version
+    except Exception:  # noqa: BLE001 -- no bindings, no libnvrtc: not available
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def _emu_identity() -> str:
+    from . import cuda_emu
+    cxx = cuda_emu.find_cxx()
+    with open(cuda_emu.HEADER, "rb") as f:
+        header = hashlib.sha256(f.read()).hexdigest()
+    return "|".join([cxx[0] if cxx else "-", cxx[1] if cxx else "-", cuda_emu.VERSION, " ".join(cuda_emu.FLAGS),
+                     header, os.uname().machine, str(EMU_MAX_BLOCKS)])
+
+
+@dataclass
+class RunLayout:
+    """What the executors need of a Layout (``compiler/layout.py``), as plain data."""
+    slots: list             # (shape, numpy dtype) of each result buffer the kernels write
+    result_plan: list       # per function result: ("slot", k) | ("param", p) | ("const", array)
+    arena_bytes: int
+
+    @classmethod
+    def of(cls, lay) -> "RunLayout":
+        return cls(list(lay.slots), list(lay.result_plan), lay.plan.arena_bytes)
+
+
 class CudaProgram:
     """What a compile produces, with or without a GPU: the unit, its CUBIN and
-    the launch schedule. Calling it runs the schedule on an executor."""
+    the launch schedule. Calling it runs the schedule on an executor.
+    ``emu_module``: the EmuModule under cuda-emu (None on cuda, or with no launches);
+    ``memory_plan``: the arena's MemoryPlan (None after a graph-cache hit)."""
 
-    def __init__(self, source, kernels, launches, layout_, params, arch, image, executor_factory, name="main"):
+    def __init__(self, source, kernels, launches, layout_, params, arch, image, executor_factory, name="main",
+                 constants=(), emu_module=None, memory_plan=None):
         self.name = name
         self.source = source
         self.kernels = kernels          # CudaKernel per group, schedule order
         self.launches = launches        # [(LaunchSpec, [argument refs])] in order
-        self.layout = layout_
+        self.layout = layout_           # RunLayout
         self.param_count = params
         self.arch = arch
         self.image = image              # CUBIN bytes (None under emulation)
+        self.constants = list(constants)    # arrays uploaded once, in "const" ref order
+        self.emu_module = emu_module
+        self.memory_plan = memory_plan
         self._factory = executor_factory
         self._executor = None
         for k in kernels:
@@ -88,8 +154,11 @@ def _arg_refs(k, lay, constants):
     return refs
 
 
+ENTRY_FORMAT = 1      # of the graph-cache entry written by CudaBackend.export
+
+
 class CudaBackend:
-    graph_cache = False     # a cache hit must still give the executor a program: kept simple for now
+    graph_cache = True
 
     def __init__(self, emulate: bool = False):
         self.emulate = emulate
@@ -103,12 +172,7 @@ class CudaBackend:
         if self.emulate:
             from .cuda_emu import find_cxx
             return find_cxx() is not None
-        try:
-            from . import nvrtc
-            nvrtc.nvrtc_version()
-            return True
-        except Exception:  # noqa: BLE001
-            return False
+        return _nvrtc_available()
 
     def runnable(self) -> bool:
         """Can call (not only compile) here: for ``cuda``, PyCUDA and a GPU."""
@@ -156,16 +220,19 @@ class CudaBackend:
         report.info["memory"] = {"arena_bytes": lay.plan.arena_bytes, "naive_bytes": lay.plan.naive_bytes,
                                  "lower_bound_bytes": lay.plan.lower_bound_bytes}
         consts = [a for _, a in sorted(constants.values(), key=lambda t: t[0])]
+        run_lay = RunLayout.of(lay)
         if self.emulate:
             with report.stage("emu compile") as st:
                 from .cuda_emu import EmuModule
                 mod = EmuModule(source, name=fn.name, include_dirs=[cuda_module.TEMPLATE_DIR]) if launches else None
-            prog = CudaProgram(source, kernels, launches, lay, len(fn.params), "emu", None,
-                               lambda p: _EmuExecutor(p, mod, consts), fn.name)
-            return prog
+                if mod is not None:
+                    st.note = "cache hit" if mod.cache_hit else "cache miss"
+                    report.info["emu_cache"] = "hit" if mod.cache_hit else "miss"
+            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), "emu", None,
+                               _emu_factory, fn.name, consts, mod, lay.plan)
         if not launches:    # nothing to compute on the device (results are inputs or constants)
-            return CudaProgram(source, kernels, launches, lay, len(fn.params), arch, None,
-                               lambda p: _EmuExecutor(p, None, consts), fn.name)
+            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, None,
+                               _emu_factory, fn.name, consts, None, lay.plan)
         from . import nvrtc
         with report.stage("nvrtc") as st:
             calls = nvrtc.NVRTC_CALLS
@@ -177,9 +244,75 @@ class CudaBackend:
         for k in kernels:
             k.resources = {ln.kernel: res.resources.get(ln.kernel) for ln in k.launches}
         report.info["resources"] = {name: vars(r) for name, r in res.resources.items()}
-        prog = CudaProgram(source, kernels, launches, lay, len(fn.params), arch, res.cubin,
-                           lambda p: _PyCudaExecutor(p, consts), fn.name)
+        return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, res.cubin,
+                           _pycuda_factory, fn.name, consts, None, lay.plan)
+
+    # ------------------------------------------------------------- graph cache
+    def identity(self) -> str:
+        """What, besides the graph and options, decides the compiled program: the
+        backend's version and grid cap, and the compiler -- NVRTC (cuda) or the
+        host C++ compiler, flags and emulator header (cuda-emu). cuda also
+        includes the arch a compile without ``arch=`` would use (GPU 0's):
+        options name the arch only when the caller gave one."""
+        if self.emulate:
+            return "|".join([self.name, VERSION, _emu_identity()])
+        return "|".join([self.name, VERSION, nvrtc_identity(), "default " + (gpu_arch() or DEFAULT_ARCH),
+                         str(GPU_MAX_BLOCKS)])
+
+    def export(self, prog: CudaProgram, report) -> dict:
+        """The graph-cache entry of a compiled program: plain data (pickled by the
+        caller), no IR objects. The emulator library is not in it: ``load`` gets
+        it back from the cuda-emu cache by its path."""
+        index = {id(ln): (i, j) for i, k in enumerate(prog.kernels) for j, ln in enumerate(k.launches)}
+        return {"format": ENTRY_FORMAT, "backend": self.name, "name": prog.name, "source": prog.source,
+                "kernels": [k.to_plain() for k in prog.kernels],
+                "launches": [(*index[id(ln)], list(refs)) for ln, refs in prog.launches],
+                "layout": {"slots": prog.layout.slots, "result_plan": prog.layout.result_plan,
+                           "arena_bytes": prog.layout.arena_bytes},
+                "constants": prog.constants, "param_count": prog.param_count, "arch": prog.arch,
+                "image": prog.image,
+                "emu_lib": prog.emu_module.lib_path if prog.emu_module is not None else None,
+                "info": {k: report.info[k] for k in ("kernels", "memory", "resources", "arch") if k in report.info}}
+
+    def load(self, entry: dict, report) -> CudaProgram | None:
+        """A program from a graph-cache entry, or None (a miss) when the entry is
+        of another format or what it needs is gone (the emulator library)."""
+        if entry.get("format") != ENTRY_FORMAT or entry.get("backend") != self.name:
+            return None
+        launches_at = entry["launches"]
+        if self.emulate and launches_at and not (entry["emu_lib"] and os.path.exists(entry["emu_lib"])):
+            return None
+        if not self.emulate and launches_at and (entry["image"] or b"")[:4] != b"\x7fELF":
+            return None
+        name, source, arch = entry["name"], entry["source"], entry["arch"]
+        if not self.emulate and launches_at:
+            with report.stage("nvrtc") as st:     # where a compile has its nvrtc stage: no NVRTC call here
+                st.note = f"{arch}: cache hit (graph entry)"
+            report.info["nvrtc_calls"] = 0
+        with report.stage("load") as st:
+            kernels = [cuda_module.CudaKernel.from_plain(d) for d in entry["kernels"]]
+            launches = [(kernels[i].launches[j], [tuple(r) for r in refs]) for i, j, refs in launches_at]
+            lay = RunLayout(**entry["layout"])
+            mod, factory = None, _pycuda_factory
+            if self.emulate or not launches:
+                factory = _emu_factory
+            if self.emulate and launches:
+                from .cuda_emu import EmuModule
+                mod = EmuModule(source, name=name, include_dirs=[cuda_module.TEMPLATE_DIR])
+                st.note = "emu module: " + ("cache hit" if mod.cache_hit else "cache miss (recompiled)")
+                report.info["emu_cache"] = "hit (graph)" if mod.cache_hit else "miss"
+            prog = CudaProgram(source, kernels, launches, lay, entry["param_count"], arch, entry["image"],
+                               factory, name, entry["constants"], mod, None)
+        report.info.update(entry["info"])
         return prog
+
+
+def _emu_factory(prog: CudaProgram):
+    return _EmuExecutor(prog, prog.emu_module, prog.constants)
+
+
+def _pycuda_factory(prog: CudaProgram):
+    return _PyCudaExecutor(prog, prog.constants)
 
 
 class _EmuExecutor:
@@ -187,7 +320,7 @@ class _EmuExecutor:
 
     def __init__(self, prog: CudaProgram, mod, consts):
         self.prog, self.mod = prog, mod
-        self.arena = np.zeros(prog.layout.plan.arena_bytes + 64, np.uint8)
+        self.arena = np.zeros(prog.layout.arena_bytes + 64, np.uint8)
         self.consts = consts
         self.funcs = [mod.get_function(launch.kernel) for launch, _ in prog.launches]
 
@@ -229,7 +362,7 @@ class _PyCudaExecutor:
         self.drv, self.prog = drv, prog
         self.module = drv.module_from_buffer(prog.image)
         self.funcs = [self.module.get_function(launch.kernel) for launch, _ in prog.launches]
-        self.arena = drv.mem_alloc(max(prog.layout.plan.arena_bytes, 1))
+        self.arena = drv.mem_alloc(max(prog.layout.arena_bytes, 1))
         self.consts = [drv.to_device(c) for c in consts]
 
     def run(self, arrays):
