@@ -139,9 +139,11 @@ def _write_artifacts(f, out_dir: str, target: str) -> None:
     run = f._run
     if getattr(run, "lib_path", None):
         shutil.copyfile(run.lib_path, os.path.join(out_dir, "module.so"))
-    if getattr(run, "image", None):
-        with open(os.path.join(out_dir, "module.cubin"), "wb") as fh:
-            fh.write(run.image)
+    images = getattr(run, "images", None)
+    if images:      # one CUBIN per NVRTC unit: module.cubin, or module_0.cubin, module_1.cubin, ...
+        for i, image in enumerate(images):
+            with open(os.path.join(out_dir, "module.cubin" if len(images) == 1 else f"module_{i}.cubin"), "wb") as fh:
+                fh.write(image)
         try:
             from .runtime import nvrtc
             with open(os.path.join(out_dir, "module.ptx"), "w") as fh:

@@ -163,8 +163,9 @@ def test_aot_second_compile_is_a_hit_that_skips_the_compiler(aot):
 @needs_nvrtc
 def test_aot_hit_gives_the_same_program(aot):
     _, _, cold, warm = aot
-    assert warm._run.image[:4] == b"\x7fELF" and warm._run.image == cold._run.image
-    assert all(k.cubin == cold._run.image for k in warm.kernels)
+    assert all(im[:4] == b"\x7fELF" for im in warm._run.images) and warm._run.images == cold._run.images
+    assert [k.cubin for k in warm.kernels] == [k.cubin for k in cold.kernels]
+    assert all(k.cubin in cold._run.images for k in warm.kernels)
     assert plain_kernels(warm) == plain_kernels(cold)
     assert any(r for k in warm.kernels for r in k.resources.values())
     assert warm.source == cold.source and warm.ir() == cold.ir() and warm.ir(True) == cold.ir(True)
@@ -207,8 +208,8 @@ def test_changed_arch_misses(aot_runs):
         other = compile_step(model, "cuda", arch="sm_80")
         again = compile_step(model, "cuda", arch="sm_80")
     assert other.report.info["graph_cache"] == "miss" and "fusion" in stages(other)
-    assert other.report.info["arch"] == "sm_80" and other._run.image != warm._run.image
-    assert again.report.info["graph_cache"] == "hit" and again._run.image == other._run.image
+    assert other.report.info["arch"] == "sm_80" and other._run.images != warm._run.images
+    assert again.report.info["graph_cache"] == "hit" and again._run.images == other._run.images
 
 
 @needs_nvrtc
@@ -227,7 +228,7 @@ def test_default_arch_of_the_gpu_present_is_in_the_key(aot_runs, monkeypatch):
         back = compile_step(model, "cuda")
     assert first.report.info["arch"] == "sm_90"
     assert a100.report.info["graph_cache"] == "miss" and a100.report.info["arch"] == "sm_80"
-    assert back.report.info["graph_cache"] == "hit" and back._run.image == first._run.image
+    assert back.report.info["graph_cache"] == "hit" and back._run.images == first._run.images
 
 
 # ----------------------------------------------------------------------------- (c) unusable entries
@@ -250,8 +251,8 @@ def test_truncated_entry_is_a_miss_that_recompiles(aot, tmp_path):
         again = compile_step(model, "cuda", arch="sm_90")
         third = compile_step(model, "cuda", arch="sm_90")
     assert again.report.info["graph_cache"] == "miss" and "fusion" in stages(again)
-    assert again._run.image == cold._run.image and plain_kernels(again) == plain_kernels(cold)
-    assert third.report.info["graph_cache"] == "hit" and third._run.image == cold._run.image
+    assert again._run.images == cold._run.images and plain_kernels(again) == plain_kernels(cold)
+    assert third.report.info["graph_cache"] == "hit" and third._run.images == cold._run.images
 
 
 @needs_nvrtc
@@ -274,11 +275,11 @@ def test_unusable_entry_is_a_miss(aot_runs, tmp_path, damage):
             elif damage == "missing key":
                 del entry["kernels"]
             else:
-                entry["image"] = None
+                entry["images"] = [None]
             cache.put("graph", key, pickle.dumps(entry))
         again = compile_step(model, "cuda", arch="sm_90")
     assert again.report.info["graph_cache"] == "miss" and "codegen" in stages(again)
-    assert again._run.image == cold._run.image
+    assert again._run.images == cold._run.images
 
 
 # ----------------------------------------------------------------------------- (b) cuda-emu: numbers
@@ -317,7 +318,7 @@ def test_emu_hit_skips_the_compiler_and_reuses_the_emu_module(emu):
     assert warm.report.info["emu_cache"] == "hit (graph)" and warm._run.emu_module.cache_hit
     assert warm._run.emu_module.lib_path == cold._run.emu_module.lib_path
     assert plain_kernels(warm) == plain_kernels(cold) and warm.ir() == cold.ir() and warm.source == cold.source
-    assert warm._run.arch == "emu" and warm._run.image is None
+    assert warm._run.arch == "emu" and warm._run.images == []
 
 
 @needs_cxx
@@ -372,7 +373,9 @@ def test_cli_compile_and_inspect_on_a_hit(tmp_path):
     assert [r["info"]["graph_cache"] for r in reports] == ["miss", "hit"]
     assert not SKIPPED & {s["name"] for s in reports[1]["stages"]}
     cold, warm = tmp_path / "cold", tmp_path / "warm"
-    assert (warm / "module.cubin").read_bytes() == (cold / "module.cubin").read_bytes()
+    cubins = sorted(c.name for c in cold.glob("module*.cubin"))
+    assert cubins and cubins == sorted(c.name for c in warm.glob("module*.cubin"))
+    assert all((warm / c).read_bytes() == (cold / c).read_bytes() for c in cubins)
     for name in ("module.ptx", "module.cu", "ir_after.txt", "memory_plan.json"):
         assert (warm / name).read_text() == (cold / name).read_text(), name
     assert sorted(os.listdir(warm / "kernels")) == sorted(os.listdir(cold / "kernels"))

@@ -60,6 +60,7 @@ class CudaKernel:
     bytes_read: int = 0
     bytes_written: int = 0
     fused_ops: list[str] = field(default_factory=list)   # op names of the group, schedule order
+    parts: list = field(default_factory=list)   # a multi kernel's parts (CudaKernel each, __device__ functions)
     # kernel name -> nvrtc.KernelResources (after compile): see the ``resources`` property
     _resources: dict | None = field(default=None, repr=False, compare=False)
     _plain_resources: dict | None = field(default=None, repr=False, compare=False)
@@ -96,6 +97,7 @@ class CudaKernel:
         d["launches"] = [(ln.kernel, tuple(ln.grid), tuple(ln.block), ln.shared_bytes, ln.scratch)
                          for ln in self.launches]
         d["resources"] = {n: (dict(vars(r)) if r is not None else None) for n, r in self.resources.items()}
+        d["parts"] = [p.to_plain() for p in self.parts]
         return d
 
     @classmethod
@@ -105,6 +107,7 @@ class CudaKernel:
                 **{f: d[f] for f in cls._PLAIN[3:]})
         k.launches = [LaunchSpec(n, tuple(g), tuple(b), s, sc) for n, g, b, s, sc in d["launches"]]
         k._plain_resources = d["resources"]     # made KernelResources when first read
+        k.parts = [cls.from_plain(p) for p in d.get("parts", ())]
         return k
 
     # ---------------------------------------------------------------- inspection
@@ -112,8 +115,9 @@ class CudaKernel:
 
     @property
     def cubin(self) -> bytes | None:
-        """The CUBIN of the module that holds this kernel (one unit per function)."""
-        return self.program.image if self.program is not None else None
+        """The CUBIN of the unit that holds this kernel (NVRTC compiles a function
+        as one unit, or as several in parallel when it is large)."""
+        return self.program.cubin_of(self.name) if self.program is not None else None
 
     @property
     def ptx(self) -> str:
@@ -222,13 +226,23 @@ def build(group: KernelGroup, partition: Partition, resolve, max_blocks: int, un
         return _build_library(group, partition, resolve, unique)
     spec = c_module.build_kernel(group, partition, resolve, None)
     spec.name = unique(spec.name)
+    if spec.kind == "multi":
+        return _build_multi(group, spec, max_blocks)
+    return _render(group, spec, max_blocks)
+
+
+def _render(group, spec, max_blocks: int, part: bool = False) -> CudaKernel:
+    """A pointwise or reduce spec as a ``__global__`` kernel with its launch or,
+    with ``part``, as a ``__device__`` function of a multi kernel (its block
+    index and block count as arguments; the launch is what it would need alone)."""
     k = CudaKernel(spec.name, spec.kind, group, spec.inputs, spec.outputs, spec.provenance, size=spec.size)
     sig = _signature(k.inputs, k.outputs, False)
     if spec.kind == "pointwise":
         loops = spec.loops
         unflat = [] if len(loops) == 1 and loops[0][0] == "i" else _unflatten(loops, "i")
         vec = _vector_body(spec)
-        k.source = _template("pointwise.cu.j2").render(k=spec, signature=sig, unflatten=unflat, block=BLOCK, vec=vec)
+        k.source = _template("pointwise.cu.j2").render(k=spec, signature=sig, unflatten=unflat, block=BLOCK, vec=vec,
+                                                       part=part)
         per_thread = 4 if vec else 1
         k.launches = [LaunchSpec(k.name, _grid(-(-spec.size // (BLOCK * per_thread)), max_blocks), (BLOCK, 1, 1))]
     else:
@@ -239,10 +253,36 @@ def build(group: KernelGroup, partition: Partition, resolve, max_blocks: int, un
                                                    "uint64_t") else "int"
         k.source = _template("reduce.cu.j2").render(
             k=spec, signature=sig, block_reduce=per_block, shfl=shfl, threads=threads, outs_per_block=outs_per_block,
-            ounflat=_unflatten(spec.oloops, "o") if spec.oloops else [],
+            part=part, ounflat=_unflatten(spec.oloops, "o") if spec.oloops else [],
             runflat=_unflatten(spec.rloops, "r") if spec.rloops else [])
         k.launches = [LaunchSpec(k.name, _grid(-(-spec.size // outs_per_block), max_blocks),
                                  (threads * outs_per_block if not per_block else threads, 1, 1))]
+    k.bytes_read = sum(v.type.nbytes for v in k.inputs)
+    k.bytes_written = sum(v.type.nbytes for v in k.outputs)
+    return k
+
+
+def _build_multi(group, spec, max_blocks: int) -> CudaKernel:
+    """A horizontal group as ONE launch: each part is a ``__device__`` function
+    given a contiguous range of the grid's blocks (as many as it would launch
+    alone); every part runs 256-thread blocks, so one block shape serves all."""
+    parts = []
+    for j, p in enumerate(spec.parts):
+        p.name = f"{spec.name}_p{j}"
+        parts.append(_render(p.group, p, max_blocks, part=True))
+    pos = {id(v): j for j, v in enumerate(spec.inputs)}
+    calls, first, o = [], 0, 0
+    for p in parts:
+        assert p.launches[0].block == (BLOCK, 1, 1), p.launches[0]
+        n = p.launches[0].grid[0]
+        args = [f"in{pos[id(v)]}" for v in p.inputs] + [f"out{o + j}" for j in range(len(p.outputs))]
+        calls.append((first + n, p.name, ", ".join(args + [f"b - {first}", str(n)])))
+        first, o = first + n, o + len(p.outputs)
+    k = CudaKernel(spec.name, "multi", group, spec.inputs, spec.outputs, spec.provenance, size=spec.size,
+                   parts=parts)
+    k.source = _template("multi.cu.j2").render(k=spec, parts=parts, calls=calls, block=BLOCK,
+                                               signature=_signature(k.inputs, k.outputs, False))
+    k.launches = [LaunchSpec(k.name, (first, 1, 1), (BLOCK, 1, 1))]
     k.bytes_read = sum(v.type.nbytes for v in k.inputs)
     k.bytes_written = sum(v.type.nbytes for v in k.outputs)
     return k

@@ -35,11 +35,36 @@ def find_compiler() -> tuple[str, str] | None:
     return find_program("CC", "cc", "gcc", "clang")
 
 
+_blas_loaded = False
+
+
+def _load(lib_path: str) -> ctypes.CDLL:
+    """dlopen a unit. The first one also loads OpenBLAS (scipy-openblas32), which
+    starts worker threads at load unless OPENBLAS_NUM_THREADS=1; those spin for
+    ~0.1 s next to OpenMP's and made the first LeNet-5 step 3x slower than the
+    next. The runtime runs OpenBLAS single-threaded anyway, so the variable is set
+    for that load only and restored for whatever the process loads later."""
+    global _blas_loaded
+    if _blas_loaded:
+        return ctypes.CDLL(lib_path)
+    old = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        lib = ctypes.CDLL(lib_path)
+    finally:
+        if old is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = old
+    _blas_loaded = True
+    return lib
+
+
 class CompiledModule:
     """The loaded shared library plus everything needed to call it."""
 
     def __init__(self, lib_path, param_count, slots, result_plan, arena_bytes, kernels, source, plan):
-        self.lib = ctypes.CDLL(lib_path)
+        self.lib = _load(lib_path)
         self.entry = self.lib.sf_entry
         self.entry.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         self.entry.restype = None

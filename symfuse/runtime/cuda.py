@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,43 @@ VERSION = "0.1.0"
 DEFAULT_ARCH = "sm_90"
 GPU_MAX_BLOCKS = 4096     # grid-stride grids: a few waves on the largest GPUs
 EMU_MAX_BLOCKS = 16       # the emulator runs threads one after another: fewer, longer threads
+
+
+# NVRTC units: a function's kernels are split into units compiled in parallel
+# (one thread each) when their estimated cost pays for a unit's fixed cost
+# (~70 ms: parsing the headers, starting ptxas). Costs in units of a small
+# pointwise kernel, from bench/bench_nvrtc.py and the LeNet-5 step: a tiled GEMM
+# or implicit-GEMM convolution costs ~8, another library kernel ~2.
+UNIT_MIN_COST = 12
+_GEMM_OPS = {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
+
+
+def _kernel_cost(k) -> int:
+    if k.kind != "library":
+        return 1
+    return 8 if any(op in _GEMM_OPS for op in k.fused_ops) else 2
+
+
+def split_units(kernels: list, workers: int) -> list[list]:
+    """Kernels in at most ``workers`` units of balanced estimated cost (largest
+    first onto the least loaded unit), schedule order kept within a unit."""
+    costs = [_kernel_cost(k) for k in kernels]
+    n = max(1, min(workers, len(kernels), sum(costs) // UNIT_MIN_COST))
+    if n == 1:
+        return [list(kernels)]
+    load, unit = [0] * n, {}
+    for i in sorted(range(len(kernels)), key=lambda i: -costs[i]):
+        u = min(range(n), key=load.__getitem__)
+        load[u] += costs[i]
+        unit[i] = u
+    return [[k for i, k in enumerate(kernels) if unit[i] == u] for u in range(n)]
+
+
+def _workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:      # not Linux
+        return os.cpu_count() or 1
 
 
 @functools.lru_cache(maxsize=None)
@@ -112,8 +150,8 @@ class CudaProgram:
     ``emu_module``: the EmuModule under cuda-emu (None on cuda, or with no launches);
     ``memory_plan``: the arena's MemoryPlan (None after a graph-cache hit)."""
 
-    def __init__(self, source, kernels, launches, layout_, params, arch, image, executor_factory, name="main",
-                 constants=(), emu_module=None, memory_plan=None):
+    def __init__(self, source, kernels, launches, layout_, params, arch, images, executor_factory, name="main",
+                 constants=(), emu_module=None, memory_plan=None, unit_of=None):
         self.name = name
         self.source = source
         self.kernels = kernels          # CudaKernel per group, schedule order
@@ -121,7 +159,8 @@ class CudaProgram:
         self.layout = layout_           # RunLayout
         self.param_count = params
         self.arch = arch
-        self.image = image              # CUBIN bytes (None under emulation)
+        self.images = list(images or ())    # CUBIN of each compiled unit (none under emulation)
+        self.unit_of = dict(unit_of or {})  # kernel name -> index of the unit (CUBIN) that holds it
         self.constants = list(constants)    # arrays uploaded once, in "const" ref order
         self.emu_module = emu_module
         self.memory_plan = memory_plan
@@ -130,9 +169,9 @@ class CudaProgram:
         for k in kernels:
             k.program = self
 
-    @property
-    def cubin(self) -> bytes | None:
-        return self.image
+    def cubin_of(self, kernel: str) -> bytes | None:
+        """The CUBIN holding ``kernel`` (a CudaKernel name)."""
+        return self.images[self.unit_of.get(kernel, 0)] if self.images else None
 
     def __call__(self, arrays):
         if self._executor is None:
@@ -154,7 +193,7 @@ def _arg_refs(k, lay, constants):
     return refs
 
 
-ENTRY_FORMAT = 1      # of the graph-cache entry written by CudaBackend.export
+ENTRY_FORMAT = 2      # of the graph-cache entry written by CudaBackend.export
 
 
 class CudaBackend:
@@ -187,7 +226,7 @@ class CudaBackend:
             except CompileError as e:
                 raise InputError(str(e)) from None
         with report.stage("fusion", ops_before=len(fn.ops)) as st:
-            part = fuse(fn)
+            part = fuse(fn, horizontal=True)
             st.ops_after = len(part.groups)
             st.note = f"{len(fn.ops)} ops -> {len(part.groups)} kernels"
         resolve = lambda v: materialised(v, part.folded_views)  # noqa: E731
@@ -236,16 +275,30 @@ class CudaBackend:
         from . import nvrtc
         with report.stage("nvrtc") as st:
             calls = nvrtc.NVRTC_CALLS
-            res = nvrtc.compile_cuda(source, fn.name, arch=arch, include_dirs=[cuda_module.TEMPLATE_DIR],
-                                     cache=self.cache)
-            st.note = f"{arch}: " + ("cache hit" if res.cache_hit else "cache miss")
+            units = split_units(kernels, _workers())
+            sources = [source] if len(units) == 1 else [
+                cuda_module.render_module(fn.name, VERSION, u) for u in units]
+            compile_one = functools.partial(nvrtc.compile_cuda, arch=arch, include_dirs=[cuda_module.TEMPLATE_DIR],
+                                            cache=self.cache)
+            names = [fn.name if len(units) == 1 else f"{fn.name}_u{i}" for i in range(len(units))]
+            if len(units) == 1:
+                results = [compile_one(source, fn.name)]
+            else:   # NVRTC releases the GIL: the units compile in parallel threads
+                with ThreadPoolExecutor(len(units)) as pool:
+                    results = list(pool.map(compile_one, sources, names))
+            hits = sum(r.cache_hit for r in results)
+            st.note = (f"{arch}: {len(units)} unit(s), " +
+                       ("cache hit" if hits == len(units) else f"{len(units) - hits} cache miss(es)"))
             report.info["nvrtc_calls"] = nvrtc.NVRTC_CALLS - calls
+            report.info["nvrtc_units"] = len(units)
             report.info["arch"] = arch
+        resources = {n: r for res in results for n, r in res.resources.items()}
+        unit_of = {k.name: i for i, u in enumerate(units) for k in u}
         for k in kernels:
-            k.resources = {ln.kernel: res.resources.get(ln.kernel) for ln in k.launches}
-        report.info["resources"] = {name: vars(r) for name, r in res.resources.items()}
-        return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, res.cubin,
-                           _pycuda_factory, fn.name, consts, None, lay.plan)
+            k.resources = {ln.kernel: resources.get(ln.kernel) for ln in k.launches}
+        report.info["resources"] = {name: vars(r) for name, r in resources.items()}
+        return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, [r.cubin for r in results],
+                           _pycuda_factory, fn.name, consts, None, lay.plan, unit_of)
 
     # ------------------------------------------------------------- graph cache
     def identity(self) -> str:
@@ -270,7 +323,7 @@ class CudaBackend:
                 "layout": {"slots": prog.layout.slots, "result_plan": prog.layout.result_plan,
                            "arena_bytes": prog.layout.arena_bytes},
                 "constants": prog.constants, "param_count": prog.param_count, "arch": prog.arch,
-                "image": prog.image,
+                "images": prog.images, "unit_of": prog.unit_of,
                 "emu_lib": prog.emu_module.lib_path if prog.emu_module is not None else None,
                 "info": {k: report.info[k] for k in ("kernels", "memory", "resources", "arch") if k in report.info}}
 
@@ -282,7 +335,8 @@ class CudaBackend:
         launches_at = entry["launches"]
         if self.emulate and launches_at and not (entry["emu_lib"] and os.path.exists(entry["emu_lib"])):
             return None
-        if not self.emulate and launches_at and (entry["image"] or b"")[:4] != b"\x7fELF":
+        if not self.emulate and launches_at and not (
+                entry["images"] and all(im[:4] == b"\x7fELF" for im in entry["images"])):
             return None
         name, source, arch = entry["name"], entry["source"], entry["arch"]
         if not self.emulate and launches_at:
@@ -301,8 +355,8 @@ class CudaBackend:
                 mod = EmuModule(source, name=name, include_dirs=[cuda_module.TEMPLATE_DIR])
                 st.note = "emu module: " + ("cache hit" if mod.cache_hit else "cache miss (recompiled)")
                 report.info["emu_cache"] = "hit (graph)" if mod.cache_hit else "miss"
-            prog = CudaProgram(source, kernels, launches, lay, entry["param_count"], arch, entry["image"],
-                               factory, name, entry["constants"], mod, None)
+            prog = CudaProgram(source, kernels, launches, lay, entry["param_count"], arch, entry["images"],
+                               factory, name, entry["constants"], mod, None, entry["unit_of"])
         report.info.update(entry["info"])
         return prog
 
@@ -360,8 +414,9 @@ class _PyCudaExecutor:
         import pycuda.autoinit  # noqa: F401 -- creates the context on GPU 0
         import pycuda.driver as drv
         self.drv, self.prog = drv, prog
-        self.module = drv.module_from_buffer(prog.image)
-        self.funcs = [self.module.get_function(launch.kernel) for launch, _ in prog.launches]
+        self.modules = [drv.module_from_buffer(im) for im in prog.images]
+        unit = {ln.kernel: prog.unit_of.get(k.name, 0) for k in prog.kernels for ln in k.launches}
+        self.funcs = [self.modules[unit[launch.kernel]].get_function(launch.kernel) for launch, _ in prog.launches]
         self.arena = drv.mem_alloc(max(prog.layout.arena_bytes, 1))
         self.consts = [drv.to_device(c) for c in consts]
 
