@@ -78,7 +78,7 @@ def test_inspect_lists_and_shows_kernels(tmp_path):
     assert any(n.startswith("L_16x512_matmul") for n in names) and any("softmax_xent" in n for n in names)
     k = next(n for n in names if n.startswith("E_"))
     src = sym("inspect", "mlp", "--train", "--batch", "16", "--kernel", k, "--source", cache=tmp_path)
-    assert src.returncode == 0 and f"static void {k}(" in src.stdout
+    assert src.returncode == 0 and f"SF_KERNEL void {k}(" in src.stdout
     ir = sym("inspect", "mlp", "--batch", "16", "--ir", cache=tmp_path)
     assert ir.stdout.startswith("func @mlp_predict(")
     res = sym("inspect", "mlp", "--batch", "16", "--target", "cuda", "--arch", "sm_80", "--resources", "--json",

@@ -394,12 +394,19 @@ def render_kernel(spec: KernelSpec) -> str:
 
 
 def render_module(name, version, kernels, calls, constants, arena_bytes, runtime_header="runtime.h",
-                  profile=False) -> str:
+                  profile=False, extern_kernels=()) -> str:
     """``runtime_header``: "runtime.h" compiles the library into the unit;
-    "sf_runtime_api.h" declares it, to link against the prebuilt library."""
+    "sf_runtime_api.h" declares it, to link against the prebuilt library.
+    ``extern_kernels``: kernels defined in other units (``render_unit``), declared here."""
     return _template("module.c.j2").render(name=name, version=version, kernels=kernels, calls=calls,
-                                                   constants=constants, arena_bytes=arena_bytes,
-                                                   runtime_header=runtime_header, profile=profile)
+                                           constants=constants, arena_bytes=arena_bytes,
+                                           runtime_header=runtime_header, profile=profile,
+                                           extern_kernels=list(extern_kernels))
+
+
+def render_unit(name, version, kernels, runtime_header) -> str:
+    """Kernels of a parallel build: defined with hidden visibility for the entry unit to call."""
+    return _template("unit.c.j2").render(name=name, version=version, kernels=kernels, runtime_header=runtime_header)
 
 
 def constant_data(arr: np.ndarray, dtype) -> str:

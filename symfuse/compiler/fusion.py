@@ -176,7 +176,7 @@ def _merge_horizontal(order, group_of, folded, result_ids) -> list[KernelGroup]:
     chunks, cur, bufs = [], [], set()
     for g in cands:
         ids = g.member_ids()
-        mine = {id(_materialise(v, folded)) for op in g.ops for v in op.inputs
+        mine = {id(materialised(v, folded)) for op in g.ops for v in op.inputs
                 if not (v.op is not None and id(v.op) in ids)} | {id(v) for v in g.outputs}
         if cur and len(bufs | mine) > MAX_KERNEL_INPUTS:
             chunks.append(cur)
@@ -199,7 +199,9 @@ def _merge_horizontal(order, group_of, folded, result_ids) -> list[KernelGroup]:
     return out
 
 
-def _materialise(v: Value, folded) -> Value:
+def materialised(v: Value, folded) -> Value:
+    """The buffer ``v`` is read from: ``v`` itself, or what the folded views it
+    stands for look at."""
     while v.op is not None and id(v.op) in folded:
         v = v.op.inputs[0]
     return v
@@ -278,8 +280,7 @@ def _can_join(op: Op, consumers: list[Op], g: KernelGroup) -> bool:
 
 def _source_group(v: Value, group_of, folded):
     """The group that materialises ``v`` (looking through folded views)."""
-    while v.op is not None and id(v.op) in folded:
-        v = v.op.inputs[0]
+    v = materialised(v, folded)
     return group_of.get(id(v.op)) if v.op is not None else None
 
 

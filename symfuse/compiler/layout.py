@@ -3,7 +3,8 @@ constants, and arena offsets from the memory planner (liveness over the group
 schedule, in-place reuse). Shared by the cpu and cuda backends."""
 from __future__ import annotations
 
-from ..ir.core import Function, Value
+from ..ir.core import Function
+from .fusion import materialised
 from .memory import BufferUse, plan_memory
 
 
@@ -93,11 +94,3 @@ def _inplace_candidates(part, last) -> list[tuple[str, str]]:
             if direct and last.get(vid) == g.index:
                 pairs.append((str(id(out)), str(vid)))
     return pairs
-
-
-def materialised(v: Value, folded) -> Value:
-    while v.op is not None and id(v.op) in folded:
-        v = v.op.inputs[0]
-    return v
-
-

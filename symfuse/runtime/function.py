@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import numbers
 import pickle
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -102,6 +103,16 @@ def _graph_cache_load(backend, key, report):
         log.warning("symfuse: graph cache entry %s unusable (%s: %s); recompiling", key[:12], type(e).__name__, e)
         return None, None
     return (run, entry["ir"]) if run is not None else (None, None)
+
+
+def _own(val: np.ndarray, dtype, taken: set) -> np.ndarray:
+    """``val`` itself when it owns its C-contiguous data of ``dtype`` and nothing
+    else holds it yet (ids in ``taken``), else a copy; marks the result taken."""
+    if (type(val) is not np.ndarray or id(val) in taken or not val.flags.owndata
+            or not val.flags.c_contiguous or val.dtype != dtype):
+        val = np.array(val, dtype=dtype, copy=True, order="C")
+    taken.add(id(val))
+    return val
 
 
 def _normalize_updates(updates, at):
@@ -244,9 +255,20 @@ class Executable:
         arrays = [self._check(i, v, a) for i, (v, a) in enumerate(zip(self.inputs, args))]
         arrays += [s._value for s in self.shared]
         results = self._run(arrays)
-        for (s, _), val in zip(self.updates, results[self._nout:]):
-            s._value = np.array(val, dtype=s.type.dtype.np, copy=True)
-        outs = [np.array(r, copy=True) for r in results[:self._nout]]
+        # Results the backend made fresh for this call are kept, not copied: an update
+        # becomes the shared variable's storage, an output goes to the caller. A copy is
+        # made only where an array would otherwise be held twice (an input, a view, the
+        # same array for two results), so no storage is ever shared.
+        taken = {id(a) for a in arrays}
+        recycle = getattr(self._run, "recycle", None)
+        for k, ((s, _), val) in enumerate(zip(self.updates, results[self._nout:]), self._nout):
+            old, s._value = s._value, _own(val, s.type.dtype.np, taken)
+            # the previous value is ours alone when no other reference exists (the local
+            # `old`, getrefcount's argument, and its places in `arrays`): the backend
+            # may write the next call's result into it instead of a fresh allocation
+            if recycle is not None and sys.getrefcount(old) == 2 + sum(a is old for a in arrays):
+                recycle(k, old)
+        outs = [_own(r, r.dtype, taken) for r in results[:self._nout]]
         if self._single:
             return outs[0]
         return outs
