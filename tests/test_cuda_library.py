@@ -104,7 +104,7 @@ for dt in (F32, F64):
             Case(f"matmul:{dt}:{sa}@{sb}:T{int(ta)}{int(tb)}", _op("matmul", [a, b]), [a, b], [ab, bb],
                  hints={"trans_a": ta, "trans_b": tb, "a_shape": ab.shape, "b_shape": bb.shape}, tol=MM_TOL[dt])
     a, b = _arr((70, 40), dt), _arr((40, 130), dt)     # 64x64 tiles, ragged edges, several k-tiles
-    for ta, tb in [(False, False), (True, True)]:
+    for ta, tb in ALL_T if dt == F32 else [(False, False), (True, True)]:
         ab = np.swapaxes(a, -1, -2) if ta else a
         bb = np.swapaxes(b, -1, -2) if tb else b
         Case(f"matmul:{dt}:tile64:T{int(ta)}{int(tb)}", _op("matmul", [a, b]), [a, b], [ab, bb],
@@ -546,3 +546,107 @@ def test_nvrtc_no_spills(arch, nvrtc_results):
             if c.float32 and (r.spill_stores or r.spill_loads or r.stack_bytes):
                 bad.append(f"{c.name} [{k}]: {r}")
     assert not bad, "\n".join(bad)
+
+
+# =========================================================================== the precompiled library
+# The GEMM-class lowerings also name a kernel of the precompiled library (sizes and
+# fast-divmod magic as kernel arguments, runtime/cuda_runtime.py). Every case that
+# has one runs it here from the library's cuda-emu build: against the reference and
+# against the shape-specialised kernel of the same case (same arithmetic, same order:
+# the same bits).
+LIB_CASES = [c for c in CASES if c.lowering.launches and all(ln.lib is not None for ln in c.lowering.launches)]
+
+
+@pytest.fixture(scope="module")
+def lib_module():
+    from symfuse.runtime import cuda_runtime
+    return cuda_runtime.emu_library()[0]
+
+
+def _run_lib(c: Case, mod):
+    op = c.op
+    outs = [np.full(v.type.shape, 77, v.type.dtype.np) for v in op.outputs]
+    scratch = np.full(c.lowering.scratch_bytes, 0xAB, np.uint8) if c.lowering.scratch_bytes else None
+    for ln in c.lowering.launches:
+        k = L.LIB_KERNELS[ln.lib.kernel]
+        args = c.buf_args + outs + ([scratch] if k.scratch else []) + [v for v, _ in ln.lib.args]
+        mod.launch(k.name, ln.grid, ln.block, args, shared_bytes=ln.shared_bytes)
+    return outs
+
+
+def test_library_covers_the_gemm_cases():
+    names = {c.op.opdef.name for c in LIB_CASES}
+    assert names == {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
+    assert {ln.lib.kernel for c in LIB_CASES for ln in c.lowering.launches} == set(L.LIB_KERNELS)
+    # float64 and 64-bit indexing stay shape-specialised
+    assert all(c.op.outputs[0].type.dtype.name == "float32" for c in LIB_CASES)
+    assert any(c.op.outputs[0].type.dtype.name == "float64" and c.op.opdef.name in L.LIB_GEMM and
+               c.lowering.launches and c.lowering.launches[0].lib is None for c in CASES)
+
+
+@pytest.mark.parametrize("c", LIB_CASES, ids=[c.name for c in LIB_CASES])
+def test_library_kernel(c: Case, lib_module, modules):
+    got = _run_lib(c, lib_module)[0]
+    want = _reference(c)
+    scale = np.nanmax(np.abs(want[np.isfinite(want)]), initial=1.0)
+    np.testing.assert_allclose(got, want, rtol=c.tol or 1e-4, atol=(c.tol or 1e-4) * scale, equal_nan=True)
+    np.testing.assert_array_equal(got, _run(c, modules[c.index])[0])
+
+
+def test_fast_divmod_matches_python_divmod():
+    """n // d == umulhi(2n, mul) >> shift for every divisor tried, on the numerators
+    where a rounding error would show first (multiples of d and their neighbours,
+    the top of the range)."""
+    rng = np.random.default_rng(7)
+    divisors = list(range(1, 2050)) + [2**k + e for k in range(11, 32) for e in (-1, 0, 1)] + \
+        [int(d) for d in rng.integers(1, 2**31, 3000)]
+    for d in divisors:
+        if d > 2**31:
+            continue
+        mul, shift = L.fast_divmod(d)
+        assert 0 < mul < 2**32 and 0 <= shift <= 31
+        top = 2**31 - 1
+        ns = [0, 1, d - 1, d, d + 1, top, top - 1, top - top % d, top - top % d - 1]
+        ns += [int(n) for n in rng.integers(0, 2**31, 40)]
+        ns += [q * d + r for q in (1, 2, 3, top // d) for r in (0, d - 1) if 0 <= q * d + r <= top]
+        for n in ns:
+            if not 0 <= n <= top:
+                continue
+            q = ((2 * n) * mul >> 32) >> shift
+            assert (q, n - q * d) == divmod(n, d), (n, d, mul, shift)
+    with pytest.raises(ValueError):
+        L.fast_divmod(0)
+
+
+def test_fast_divmod_on_the_device_code():
+    """SfFastDiv as compiled (cuda-emu's __umulhi): the quotients and remainders of many
+    divisors against numpy."""
+    from symfuse.runtime.cuda_emu import EmuModule
+    src = ('#include "runtime.cuh"\n'
+           'extern "C" __global__ void divs(const int* __restrict__ n, int* __restrict__ q, int* __restrict__ r, '
+           'int count, int dv_d, unsigned dv_m, unsigned dv_s) {\n'
+           '  const SfFastDiv dv = SF_FASTDIV(dv);\n'
+           '  SF_GRID_LOOP(int, i, count) { q[i] = dv.div(n[i]); r[i] = dv.mod(n[i]); }\n}\n')
+    mod = EmuModule(src, "fastdiv", [L.INCLUDE_DIR])
+    rng = np.random.default_rng(3)
+    n = np.concatenate([np.arange(0, 5000), rng.integers(0, 2**31 - 1, 5000), [2**31 - 1, 2**31 - 2]]).astype(np.int32)
+    for d in [1, 2, 3, 5, 7, 24, 25, 576, 1000, 4097, 65537, 99991, 2**20 + 7, 2**30 + 3, 2**31 - 1]:
+        mul, shift = L.fast_divmod(d)
+        q, r = np.zeros_like(n), np.zeros_like(n)
+        mod.launch("divs", 16, 256, [n, q, r, n.size, d, mul, shift])
+        np.testing.assert_array_equal(q, n // d, err_msg=str(d))
+        np.testing.assert_array_equal(r, n % d, err_msg=str(d))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_library_kernels_do_not_spill(arch):
+    """Every kernel of the precompiled library, as built for this installation (built
+    here if it is not yet), without spills or a stack frame."""
+    pytest.importorskip("cuda.bindings", reason="NVRTC (cuda-bindings) is not installed")
+    from symfuse.runtime import cuda_runtime
+    lib = cuda_runtime.library(arch)
+    assert set(lib.kernel_image) == set(L.LIB_KERNELS)
+    for name in L.LIB_KERNELS:
+        r = lib.resources[name]
+        assert lib.image(name)[:4] == b"\x7fELF" and name.encode() + b"\0" in lib.image(name)
+        assert 0 < r.registers <= 255 and not r.spills and r.stack_bytes == 0, (name, r)

@@ -68,5 +68,11 @@ def test_cuda_units_hold_their_kernels(monkeypatch, tmp_path):
     assert all(im[:4] == b"\x7fELF" for im in prog.images)
     for k in f.kernels:     # each kernel's CUBIN is the unit that defines it, and only that one
         holders = [i for i, im in enumerate(prog.images) if k.launches[0].kernel.encode() + b"\0" in im]
-        assert holders == [prog.unit_of[k.name]] and k.cubin is prog.images[holders[0]]
+        if k.in_library:    # launched from the precompiled library: in no unit, its CUBIN the library's
+            assert holders == [] and k.name not in prog.unit_of
+            assert k.cubin is prog.library.image(k.launches[0].kernel)
+            assert k.launches[0].kernel.encode() + b"\0" in k.cubin
+        else:
+            assert holders == [prog.unit_of[k.name]] and k.cubin is prog.images[holders[0]]
         assert all(r is not None and r.spill_stores == 0 for r in k.resources.values())
+    assert any(k.in_library for k in f.kernels) and sum(not k.in_library for k in f.kernels) >= 3

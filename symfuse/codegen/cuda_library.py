@@ -69,11 +69,20 @@ ARG_BLOCK = 1024
 
 
 @dataclass
+class LibCall:
+    """The same launch as a kernel of the precompiled library: its name in
+    ``LIB_KERNELS`` and the scalar arguments after the pointers, (value, C type)."""
+    kernel: str
+    args: list[tuple[int, str]]
+
+
+@dataclass
 class Launch:
     body: str                          # the body of an extern "C" __global__ kernel (see module doc)
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     shared_bytes: int = 0              # dynamic shared memory
+    lib: LibCall | None = None         # set where a library kernel does the same with runtime sizes
 
 
 @dataclass
@@ -159,6 +168,115 @@ def _cfg_args(cfg) -> str:
     return _lits(cfg)
 
 
+# =========================================================================== the precompiled library
+# NVRTC spends 0.1-0.25 s on each shape-specialised tiled GEMM / implicit-GEMM
+# convolution, so these (and the split-K sum that follows a split grad-weight)
+# also exist as kernels whose sizes are kernel arguments, compiled once per
+# installation, NVRTC and arch (runtime/cuda_runtime.py) like cuBLAS/CUTLASS
+# kernels; only element type, index type, tile and transposition flags are
+# template arguments. Sizes divide indices through SfFastDiv (magic numbers
+# from fast_divmod). What the table below does not hold (float64, 64-bit
+# indexing, matmul batches of more than LIB_MATMUL_ND collapsed dims) keeps
+# the shape-specialised body: every Launch has one, ``lib`` is the alternative.
+LIB_MATMUL_ND = 3           # batch dims of the library matmul (fewer are padded with size-1 dims)
+LIB_TYPES = {("float", "int"): "f32"}     # (T, I) the library is instantiated for -> name tag
+# scalar kernel arguments of each family after the pointers: (ints, divisors); a
+# divisor is three arguments, name_d (int), name_m and name_s (unsigned).
+CONV_ARGS = (("N", "C", "H", "W", "O", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW", "G", "HO", "WO", "kper"),
+             ("ntl", "HOWO", "dWO", "HW", "dW", "KK", "dKW", "dSH", "dSW", "S"))   # SfConvShape field order
+LIB_ARGS = {
+    "matmul": (("M", "N", "K") + tuple(f"as{d}" for d in range(LIB_MATMUL_ND)) +
+               tuple(f"bs{d}" for d in range(LIB_MATMUL_ND)), ("ntl",) + tuple(f"b{d}" for d in range(LIB_MATMUL_ND))),
+    "conv2d": CONV_ARGS, "conv2d_grad_input": CONV_ARGS, "conv2d_grad_weight": CONV_ARGS,
+    "sum_partials": (("count", "S"), ()),
+}
+LIB_SCRATCH = {"conv2d_grad_weight", "sum_partials"}   # take the scratch pointer (null when unused)
+LIB_GEMM = {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
+
+
+@dataclass(frozen=True)
+class LibKernel:
+    """One kernel of the precompiled library (``templates/cuda/lib_kernel.cu.j2``)."""
+    family: str                 # a LIB_ARGS key
+    T: str = "float"
+    I: str = "int"
+    tile: int = 0               # GEMM_TILES key (GEMM families)
+    ta: bool = False            # matmul: A / B buffers hold the transposes
+    tb: bool = False
+
+    @property
+    def name(self) -> str:
+        tag = LIB_TYPES[(self.T, self.I)]
+        tile = f"_t{self.tile}" if self.tile else ""
+        trans = f"_{'t' if self.ta else 'n'}{'t' if self.tb else 'n'}" if self.family == "matmul" else ""
+        return f"sf_lib_{self.family}_{tag}{tile}{trans}"
+
+    @property
+    def cfg(self) -> str:
+        return _cfg_args(GEMM_TILES[self.tile]) if self.tile else ""
+
+    @property
+    def scratch(self) -> bool:
+        return self.family in LIB_SCRATCH
+
+    @property
+    def n_inputs(self) -> int:
+        return 2
+
+    @property
+    def params(self) -> list[tuple[str, str]]:
+        """(C type, name) of the scalar arguments, in order."""
+        ints, divs = LIB_ARGS[self.family]
+        return [("int", n) for n in ints] + [p for n in divs for p in
+                                             (("int", f"{n}_d"), ("unsigned", f"{n}_m"), ("unsigned", f"{n}_s"))]
+
+    @property
+    def signature(self) -> str:
+        ptrs = [f"const {self.T}* __restrict__ in{j}" for j in range(self.n_inputs)] + \
+               [f"{self.T}* __restrict__ out0"] + (["char* __restrict__ scratch"] if self.scratch else [])
+        return ", ".join(ptrs + [f"{t} {n}" for t, n in self.params])
+
+    @property
+    def shape_init(self) -> str:
+        """The SfConvShape initialiser from the kernel's arguments."""
+        ints, divs = CONV_ARGS
+        return ", ".join(list(ints) + [f"SF_FASTDIV({n})" for n in divs])
+
+
+LIB_KERNELS: dict[str, LibKernel] = {k.name: k for k in (
+    [LibKernel("matmul", T, I, t, ta, tb) for (T, I) in LIB_TYPES for t in GEMM_TILES
+     for ta in (False, True) for tb in (False, True)] +
+    [LibKernel(f, T, I, t) for (T, I) in LIB_TYPES for f in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
+     for t in GEMM_TILES] +
+    [LibKernel("sum_partials", T, I) for (T, I) in LIB_TYPES])}
+
+
+def fast_divmod(d: int) -> tuple[int, int]:
+    """(mul, shift) with n // d == umulhi(2n, mul) >> shift for 0 <= n < 2**31,
+    1 <= d <= 2**31 (SfFastDiv in runtime.cuh): shift = ceil(log2 d) and mul =
+    ceil(2**(31 + shift) / d) < 2**32; the rounding error mul*d - 2**(31+shift)
+    is below d, so it never reaches the next multiple of d for n < 2**31."""
+    d = int(d)
+    if not 1 <= d <= 1 << 31:
+        raise ValueError(f"fast_divmod: divisor {d} out of range")
+    shift = (d - 1).bit_length()
+    return -(-(1 << (31 + shift)) // d), shift
+
+
+def _lib_call(k: LibKernel, vals: dict) -> LibCall | None:
+    """The launch as a library call, or None when the library has no such kernel
+    (another element or index type)."""
+    if (k.T, k.I) not in LIB_TYPES:
+        return None
+    ints, divs = LIB_ARGS[k.family]
+    args = [(int(vals[n]), "int") for n in ints]
+    for n in divs:
+        d = int(vals[n])
+        mul, shift = fast_divmod(max(d, 1))
+        args += [(d, "int"), (mul, "unsigned"), (shift, "unsigned")]
+    return LibCall(k.name, args)
+
+
 # =========================================================================== matmul
 def lower_matmul(op, ins, outs, hints) -> Lowering:
     a_t, b_t = op.inputs[0].type, op.inputs[1].type
@@ -194,10 +312,20 @@ def lower_matmul(op, ins, outs, hints) -> Lowering:
     I = _itype(a_t.size, b_t.size, op.outputs[0].type.size, nb * M * N)
     cfg = _gemm_tile(M, N, nb, hints)
     nd = len(bshape)
-    body = (_arrays(I, sf_bs=bshape, sf_as=ast, sf_bst=bst) +
+    ntl = _cdiv(N, cfg[1])
+    body = (f"const SfDivLit<{I}> sf_bd[{nd}] = {{{', '.join('{%d}' % d for d in bshape)}}}; " +
+            _arrays(I, sf_as=ast, sf_bst=bst) +
             f" sf_matmul<{T}, {I}, {_cfg_args(cfg)}, {str(ta).lower()}, {str(tb).lower()}, {nd}>"
-            f"({ins[0]}, {ins[1]}, {outs[0]}, {M}, {N}, {K}, sf_bs, sf_as, sf_bst);")
-    return Lowering([_gemm_launch(body, M, N, nb, cfg)])
+            f"({ins[0]}, {ins[1]}, {outs[0]}, {M}, {N}, {K}, sf_bd, sf_as, sf_bst, SfDivLit<{I}>{{{ntl}}});")
+    launch = _gemm_launch(body, M, N, nb, cfg)
+    if nd <= LIB_MATMUL_ND:
+        pad = LIB_MATMUL_ND - nd
+        bshape, ast, bst = [1] * pad + list(bshape), [0] * pad + list(ast), [0] * pad + list(bst)
+        vals = dict(M=M, N=N, K=K, ntl=ntl, **{f"as{d}": ast[d] for d in range(LIB_MATMUL_ND)},
+                    **{f"bs{d}": bst[d] for d in range(LIB_MATMUL_ND)},
+                    **{f"b{d}": bshape[d] for d in range(LIB_MATMUL_ND)})
+        launch.lib = _lib_call(LibKernel("matmul", T, I, cfg[0], ta, tb), vals)
+    return Lowering([launch])
 
 
 # =========================================================================== softmax family
@@ -246,13 +374,28 @@ def _rowwise(name):
 
 
 # =========================================================================== convolution
-def _conv_shape(I, xs, ws, ys, a) -> str:
+def _conv_values(xs, ws, ys, a, ntl, splits=1, kper=0) -> dict:
+    """The SfConvShape fields (sizes and divisors; runtime.cuh) by name."""
     n, c, h, w = xs
     o, _, kh, kw = ws
     ho, wo = ys[2:]
     (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
-    vals = (n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, a["groups"], ho, wo)
-    return f"const SfConvShape<{I}> sf_cs = {{{_lits(vals)}}};"
+    return dict(N=n, C=c, H=h, W=w, O=o, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw, G=a["groups"],
+                HO=ho, WO=wo, kper=kper, ntl=ntl, HOWO=ho * wo, dWO=wo, HW=h * w, dW=w, KK=kh * kw, dKW=kw, dSH=sh,
+                dSW=sw, S=splits)
+
+
+def _conv_shape(I, vals) -> str:
+    """The shape-specialised kernel's SfConvShape: every size and divisor a literal."""
+    ints = ", ".join(str(int(vals[n])) for n in CONV_ARGS[0])
+    divs = ", ".join("{%d}" % int(vals[n]) for n in CONV_ARGS[1])
+    return f"const SfConvShape<{I}, SfDivLit<{I}>> sf_cs = {{{ints}, {divs}}};"
+
+
+def _conv_launch(family, T, I, cfg, vals, call, rows, cols, nz, hints) -> Launch:
+    launch = _gemm_launch(_conv_shape(I, vals) + " " + call, rows, cols, nz, cfg)
+    launch.lib = _lib_call(LibKernel(family, T, I, cfg[0]), vals)
+    return launch
 
 
 def lower_conv2d(op, ins, outs, hints) -> Lowering:
@@ -268,9 +411,9 @@ def lower_conv2d(op, ins, outs, hints) -> Lowering:
     kk = w.shape[2] * w.shape[3]
     I = _itype(x.type.size, w.type.size, y.type.size, (c // g) * kk * n * ho * wo)
     cfg = _gemm_tile(o // g, n * ho * wo, g, hints)
-    body = (_conv_shape(I, x.shape, w.shape, y.shape, op.attrs) +
-            f" sf_conv2d<{T}, {I}, {_cfg_args(cfg)}>({ins[0]}, {ins[1]}, {outs[0]}, sf_cs);")
-    return Lowering([_gemm_launch(body, o // g, n * ho * wo, g, cfg)])
+    vals = _conv_values(x.shape, w.shape, y.shape, op.attrs, _cdiv(n * ho * wo, cfg[1]))
+    call = f"sf_conv2d<{T}, {I}, {_cfg_args(cfg)}>({ins[0]}, {ins[1]}, {outs[0]}, sf_cs);"
+    return Lowering([_conv_launch("conv2d", T, I, cfg, vals, call, o // g, n * ho * wo, g, hints)])
 
 
 def lower_conv2d_grad_input(op, ins, outs, hints) -> Lowering:
@@ -280,13 +423,12 @@ def lower_conv2d_grad_input(op, ins, outs, hints) -> Lowering:
         return Lowering()
     xs = op.attrs["input_shape"]
     n, c, h, wd = xs
-    o = w.shape[0]
     g = op.attrs["groups"]
     I = _itype(gy.type.size, w.type.size, math.prod(xs))
     cfg = _gemm_tile(c // g, n * h * wd, g, hints)
-    body = (_conv_shape(I, xs, w.shape, gy.shape, op.attrs) +
-            f" sf_conv2d_grad_input<{T}, {I}, {_cfg_args(cfg)}>({ins[0]}, {ins[1]}, {outs[0]}, sf_cs);")
-    return Lowering([_gemm_launch(body, c // g, n * h * wd, g, cfg)])
+    vals = _conv_values(xs, w.shape, gy.shape, op.attrs, _cdiv(n * h * wd, cfg[1]))
+    call = f"sf_conv2d_grad_input<{T}, {I}, {_cfg_args(cfg)}>({ins[0]}, {ins[1]}, {outs[0]}, sf_cs);"
+    return Lowering([_conv_launch("conv2d_grad_input", T, I, cfg, vals, call, c // g, n * h * wd, g, hints)])
 
 
 def lower_conv2d_grad_weight(op, ins, outs, hints) -> Lowering:
@@ -313,15 +455,16 @@ def lower_conv2d_grad_weight(op, ins, outs, hints) -> Lowering:
     splits = max(1, _cdiv(nq, kper))
     wsize = o * r
     I = _itype(x.type.size, gy.type.size, splits * wsize, nq * max(og, r))
-    cs = _conv_shape(I, x.shape, ws, gy.shape, op.attrs)
+    vals = _conv_values(x.shape, ws, gy.shape, op.attrs, _cdiv(r, bn), splits, kper)
     dst = f"({T}*)scratch" if splits > 1 else outs[0]
-    body = cs + (f" sf_conv2d_grad_weight<{T}, {I}, {_cfg_args(cfg)}>({ins[0]}, {ins[1]}, {dst}, sf_cs, "
-                 f"{splits}, {kper});")
-    launches = [_gemm_launch(body, og, r, g * splits, cfg)]
+    call = f"sf_conv2d_grad_weight<{T}, {I}, {_cfg_args(cfg)}>({ins[0]}, {ins[1]}, {dst}, sf_cs);"
+    launches = [_conv_launch("conv2d_grad_weight", T, I, cfg, vals, call, og, r, g * splits, hints)]
     if splits == 1:
         return Lowering(launches)
-    launches.append(Launch(f"{{ sf_sum_partials<{T}, {I}>((const {T}*)scratch, {outs[0]}, {wsize}, {splits}); }}",
-                           _grid(wsize), (BLOCK, 1, 1)))
+    total = Launch(f"{{ sf_sum_partials<{T}, {I}>((const {T}*)scratch, {outs[0]}, {wsize}, {splits}); }}",
+                   _grid(wsize), (BLOCK, 1, 1))
+    total.lib = _lib_call(LibKernel("sum_partials", T, I), dict(count=wsize, S=splits))
+    launches.append(total)
     return Lowering(launches, scratch_bytes=splits * wsize * x.type.dtype.itemsize)
 
 

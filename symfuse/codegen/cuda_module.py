@@ -36,7 +36,9 @@ class LaunchSpec:
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     shared_bytes: int = 0
-    scratch: bool = False           # takes the group's scratch pointer as last argument
+    scratch: bool = False           # takes the group's scratch pointer after the tensors (null when unused)
+    library: bool = False           # a kernel of the precompiled library (runtime/cuda_runtime.py), not the unit's
+    args: tuple = ()                # scalar arguments after the pointers: (value, C type) each (library kernels)
 
 
 @dataclass
@@ -94,8 +96,8 @@ class CudaKernel:
         """Everything but the IR objects, as plain Python data (picklable without symfuse classes)."""
         d = {f: getattr(self, f) for f in self._PLAIN}
         d["provenance"], d["fused_ops"] = list(self.provenance), list(self.fused_ops)
-        d["launches"] = [(ln.kernel, tuple(ln.grid), tuple(ln.block), ln.shared_bytes, ln.scratch)
-                         for ln in self.launches]
+        d["launches"] = [(ln.kernel, tuple(ln.grid), tuple(ln.block), ln.shared_bytes, ln.scratch, ln.library,
+                          tuple(ln.args)) for ln in self.launches]
         d["resources"] = {n: (dict(vars(r)) if r is not None else None) for n, r in self.resources.items()}
         d["parts"] = [p.to_plain() for p in self.parts]
         return d
@@ -105,7 +107,8 @@ class CudaKernel:
         """The kernel ``to_plain`` described, without its IR (``group`` None, no inputs/outputs)."""
         k = cls(d["name"], d["kind"], None, [], [], list(d["provenance"]),
                 **{f: d[f] for f in cls._PLAIN[3:]})
-        k.launches = [LaunchSpec(n, tuple(g), tuple(b), s, sc) for n, g, b, s, sc in d["launches"]]
+        k.launches = [LaunchSpec(n, tuple(g), tuple(b), s, sc, lib, tuple(tuple(a) for a in args))
+                      for n, g, b, s, sc, lib, args in d["launches"]]
         k._plain_resources = d["resources"]     # made KernelResources when first read
         k.parts = [cls.from_plain(p) for p in d.get("parts", ())]
         return k
@@ -114,17 +117,31 @@ class CudaKernel:
     program = None          # the CudaProgram this kernel belongs to (set by the backend)
 
     @property
+    def in_library(self) -> bool:
+        """Every launch runs a kernel of the precompiled library (none is in the unit)."""
+        return bool(self.launches) and all(ln.library for ln in self.launches)
+
+    @property
     def cubin(self) -> bytes | None:
         """The CUBIN of the unit that holds this kernel (NVRTC compiles a function
-        as one unit, or as several in parallel when it is large)."""
-        return self.program.cubin_of(self.name) if self.program is not None else None
+        as one unit, or as several in parallel when it is large), or of the
+        library image holding its library kernel."""
+        if self.program is None:
+            return None
+        if self.in_library:
+            return self.program.library_image(self.launches[0].kernel)
+        return self.program.cubin_of(self.name)
 
     @property
     def ptx(self) -> str:
         """This kernel's PTX (``.entry`` of each of its launches), compiled on demand."""
         from ..runtime import nvrtc
-        text = nvrtc.ptx_for(self.program.source, self.program.name, arch=self.program.arch,
-                             include_dirs=[TEMPLATE_DIR])
+        prog = self.program
+        if self.in_library:     # the library kernels' own source, compiled alone for compute_XY
+            src, name = library_source([ln.kernel for ln in self.launches]), "symfuse_cuda_library_ptx"
+        else:
+            src, name = prog.source, prog.name
+        text = nvrtc.ptx_for(src, name, arch=prog.arch, include_dirs=[TEMPLATE_DIR])
         return _sections(text, [ln.kernel for ln in self.launches], ".entry ", "\n}\n")
 
     @property
@@ -138,8 +155,13 @@ class CudaKernel:
 
     @property
     def launch_config(self) -> list[dict]:
-        return [{"kernel": ln.kernel, "grid": ln.grid, "block": ln.block, "shared_bytes": ln.shared_bytes}
-                for ln in self.launches]
+        out = []
+        for ln in self.launches:
+            d = {"kernel": ln.kernel, "grid": ln.grid, "block": ln.block, "shared_bytes": ln.shared_bytes}
+            if ln.library:
+                d["library"], d["args"] = True, [v for v, _ in ln.args]
+            out.append(d)
+        return out
 
     def info(self) -> KernelInfo:
         return KernelInfo(self.name, self.kind, self.fused_ops, self.provenance, self.source, self.size, True,
@@ -218,12 +240,14 @@ def _grid(blocks: int, max_blocks: int) -> tuple[int, int, int]:
     return (max(1, min(blocks, max_blocks)), 1, 1)
 
 
-def build(group: KernelGroup, partition: Partition, resolve, max_blocks: int, unique=lambda n: n) -> CudaKernel:
+def build(group: KernelGroup, partition: Partition, resolve, max_blocks: int, unique=lambda n: n,
+          library: bool = True) -> CudaKernel:
     """The CUDA kernel of one group. ``max_blocks`` caps grid-stride grids (a
     GPU wants a few waves of blocks; the emulator runs faster with fewer);
-    ``unique`` makes the kernel name unique within its module."""
+    ``unique`` makes the kernel name unique within its module; ``library``:
+    launch the precompiled library's kernels where it has them."""
     if group.kind == "library":
-        return _build_library(group, partition, resolve, unique)
+        return _build_library(group, partition, resolve, unique, library)
     spec = c_module.build_kernel(group, partition, resolve, None)
     spec.name = unique(spec.name)
     if spec.kind == "multi":
@@ -288,8 +312,8 @@ def _build_multi(group, spec, max_blocks: int) -> CudaKernel:
     return k
 
 
-def _build_library(group: KernelGroup, partition: Partition, resolve, unique) -> CudaKernel:
-    from .cuda_library import CUDA_LIBRARY
+def _build_library(group: KernelGroup, partition: Partition, resolve, unique, library: bool) -> CudaKernel:
+    from .cuda_library import CUDA_LIBRARY, LIB_KERNELS
     op = group.root
     lower = CUDA_LIBRARY.get(op.opdef.name)
     if lower is None:
@@ -303,23 +327,56 @@ def _build_library(group: KernelGroup, partition: Partition, resolve, unique) ->
             hints["trans_" + "ab"[j]] = True
             hints["ab"[j] + "_shape"] = v.op.inputs[0].type.shape
     lowering = lower(op, [f"in{pos[id(v)]}" for v in ins], [f"out{j}" for j in range(len(op.outputs))], hints)
+    use_lib = library and bool(lowering.launches) and all(ln.lib is not None for ln in lowering.launches)
+    # a library kernel takes one pointer per operand (x @ x passes x twice); a unit kernel one per distinct buffer
+    kins = ins if use_lib else uniq
     name = unique(f"L_{c_module._shape_tag(op.outputs[0].type.shape)}_{op.opdef.name}")
     prov = c_module._provenance(group.ops)
-    k = CudaKernel(name, "library", group, uniq, list(op.outputs), prov, size=op.outputs[0].type.size,
+    k = CudaKernel(name, "library", group, kins, list(op.outputs), prov, size=op.outputs[0].type.size,
                    scratch_bytes=lowering.scratch_bytes)
     scratch = lowering.scratch_bytes > 0
-    sig = _signature(k.inputs, k.outputs, scratch)
-    parts = []
-    for j, launch in enumerate(lowering.launches):
-        kname = name if len(lowering.launches) == 1 else f"{name}_s{j}"
-        parts.append((kname, launch.body))
-        k.launches.append(LaunchSpec(kname, tuple(launch.grid), tuple(launch.block), launch.shared_bytes, scratch))
-    k.source = _template("library.cu.j2").render(name=name, provenance=prov, parts=parts, signature=sig)
-    k.bytes_read = sum(v.type.nbytes for v in k.inputs)
+    if use_lib:
+        for launch in lowering.launches:
+            lk = LIB_KERNELS[launch.lib.kernel]
+            k.launches.append(LaunchSpec(lk.name, tuple(launch.grid), tuple(launch.block), launch.shared_bytes,
+                                         lk.scratch, True, tuple(launch.lib.args)))
+        calls = [f"{ln.kernel}<<<{ln.grid}, {ln.block}>>>({', '.join(str(v) for v, _ in ln.args)})"
+                 for ln in k.launches]
+        k.source = (f"/* {name}: runtime-library op, {len(calls)} launch(es) of precompiled library kernels\n" +
+                    "".join(f" *   {line}\n" for line in prov) + "".join(f" *   {c}\n" for c in calls) + " */\n" +
+                    library_source(dict.fromkeys(ln.kernel for ln in k.launches), header=False))
+    else:
+        sig = _signature(k.inputs, k.outputs, scratch)
+        parts = []
+        for j, launch in enumerate(lowering.launches):
+            kname = name if len(lowering.launches) == 1 else f"{name}_s{j}"
+            parts.append((kname, launch.body))
+            k.launches.append(LaunchSpec(kname, tuple(launch.grid), tuple(launch.block), launch.shared_bytes,
+                                         scratch))
+        k.source = _template("library.cu.j2").render(name=name, provenance=prov, parts=parts, signature=sig)
+    k.bytes_read = sum(v.type.nbytes for v in uniq)
     k.bytes_written = sum(v.type.nbytes for v in k.outputs)
     return k
 
 
+def library_kernel_source(name: str) -> str:
+    """The source of one precompiled library kernel (``lib_kernel.cu.j2``)."""
+    from .cuda_library import LIB_KERNELS, LIB_MATMUL_ND
+    return _template("lib_kernel.cu.j2").render(k=LIB_KERNELS[name], nd=LIB_MATMUL_ND)
+
+
+def library_source(names, header: bool = True, part: int = 0, version: str = "") -> str:
+    """A translation unit of the named library kernels (``header``: with the
+    ``#include "runtime.cuh"`` scaffolding of ``lib.cu.j2``)."""
+    sources = [library_kernel_source(n) for n in names]
+    if not header:
+        return "\n".join(sources)
+    return _template("lib.cu.j2").render(sources=sources, part=part, version=version)
+
+
 def render_module(name: str, version: str, kernels: list[CudaKernel]) -> str:
+    """The unit of the kernels NVRTC compiles for this function: library-launched
+    kernels are left out (they are in the precompiled library)."""
+    kernels = [k for k in kernels if not k.in_library]
     return _template("module.cu.j2").render(name=name, version=version, kernels=kernels,
                                             library=any(k.kind == "library" for k in kernels))

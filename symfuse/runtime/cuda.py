@@ -11,11 +11,20 @@ unit from ``templates/cuda``.
   emulator header (``templates/cuda/emu.h``) and run on the CPU, one fiber
   per GPU thread. It is how CI checks the CUDA kernels numerically.
 
-Stages in the CompileReport: fusion, codegen, memory plan, nvrtc (or emu
-compile). Both backends use the graph-level cache (``runtime/function.py``):
-an entry holds the unit, the kernels' plain data, the launch schedule, the
-run-time layout, the constants and the CUBIN; a hit records "nvrtc" (cuda,
-no NVRTC call) and "load" stages instead of fusion, codegen and the compiler.
+The GEMM-class library ops (matmul, the convolutions; float32, 32-bit
+indexing) launch kernels of the precompiled runtime library
+(``runtime/cuda_runtime.py``: sizes as kernel arguments, built once per
+installation, NVRTC and arch; under cuda-emu a shared object of the same
+source); the function's own NVRTC units hold the rest. ``sf.function(...,
+library=False)`` keeps every kernel shape-specialised in the units.
+
+Stages in the CompileReport: fusion, codegen, memory plan, cuda library
+(note "built" or "found"), nvrtc (or emu compile). Both backends use the
+graph-level cache (``runtime/function.py``): an entry holds the unit, the
+kernels' plain data, the launch schedule, the run-time layout, the constants,
+the CUBIN and which library build its library launches need (a miss when that
+build is gone); a hit records "cuda library", "nvrtc" (cuda, no NVRTC call)
+and "load" stages instead of fusion, codegen and the compiler.
 """
 from __future__ import annotations
 
@@ -42,13 +51,20 @@ EMU_MAX_BLOCKS = 16       # the emulator runs threads one after another: fewer, 
 # NVRTC units: a function's kernels are split into units compiled in parallel
 # (one thread each) when their estimated cost pays for a unit's fixed cost
 # (~70 ms: parsing the headers, starting ptxas). Costs in units of a small
-# pointwise kernel, from bench/bench_nvrtc.py and the LeNet-5 step: a tiled GEMM
-# or implicit-GEMM convolution costs ~8, another library kernel ~2.
+# pointwise kernel, from bench/bench_nvrtc.py and the LeNet-5 step: a
+# shape-specialised tiled GEMM or implicit-GEMM convolution (float64, 64-bit
+# indexing, library=False) costs ~8, another library kernel ~2. Kernels that
+# launch the precompiled library are in no unit (cost 0).
 UNIT_MIN_COST = 12
 _GEMM_OPS = {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
+# C type of a library kernel's scalar argument -> what the executors pass
+SCALAR_DTYPES = {"int": np.int32, "unsigned": np.uint32, "int64_t": np.int64}
+NULL_REF = ("null", 0, 0, np.uint8)     # an unused pointer argument (a library kernel's scratch)
 
 
 def _kernel_cost(k) -> int:
+    if getattr(k, "in_library", False):
+        return 0
     if k.kind != "library":
         return 1
     return 8 if any(op in _GEMM_OPS for op in k.fused_ops) else 2
@@ -151,7 +167,7 @@ class CudaProgram:
     ``memory_plan``: the arena's MemoryPlan (None after a graph-cache hit)."""
 
     def __init__(self, source, kernels, launches, layout_, params, arch, images, executor_factory, name="main",
-                 constants=(), emu_module=None, memory_plan=None, unit_of=None):
+                 constants=(), emu_module=None, memory_plan=None, unit_of=None, library=None, emu_library=None):
         self.name = name
         self.source = source
         self.kernels = kernels          # CudaKernel per group, schedule order
@@ -163,6 +179,8 @@ class CudaProgram:
         self.unit_of = dict(unit_of or {})  # kernel name -> index of the unit (CUBIN) that holds it
         self.constants = list(constants)    # arrays uploaded once, in "const" ref order
         self.emu_module = emu_module
+        self.library = library              # cuda_runtime.CudaLibrary the library launches run from (cuda)
+        self.emu_library = emu_library      # EmuModule of the library (cuda-emu)
         self.memory_plan = memory_plan
         self._factory = executor_factory
         self._executor = None
@@ -172,6 +190,10 @@ class CudaProgram:
     def cubin_of(self, kernel: str) -> bytes | None:
         """The CUBIN holding ``kernel`` (a CudaKernel name)."""
         return self.images[self.unit_of.get(kernel, 0)] if self.images else None
+
+    def library_image(self, kernel: str) -> bytes | None:
+        """The library CUBIN holding library kernel ``kernel``."""
+        return self.library.image(kernel) if self.library is not None else None
 
     def __call__(self, arrays):
         if self._executor is None:
@@ -193,7 +215,7 @@ def _arg_refs(k, lay, constants):
     return refs
 
 
-ENTRY_FORMAT = 2      # of the graph-cache entry written by CudaBackend.export
+ENTRY_FORMAT = 3      # of the graph-cache entry written by CudaBackend.export
 
 
 class CudaBackend:
@@ -238,8 +260,9 @@ class CudaBackend:
             return f"{n}_{c}" if c else n
 
         max_blocks = EMU_MAX_BLOCKS if self.emulate else GPU_MAX_BLOCKS
+        use_lib = bool(options.get("library", True))
         with report.stage("codegen"):
-            kernels = [cuda_module.build(g, part, resolve, max_blocks, unique) for g in part.groups]
+            kernels = [cuda_module.build(g, part, resolve, max_blocks, unique, use_lib) for g in part.groups]
         with report.stage("memory plan") as st:
             lay = layout(fn, part, {k.group.index: k.scratch_bytes for k in kernels if k.scratch_bytes})
             st.note = lay.plan.table().splitlines()[0]
@@ -252,7 +275,11 @@ class CudaBackend:
         for k in kernels:
             refs = _arg_refs(k, lay, constants)
             for launch in k.launches:
-                extra = [("arena", lay.scratch[k.group.index], k.scratch_bytes, np.uint8)] if launch.scratch else []
+                extra = []
+                if launch.scratch:
+                    extra = [("arena", lay.scratch[k.group.index], k.scratch_bytes, np.uint8) if k.scratch_bytes
+                             else NULL_REF]
+                extra += [("scalar", v, 0, SCALAR_DTYPES[t]) for v, t in launch.args]
                 launches.append((launch, refs + extra))
         report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops, "launches": len(k.launches),
                                    "bytes_read": k.bytes_read, "bytes_written": k.bytes_written} for k in kernels]
@@ -260,29 +287,48 @@ class CudaBackend:
                                  "lower_bound_bytes": lay.plan.lower_bound_bytes}
         consts = [a for _, a in sorted(constants.values(), key=lambda t: t[0])]
         run_lay = RunLayout.of(lay)
+        lib_kernels = [k for k in kernels if k.in_library]
+        unit_kernels = [k for k in kernels if not k.in_library and k.launches]
         if self.emulate:
+            lib_mod = None
+            if lib_kernels:
+                from . import cuda_runtime
+                with report.stage("cuda library") as st:
+                    lib_mod, built = cuda_runtime.emu_library()
+                    st.note = "emu: " + ("built" if built else "found")
             with report.stage("emu compile") as st:
                 from .cuda_emu import EmuModule
-                mod = EmuModule(source, name=fn.name, include_dirs=[cuda_module.TEMPLATE_DIR]) if launches else None
+                mod = EmuModule(source, name=fn.name, include_dirs=[cuda_module.TEMPLATE_DIR]) if unit_kernels \
+                    else None
                 if mod is not None:
                     st.note = "cache hit" if mod.cache_hit else "cache miss"
                     report.info["emu_cache"] = "hit" if mod.cache_hit else "miss"
             return CudaProgram(source, kernels, launches, run_lay, len(fn.params), "emu", None,
-                               _emu_factory, fn.name, consts, mod, lay.plan)
+                               _emu_factory, fn.name, consts, mod, lay.plan, emu_library=lib_mod)
         if not launches:    # nothing to compute on the device (results are inputs or constants)
             return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, None,
                                _emu_factory, fn.name, consts, None, lay.plan)
         from . import nvrtc
+        lib = None
+        if lib_kernels:
+            from . import cuda_runtime
+            with report.stage("cuda library") as st:
+                lib = cuda_runtime.library(arch)
+                st.note = f"{arch}: " + (f"built ({len(lib.images)} parts in parallel)" if lib.build_seconds
+                                         else "found")
+                report.info["cuda_library"] = {"path": lib.path, "built": bool(lib.build_seconds),
+                                               "kernels": sorted({ln.kernel for k in lib_kernels
+                                                                  for ln in k.launches})}
         with report.stage("nvrtc") as st:
             calls = nvrtc.NVRTC_CALLS
-            units = split_units(kernels, _workers())
+            units = split_units(unit_kernels, _workers()) if unit_kernels else []
             sources = [source] if len(units) == 1 else [
                 cuda_module.render_module(fn.name, VERSION, u) for u in units]
             compile_one = functools.partial(nvrtc.compile_cuda, arch=arch, include_dirs=[cuda_module.TEMPLATE_DIR],
                                             cache=self.cache)
             names = [fn.name if len(units) == 1 else f"{fn.name}_u{i}" for i in range(len(units))]
-            if len(units) == 1:
-                results = [compile_one(source, fn.name)]
+            if len(units) <= 1:
+                results = [compile_one(source, fn.name)] if units else []
             else:   # NVRTC releases the GIL: the units compile in parallel threads
                 with ThreadPoolExecutor(len(units)) as pool:
                     results = list(pool.map(compile_one, sources, names))
@@ -293,12 +339,14 @@ class CudaBackend:
             report.info["nvrtc_units"] = len(units)
             report.info["arch"] = arch
         resources = {n: r for res in results for n, r in res.resources.items()}
+        if lib is not None:     # the library kernels this function launches, from the library's ptxas log
+            resources.update({ln.kernel: lib.resources.get(ln.kernel) for k in lib_kernels for ln in k.launches})
         unit_of = {k.name: i for i, u in enumerate(units) for k in u}
         for k in kernels:
             k.resources = {ln.kernel: resources.get(ln.kernel) for ln in k.launches}
-        report.info["resources"] = {name: vars(r) for name, r in resources.items()}
+        report.info["resources"] = {name: vars(r) for name, r in resources.items() if r is not None}
         return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, [r.cubin for r in results],
-                           _pycuda_factory, fn.name, consts, None, lay.plan, unit_of)
+                           _pycuda_factory, fn.name, consts, None, lay.plan, unit_of, library=lib)
 
     # ------------------------------------------------------------- graph cache
     def identity(self) -> str:
@@ -325,20 +373,41 @@ class CudaBackend:
                 "constants": prog.constants, "param_count": prog.param_count, "arch": prog.arch,
                 "images": prog.images, "unit_of": prog.unit_of,
                 "emu_lib": prog.emu_module.lib_path if prog.emu_module is not None else None,
+                # the library build its library launches need: a hit without it is a miss
+                "library": os.path.basename(prog.library.path) if prog.library is not None else None,
+                "emu_library": prog.emu_library.lib_path if prog.emu_library is not None else None,
                 "info": {k: report.info[k] for k in ("kernels", "memory", "resources", "arch") if k in report.info}}
 
     def load(self, entry: dict, report) -> CudaProgram | None:
         """A program from a graph-cache entry, or None (a miss) when the entry is
-        of another format or what it needs is gone (the emulator library)."""
+        of another format or what it needs is gone (the emulator module, the
+        library build its library launches run from)."""
         if entry.get("format") != ENTRY_FORMAT or entry.get("backend") != self.name:
             return None
         launches_at = entry["launches"]
-        if self.emulate and launches_at and not (entry["emu_lib"] and os.path.exists(entry["emu_lib"])):
+        unit_launches = any(not entry["kernels"][i]["launches"][j][5] for i, j, _ in launches_at)
+        if self.emulate and unit_launches and not (entry["emu_lib"] and os.path.exists(entry["emu_lib"])):
             return None
-        if not self.emulate and launches_at and not (
+        if not self.emulate and unit_launches and not (
                 entry["images"] and all(im[:4] == b"\x7fELF" for im in entry["images"])):
             return None
         name, source, arch = entry["name"], entry["source"], entry["arch"]
+        lib = lib_mod = None
+        if entry["library"] or entry["emu_library"]:
+            from . import cuda_runtime
+            with report.stage("cuda library") as st:
+                if self.emulate:
+                    if not os.path.exists(entry["emu_library"]):
+                        return None
+                    lib_mod, _ = cuda_runtime.emu_library()
+                    if lib_mod.lib_path != entry["emu_library"]:
+                        return None
+                    st.note = "emu: found (graph entry)"
+                else:
+                    lib = cuda_runtime.find_library(arch)
+                    if lib is None or os.path.basename(lib.path) != entry["library"]:
+                        return None
+                    st.note = f"{arch}: found (graph entry)"
         if not self.emulate and launches_at:
             with report.stage("nvrtc") as st:     # where a compile has its nvrtc stage: no NVRTC call here
                 st.note = f"{arch}: cache hit (graph entry)"
@@ -350,19 +419,19 @@ class CudaBackend:
             mod, factory = None, _pycuda_factory
             if self.emulate or not launches:
                 factory = _emu_factory
-            if self.emulate and launches:
+            if self.emulate and unit_launches:
                 from .cuda_emu import EmuModule
                 mod = EmuModule(source, name=name, include_dirs=[cuda_module.TEMPLATE_DIR])
                 st.note = "emu module: " + ("cache hit" if mod.cache_hit else "cache miss (recompiled)")
                 report.info["emu_cache"] = "hit (graph)" if mod.cache_hit else "miss"
             prog = CudaProgram(source, kernels, launches, lay, entry["param_count"], arch, entry["images"],
-                               factory, name, entry["constants"], mod, None, entry["unit_of"])
+                               factory, name, entry["constants"], mod, None, entry["unit_of"], lib, lib_mod)
         report.info.update(entry["info"])
         return prog
 
 
 def _emu_factory(prog: CudaProgram):
-    return _EmuExecutor(prog, prog.emu_module, prog.constants)
+    return _EmuExecutor(prog, prog.emu_module, prog.constants, prog.emu_library)
 
 
 def _pycuda_factory(prog: CudaProgram):
@@ -372,11 +441,11 @@ def _pycuda_factory(prog: CudaProgram):
 class _EmuExecutor:
     """Runs the launch schedule with the emulator: host memory is device memory."""
 
-    def __init__(self, prog: CudaProgram, mod, consts):
+    def __init__(self, prog: CudaProgram, mod, consts, lib_mod=None):
         self.prog, self.mod = prog, mod
         self.arena = np.zeros(prog.layout.arena_bytes + 64, np.uint8)
         self.consts = consts
-        self.funcs = [mod.get_function(launch.kernel) for launch, _ in prog.launches]
+        self.funcs = [(lib_mod if launch.library else mod).get_function(launch.kernel) for launch, _ in prog.launches]
 
     def _buffer(self, ref, params, results):
         kind, x, nbytes, dt = ref
@@ -386,6 +455,10 @@ class _EmuExecutor:
             return results[x]
         if kind == "const":
             return self.consts[x]
+        if kind == "scalar":
+            return x
+        if kind == "null":
+            return None
         return self.arena[x:x + max(nbytes, np.dtype(dt).itemsize)].view(dt)
 
     def run(self, arrays):
@@ -415,10 +488,18 @@ class _PyCudaExecutor:
         import pycuda.driver as drv
         self.drv, self.prog = drv, prog
         self.modules = [drv.module_from_buffer(im) for im in prog.images]
-        unit = {ln.kernel: prog.unit_of.get(k.name, 0) for k in prog.kernels for ln in k.launches}
-        self.funcs = [self.modules[unit[launch.kernel]].get_function(launch.kernel) for launch, _ in prog.launches]
+        lib = prog.library      # the library's CUBINs: modules of their own, loaded once per executor
+        self.lib_modules = [drv.module_from_buffer(im) for im in lib.images] if lib is not None else []
+        unit = {ln.kernel: prog.unit_of.get(k.name, 0) for k in prog.kernels for ln in k.launches if not ln.library}
+        self.funcs = [self.lib_modules[lib.kernel_image[launch.kernel]].get_function(launch.kernel) if launch.library
+                      else self.modules[unit[launch.kernel]].get_function(launch.kernel)
+                      for launch, _ in prog.launches]
         self.arena = drv.mem_alloc(max(prog.layout.arena_bytes, 1))
         self.consts = [drv.to_device(c) for c in consts]
+        # scalar arguments as the numpy scalar types the kernel signature needs (np.int32 for int,
+        # np.uint32 for unsigned: PyCUDA packs their bytes as they are), made once
+        self.scalars = [{i: dt(x) if kind == "scalar" else np.uintp(0) for i, (kind, x, _, dt) in enumerate(refs)
+                         if kind in ("scalar", "null")} for _, refs in prog.launches]
 
     def run(self, arrays):
         drv = self.drv
@@ -426,11 +507,12 @@ class _PyCudaExecutor:
         results = [drv.mem_alloc(max(int(np.prod(shape)) * np.dtype(dt).itemsize, 1))
                    for shape, dt in self.prog.layout.slots]
         base = int(self.arena)
-        for f, (launch, refs) in zip(self.funcs, self.prog.launches):
+        for f, (launch, refs), fixed in zip(self.funcs, self.prog.launches, self.scalars):
             args = []
-            for kind, x, _, _ in refs:
+            for i, (kind, x, _, _) in enumerate(refs):
                 args.append(params[x] if kind == "param" else results[x] if kind == "result"
-                            else self.consts[x] if kind == "const" else np.uintp(base + x))
+                            else self.consts[x] if kind == "const" else fixed[i] if i in fixed
+                            else np.uintp(base + x))
             f(*args, grid=launch.grid, block=launch.block, shared=launch.shared_bytes)
         host = [drv.from_device(r, shape, dt) for r, (shape, dt) in zip(results, self.prog.layout.slots)]
         return _results(self.prog.layout, arrays, host)

@@ -321,9 +321,13 @@ class EmuModule:
     """CUDA source compiled for the CPU emulator (see the module docstring).
 
     kernels: {name: [parameter C types]} overriding or adding to the kernels
-    parsed from the source (e.g. a template instantiation "k<128>")."""
+    parsed from the source (e.g. a template instantiation "k<128>").
+    lib_dirs: directories to keep the shared object in instead of the compile
+    cache (found in any of them; built in the first writable one, else the
+    cache): the CUDA runtime library lives with the installation."""
 
-    def __init__(self, source: str, name: str = "module", include_dirs=(), kernels: dict | None = None):
+    def __init__(self, source: str, name: str = "module", include_dirs=(), kernels: dict | None = None,
+                 lib_dirs=None):
         self.name = name
         sigs = parse_kernels(source)
         sigs.update({k: list(v) for k, v in (kernels or {}).items()})
@@ -332,7 +336,8 @@ class EmuModule:
         self.kernel_names = list(sigs)
         # errors and barrier reports name "<name>.cu" and the lines of the caller's source
         self.source = f'#line 1 "{_safe(name)}.cu"\n' + preprocess(source) + _trampolines(sigs)
-        self.lib_path, self.cache_hit = _compile(self.source, name, [os.path.abspath(d) for d in include_dirs])
+        self.lib_path, self.cache_hit = _compile(self.source, name, [os.path.abspath(d) for d in include_dirs],
+                                                 lib_dirs)
         lib = ctypes.CDLL(self.lib_path)
         if lib.sf_emu_abi_version() != 1:
             raise CompileError(f"cuda-emu: {self.lib_path} was built from another emu.h")
@@ -424,7 +429,15 @@ def _precompiled_header(cxx: str, ver: str, cache: DiskCache) -> str:
     return os.path.join(d, "emu.h") if os.path.exists(os.path.join(d, "emu.h.gch")) else HEADER
 
 
-def _compile(source: str, name: str, include_dirs: list[str]) -> tuple[str, bool]:
+def _writable(d: str) -> bool:
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        return os.access(d, os.W_OK)
+    except OSError:
+        return False
+
+
+def _compile(source: str, name: str, include_dirs: list[str], lib_dirs=None) -> tuple[str, bool]:
     found = find_cxx()
     if found is None:
         raise CompileError("cuda-emu needs a C++ compiler (g++, c++ or clang++; or set $CXX)")
@@ -434,21 +447,22 @@ def _compile(source: str, name: str, include_dirs: list[str]) -> tuple[str, bool
     flags = FLAGS + [f"-I{d}" for d in include_dirs]
     key = cache_key(source, header, ver, " ".join(flags), VERSION, os.uname().machine)
     cache = DiskCache()
-    lib_dir = os.path.join(cache.root, "cuda-emu", key[:2])
+    for d in lib_dirs or ():
+        if os.path.exists(os.path.join(d, key + ".so")):
+            return os.path.join(d, key + ".so"), True
+    lib_dir = next((d for d in lib_dirs or () if _writable(d)), None)
+    if lib_dir is not None:
+        writable = True
+    else:
+        lib_dir = os.path.join(cache.root, "cuda-emu", key[:2])
+        if cache.readable and os.path.exists(os.path.join(lib_dir, key + ".so")):
+            try:
+                os.utime(os.path.join(lib_dir, key + ".so"))             # LRU for prune
+            except OSError:
+                pass
+            return os.path.join(lib_dir, key + ".so"), True
+        writable = cache.enabled and _writable(lib_dir)
     lib_path = os.path.join(lib_dir, key + ".so")
-    if cache.readable and os.path.exists(lib_path):
-        try:
-            os.utime(lib_path)             # LRU for prune
-        except OSError:
-            pass
-        return lib_path, True
-    writable = cache.enabled
-    if writable:
-        try:
-            os.makedirs(lib_dir, mode=0o700, exist_ok=True)
-            writable = os.access(lib_dir, os.W_OK)
-        except OSError:
-            writable = False
     work = lib_dir if writable else tempfile.mkdtemp(prefix="symfuse-emu-")
     fd, src_path = tempfile.mkstemp(suffix=".cu", prefix=_safe(name) + "-", dir=work)
     with os.fdopen(fd, "w") as f:

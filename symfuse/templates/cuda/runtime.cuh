@@ -39,6 +39,31 @@
   for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < (I)(total);               \
        i += (I)gridDim.x * (I)blockDim.x)
 
+/* ------------------------------------------------------------------ divisors
+ * The GEMM-class kernels divide indices by sizes through a divisor object D with
+ * div(n) / mod(n), so one template serves both builds:
+ * - SfDivLit<I>: the shape-specialised kernels (sizes are literals in the kernel
+ *   body): plain / and %, which the compiler turns into multiply-shift sequences.
+ * - SfFastDiv: the precompiled library kernels (sizes are kernel arguments):
+ *   division by an invariant as one __umulhi and a shift (CUTLASS FastDivmod
+ *   style), magic (mul, shift) computed on the host (cuda_library.fast_divmod):
+ *   shift = ceil(log2 d), mul = ceil(2^(31+shift) / d), so that for
+ *   0 <= n < 2^31: n / d == umulhi(2n, mul) >> shift (d == 1 included, no branch).
+ *   A negative n gives a meaningless quotient: callers only use it where n >= 0. */
+template <class I> struct SfDivLit {
+  I d;
+  SF_MEM I div(I n) const { return n / d; }
+  SF_MEM I mod(I n) const { return n % d; }
+};
+struct SfFastDiv {
+  int d;
+  unsigned mul, shift;
+  SF_MEM int div(int n) const { return (int)(__umulhi((unsigned)n << 1, mul) >> shift); }
+  SF_MEM int mod(int n) const { return n - div(n) * d; }
+};
+/* a divisor kernel argument triple: name_d, name_m, name_s */
+#define SF_FASTDIV(name) SfFastDiv{name##_d, name##_m, name##_s}
+
 /* ------------------------------------------------------------------ scalar helpers */
 template <class T> SF_DEV bool sf_isnan(T v) { return v != v; }
 template <class T> SF_DEV bool sf_isfinite(T v) { return v == v && v != (T)INFINITY && v != -(T)INFINITY; }
@@ -272,29 +297,30 @@ template <class T, class I, int BO, int BK, int NT, bool KFAST> struct SfMatLoad
 
 /* ------------------------------------------------------------------ matmul
  * C[b] (M x N) = op(A[b]) @ op(B[b]) over the batch index b < nb; the batch
- * shape bshape[ND] (collapsed, ND >= 1) gives each operand's element offset per
- * batch step (ast / bst, 0 where broadcast). TA / TB: the buffer holds the
- * transpose (K x M / N x K). Grid: x over the (M/BM)*(N/BN) tiles, z over batches. */
-template <class T, class I, int BM, int BN, int BK, int TM, int TN, bool TA, bool TB, int ND>
+ * shape (collapsed, ND >= 1; divisors bdiv, nb = their product) gives each
+ * operand's element offset per batch step (ast / bst, 0 where broadcast). TA / TB:
+ * the buffer holds the transpose (K x M / N x K). Grid: x over the
+ * ceil(M/BM) * ntl tiles (ntl = ceil(N/BN) column tiles, a divisor), z over batches. */
+template <class T, class I, int BM, int BN, int BK, int TM, int TN, bool TA, bool TB, int ND, class D>
 SF_DEV void sf_matmul(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C, I M, I N, I K,
-                      const I (&bshape)[ND], const I (&ast)[ND], const I (&bst)[ND]) {
+                      const D (&bdiv)[ND], const I (&ast)[ND], const I (&bst)[ND], const D ntl) {
   constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
   I nb = 1;
 #pragma unroll
-  for (int d = 0; d < ND; d++) nb *= bshape[d];
-  const I mt = (M + BM - 1) / BM, ntl = (N + BN - 1) / BN;
+  for (int d = 0; d < ND; d++) nb *= bdiv[d].d;
+  const I mt = (M + BM - 1) / BM;
   const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
   for (I b = blockIdx.z; b < nb; b += gridDim.z) {
     I ao = 0, bo = 0, q = b;
 #pragma unroll
     for (int d = ND - 1; d >= 0; d--) {
-      const I id = q % bshape[d];
-      q /= bshape[d];
+      const I id = bdiv[d].mod(q);
+      q = bdiv[d].div(q);
       ao += id * ast[d];
       bo += id * bst[d];
     }
-    for (I tile = blockIdx.x; tile < mt * ntl; tile += gridDim.x) {
-      const I m0 = (tile / ntl) * BM, n0 = (tile % ntl) * BN;
+    for (I tile = blockIdx.x; tile < mt * ntl.d; tile += gridDim.x) {
+      const I m0 = ntl.div(tile) * BM, n0 = ntl.mod(tile) * BN;
       const SfMatLoader<T, I, BM, BK, NT, !TA> la{A + ao, M, TA ? (I)1 : K, TA ? M : (I)1, 0, K, m0};
       const SfMatLoader<T, I, BN, BK, NT, TB> lb{B + bo, N, TB ? K : (I)1, TB ? (I)1 : N, 0, K, n0};
       T acc[TM][TN];
@@ -317,37 +343,44 @@ SF_DEV void sf_matmul(const T* __restrict__ A, const T* __restrict__ B, T* __res
 /* ------------------------------------------------------------------ convolution
  * x NCHW, w OIHW (CI = C/G input channels per group, Og = O/G outputs per group),
  * y N O HO WO. All three ops are implicit GEMMs per group (no im2col buffer):
- * the patch matrix is gathered on the fly by the loaders below, tile by tile. */
-template <class I> struct SfConvShape {
-  I N, C, H, W, O, KH, KW, SH, SW, PH, PW, DH, DW, G, HO, WO;
+ * the patch matrix is gathered on the fly by the loaders below, tile by tile.
+ * The shape carries, besides the sizes, every divisor the index arithmetic needs
+ * (D: SfDivLit or SfFastDiv, see "divisors"): ntl (column tiles of the op's GEMM),
+ * HOWO = HO*WO, WO, HW = H*W, W, KK = KH*KW, KW, SH, SW, and for grad-weight's
+ * split-K S (splits) with kper (reduction elements per split). The field order
+ * is the kernel-argument order of the library kernels (cuda_library.CONV_ARGS). */
+template <class I, class D> struct SfConvShape {
+  I N, C, H, W, O, KH, KW, SH, SW, PH, PW, DH, DW, G, HO, WO, kper;
+  D ntl, HOWO_, WO_, HW_, W_, KK_, KW_, SH_, SW_, S_;
 };
 
 /* conv2d B operand: patches[r][q], r = (ci, ki, kj) < CI*KH*KW, q = (img, ho, wo) <
  * N*HO*WO; mapping !KFAST (q fastest: neighbouring threads read neighbouring wo). */
-template <class T, class I, int BN, int BK, int NT> struct SfConvFwdB {
+template <class T, class I, int BN, int BK, int NT, class S> struct SfConvFwdB {
   static constexpr int P = BN * BK / NT;
   const T* __restrict__ xb;     /* this thread's image and group */
   I h0, w0, R;
   bool qv;
-  const SfConvShape<I>* s;
-  SF_MEM void init(const T* __restrict__ x, const SfConvShape<I>& sh, I g, I n0) {
+  const S* s;
+  SF_MEM void init(const T* __restrict__ x, const S& sh, I g, I n0) {
     s = &sh;
-    const I HW = sh.HO * sh.WO;
     const I q = n0 + threadIdx.x % BN;
-    qv = q < sh.N * HW;
-    const I img = qv ? q / HW : 0, p = q % HW;
+    qv = q < sh.N * sh.HOWO_.d;
+    const I img = qv ? sh.HOWO_.div(q) : 0, p = q - img * sh.HOWO_.d;
     xb = x + (img * sh.C + g * (sh.C / sh.G)) * sh.H * sh.W;
-    h0 = (p / sh.WO) * sh.SH - sh.PH;
-    w0 = (p % sh.WO) * sh.SW - sh.PW;
-    R = (sh.C / sh.G) * sh.KH * sh.KW;
+    const I ph = sh.WO_.div(p);
+    h0 = ph * sh.SH - sh.PH;
+    w0 = (p - ph * sh.WO) * sh.SW - sh.PW;
+    R = (sh.C / sh.G) * sh.KK_.d;
   }
   SF_MEM void load(int t, T (&r)[P]) const {
     const int tid = threadIdx.x;
 #pragma unroll
     for (int i = 0; i < P; i++) {
       const I k = (I)t * BK + (tid + i * NT) / BN;
-      const I ci = k / (s->KH * s->KW), kr = k % (s->KH * s->KW);
-      const I h = h0 + (kr / s->KW) * s->DH, w = w0 + (kr % s->KW) * s->DW;
+      const I ci = s->KK_.div(k), kr = k - ci * s->KK_.d;
+      const I ki = s->KW_.div(kr);
+      const I h = h0 + ki * s->DH, w = w0 + (kr - ki * s->KW) * s->DW;
       const bool v = qv && k < R && h >= 0 && h < s->H && w >= 0 && w < s->W;
       r[i] = v ? xb[(ci * s->H + h) * s->W + w] : (T)0;
     }
@@ -355,17 +388,18 @@ template <class T, class I, int BN, int BK, int NT> struct SfConvFwdB {
 };
 
 /* y[n, g*Og + o] = w[g] (Og x R) @ patches (R x N*P). Grid: x over tiles, z over groups. */
-template <class T, class I, int BM, int BN, int BK, int TM, int TN>
-SF_DEV void sf_conv2d(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y, const SfConvShape<I>& s) {
+template <class T, class I, int BM, int BN, int BK, int TM, int TN, class S>
+SF_DEV void sf_conv2d(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y, const S& s) {
   constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
-  const I CI = s.C / s.G, Og = s.O / s.G, R = CI * s.KH * s.KW, P = s.HO * s.WO, NQ = s.N * P;
-  const I mt = (Og + BM - 1) / BM, ntl = (NQ + BN - 1) / BN;
+  const I CI = s.C / s.G, Og = s.O / s.G, R = CI * s.KK_.d, P = s.HOWO_.d, NQ = s.N * P;
+  const I mt = (Og + BM - 1) / BM;
   const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
   for (I g = blockIdx.z; g < s.G; g += gridDim.z)
-    for (I tile = blockIdx.x; tile < mt * ntl; tile += gridDim.x) {
-      const I m0 = (tile / ntl) * BM, n0 = (tile % ntl) * BN;
+    for (I tile = blockIdx.x; tile < mt * s.ntl.d; tile += gridDim.x) {
+      const I tm = s.ntl.div(tile);
+      const I m0 = tm * BM, n0 = (tile - tm * s.ntl.d) * BN;
       const SfMatLoader<T, I, BM, BK, NT, true> la{w + g * Og * R, Og, R, 1, 0, R, m0};
-      SfConvFwdB<T, I, BN, BK, NT> lb;
+      SfConvFwdB<T, I, BN, BK, NT, S> lb;
       lb.init(x, s, g, n0);
       T acc[TM][TN];
       sf_gemm_tile<T, BM, BN, BK, TM, TN, true, false>(la, lb, (int)((R + BK - 1) / BK), acc);
@@ -373,7 +407,8 @@ SF_DEV void sf_conv2d(const T* __restrict__ x, const T* __restrict__ w, T* __res
       for (int j = 0; j < TN; j++) {
         const I q = n0 + tx * TN + j;
         if (q >= NQ) continue;
-        T* yq = y + (q / P) * s.O * P + g * Og * P + q % P;
+        const I img = s.HOWO_.div(q);
+        T* yq = y + img * s.O * P + g * Og * P + (q - img * P);
 #pragma unroll
         for (int i = 0; i < TM; i++) {
           const I o = m0 + ty * TM + i;
@@ -384,49 +419,53 @@ SF_DEV void sf_conv2d(const T* __restrict__ x, const T* __restrict__ w, T* __res
 }
 
 /* conv2d_grad_input A operand: wt[ci][r] = w[g*Og + o][ci][ki][kj], r = (o, ki, kj); KFAST. */
-template <class T, class I, int BM, int BK, int NT> struct SfConvGiA {
+template <class T, class I, int BM, int BK, int NT, class S> struct SfConvGiA {
   static constexpr int P = BM * BK / NT;
   const T* __restrict__ wg;
-  I CI, KK, R, m0;
+  I CI, R, m0;
+  const S* s;
   SF_MEM void load(int t, T (&r)[P]) const {
     const int tid = threadIdx.x;
     const I k = (I)t * BK + tid % BK;
-    const T* wk = wg + (k / KK) * CI * KK + k % KK;
+    const I o = s->KK_.div(k);
+    const T* wk = wg + o * CI * s->KK_.d + (k - o * s->KK_.d);
 #pragma unroll
     for (int i = 0; i < P; i++) {
       const I ci = m0 + (tid + i * NT) / BK;
-      r[i] = (k < R && ci < CI) ? wk[ci * KK] : (T)0;
+      r[i] = (k < R && ci < CI) ? wk[ci * s->KK_.d] : (T)0;
     }
   }
 };
 
 /* conv2d_grad_input B operand: gy[img][g*Og + o][ho][wo] for r = (o, ki, kj) and
  * q = (img, h, w) where h = ho*SH - PH + ki*DH (likewise w); 0 where no such ho/wo. */
-template <class T, class I, int BN, int BK, int NT> struct SfConvGiB {
+template <class T, class I, int BN, int BK, int NT, class S> struct SfConvGiB {
   static constexpr int P = BN * BK / NT;
   const T* __restrict__ gb;
   I th, tw, R;
   bool qv;
-  const SfConvShape<I>* s;
-  SF_MEM void init(const T* __restrict__ gy, const SfConvShape<I>& sh, I g, I n0) {
+  const S* s;
+  SF_MEM void init(const T* __restrict__ gy, const S& sh, I g, I n0) {
     s = &sh;
-    const I HW = sh.H * sh.W;
     const I q = n0 + threadIdx.x % BN;
-    qv = q < sh.N * HW;
-    const I img = qv ? q / HW : 0, p = q % HW;
+    qv = q < sh.N * sh.HW_.d;
+    const I img = qv ? sh.HW_.div(q) : 0, p = q - img * sh.HW_.d;
     gb = gy + (img * sh.O + g * (sh.O / sh.G)) * sh.HO * sh.WO;
-    th = p / sh.W + sh.PH;
-    tw = p % sh.W + sh.PW;
-    R = (sh.O / sh.G) * sh.KH * sh.KW;
+    const I ph = sh.W_.div(p);
+    th = ph + sh.PH;
+    tw = (p - ph * sh.W) + sh.PW;
+    R = (sh.O / sh.G) * sh.KK_.d;
   }
   SF_MEM void load(int t, T (&r)[P]) const {
     const int tid = threadIdx.x;
 #pragma unroll
     for (int i = 0; i < P; i++) {
       const I k = (I)t * BK + (tid + i * NT) / BN;
-      const I o = k / (s->KH * s->KW), kr = k % (s->KH * s->KW);
-      const I a = th - (kr / s->KW) * s->DH, b = tw - (kr % s->KW) * s->DW;
-      const I ho = a / s->SH, wo = b / s->SW;
+      const I o = s->KK_.div(k), kr = k - o * s->KK_.d;
+      const I ki = s->KW_.div(kr);
+      const I a = th - ki * s->DH, b = tw - (kr - ki * s->KW) * s->DW;
+      /* the divisors need n >= 0: a negative a or b has no ho / wo anyway */
+      const I ho = s->SH_.div(a > 0 ? a : 0), wo = s->SW_.div(b > 0 ? b : 0);
       const bool v = qv && k < R && a >= 0 && b >= 0 && a - ho * s->SH == 0 && b - wo * s->SW == 0 &&
                      ho < s->HO && wo < s->WO;
       r[i] = v ? gb[(o * s->HO + ho) * s->WO + wo] : (T)0;
@@ -436,18 +475,19 @@ template <class T, class I, int BN, int BK, int NT> struct SfConvGiB {
 
 /* dx[n, g*CI + ci, h, w] = sum_r wt[ci][r] * gyg[r][(n, h, w)]: a gather (transposed
  * convolution), every dx element written once. Grid: x over tiles, z over groups. */
-template <class T, class I, int BM, int BN, int BK, int TM, int TN>
+template <class T, class I, int BM, int BN, int BK, int TM, int TN, class S>
 SF_DEV void sf_conv2d_grad_input(const T* __restrict__ gy, const T* __restrict__ w, T* __restrict__ dx,
-                                 const SfConvShape<I>& s) {
+                                 const S& s) {
   constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
-  const I CI = s.C / s.G, Og = s.O / s.G, KK = s.KH * s.KW, R = Og * KK, HW = s.H * s.W, NQ = s.N * HW;
-  const I mt = (CI + BM - 1) / BM, ntl = (NQ + BN - 1) / BN;
+  const I CI = s.C / s.G, Og = s.O / s.G, R = Og * s.KK_.d, HW = s.HW_.d, NQ = s.N * HW;
+  const I mt = (CI + BM - 1) / BM;
   const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
   for (I g = blockIdx.z; g < s.G; g += gridDim.z)
-    for (I tile = blockIdx.x; tile < mt * ntl; tile += gridDim.x) {
-      const I m0 = (tile / ntl) * BM, n0 = (tile % ntl) * BN;
-      const SfConvGiA<T, I, BM, BK, NT> la{w + g * Og * CI * KK, CI, KK, R, m0};
-      SfConvGiB<T, I, BN, BK, NT> lb;
+    for (I tile = blockIdx.x; tile < mt * s.ntl.d; tile += gridDim.x) {
+      const I tm = s.ntl.div(tile);
+      const I m0 = tm * BM, n0 = (tile - tm * s.ntl.d) * BN;
+      const SfConvGiA<T, I, BM, BK, NT, S> la{w + g * Og * CI * s.KK_.d, CI, R, m0, &s};
+      SfConvGiB<T, I, BN, BK, NT, S> lb;
       lb.init(gy, s, g, n0);
       T acc[TM][TN];
       sf_gemm_tile<T, BM, BN, BK, TM, TN, true, false>(la, lb, (int)((R + BK - 1) / BK), acc);
@@ -455,7 +495,8 @@ SF_DEV void sf_conv2d_grad_input(const T* __restrict__ gy, const T* __restrict__
       for (int j = 0; j < TN; j++) {
         const I q = n0 + tx * TN + j;
         if (q >= NQ) continue;
-        T* dq = dx + (q / HW) * s.C * HW + g * CI * HW + q % HW;
+        const I img = s.HW_.div(q);
+        T* dq = dx + img * s.C * HW + g * CI * HW + (q - img * HW);
 #pragma unroll
         for (int i = 0; i < TM; i++) {
           const I ci = m0 + ty * TM + i;
@@ -466,53 +507,57 @@ SF_DEV void sf_conv2d_grad_input(const T* __restrict__ gy, const T* __restrict__
 }
 
 /* conv2d_grad_weight A operand: gyg[o][q] = gy[img][g*Og + o][p], q = (img, p); KFAST. */
-template <class T, class I, int BM, int BK, int NT> struct SfConvGwA {
+template <class T, class I, int BM, int BK, int NT, class S> struct SfConvGwA {
   static constexpr int P = BM * BK / NT;
   const T* __restrict__ gg;     /* gy + g*Og*HO*WO */
-  I Og, HOWO, OP, kbeg, kend, m0;
+  I Og, OP, kbeg, kend, m0;
+  const S* s;
   SF_MEM void load(int t, T (&r)[P]) const {
     const int tid = threadIdx.x;
     const I q = kbeg + (I)t * BK + tid % BK;
-    const T* gq = gg + (q / HOWO) * OP + q % HOWO;
+    const I img = s->HOWO_.div(q);
+    const T* gq = gg + img * OP + (q - img * s->HOWO_.d);
 #pragma unroll
     for (int i = 0; i < P; i++) {
       const I o = m0 + (tid + i * NT) / BK;
-      r[i] = (q < kend && o < Og) ? gq[o * HOWO] : (T)0;
+      r[i] = (q < kend && o < Og) ? gq[o * s->HOWO_.d] : (T)0;
     }
   }
 };
 
 /* conv2d_grad_weight B operand: patches[q][r] (k = q, o = r); KFAST: the thread's
  * P columns r are fixed for the whole reduction, decoded once. */
-template <class T, class I, int BN, int BK, int NT> struct SfConvGwB {
+template <class T, class I, int BN, int BK, int NT, class S> struct SfConvGwB {
   static constexpr int P = BN * BK / NT;
   const T* __restrict__ xg;     /* x + g*CI*H*W */
   I coff[P], dh[P], dw[P];
   bool rv[P];
   I kbeg, kend;
-  const SfConvShape<I>* s;
-  SF_MEM void init(const T* __restrict__ x, const SfConvShape<I>& sh, I g, I n0, I kb, I ke) {
+  const S* s;
+  SF_MEM void init(const T* __restrict__ x, const S& sh, I g, I n0, I kb, I ke) {
     s = &sh;
     kbeg = kb;
     kend = ke;
-    const I CI = sh.C / sh.G, KK = sh.KH * sh.KW;
+    const I CI = sh.C / sh.G, KK = sh.KK_.d;
     xg = x + g * CI * sh.H * sh.W;
 #pragma unroll
     for (int i = 0; i < P; i++) {
       const I r = n0 + (threadIdx.x + i * NT) / BK;
       rv[i] = r < CI * KK;
-      const I ci = r / KK, kr = r % KK;
+      const I ci = sh.KK_.div(r), kr = r - ci * KK;
+      const I ki = sh.KW_.div(kr);
       coff[i] = ci * sh.H * sh.W;
-      dh[i] = (kr / sh.KW) * sh.DH - sh.PH;
-      dw[i] = (kr % sh.KW) * sh.DW - sh.PW;
+      dh[i] = ki * sh.DH - sh.PH;
+      dw[i] = (kr - ki * sh.KW) * sh.DW - sh.PW;
     }
   }
   SF_MEM void load(int t, T (&r)[P]) const {
     const I q = kbeg + (I)t * BK + threadIdx.x % BK;
-    const I HOWO = s->HO * s->WO, p = q % HOWO;
+    const I img = s->HOWO_.div(q), p = q - img * s->HOWO_.d;
     const bool qv = q < kend;
-    const T* xq = xg + (q / HOWO) * s->C * s->H * s->W;
-    const I hb = (p / s->WO) * s->SH, wb = (p % s->WO) * s->SW;
+    const T* xq = xg + img * s->C * s->H * s->W;
+    const I ph = s->WO_.div(p);
+    const I hb = ph * s->SH, wb = (p - ph * s->WO) * s->SW;
 #pragma unroll
     for (int i = 0; i < P; i++) {
       const I h = hb + dh[i], w = wb + dw[i];
@@ -527,21 +572,22 @@ template <class T, class I, int BN, int BK, int NT> struct SfConvGwB {
  * multiple of BK): grid z = G*S, z = g*S + split. S == 1 writes dw directly;
  * else each split writes its partial dw into part + split*O*R and
  * sf_sum_partials adds them in split order (deterministic two-stage split-K). */
-template <class T, class I, int BM, int BN, int BK, int TM, int TN>
+template <class T, class I, int BM, int BN, int BK, int TM, int TN, class S>
 SF_DEV void sf_conv2d_grad_weight(const T* __restrict__ x, const T* __restrict__ gy, T* __restrict__ out,
-                                  const SfConvShape<I>& s, I S, I kper) {
+                                  const S& s) {
   constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
-  const I CI = s.C / s.G, Og = s.O / s.G, R = CI * s.KH * s.KW, HOWO = s.HO * s.WO, NQ = s.N * HOWO;
-  const I mt = (Og + BM - 1) / BM, ntl = (R + BN - 1) / BN;
+  const I CI = s.C / s.G, Og = s.O / s.G, R = CI * s.KK_.d, HOWO = s.HOWO_.d, NQ = s.N * HOWO;
+  const I mt = (Og + BM - 1) / BM, kper = s.kper;
   const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
-  for (I z = blockIdx.z; z < s.G * S; z += gridDim.z) {
-    const I g = z / S, sp = z % S;
+  for (I z = blockIdx.z; z < s.G * s.S_.d; z += gridDim.z) {
+    const I g = s.S_.div(z), sp = z - g * s.S_.d;
     const I kb = sp * kper, ke = kb + kper < NQ ? kb + kper : NQ;
     T* og = out + sp * s.O * R + g * Og * R;
-    for (I tile = blockIdx.x; tile < mt * ntl; tile += gridDim.x) {
-      const I m0 = (tile / ntl) * BM, n0 = (tile % ntl) * BN;
-      const SfConvGwA<T, I, BM, BK, NT> la{gy + g * Og * HOWO, Og, HOWO, s.O * HOWO, kb, ke, m0};
-      SfConvGwB<T, I, BN, BK, NT> lb;
+    for (I tile = blockIdx.x; tile < mt * s.ntl.d; tile += gridDim.x) {
+      const I tm = s.ntl.div(tile);
+      const I m0 = tm * BM, n0 = (tile - tm * s.ntl.d) * BN;
+      const SfConvGwA<T, I, BM, BK, NT, S> la{gy + g * Og * HOWO, Og, s.O * HOWO, kb, ke, m0, &s};
+      SfConvGwB<T, I, BN, BK, NT, S> lb;
       lb.init(x, s, g, n0, kb, ke);
       T acc[TM][TN];
       sf_gemm_tile<T, BM, BN, BK, TM, TN, true, true>(la, lb, (int)((ke - kb + BK - 1) / BK), acc);

@@ -1,0 +1,254 @@
+"""The precompiled CUDA runtime library: the GEMM-class kernels of
+``codegen/cuda_library.LIB_KERNELS`` (matmul, conv2d and both gradients, the
+split-K sum) with their sizes as kernel arguments, compiled once per
+installation, NVRTC and arch -- the CUDA counterpart of ``c_runtime.py``.
+
+Why: NVRTC spends 0.1-0.25 s on each shape-specialised tiled GEMM, so they
+dominated every cold compile of a model; compiled once (like cuBLAS/CUTLASS
+kernels), a function's NVRTC units hold only its fused kernels and the cheap
+specialised library kernels, and launch these by name.
+
+* ``device="cuda"``: :func:`library` gives the CUBIN images (the kernels
+  split into a few parts compiled in parallel threads) and the ptxas resources
+  of every kernel, in one file ``nvrtc-<arch>-<key>.lib``: a magic line, the
+  SHA-256 of the payload, then the payload (JSON header: image sizes, ptxas
+  logs, kernel -> image; then the images). Written atomically; a file whose
+  checksum does not match is rebuilt.
+* ``device="cuda-emu"``: :func:`emu_library` compiles the same kernels with the
+  emulator's host compiler into their own shared object (``cuda_emu``'s build
+  and naming, in the library's directory instead of the compile cache).
+
+Location: ``symfuse/_build/cuda-<key>/`` inside the installed package when
+writable (it belongs to the installation: emptying the compile cache does not
+rebuild it), else ``$SYMFUSE_CACHE_DIR/runtime``; ``<key>`` hashes the
+library's sources and headers, so a stale build is never picked up.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .cache import DiskCache, cache_key
+from .c_runtime import PACKAGE_BUILD_DIR
+
+LIB_VERSION = "1"
+MAGIC = b"SFCUDALIB1\n"
+_lock = threading.Lock()          # one build at a time per process
+_loaded: dict = {}                # path -> ((mtime_ns, size), CudaLibrary): a file is read once while unchanged
+
+
+def build_dirs() -> list[str]:
+    """Where the library may live, in order of preference (tests replace this)."""
+    return [PACKAGE_BUILD_DIR, os.path.join(DiskCache().root, "runtime")]
+
+
+def _template_dir() -> str:
+    from ..codegen.cuda_module import TEMPLATE_DIR
+    return TEMPLATE_DIR
+
+
+@functools.lru_cache(maxsize=None)
+def parts() -> tuple[tuple[str, ...], ...]:
+    """The library kernels in NVRTC units of balanced cost (GEMMs weigh 8, the
+    rest 1), as many as the build has CPUs for, at most 4."""
+    from ..codegen.cuda_library import LIB_GEMM, LIB_KERNELS
+    from .cuda import _workers
+    n = max(1, min(4, _workers()))
+    load, units = [0] * n, [[] for _ in range(n)]
+    for name, k in LIB_KERNELS.items():
+        u = min(range(n), key=load.__getitem__)
+        load[u] += 8 if k.family in LIB_GEMM else 1
+        units[u].append(name)
+    return tuple(tuple(u) for u in units if u)
+
+
+@functools.lru_cache(maxsize=None)
+def sources() -> tuple[str, ...]:
+    from ..codegen.cuda_module import library_source
+    from .cuda import VERSION
+    return tuple(library_source(names, part=i, version=VERSION) for i, names in enumerate(parts()))
+
+
+@functools.lru_cache(maxsize=None)
+def source_key() -> str:
+    """What the library's code depends on: its kernel table and parts, the
+    templates that render them and the headers they include (read, not
+    rendered: a warm compile asks for the key and should not render Jinja)."""
+    from ..codegen.cuda_library import LIB_KERNELS, LIB_MATMUL_ND
+    from .cuda import VERSION
+    d = _template_dir()
+    files = b""
+    for name in ("runtime.cuh", "prelude.cuh", "lib_kernel.cu.j2", "lib.cu.j2"):
+        with open(os.path.join(d, name), "rb") as fh:
+            files += fh.read()
+    return cache_key(files, repr(sorted((n, vars(k)) for n, k in LIB_KERNELS.items())), repr(parts()),
+                     LIB_MATMUL_ND, VERSION, LIB_VERSION)[:20]
+
+
+@dataclass
+class CudaLibrary:
+    arch: str
+    path: str
+    images: list[bytes]               # CUBIN per part
+    kernel_image: dict[str, int]      # kernel name -> index into images
+    logs: list[str]                   # ptxas -v log per part
+    build_seconds: float = 0.0        # > 0 when this process built it
+    _resources: dict | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        return os.path.basename(self.path)
+
+    def image(self, kernel: str) -> bytes:
+        return self.images[self.kernel_image[kernel]]
+
+    @property
+    def resources(self) -> dict:
+        """Kernel name -> nvrtc.KernelResources, from the ptxas logs kept with the images."""
+        if self._resources is None:
+            from .nvrtc import parse_ptxas_log
+            self._resources = {n: r for log in self.logs for n, r in parse_ptxas_log(log).items()}
+        return self._resources
+
+
+def _file_name(arch: str) -> str:
+    from .cuda import nvrtc_identity
+    return f"nvrtc-{arch}-{cache_key(nvrtc_identity(), arch, source_key())[:16]}.lib"
+
+
+def _candidates(arch: str) -> list[str]:
+    sub, name = "cuda-" + source_key(), _file_name(arch)
+    return [os.path.join(d, sub, name) for d in build_dirs()]
+
+
+def _pack(images, logs, kernel_image) -> bytes:
+    meta = json.dumps({"sizes": [len(im) for im in images], "logs": logs, "kernels": kernel_image}).encode()
+    payload = struct.pack(">I", len(meta)) + meta + b"".join(images)
+    return MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
+def _read(path: str, arch: str) -> CudaLibrary | None:
+    """The library in ``path``, or None when it is missing, truncated or corrupt."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    got = _loaded.get(path)
+    if got is not None and got[0] == stamp:
+        return got[1]
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+        head = len(MAGIC) + 65
+        if not blob.startswith(MAGIC) or hashlib.sha256(blob[head:]).hexdigest().encode() != blob[len(MAGIC):head - 1]:
+            return None
+        payload = blob[head:]
+        (n,) = struct.unpack_from(">I", payload)
+        meta = json.loads(payload[4:4 + n])
+        images, at = [], 4 + n
+        for size in meta["sizes"]:
+            images.append(payload[at:at + size])
+            at += size
+        if at != len(payload) or not all(im[:4] == b"\x7fELF" for im in images):
+            return None
+        lib = CudaLibrary(arch, path, images, dict(meta["kernels"]), list(meta["logs"]))
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+    _loaded[path] = (stamp, lib)
+    return lib
+
+
+def find_library(arch: str) -> CudaLibrary | None:
+    """The built library for ``arch``, without building it (a graph-cache hit
+    needs it and must not compile)."""
+    for path in _candidates(arch):
+        lib = _read(path, arch)
+        if lib is not None:
+            return lib
+    return None
+
+
+def library(arch: str) -> CudaLibrary:
+    """The library for ``arch``, built (NVRTC, parts in parallel threads) if it
+    is missing or corrupt."""
+    lib = find_library(arch)
+    if lib is not None:
+        return lib
+    with _lock:
+        lib = find_library(arch)          # another thread may have built it meanwhile
+        if lib is not None:
+            return lib
+        return _build(arch)
+
+
+def _build(arch: str) -> CudaLibrary:
+    from . import nvrtc
+    t0 = time.perf_counter()
+    srcs = sources()
+    compile_one = functools.partial(nvrtc.compile_cuda, arch=arch, include_dirs=[_template_dir()], cache=False)
+    names = [f"symfuse_cuda_library_{i}" for i in range(len(srcs))]
+    with ThreadPoolExecutor(len(srcs)) as pool:      # NVRTC releases the GIL
+        results = list(pool.map(compile_one, srcs, names))
+    images = [r.cubin for r in results]
+    kernel_image = {n: i for i, names_ in enumerate(parts()) for n in names_}
+    blob = _pack(images, [r.log for r in results], kernel_image)
+    for path in _candidates(arch):
+        d = os.path.dirname(path)
+        try:
+            os.makedirs(d, mode=0o755, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".build-", dir=d)
+        except OSError:
+            continue                      # read-only package directory: try the cache
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+            os.replace(tmp, path)         # atomic: readers see no file or a complete one
+        except OSError:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            continue
+        lib = _read(path, arch)
+        if lib is not None:
+            lib.build_seconds = time.perf_counter() - t0
+            return lib
+    # nowhere to write: keep it in memory for this process
+    return CudaLibrary(arch, "", images, kernel_image, [r.log for r in results], time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------ cuda-emu
+_emu: dict = {}
+
+
+def emu_library():
+    """(EmuModule of every library kernel, built now?) for device="cuda-emu":
+    the library source compiled by the emulator's host compiler into a shared
+    object beside the NVRTC builds (cuda_emu names it by the hash of source,
+    header, compiler and flags)."""
+    from .cuda_emu import EmuModule
+    with _lock:
+        mod = _emu.get("mod")
+        if mod is not None and os.path.exists(mod.lib_path):
+            return mod, False
+        dirs = [os.path.join(d, "cuda-" + source_key()) for d in build_dirs()]
+        mod = EmuModule("\n".join(sources()), name="symfuse_cuda_library", include_dirs=[_template_dir()],
+                        lib_dirs=dirs)
+        _emu["mod"] = mod
+        return mod, not mod.cache_hit
+
+
+if __name__ == "__main__":   # python -m symfuse.runtime.cuda_runtime sm_90 [sm_80 ...]: build ahead of time
+    import sys
+    for a in sys.argv[1:] or ["sm_90"]:
+        lib = library(a)
+        print(a, lib.path or "(in memory)", f"built in {lib.build_seconds:.2f} s" if lib.build_seconds else "found")
