@@ -151,6 +151,11 @@ def _write_artifacts(f, out_dir: str, target: str) -> None:
                                        include_dirs=[os.path.dirname(nvrtc.__file__) + "/../templates/cuda"]))
         except Exception as e:  # noqa: BLE001 -- PTX is a bonus next to the CUBIN
             click.echo(f"symfuse: PTX not written: {e}", err=True)
+    lib = getattr(run, "library", None)
+    if lib is not None:     # the precompiled library images the library launches run from
+        for i, image in enumerate(lib.images):
+            with open(os.path.join(out_dir, f"library_{i}.cubin"), "wb") as fh:
+                fh.write(image)
     with open(os.path.join(out_dir, "memory_plan.json"), "w") as fh:
         json.dump(f.report.info.get("memory", {}), fh, indent=2)
     with open(os.path.join(out_dir, "report.json"), "w") as fh:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -395,19 +396,20 @@ class CudaBackend:
         lib = lib_mod = None
         if entry["library"] or entry["emu_library"]:
             from . import cuda_runtime
-            with report.stage("cuda library") as st:
-                if self.emulate:
-                    if not os.path.exists(entry["emu_library"]):
-                        return None
-                    lib_mod, _ = cuda_runtime.emu_library()
-                    if lib_mod.lib_path != entry["emu_library"]:
-                        return None
-                    st.note = "emu: found (graph entry)"
-                else:
-                    lib = cuda_runtime.find_library(arch)
-                    if lib is None or os.path.basename(lib.path) != entry["library"]:
-                        return None
-                    st.note = f"{arch}: found (graph entry)"
+            t0 = time.perf_counter()
+            if self.emulate:
+                if not os.path.exists(entry["emu_library"]):
+                    return None
+                lib_mod, _ = cuda_runtime.emu_library()
+                if lib_mod.lib_path != entry["emu_library"]:
+                    return None
+                note = "emu: found (graph entry)"
+            else:
+                lib = cuda_runtime.find_library(arch)     # never builds: a hit compiles nothing
+                if lib is None or os.path.basename(lib.path) != entry["library"]:
+                    return None
+                note = f"{arch}: found (graph entry)"
+            report.add_stage("cuda library", time.perf_counter() - t0, note=note)
         if not self.emulate and launches_at:
             with report.stage("nvrtc") as st:     # where a compile has its nvrtc stage: no NVRTC call here
                 st.note = f"{arch}: cache hit (graph entry)"

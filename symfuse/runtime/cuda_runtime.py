@@ -25,6 +25,7 @@ library's sources and headers, so a stale build is never picked up.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -219,9 +220,8 @@ def _build(arch: str) -> CudaLibrary:
                 pass
             continue
         lib = _read(path, arch)
-        if lib is not None:
-            lib.build_seconds = time.perf_counter() - t0
-            return lib
+        if lib is not None:     # a copy: the one _read keeps for later lookups was found, not built
+            return dataclasses.replace(lib, build_seconds=time.perf_counter() - t0)
     # nowhere to write: keep it in memory for this process
     return CudaLibrary(arch, "", images, kernel_image, [r.log for r in results], time.perf_counter() - t0)
 
