@@ -230,3 +230,40 @@ def test_parse_size(text, n):
 def test_parse_size_rejects(text):
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+def _fake_compiler(path, version, runs):
+    path.write_text(f"#!/bin/sh\necho run >> {runs}\necho '{version}'\necho second line\n")
+    path.chmod(0o755)
+
+
+def test_program_version_remembered_until_the_binary_changes(tmp_path, monkeypatch):
+    """find_program asks a compiler for --version once; later processes (a fresh
+    lru cache) read the answer back, and a changed binary is asked again."""
+    monkeypatch.setenv("SYMFUSE_CACHE_DIR", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    cc = tmp_path / "fakecc"
+    _fake_compiler(cc, "fakecc 1.0", runs)
+    monkeypatch.setenv("SF_TEST_CC", str(cc))
+    find = cache_mod.find_program.__wrapped__
+    assert find("SF_TEST_CC") == (str(cc), "fakecc 1.0")
+    assert find("SF_TEST_CC") == (str(cc), "fakecc 1.0")
+    assert runs.read_text().count("run") == 1                   # the second answer came from the cache
+    _fake_compiler(cc, "fakecc 2.0 (upgraded)", runs)            # a new binary: other size and mtime
+    os.utime(cc, ns=(os.stat(cc).st_atime_ns, os.stat(cc).st_mtime_ns + 10**9))
+    assert find("SF_TEST_CC") == (str(cc), "fakecc 2.0 (upgraded)")
+    assert runs.read_text().count("run") == 2
+
+
+def test_code_identity_follows_edits(tmp_path, monkeypatch):
+    """The graph cache's code identity changes when a module is edited (size or mtime)."""
+    before = cache_mod.code_identity.__wrapped__()
+    assert before == cache_mod.code_identity.__wrapped__()
+    target = cache_mod.__file__
+    st = os.stat(target)
+    try:
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert cache_mod.code_identity.__wrapped__() != before
+    finally:
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache_mod.code_identity.__wrapped__() == before

@@ -2,6 +2,8 @@
 compiler processes (cpu: gcc, then one link) or NVRTC threads (cuda). The
 split must change nothing but compile time: same results as one unit and as
 the interpreter, every kernel found in the unit that holds it."""
+import os
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,27 @@ def test_cuda_units_hold_their_kernels(monkeypatch, tmp_path):
             assert holders == [prog.unit_of[k.name]] and k.cubin is prog.images[holders[0]]
         assert all(r is not None and r.spill_stores == 0 for r in k.resources.values())
     assert any(k.in_library for k in f.kernels) and sum(not k.in_library for k in f.kernels) >= 3
+
+
+def test_cpu_units_use_the_precompiled_prelude(monkeypatch, tmp_path):
+    """Every unit starts with the one prelude header; gcc finds its precompiled
+    form (made once with the units' own flags) and reads it instead of the text."""
+    import subprocess
+    from symfuse.runtime import c_runtime
+    monkeypatch.setenv("SYMFUSE_CACHE_DIR", str(tmp_path))
+    cc, ccver = cpu_backend.find_compiler()
+    rt = c_runtime.runtime_library(cc, ccver)
+    if rt is None:
+        pytest.skip("this compiler builds no runtime library (clang): units include the runtime whole")
+    flags = tuple(cpu_backend._compile_flags(rt))
+    prelude, _ = c_runtime.unit_prelude(rt, cc, flags)
+    assert prelude and os.path.exists(os.path.join(prelude, "sf_unit.h.gch"))
+    f, _, _ = _run("cpu")
+    assert f.source.split("*/", 1)[1].lstrip().startswith('#include "sf_unit.h"\n')   # first token: the prelude
+    src = tmp_path / "probe.c"
+    src.write_text(f.source)
+    proc = subprocess.run([cc, "-c", str(src), "-o", str(tmp_path / "probe.o"), "-H", "-Winvalid-pch",
+                           "-I", c_runtime.INCLUDE_DIR, "-I", prelude, *flags], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    used = [ln for ln in proc.stderr.splitlines() if ln.startswith("! ")]
+    assert used and used[0].endswith("sf_unit.h.gch"), proc.stderr[:2000]

@@ -393,10 +393,11 @@ def render_kernel(spec: KernelSpec) -> str:
     return spec.source
 
 
-def render_module(name, version, kernels, calls, constants, arena_bytes, runtime_header="runtime.h",
+def render_module(name, version, kernels, calls, constants, arena_bytes, runtime_header="sf_unit_inline.h",
                   profile=False, extern_kernels=()) -> str:
-    """``runtime_header``: "runtime.h" compiles the library into the unit;
-    "sf_runtime_api.h" declares it, to link against the prebuilt library.
+    """``runtime_header``: the one header the unit includes first (so that it
+    can be precompiled): "sf_unit_inline.h" compiles the runtime library into
+    the unit; "sf_unit.h" (``c_runtime.unit_prelude``) declares the prebuilt one.
     ``extern_kernels``: kernels defined in other units (``render_unit``), declared here."""
     return _template("module.c.j2").render(name=name, version=version, kernels=kernels, calls=calls,
                                            constants=constants, arena_bytes=arena_bytes,

@@ -22,7 +22,7 @@ from ..compiler.fusion import fuse
 from ..compiler.layout import layout as _layout, materialised as _materialised
 from ..errors import CompileError
 from ..ir.core import Function, Value
-from .c_runtime import header_bytes, runtime_library
+from .c_runtime import header_bytes, runtime_library, unit_prelude
 from .cache import DiskCache, cache_key, environment_cache, find_program
 
 log = logging.getLogger("symfuse.cpu")
@@ -60,6 +60,23 @@ def _load(lib_path: str) -> ctypes.CDLL:
     return lib
 
 
+HUGE_PAGE = 2 << 20
+
+
+def _arena(nbytes: int) -> tuple[np.ndarray, int]:
+    """(buffer, 64-byte aligned address) of a function's arena. Every kernel
+    writes an arena buffer before reading it, so it is not zeroed: np.empty of
+    4 MiB and more is a fresh mapping that numpy advises for transparent huge
+    pages, and starting it on a 2 MiB boundary lets the kernel back all of it
+    with them. The LeNet-5 step's first call faulted in 4 KiB pages of 16.5 MiB
+    (~12 ms on the step's threads); huge pages are a few dozen faults."""
+    if nbytes < 2 * HUGE_PAGE:
+        buf = np.empty(nbytes + 64, np.uint8)
+        return buf, (buf.ctypes.data + 63) & ~63
+    buf = np.empty(nbytes + HUGE_PAGE, np.uint8)
+    return buf, (buf.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+
+
 class CompiledModule:
     """The loaded shared library plus everything needed to call it."""
 
@@ -72,9 +89,8 @@ class CompiledModule:
         self.slots = slots                  # [(shape, np dtype)] of result buffers the C code writes
         self.result_plan = result_plan      # per result: ("slot", k) | ("param", p) | ("const", array)
         self.arena_bytes = arena_bytes
-        self._arena = np.zeros(arena_bytes + 64, np.uint8)
+        self._arena, self._arena_ptr = _arena(arena_bytes)
         self._spare: dict[int, np.ndarray] = {}   # result slot -> a buffer handed back by recycle()
-        self._arena_ptr = (self._arena.ctypes.data + 63) & ~63
         self.kernels = kernels
         self.source = source
         self.memory_plan = plan
@@ -131,16 +147,16 @@ class CpuBackend:
         with report.stage("memory plan") as st:
             layout = _layout(fn, part)
             st.note = layout.plan.table().splitlines()[0] if hasattr(layout.plan, "table") else ""
-        rt = self._runtime(report)
+        rt, prelude = self._runtime(report)
         with report.stage("codegen") as st:
-            source, kernels, units = _render(fn, part, layout, "sf_runtime_api.h" if rt else "runtime.h",
+            source, kernels, units = _render(fn, part, layout, "sf_unit.h" if prelude else "sf_unit_inline.h",
                                              bool(options.get("profile")), _workers() if rt else 1)
         report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
                                    "bytes_read": k.bytes_read, "bytes_written": k.bytes_written} for k in kernels]
         report.info["memory"] = {"arena_bytes": layout.plan.arena_bytes, "naive_bytes": layout.plan.naive_bytes,
                                  "lower_bound_bytes": layout.plan.lower_bound_bytes}
         with report.stage("c compile") as st:
-            lib_path, hit = self._compile(source, fn.name, rt, units)
+            lib_path, hit = self._compile(source, fn.name, rt, units, prelude)
             st.note = ("cache hit" if hit else "cache miss") + (f", {len(units)} parallel units" if units else "")
             report.info["c_cache"] = "hit" if hit else "miss"
         with report.stage("load"):
@@ -150,16 +166,18 @@ class CpuBackend:
 
     @staticmethod
     def _runtime(report):
-        """The prebuilt C runtime library (None: units include it whole). Its
-        one-time build, when this process does it, is a stage of its own."""
+        """(the prebuilt C runtime library, the directory of the precompiled unit
+        prelude); (None, None) when units include the runtime whole. A one-time
+        build, when this process does it, is a stage of its own."""
         cc, ccver = find_compiler()
         t0 = time.perf_counter()
         rt = runtime_library(cc, ccver)
-        if rt is not None and rt.build_seconds and not report.info.get("runtime_built"):
+        prelude, built = unit_prelude(rt, cc, tuple(_compile_flags(rt))) if rt is not None else (None, 0.0)
+        if rt is not None and (rt.build_seconds or built) and not report.info.get("runtime_built"):
             report.info["runtime_built"] = True
             report.add_stage("runtime library build", time.perf_counter() - t0,
-                             note="once per installation and compiler: " + rt.path)
-        return rt
+                             note="once per installation and compiler: " + (rt.path if rt.build_seconds else prelude))
+        return rt, prelude
 
     def identity(self) -> str:
         """What, besides the graph and options, decides the compiled artefact."""
@@ -190,13 +208,13 @@ class CpuBackend:
         report.info["c_cache"] = "hit (graph)"
         return mod
 
-    def _compile(self, source: str, name: str, rt, units=None) -> tuple[str, bool]:
+    def _compile(self, source: str, name: str, rt, units=None, prelude=None) -> tuple[str, bool]:
         """The library of ``source`` from the cache, or compiled into it. ``units``:
         the same module as several translation units (``_render``), compiled by
         parallel compiler processes and linked; the cache key is ``source``'s."""
         cc, ccver = find_compiler()
         if rt is not None:
-            flags = FAST_FLAGS + ["-I", rt.header_dir] + rt.link_flags()
+            flags = (["-I", prelude] if prelude else []) + FAST_FLAGS + ["-I", rt.header_dir] + rt.link_flags()
         else:
             flags = FAST_FLAGS + list(blas_link_flags())
         key = cache_key(source, header_bytes(), ccver, " ".join(flags), VERSION, os.uname().machine)
@@ -289,10 +307,19 @@ def _split_units(kernels, workers: int) -> list[list]:
     return [[k for i, k in enumerate(kernels) if unit[i] == u] for u in range(n)]
 
 
+def _compile_flags(rt) -> list[str]:
+    """The flags of a unit's compile to an object (what its precompiled prelude is made with)."""
+    return _object_flags(FAST_FLAGS + ["-I", rt.header_dir])
+
+
+def _object_flags(flags) -> list[str]:
+    return [f for f in flags if f != "-shared" and not f.startswith(("-L", "-l", "-Wl,"))]
+
+
 def _build_units(cc, units, src_path, tmp_lib, flags, name):
     """Compile each unit to an object with its own compiler process, all at once,
     then link them into ``tmp_lib``."""
-    compile_flags = [f for f in flags if f != "-shared" and not f.startswith(("-L", "-l", "-Wl,"))]
+    compile_flags = _object_flags(flags)
     link_flags = [f for f in flags if f in ("-shared", "-fopenmp") or f.startswith(("-L", "-l", "-Wl,"))]
     base = src_path[:-2]
     paths = []
@@ -324,7 +351,7 @@ def _build_units(cc, units, src_path, tmp_lib, flags, name):
                            + "\n".join(errors))
 
 
-def _render(fn, part, lay, runtime_header="runtime.h", profile=False, workers=1):
+def _render(fn, part, lay, runtime_header="sf_unit_inline.h", profile=False, workers=1):
     """(the module as one translation unit, its kernels, and the same module as
     several units for a parallel build, or None when one unit is best)."""
     kernels, calls, constants, const_names = [], [], [], {}
