@@ -46,7 +46,9 @@ class SharedVariable(Value):
         self.default_update = None
 
     def get_value(self) -> np.ndarray:
-        return self._value.copy()
+        """A copy of the current value (from the device, where a compiled function left it there)."""
+        v = self._value
+        return v.copy() if isinstance(v, np.ndarray) else v.to_host()
 
     def set_value(self, array) -> None:
         arr = np.asarray(array)

@@ -105,9 +105,37 @@ def _graph_cache_load(backend, key, report):
     return (run, entry["ir"]) if run is not None else (None, None)
 
 
+class DeviceValue:
+    """A value a backend keeps in its own memory (a GPU's) between calls.
+
+    A backend whose ``run`` has ``device_values = True`` may return these for
+    results; a shared variable updated by one then holds it instead of a host
+    array, so parameters stay on the device from step to step. Whoever needs
+    the numbers asks: ``get_value()``, an output handed to the caller, a
+    function on another device reading the variable (``to_host``)."""
+
+    __slots__ = ("shape", "dtype")
+
+    def to_host(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def copy(self) -> "DeviceValue":
+        raise NotImplementedError
+
+
+def _host(a):
+    return a.to_host() if isinstance(a, DeviceValue) else a
+
+
 def _own(val: np.ndarray, dtype, taken: set) -> np.ndarray:
     """``val`` itself when it owns its C-contiguous data of ``dtype`` and nothing
-    else holds it yet (ids in ``taken``), else a copy; marks the result taken."""
+    else holds it yet (ids in ``taken``), else a copy; marks the result taken.
+    A device value is the backend's fresh result: kept, but never twice."""
+    if isinstance(val, DeviceValue):
+        if id(val) in taken:
+            val = val.copy()
+        taken.add(id(val))
+        return val
     if (type(val) is not np.ndarray or id(val) in taken or not val.flags.owndata
             or not val.flags.c_contiguous or val.dtype != dtype):
         val = np.array(val, dtype=dtype, copy=True, order="C")
@@ -185,6 +213,7 @@ class Executable:
         self.device = device
         self._nout = len(outputs)
         self._names = [v.name for v in inputs]
+        self._device_values = getattr(run, "device_values", False)
 
     @property
     def function(self) -> Function:
@@ -253,7 +282,10 @@ class Executable:
         if len(args) != len(self.inputs):
             raise InputError(f"expected {len(self.inputs)} argument(s) {self._names}, got {len(args)}")
         arrays = [self._check(i, v, a) for i, (v, a) in enumerate(zip(self.inputs, args))]
-        arrays += [s._value for s in self.shared]
+        if self._device_values:
+            arrays += [s._value for s in self.shared]
+        else:                           # a variable may have been left on a device by another function
+            arrays += [_host(s._value) for s in self.shared]
         results = self._run(arrays)
         # Results the backend made fresh for this call are kept, not copied: an update
         # becomes the shared variable's storage, an output goes to the caller. A copy is
@@ -266,9 +298,10 @@ class Executable:
             # the previous value is ours alone when no other reference exists (the local
             # `old`, getrefcount's argument, and its places in `arrays`): the backend
             # may write the next call's result into it instead of a fresh allocation
-            if recycle is not None and sys.getrefcount(old) == 2 + sum(a is old for a in arrays):
+            if (recycle is not None and type(old) is np.ndarray
+                    and sys.getrefcount(old) == 2 + sum(a is old for a in arrays)):
                 recycle(k, old)
-        outs = [_own(r, r.dtype, taken) for r in results[:self._nout]]
+        outs = [_own(_host(r), r.dtype, taken) for r in results[:self._nout]]
         if self._single:
             return outs[0]
         return outs
