@@ -549,7 +549,7 @@ def test_nvrtc_no_spills(arch, nvrtc_results):
 
 
 # =========================================================================== the precompiled library
-# The GEMM-class lowerings also name a kernel of the precompiled library (sizes and
+# The GEMM-class and pooling lowerings also name a kernel of the precompiled library (sizes and
 # fast-divmod magic as kernel arguments, runtime/cuda_runtime.py). Every case that
 # has one runs it here from the library's cuda-emu build: against the reference and
 # against the shape-specialised kernel of the same case (same arithmetic, same order:
@@ -576,7 +576,8 @@ def _run_lib(c: Case, mod):
 
 def test_library_covers_the_gemm_cases():
     names = {c.op.opdef.name for c in LIB_CASES}
-    assert names == {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
+    assert names == {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d", "max_pool2d_grad",
+                     "avg_pool2d", "avg_pool2d_grad"}
     assert {ln.lib.kernel for c in LIB_CASES for ln in c.lowering.launches} == set(L.LIB_KERNELS)
     # float64 and 64-bit indexing stay shape-specialised
     assert all(c.op.outputs[0].type.dtype.name == "float32" for c in LIB_CASES)

@@ -150,8 +150,9 @@ def test_library_kernels_are_inspectable(monkeypatch, tmp_path):
 def test_split_units_leaves_library_kernels_out():
     class K:
         def __init__(self, kind, ops, lib=False):
-            self.kind, self.fused_ops, self.in_library = kind, ops, lib
+            self.kind, self.fused_ops, self.in_library, self.parts = kind, ops, lib, [0] * 9
     assert cuda_backend._kernel_cost(K("library", ["matmul"], True)) == 0
     assert cuda_backend._kernel_cost(K("library", ["matmul"])) == 8          # shape-specialised (float64, ...)
     assert cuda_backend._kernel_cost(K("library", ["max_pool2d"])) == 2
     assert cuda_backend._kernel_cost(K("pointwise", ["add"])) == 1
+    assert cuda_backend._kernel_cost(K("multi", ["add"])) == 9                # one per part

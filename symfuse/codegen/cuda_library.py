@@ -184,13 +184,20 @@ LIB_TYPES = {("float", "int"): "f32"}     # (T, I) the library is instantiated f
 # divisor is three arguments, name_d (int), name_m and name_s (unsigned).
 CONV_ARGS = (("N", "C", "H", "W", "O", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW", "G", "HO", "WO", "kper"),
              ("ntl", "HOWO", "dWO", "HW", "dW", "KK", "dKW", "dSH", "dSW", "S"))   # SfConvShape field order
+POOL_ARGS = (("planes", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "HO", "WO"),
+             ("dWO", "dHO", "HW", "dW", "dSH", "dSW"))                         # SfPoolShape field order
 LIB_ARGS = {
     "matmul": (("M", "N", "K") + tuple(f"as{d}" for d in range(LIB_MATMUL_ND)) +
                tuple(f"bs{d}" for d in range(LIB_MATMUL_ND)), ("ntl",) + tuple(f"b{d}" for d in range(LIB_MATMUL_ND))),
     "conv2d": CONV_ARGS, "conv2d_grad_input": CONV_ARGS, "conv2d_grad_weight": CONV_ARGS,
     "sum_partials": (("count", "S"), ()),
+    "max_pool2d": POOL_ARGS, "max_pool2d_argmax": POOL_ARGS, "max_pool2d_grad": POOL_ARGS,
+    "avg_pool2d": POOL_ARGS, "avg_pool2d_grad": POOL_ARGS,
 }
-LIB_SCRATCH = {"conv2d_grad_weight", "sum_partials"}   # take the scratch pointer (null when unused)
+# tensor operands of each family (the op's inputs, in order; default 2)
+LIB_INPUTS = {"max_pool2d": 1, "avg_pool2d": 1, "avg_pool2d_grad": 1, "max_pool2d_argmax": 3, "max_pool2d_grad": 3}
+LIB_SCRATCH = {"conv2d_grad_weight", "sum_partials", "max_pool2d_argmax", "max_pool2d_grad"}  # (null when unused)
+LIB_POOL = {"max_pool2d", "max_pool2d_argmax", "max_pool2d_grad", "avg_pool2d", "avg_pool2d_grad"}
 LIB_GEMM = {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
 
 
@@ -221,7 +228,7 @@ class LibKernel:
 
     @property
     def n_inputs(self) -> int:
-        return 2
+        return LIB_INPUTS.get(self.family, 2)
 
     @property
     def params(self) -> list[tuple[str, str]]:
@@ -238,8 +245,8 @@ class LibKernel:
 
     @property
     def shape_init(self) -> str:
-        """The SfConvShape initialiser from the kernel's arguments."""
-        ints, divs = CONV_ARGS
+        """The SfConvShape / SfPoolShape initialiser from the kernel's arguments."""
+        ints, divs = LIB_ARGS[self.family]
         return ", ".join(list(ints) + [f"SF_FASTDIV({n})" for n in divs])
 
 
@@ -248,7 +255,7 @@ LIB_KERNELS: dict[str, LibKernel] = {k.name: k for k in (
      for ta in (False, True) for tb in (False, True)] +
     [LibKernel(f, T, I, t) for (T, I) in LIB_TYPES for f in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
      for t in GEMM_TILES] +
-    [LibKernel("sum_partials", T, I) for (T, I) in LIB_TYPES])}
+    [LibKernel(f, T, I) for (T, I) in LIB_TYPES for f in ["sum_partials", *sorted(LIB_POOL)]])}
 
 
 def fast_divmod(d: int) -> tuple[int, int]:
@@ -469,11 +476,26 @@ def lower_conv2d_grad_weight(op, ins, outs, hints) -> Lowering:
 
 
 # =========================================================================== pooling
-def _pool_shape(I, xs, ys, a) -> str:
+def _pool_values(xs, ys, a) -> dict:
+    """The SfPoolShape fields (sizes and divisors; runtime.cuh) by name."""
     n, c, h, w = xs
     ho, wo = ys[2:]
     (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
-    return f"const SfPoolShape<{I}> sf_ps = {{{_lits((n * c, h, w, kh, kw, sh, sw, ph, pw, ho, wo))}}};"
+    return dict(planes=n * c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, HO=ho, WO=wo,
+                dWO=wo, dHO=ho, HW=h * w, dW=w, dSH=sh, dSW=sw)
+
+
+def _pool_shape(I, vals) -> str:
+    """The shape-specialised kernel's SfPoolShape: every size and divisor a literal."""
+    ints = ", ".join(str(int(vals[n])) for n in POOL_ARGS[0])
+    divs = ", ".join("{%d}" % int(vals[n]) for n in POOL_ARGS[1])
+    return f"const SfPoolShape<{I}, SfDivLit<{I}>> sf_ps = {{{ints}, {divs}}};"
+
+
+def _pool_launch(family, T, I, vals, call, total) -> Launch:
+    launch = Launch(f"{{ {_pool_shape(I, vals)} {call} }}", _grid(total), (BLOCK, 1, 1))
+    launch.lib = _lib_call(LibKernel(family, T, I), vals)
+    return launch
 
 
 def lower_max_pool2d(op, ins, outs, hints) -> Lowering:
@@ -482,8 +504,9 @@ def lower_max_pool2d(op, ins, outs, hints) -> Lowering:
     if _empty(op):
         return Lowering()
     I = _itype(x.size, y.size)
-    return _elementwise(f"sf_max_pool2d<{T}, {I}>({ins[0]}, {outs[0]}, sf_ps);", y.size,
-                        _pool_shape(I, x.shape, y.shape, op.attrs))
+    vals = _pool_values(x.shape, y.shape, op.attrs)
+    return Lowering([_pool_launch("max_pool2d", T, I, vals, f"sf_max_pool2d<{T}, {I}>({ins[0]}, {outs[0]}, sf_ps);",
+                                  y.size)])
 
 
 def lower_max_pool2d_grad(op, ins, outs, hints) -> Lowering:
@@ -492,11 +515,11 @@ def lower_max_pool2d_grad(op, ins, outs, hints) -> Lowering:
     if _empty(op):
         return Lowering()
     I = _itype(x.size, g.size)
-    ps = _pool_shape(I, x.shape, g.shape, op.attrs)
-    stage1 = Launch(f"{{ {ps} sf_max_pool2d_argmax<{T}, {I}>({ins[0]}, (int*)scratch, sf_ps); }}",
-                    _grid(g.size), (BLOCK, 1, 1))
-    stage2 = Launch(f"{{ {ps} sf_max_pool2d_grad<{T}, {I}>((const int*)scratch, {ins[2]}, {outs[0]}, sf_ps); }}",
-                    _grid(x.size), (BLOCK, 1, 1))
+    vals = _pool_values(x.shape, g.shape, op.attrs)
+    stage1 = _pool_launch("max_pool2d_argmax", T, I, vals,
+                          f"sf_max_pool2d_argmax<{T}, {I}>({ins[0]}, (int*)scratch, sf_ps);", g.size)
+    stage2 = _pool_launch("max_pool2d_grad", T, I, vals,
+                          f"sf_max_pool2d_grad<{T}, {I}>((const int*)scratch, {ins[2]}, {outs[0]}, sf_ps);", x.size)
     return Lowering([stage1, stage2], scratch_bytes=4 * g.size)
 
 
@@ -506,8 +529,9 @@ def lower_avg_pool2d(op, ins, outs, hints) -> Lowering:
     if _empty(op):
         return Lowering()
     I = _itype(x.size, y.size)
-    return _elementwise(f"sf_avg_pool2d<{T}, {I}>({ins[0]}, {outs[0]}, sf_ps);", y.size,
-                        _pool_shape(I, x.shape, y.shape, op.attrs))
+    vals = _pool_values(x.shape, y.shape, op.attrs)
+    return Lowering([_pool_launch("avg_pool2d", T, I, vals, f"sf_avg_pool2d<{T}, {I}>({ins[0]}, {outs[0]}, sf_ps);",
+                                  y.size)])
 
 
 def lower_avg_pool2d_grad(op, ins, outs, hints) -> Lowering:
@@ -517,8 +541,9 @@ def lower_avg_pool2d_grad(op, ins, outs, hints) -> Lowering:
         return Lowering()
     xs = op.attrs["input_shape"]
     I = _itype(g.size, math.prod(xs))
-    return _elementwise(f"sf_avg_pool2d_grad<{T}, {I}>({ins[0]}, {outs[0]}, sf_ps);", math.prod(xs),
-                        _pool_shape(I, xs, g.shape, op.attrs))
+    vals = _pool_values(xs, g.shape, op.attrs)
+    return Lowering([_pool_launch("avg_pool2d_grad", T, I, vals,
+                                  f"sf_avg_pool2d_grad<{T}, {I}>({ins[0]}, {outs[0]}, sf_ps);", math.prod(xs))])
 
 
 # =========================================================================== gather / one-hot

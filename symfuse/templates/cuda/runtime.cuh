@@ -764,15 +764,28 @@ SF_DEV void sf_rowwise_column(const T* __restrict__ x, const T* __restrict__ t, 
 
 /* ------------------------------------------------------------------ pooling
  * planes = N*C; windows KH x KW, stride SH, SW, symmetric padding PH, PW. */
-template <class I> struct SfPoolShape {
+/* The divisors (D: SfDivLit or SfFastDiv) of the index decode: WO, HO, HW = H*W,
+ * W, SH, SW; the field order is the library kernels' argument order
+ * (cuda_library.POOL_ARGS). */
+template <class I, class D> struct SfPoolShape {
   I planes, H, W, KH, KW, SH, SW, PH, PW, HO, WO;
+  D WO_, HO_, HW_, W_, SH_, SW_;
 };
 
+/* output index i -> (plane, ho, wo) */
+#define SF_POOL_OUT(s, i)                                                   \
+  const I sf_q = s.WO_.div(i), wo = i - sf_q * s.WO, pl = s.HO_.div(sf_q);  \
+  const I ho = sf_q - pl * s.HO
+/* input index i -> (plane, h, w), hw = h*W + w */
+#define SF_POOL_IN(s, i)                                                    \
+  const I pl = s.HW_.div(i), hw = i - pl * s.HW_.d, h = s.W_.div(hw);       \
+  const I w = hw - h * s.W
+
 /* max over each window; padding is -inf; NaN propagates. One thread per output. */
-template <class T, class I>
-SF_DEV void sf_max_pool2d(const T* __restrict__ x, T* __restrict__ y, const SfPoolShape<I>& s) {
+template <class T, class I, class S>
+SF_DEV void sf_max_pool2d(const T* __restrict__ x, T* __restrict__ y, const S& s) {
   SF_GRID_LOOP(I, i, s.planes * s.HO * s.WO) {
-    const I wo = i % s.WO, ho = (i / s.WO) % s.HO, pl = i / (s.WO * s.HO);
+    SF_POOL_OUT(s, i);
     const T* xp = x + pl * s.H * s.W;
     T m = (T)-INFINITY;
     for (I ki = 0; ki < s.KH; ki++) {
@@ -790,10 +803,10 @@ SF_DEV void sf_max_pool2d(const T* __restrict__ x, T* __restrict__ y, const SfPo
 /* max_pool2d_grad stage 1: for each window, the plane offset h*W + w of its first
  * maximal element in row-major order (NaN counts as maximal; padding holds -inf and
  * gives -1 when chosen). */
-template <class T, class I>
-SF_DEV void sf_max_pool2d_argmax(const T* __restrict__ x, int* __restrict__ at, const SfPoolShape<I>& s) {
+template <class T, class I, class S>
+SF_DEV void sf_max_pool2d_argmax(const T* __restrict__ x, int* __restrict__ at, const S& s) {
   SF_GRID_LOOP(I, i, s.planes * s.HO * s.WO) {
-    const I wo = i % s.WO, ho = (i / s.WO) % s.HO, pl = i / (s.WO * s.HO);
+    SF_POOL_OUT(s, i);
     const T* xp = x + pl * s.H * s.W;
     T best = 0;
     int a = -1;
@@ -817,16 +830,16 @@ SF_DEV void sf_max_pool2d_argmax(const T* __restrict__ x, int* __restrict__ at, 
 
 /* max_pool2d_grad stage 2 (gather): dx[h, w] = sum of g over the windows that contain
  * (h, w) and chose it, windows in row-major order (the order of the C runtime). */
-template <class T, class I>
+template <class T, class I, class S>
 SF_DEV void sf_max_pool2d_grad(const int* __restrict__ at, const T* __restrict__ g, T* __restrict__ dx,
-                               const SfPoolShape<I>& s) {
+                               const S& s) {
   SF_GRID_LOOP(I, i, s.planes * s.H * s.W) {
-    const I hw = i % (s.H * s.W), pl = i / (s.H * s.W);
-    const I h = hw / s.W, w = hw % s.W;
+    SF_POOL_IN(s, i);
     /* windows ho with ho*SH - PH <= h <= ho*SH - PH + KH - 1 */
     const I th = h + s.PH, tw = w + s.PW;
-    const I ho0 = th >= s.KH ? (th - s.KH) / s.SH + 1 : 0, ho1 = th / s.SH < s.HO - 1 ? th / s.SH : s.HO - 1;
-    const I wo0 = tw >= s.KW ? (tw - s.KW) / s.SW + 1 : 0, wo1 = tw / s.SW < s.WO - 1 ? tw / s.SW : s.WO - 1;
+    const I qh = s.SH_.div(th), qw = s.SW_.div(tw);
+    const I ho0 = th >= s.KH ? s.SH_.div(th - s.KH) + 1 : 0, ho1 = qh < s.HO - 1 ? qh : s.HO - 1;
+    const I wo0 = tw >= s.KW ? s.SW_.div(tw - s.KW) + 1 : 0, wo1 = qw < s.WO - 1 ? qw : s.WO - 1;
     const int* ap = at + pl * s.HO * s.WO;
     const T* gp = g + pl * s.HO * s.WO;
     T acc = 0;
@@ -838,11 +851,11 @@ SF_DEV void sf_max_pool2d_grad(const int* __restrict__ at, const T* __restrict__
 }
 
 /* mean over each window; padding counts as zeros; divisor KH*KW. */
-template <class T, class I>
-SF_DEV void sf_avg_pool2d(const T* __restrict__ x, T* __restrict__ y, const SfPoolShape<I>& s) {
+template <class T, class I, class S>
+SF_DEV void sf_avg_pool2d(const T* __restrict__ x, T* __restrict__ y, const S& s) {
   const T div = (T)(s.KH * s.KW);
   SF_GRID_LOOP(I, i, s.planes * s.HO * s.WO) {
-    const I wo = i % s.WO, ho = (i / s.WO) % s.HO, pl = i / (s.WO * s.HO);
+    SF_POOL_OUT(s, i);
     const T* xp = x + pl * s.H * s.W;
     T acc = 0;
     for (I ki = 0; ki < s.KH; ki++) {
@@ -859,14 +872,15 @@ SF_DEV void sf_avg_pool2d(const T* __restrict__ x, T* __restrict__ y, const SfPo
 
 /* adjoint of avg_pool2d as a gather: dx[h, w] = sum of g / (KH*KW) over the windows
  * containing (h, w), kernel taps in row-major order (as the C runtime adds them). */
-template <class T, class I>
-SF_DEV void sf_avg_pool2d_grad(const T* __restrict__ g, T* __restrict__ dx, const SfPoolShape<I>& s) {
+template <class T, class I, class S>
+SF_DEV void sf_avg_pool2d_grad(const T* __restrict__ g, T* __restrict__ dx, const S& s) {
   const T div = (T)(s.KH * s.KW);
   SF_GRID_LOOP(I, i, s.planes * s.H * s.W) {
-    const I hw = i % (s.H * s.W), pl = i / (s.H * s.W);
-    const I th = hw / s.W + s.PH, tw = hw % s.W + s.PW;
-    const I ho0 = th >= s.KH ? (th - s.KH) / s.SH + 1 : 0, ho1 = th / s.SH < s.HO - 1 ? th / s.SH : s.HO - 1;
-    const I wo0 = tw >= s.KW ? (tw - s.KW) / s.SW + 1 : 0, wo1 = tw / s.SW < s.WO - 1 ? tw / s.SW : s.WO - 1;
+    SF_POOL_IN(s, i);
+    const I th = h + s.PH, tw = w + s.PW;
+    const I qh = s.SH_.div(th), qw = s.SW_.div(tw);
+    const I ho0 = th >= s.KH ? s.SH_.div(th - s.KH) + 1 : 0, ho1 = qh < s.HO - 1 ? qh : s.HO - 1;
+    const I wo0 = tw >= s.KW ? s.SW_.div(tw - s.KW) + 1 : 0, wo1 = qw < s.WO - 1 ? qw : s.WO - 1;
     const T* gp = g + pl * s.HO * s.WO;
     T acc = 0;
     for (I ho = ho1; ho >= ho0; ho--)       /* tap ki = th - ho*SH ascending */
