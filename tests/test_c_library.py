@@ -123,6 +123,7 @@ for dt in (F32, F64):
 
 # --- pooling: overlapping windows, padding, ties
 POOL = [((2, 3, 8, 8), {"kernel": 2}),
+        ((1, 2, 5, 7), {"kernel": 2}),          # 2x2 windows that leave a row and a column out
         ((2, 3, 9, 7), {"kernel": 3, "stride": 2, "padding": 1}),
         ((1, 2, 7, 8), {"kernel": (3, 2), "stride": 1}),
         ((1, 2, 6, 6), {"kernel": 3, "stride": (2, 1), "padding": (1, 0)})]
@@ -145,6 +146,17 @@ xn[0, 0, 2, 3] = -np.inf
 case("nan", "max_pool2d", [xn], {"kernel": 2}, exact=True)
 yn = _op("max_pool2d", [xn], {"kernel": 2, "stride": 1})
 case("nan", "max_pool2d_grad", [xn, yn.opdef.ref([xn], yn.attrs), _arr((1, 1, 3, 3))], {"kernel": 2, "stride": 1},
+     exact=True)
+# the 2x2 stride-2 path: NaN in each window position, all -inf, signed-zero ties
+x22 = _arr((1, 2, 4, 6))
+x22[0, 0, 0, 1] = x22[0, 0, 1, 2] = x22[0, 0, 3, 5] = np.nan
+x22[0, 0, 2:4, 0:2] = -np.inf
+x22[0, 1, 0:2, 0:2] = [[0.0, -0.0], [-0.0, 0.0]]
+x22[0, 1, 2, 3] = np.nan
+x22[0, 1, 3, 2] = np.nan
+y22 = _op("max_pool2d", [x22], {"kernel": 2})
+case("nan2x2", "max_pool2d", [x22], {"kernel": 2}, exact=True)
+case("nan2x2", "max_pool2d_grad", [x22, y22.opdef.ref([x22], y22.attrs), _arr((1, 2, 2, 3))], {"kernel": 2},
      exact=True)
 
 # --- take / take_grad: axes, index dtypes, negative and out-of-range indices (clamped)

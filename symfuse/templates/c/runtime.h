@@ -244,6 +244,7 @@ SF_API void sf_strided_copy(const void* restrict src, void* restrict dst, int nd
 #define SF_TEMPLATE_PASS 1
 #define SF_IS_FLOAT 1
 #define SF_T float
+#define SF_U uint32_t
 #define SF_S f32
 #define SF_ACC double
 #define SF_EXP sf_expf
@@ -256,7 +257,9 @@ SF_API void sf_strided_copy(const void* restrict src, void* restrict dst, int nd
 #undef SF_EXP
 #undef SF_LOG
 #undef SF_GEMM
+#undef SF_U
 #define SF_T double
+#define SF_U uint64_t
 #define SF_S f64
 #define SF_ACC double
 #define SF_EXP exp
@@ -269,6 +272,7 @@ SF_API void sf_strided_copy(const void* restrict src, void* restrict dst, int nd
 #undef SF_EXP
 #undef SF_LOG
 #undef SF_GEMM
+#undef SF_U
 #undef SF_IS_FLOAT
 #undef SF_TEMPLATE_PASS
 
@@ -768,8 +772,54 @@ SF_API void SF_FN(conv2d_grad_weight)(const SF_T* x, const SF_T* gy, SF_T* restr
 /* max over each window; padding is -inf; NaN propagates. */
 /* Windows that never leave the plane (no padding): no bounds tests, branch-free selects. */
 #define SF_POOL_INSIDE (PH == 0 && PW == 0 && (HO - 1) * SH + KH <= H && (WO - 1) * SW + KW <= W)
+/* 2x2 windows with stride 2 that tile the plane exactly (LeNet's pools): every input
+ * element belongs to one window, so the gradient is written once, without a zeroing
+ * pass or a scatter, and small planes (8x8) do not pay per-block overheads. */
+#define SF_POOL_2X2 (KH == 2 && KW == 2 && SH == 2 && SW == 2 && PH == 0 && PW == 0 && H == 2 * HO && W == 2 * WO)
+
+/* One output row of 2x2 / stride-2 windows over input rows r0, r1 (selects written
+ * so that gcc vectorises them: interleaved loads, no conditional stores). */
+SF_INLINE void SF_FN(max_pool2x2_row)(const SF_T* restrict r0, const SF_T* restrict r1, SF_T* restrict y,
+                                      int64_t WO) {
+  for (int64_t wo = 0; wo < WO; wo++) {
+    const SF_T a = r0[2 * wo], b = r0[2 * wo + 1], c = r1[2 * wo], d = r1[2 * wo + 1];
+    SF_T m = (b > a) | (b != b) ? b : a;          /* NaN sticks once taken */
+    m = (c > m) | (c != c) ? c : m;
+    y[wo] = (d > m) | (d != d) ? d : m;
+  }
+}
+
+/* Its gradient: g goes to the first maximal element of the window in row-major order
+ * (NaN counts as maximal), 0 to the other three. The selects are bit masks: written
+ * as `t ? g : 0`, gcc makes masked stores of the interleaved outputs and gives up. */
+SF_INLINE SF_U SF_FN(bits)(SF_T v) { SF_U u; memcpy(&u, &v, sizeof u); return u; }
+SF_INLINE SF_T SF_FN(from_bits)(SF_U u) { SF_T v; memcpy(&v, &u, sizeof v); return v; }
+SF_INLINE void SF_FN(max_pool2x2_grad_row)(const SF_T* restrict r0, const SF_T* restrict r1,
+                                           const SF_T* restrict g, SF_T* restrict d0, SF_T* restrict d1,
+                                           int64_t WO) {
+  for (int64_t wo = 0; wo < WO; wo++) {
+    const SF_T a = r0[2 * wo], b = r0[2 * wo + 1], c = r1[2 * wo], d = r1[2 * wo + 1];
+    const SF_U gb = SF_FN(bits)(g[wo]);
+    SF_T best = a;
+    const SF_U tb = -(SF_U)((best == best) & ((b > best) | (b != b)));
+    best = SF_FN(from_bits)((SF_FN(bits)(b) & tb) | (SF_FN(bits)(best) & ~tb));
+    const SF_U tc = -(SF_U)((best == best) & ((c > best) | (c != c)));
+    best = SF_FN(from_bits)((SF_FN(bits)(c) & tc) | (SF_FN(bits)(best) & ~tc));
+    const SF_U td = -(SF_U)((best == best) & ((d > best) | (d != d)));
+    d1[2 * wo + 1] = SF_FN(from_bits)(gb & td);
+    d1[2 * wo] = SF_FN(from_bits)(gb & tc & ~td);
+    d0[2 * wo + 1] = SF_FN(from_bits)(gb & tb & ~tc & ~td);
+    d0[2 * wo] = SF_FN(from_bits)(gb & ~tb & ~tc & ~td);
+  }
+}
 
 SF_API void SF_FN(max_pool2d)(const SF_T* restrict x, SF_T* restrict y, SF_POOL_ARGS) {
+  if (SF_POOL_2X2) {        /* the planes stack into one plane of planes*H rows */
+    const int64_t rows = planes * HO;
+    #pragma omp parallel for if (rows > 1 && rows * WO * 4 >= SF_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) SF_FN(max_pool2x2_row)(x + 2 * r * W, x + 2 * r * W + W, y + r * WO, WO);
+    return;
+  }
   #pragma omp parallel for if (planes > 1 && planes * HO * WO * KH * KW >= SF_PAR_MIN)
   for (int64_t p = 0; p < planes; p++) {
     const SF_T* xp = x + p * H * W;
@@ -815,6 +865,14 @@ SF_API void SF_FN(max_pool2d)(const SF_T* restrict x, SF_T* restrict y, SF_POOL_
  * overlapping windows accumulate. y is not needed (the window is re-scanned). */
 SF_API void SF_FN(max_pool2d_grad)(const SF_T* restrict x, const SF_T* restrict g, SF_T* restrict dx,
                                    SF_POOL_ARGS) {
+  if (SF_POOL_2X2) {
+    const int64_t rows = planes * HO;
+    #pragma omp parallel for if (rows > 1 && rows * WO * 4 >= SF_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++)
+      SF_FN(max_pool2x2_grad_row)(x + 2 * r * W, x + 2 * r * W + W, g + r * WO, dx + 2 * r * W,
+                                  dx + 2 * r * W + W, WO);
+    return;
+  }
   #pragma omp parallel for if (planes > 1 && planes * HO * WO * KH * KW >= SF_PAR_MIN)
   for (int64_t p = 0; p < planes; p++) {
     const SF_T* xp = x + p * H * W;
@@ -915,6 +973,7 @@ SF_API void SF_FN(avg_pool2d_grad)(const SF_T* restrict g, SF_T* restrict dx, SF
 }
 #undef SF_POOL_ARGS
 #undef SF_POOL_INSIDE
+#undef SF_POOL_2X2
 
 /* ---------------------------------------------------------------- random */
 SF_API void SF_FN(random_uniform)(uint32_t seed, uint32_t salt, SF_T* restrict out, int64_t size) {
