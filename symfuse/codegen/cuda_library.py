@@ -25,6 +25,10 @@ Launch shapes are decided here and written into the body as literals: every
 size is a literal argument (so index arithmetic is by constants), tile sizes
 and dimension counts are template arguments, and the index type is ``int``
 when every extent of the op fits comfortably in 31 bits, else ``int64_t``.
+The GEMM-class and pooling launches also carry ``Launch.lib``: the same work
+as a kernel of the precompiled library (``LIB_KERNELS``; sizes and fast-divmod
+magic as scalar kernel arguments), which the backends launch instead when it
+exists (float32, ``int`` indexing).
 Element-wise style kernels (copies, pooling, gathers, random) use 256-thread
 blocks, one element per thread, with the grid capped at ``GRID_CAP`` blocks
 (the kernels loop grid-stride, so any grid is correct); a copy that is a

@@ -38,7 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .cache import DiskCache, cache_key
-from .c_runtime import PACKAGE_BUILD_DIR
+
+# as c_runtime.PACKAGE_BUILD_DIR (not imported: a warm compile would import the C library's modules)
+PACKAGE_BUILD_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_build")
 
 LIB_VERSION = "1"
 MAGIC = b"SFCUDALIB1\n"
@@ -52,8 +54,7 @@ def build_dirs() -> list[str]:
 
 
 def _template_dir() -> str:
-    from ..codegen.cuda_module import TEMPLATE_DIR
-    return TEMPLATE_DIR
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates", "cuda")
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,18 +81,19 @@ def sources() -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=None)
 def source_key() -> str:
-    """What the library's code depends on: its kernel table and parts, the
-    templates that render them and the headers they include (read, not
-    rendered: a warm compile asks for the key and should not render Jinja)."""
-    from ..codegen.cuda_library import LIB_KERNELS, LIB_MATMUL_ND
+    """What the library's code depends on: the kernel table (the module that
+    defines it), the templates that render it and the headers they include --
+    read as bytes, not imported or rendered: a warm compile asks for the key.
+    How the kernels are split into parts is not part of it (the file maps each
+    kernel to its image)."""
     from .cuda import VERSION
     d = _template_dir()
     files = b""
-    for name in ("runtime.cuh", "prelude.cuh", "lib_kernel.cu.j2", "lib.cu.j2"):
-        with open(os.path.join(d, name), "rb") as fh:
+    for path in [os.path.join(d, n) for n in ("runtime.cuh", "prelude.cuh", "lib_kernel.cu.j2", "lib.cu.j2")] + \
+            [os.path.join(os.path.dirname(d), "..", "codegen", "cuda_library.py")]:
+        with open(path, "rb") as fh:
             files += fh.read()
-    return cache_key(files, repr(sorted((n, vars(k)) for n, k in LIB_KERNELS.items())), repr(parts()),
-                     LIB_MATMUL_ND, VERSION, LIB_VERSION)[:20]
+    return cache_key(files, VERSION, LIB_VERSION)[:20]
 
 
 @dataclass

@@ -11,7 +11,9 @@
  *   `extern "C" __global__` kernel that symfuse/codegen/cuda_library.py writes:
  *   one call per launch, every size a literal (so after inlining all index
  *   arithmetic is by constants), tile sizes and dimension counts template
- *   arguments. Python chooses grid and block; every kernel here also works
+ *   arguments. The GEMM-class and pooling functions also serve the
+ *   precompiled library (templates/cuda/lib_kernel.cu.j2): the same templates
+ *   with sizes from kernel arguments and SfFastDiv divisors (see "divisors"). Python chooses grid and block; every kernel here also works
  *   for any grid (grid-stride loops over its work items), and reads the block
  *   size it was written for from its template arguments / blockDim.
  * - T: element type (bool is uint8_t). I: index type (int when every extent
