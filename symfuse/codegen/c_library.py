@@ -2,7 +2,9 @@
 
 ``LIBRARY[op_name](op, ins, outs, hints) -> str`` returns one C statement (a
 braced block when it needs several) that computes ``op`` by calling the runtime
-library. ``ins`` / ``outs`` are C expressions for the operand / result pointers,
+library, or a ``Call`` (that statement plus the shape-specialised helper
+functions it passes, which the caller renders before it: the convolutions'
+im2col / col2im). ``ins`` / ``outs`` are C expressions for the operand / result pointers,
 already of the right pointer type (``const float*`` ...). Every size and
 attribute is emitted as a literal taken from the op's static types and
 attributes, so gcc specialises the ``static`` library functions per call site.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
@@ -197,6 +200,50 @@ def _rowwise(name):
 
 
 # =========================================================================== convolution
+@dataclass(frozen=True)
+class Helper:
+    """A shape-specialised C function a library call passes to the runtime,
+    rendered from ``templates/c/<template>`` with ``params`` by c_module (its
+    definition is guarded, so kernels sharing one define it once a unit)."""
+    name: str
+    template: str
+    params: tuple           # (key, value) pairs
+
+    def values(self) -> dict:
+        return dict(self.params, name=self.name)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A library call that needs helpers defined before it."""
+    code: str
+    helpers: tuple[Helper, ...]
+
+
+def _conv_helper(kind: str, dt, xs, ws, ys, a, hints) -> Helper | None:
+    """The im2col / col2im of one image specialised to these sizes, where the runtime
+    uses one (ungrouped, batched, not 1x1: its per-image path); None otherwise or when
+    ``hints["specialise"]`` is False (tests reach the generic loops that way)."""
+    n, c, h, w = xs
+    kh, kw = ws[2:]
+    ho, wo = ys[2:]
+    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+    one_by_one = kh == kw == sh == sw == 1 and ph == pw == 0
+    if a["groups"] != 1 or n <= 1 or one_by_one or not hints.get("specialise", True):
+        return None
+    inside = ph == pw == 0 and (ho - 1) * sh + (kh - 1) * dh < h and (wo - 1) * sw + (kw - 1) * dw < w
+    params = dict(ctype=c_type(dt), C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw,
+                  HO=ho, WO=wo, inside=inside)
+    name = f"sf_{kind}_{dt.name}_" + "_".join(str(params[k]) for k in ("C", "H", "W", "KH", "KW", "SH", "SW", "PH",
+                                                                         "PW", "DH", "DW", "HO", "WO"))
+    return Helper(name, f"conv_{kind}.c.j2", tuple(params.items()))
+
+
+def _conv_call(fn: str, args: str, helper: Helper | None):
+    code = f"{fn}({args}, {helper.name if helper else 'NULL'});"
+    return Call(code, (helper,)) if helper else code
+
+
 def _conv_args(xs, ws, ys, a) -> str:
     n, c, h, w = xs
     o, _, kh, kw = ws
@@ -205,29 +252,34 @@ def _conv_args(xs, ws, ys, a) -> str:
     return ", ".join(map(_lit, (n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, a["groups"], ho, wo)))
 
 
-def lower_conv2d(op, ins, outs, hints) -> str:
+def lower_conv2d(op, ins, outs, hints):
     x, w = op.inputs
     y = op.outputs[0]
     if _empty(op):
         return EMPTY
-    return (f"sf_conv2d_{_float_sfx(x.dtype, op)}({ins[0]}, {ins[1]}, {outs[0]}, "
-            f"{_conv_args(x.shape, w.shape, y.shape, op.attrs)});")
+    shapes = (x.shape, w.shape, y.shape, op.attrs)
+    return _conv_call(f"sf_conv2d_{_float_sfx(x.dtype, op)}", f"{ins[0]}, {ins[1]}, {outs[0]}, {_conv_args(*shapes)}",
+                      _conv_helper("im2col", x.dtype, *shapes, hints or {}))
 
 
-def lower_conv2d_grad_input(op, ins, outs, hints) -> str:
+def lower_conv2d_grad_input(op, ins, outs, hints):
     g, w = op.inputs
     if _empty(op):
         return EMPTY
-    return (f"sf_conv2d_grad_input_{_float_sfx(g.dtype, op)}({ins[0]}, {ins[1]}, {outs[0]}, "
-            f"{_conv_args(op.attrs['input_shape'], w.shape, g.shape, op.attrs)});")
+    shapes = (op.attrs["input_shape"], w.shape, g.shape, op.attrs)
+    return _conv_call(f"sf_conv2d_grad_input_{_float_sfx(g.dtype, op)}",
+                      f"{ins[0]}, {ins[1]}, {outs[0]}, {_conv_args(*shapes)}",
+                      _conv_helper("col2im", g.dtype, *shapes, hints or {}))
 
 
-def lower_conv2d_grad_weight(op, ins, outs, hints) -> str:
+def lower_conv2d_grad_weight(op, ins, outs, hints):
     x, g = op.inputs
     if _empty(op):
         return EMPTY
-    return (f"sf_conv2d_grad_weight_{_float_sfx(x.dtype, op)}({ins[0]}, {ins[1]}, {outs[0]}, "
-            f"{_conv_args(x.shape, op.attrs['weight_shape'], g.shape, op.attrs)});")
+    shapes = (x.shape, op.attrs["weight_shape"], g.shape, op.attrs)
+    return _conv_call(f"sf_conv2d_grad_weight_{_float_sfx(x.dtype, op)}",
+                      f"{ins[0]}, {ins[1]}, {outs[0]}, {_conv_args(*shapes)}",
+                      _conv_helper("im2col", x.dtype, *shapes, hints or {}))
 
 
 # =========================================================================== pooling

@@ -70,6 +70,8 @@ class KernelSpec:
     bytes_read: int = 0
     bytes_written: int = 0
     part: bool = False                # rendered as a part of a multi kernel (range function only)
+    call: str = ""                    # library kernels: the runtime call
+    helpers: str = ""                 # ... and the specialised functions it passes (c_library.Helper)
 
     @property
     def fused_ops(self) -> list[str]:
@@ -196,7 +198,8 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
                     and v.op.opdef.name == "transpose"):  # a transposed operand
                 hints["trans_" + "ab"[k]] = True
                 hints["ab"[k] + "_shape"] = v.op.inputs[0].type.shape
-        spec.call = library[op.opdef.name](op, in_exprs, out_exprs, hints)
+        call = library[op.opdef.name](op, in_exprs, out_exprs, hints)
+        spec.call, spec.helpers = (call, "") if isinstance(call, str) else (call.code, render_helpers(call.helpers))
         spec.size = op.outputs[0].type.size
         return spec
     b = _KernelBuilder(group, partition)
@@ -391,6 +394,11 @@ def render_kernel(spec: KernelSpec) -> str:
     spec.bytes_read = sum(v.type.nbytes for v in spec.inputs)
     spec.bytes_written = sum(v.type.nbytes for v in spec.outputs)
     return spec.source
+
+
+def render_helpers(helpers) -> str:
+    """The C definitions of a library call's helpers (``c_library.Helper``)."""
+    return "\n".join(_template(h.template).render(h=h.values()) for h in helpers)
 
 
 def render_module(name, version, kernels, calls, constants, arena_bytes, runtime_header="sf_unit_inline.h",
