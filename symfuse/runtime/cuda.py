@@ -398,7 +398,10 @@ class CudaBackend:
             return None
         name, source, arch = entry["name"], entry["source"], entry["arch"]
         lib = lib_mod = None
-        if entry["library"] or entry["emu_library"]:
+        lib_launches = any(entry["kernels"][i]["launches"][j][5] for i, j, _ in launches_at)
+        if lib_launches and not (entry["emu_library"] if self.emulate else entry["library"]):
+            return None     # launches of a library that was only in memory (nowhere to write it)
+        if lib_launches:
             from . import cuda_runtime
             t0 = time.perf_counter()
             if self.emulate:
