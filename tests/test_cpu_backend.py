@@ -151,3 +151,17 @@ def test_planned_arena_is_smaller_than_naive_and_near_the_bound():
     mem = f.report.info["memory"]
     assert mem["lower_bound_bytes"] <= mem["arena_bytes"] <= 1.10 * mem["lower_bound_bytes"]
     assert mem["arena_bytes"] * 2 <= mem["naive_bytes"]
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 37), 1), ((5, 4, 45), (0, 2)), ((2, 64, 3), 1), ((6, 200), None)])
+def test_long_sums_accumulate_in_lanes_and_match_numpy(shape, axis):
+    """Float sums whose innermost reduced loop is long are split over lanes (a
+    vectorisable accumulation in double); remainders and outer reduced loops
+    included, the result equals the float64 sum rounded to float32."""
+    rng = np.random.default_rng(7)
+    xv = rng.normal(size=shape).astype(np.float32)
+    x = sf.tensor("x", shape)
+    f = sf.function([x], sf.sum(x * 2.0, axis=axis), device="cpu")
+    assert any("lane[" in k.source for k in f.kernels), [k.name for k in f.kernels]
+    want = (xv.astype(np.float64) * 2.0).sum(axis=axis)
+    np.testing.assert_allclose(f(xv), want.astype(np.float32), rtol=1e-6, atol=1e-6)
