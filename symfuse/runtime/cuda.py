@@ -189,6 +189,9 @@ class CudaProgram:
         self.memory_plan = memory_plan
         self._factory = executor_factory
         self._executor = None
+        self.cuda_graph = False             # PyCUDA executor: replay the launches as one CUDA graph
+        # results of the PyCUDA executor stay in GPU memory (runtime/cuda_exec.GpuArray)
+        self.device_values = executor_factory is _pycuda_factory
         for k in kernels:
             k.program = self
 
@@ -350,8 +353,10 @@ class CudaBackend:
         for k in kernels:
             k.resources = {ln.kernel: resources.get(ln.kernel) for ln in k.launches}
         report.info["resources"] = {name: vars(r) for name, r in resources.items() if r is not None}
-        return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, [r.cubin for r in results],
+        prog = CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, [r.cubin for r in results],
                            _pycuda_factory, fn.name, consts, None, lay.plan, unit_of, library=lib)
+        prog.cuda_graph = bool(options.get("cuda_graph"))
+        return prog
 
     # ------------------------------------------------------------- graph cache
     def identity(self) -> str:
@@ -376,7 +381,7 @@ class CudaBackend:
                 "layout": {"slots": prog.layout.slots, "result_plan": prog.layout.result_plan,
                            "arena_bytes": prog.layout.arena_bytes},
                 "constants": prog.constants, "param_count": prog.param_count, "arch": prog.arch,
-                "images": prog.images, "unit_of": prog.unit_of,
+                "images": prog.images, "unit_of": prog.unit_of, "cuda_graph": prog.cuda_graph,
                 "emu_lib": prog.emu_module.lib_path if prog.emu_module is not None else None,
                 # the library build its library launches need: a hit without it is a miss
                 "library": os.path.basename(prog.library.path) if prog.library is not None else None,
@@ -435,6 +440,7 @@ class CudaBackend:
                 report.info["emu_cache"] = "hit (graph)" if mod.cache_hit else "miss"
             prog = CudaProgram(source, kernels, launches, lay, entry["param_count"], arch, entry["images"],
                                factory, name, entry["constants"], mod, None, entry["unit_of"], lib, lib_mod)
+            prog.cuda_graph = entry.get("cuda_graph", False)
         report.info.update(entry["info"])
         return prog
 
@@ -444,7 +450,8 @@ def _emu_factory(prog: CudaProgram):
 
 
 def _pycuda_factory(prog: CudaProgram):
-    return _PyCudaExecutor(prog, prog.constants)
+    from .cuda_exec import PyCudaExecutor
+    return PyCudaExecutor(prog, prog.constants, gpu_arch, cuda_graph=prog.cuda_graph)
 
 
 class _EmuExecutor:
@@ -483,45 +490,3 @@ def _results(lay, arrays, results):
     for kind, x in lay.result_plan:
         out.append(results[x] if kind == "slot" else arrays[x].copy() if kind == "param" else x.copy())
     return out
-
-
-class _PyCudaExecutor:
-    """Loads the CUBIN with PyCUDA and runs the schedule on GPU 0."""
-
-    def __init__(self, prog: CudaProgram, consts):
-        if gpu_arch() is None:
-            raise DeviceUnavailable("device='cuda' needs PyCUDA and an NVIDIA GPU, and this machine has "
-                                    "neither (ahead-of-time compilation worked; the CUBIN is in f.kernels); "
-                                    "use device='cpu' to run here")
-        import pycuda.autoinit  # noqa: F401 -- creates the context on GPU 0
-        import pycuda.driver as drv
-        self.drv, self.prog = drv, prog
-        self.modules = [drv.module_from_buffer(im) for im in prog.images]
-        lib = prog.library      # the library's CUBINs: modules of their own, loaded once per executor
-        self.lib_modules = [drv.module_from_buffer(im) for im in lib.images] if lib is not None else []
-        unit = {ln.kernel: prog.unit_of.get(k.name, 0) for k in prog.kernels for ln in k.launches if not ln.library}
-        self.funcs = [self.lib_modules[lib.kernel_image[launch.kernel]].get_function(launch.kernel) if launch.library
-                      else self.modules[unit[launch.kernel]].get_function(launch.kernel)
-                      for launch, _ in prog.launches]
-        self.arena = drv.mem_alloc(max(prog.layout.arena_bytes, 1))
-        self.consts = [drv.to_device(c) for c in consts]
-        # scalar arguments as the numpy scalar types the kernel signature needs (np.int32 for int,
-        # np.uint32 for unsigned: PyCUDA packs their bytes as they are), made once
-        self.scalars = [{i: dt(x) if kind == "scalar" else np.uintp(0) for i, (kind, x, _, dt) in enumerate(refs)
-                         if kind in ("scalar", "null")} for _, refs in prog.launches]
-
-    def run(self, arrays):
-        drv = self.drv
-        params = [drv.to_device(np.ascontiguousarray(a)) for a in arrays]
-        results = [drv.mem_alloc(max(int(np.prod(shape)) * np.dtype(dt).itemsize, 1))
-                   for shape, dt in self.prog.layout.slots]
-        base = int(self.arena)
-        for f, (launch, refs), fixed in zip(self.funcs, self.prog.launches, self.scalars):
-            args = []
-            for i, (kind, x, _, _) in enumerate(refs):
-                args.append(params[x] if kind == "param" else results[x] if kind == "result"
-                            else self.consts[x] if kind == "const" else fixed[i] if i in fixed
-                            else np.uintp(base + x))
-            f(*args, grid=launch.grid, block=launch.block, shared=launch.shared_bytes)
-        host = [drv.from_device(r, shape, dt) for r, (shape, dt) in zip(results, self.prog.layout.slots)]
-        return _results(self.prog.layout, arrays, host)

@@ -1,0 +1,169 @@
+"""The PyCUDA executor of ``device="cuda"``: runs a CudaProgram's launch
+schedule on GPU 0.
+
+* Shared variables stay on the device: every result comes back as a
+  ``GpuArray`` (a ``DeviceValue``), so a parameter updated by a training step
+  is the next step's input without a round trip; ``get_value()`` and the
+  outputs handed to the caller copy to the host (``runtime/function.py``).
+* Device memory comes from PyCUDA's ``DeviceMemoryPool``: a step's results
+  reuse the allocations the previous step released instead of calling
+  cudaMalloc/cudaFree for each.
+* Host inputs are copied into one staging buffer per parameter, made once.
+* ``cuda_graph=True`` (an ``sf.function`` option) captures the kernel
+  launches once as a CUDA graph (PyCUDA's ``Stream.begin_capture``) and
+  replays it: one launch per step instead of one per kernel. A graph fixes
+  its kernels' pointers, so every parameter then reads from its staging buffer
+  and every result is written to a fixed buffer and copied out (device to
+  device) into a pooled allocation -- a few microseconds of copies for one
+  launch instead of dozens.
+
+PyCUDA and a GPU are needed only here: compiling (NVRTC) works anywhere.
+``tests/fakes/fake_pycuda.py`` stands in for PyCUDA on the CUDA emulator so
+CI runs this code.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DeviceUnavailable
+from .function import DeviceValue
+
+
+class GpuArray(DeviceValue):
+    """A result in GPU memory: a pooled allocation of ``nbytes``."""
+
+    __slots__ = ("alloc", "nbytes", "_ex")
+
+    def __init__(self, ex: "PyCudaExecutor", alloc, shape, dtype):
+        self._ex, self.alloc = ex, alloc
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def to_host(self) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        if self.nbytes:
+            self._ex.drv.memcpy_dtoh(out, self.alloc)
+        return out
+
+    def copy(self) -> "GpuArray":
+        new = GpuArray(self._ex, self._ex.allocate(self.nbytes), self.shape, self.dtype)
+        if self.nbytes:
+            self._ex.drv.memcpy_dtod(new.alloc, self.alloc, self.nbytes)
+        return new
+
+    def __repr__(self):
+        return f"<GpuArray {self.dtype}{list(self.shape)} at 0x{int(self.alloc):x}>"
+
+
+class PyCudaExecutor:
+    """Loads the program's CUBINs (and the runtime library's) and runs its
+    schedule. ``run(arrays)`` takes host arrays or GpuArrays (of this executor
+    or another) and returns GpuArrays or, for results that are constants, host
+    arrays."""
+
+    def __init__(self, prog, consts, gpu_arch, cuda_graph: bool = False):
+        if gpu_arch() is None:
+            raise DeviceUnavailable("device='cuda' needs PyCUDA and an NVIDIA GPU, and this machine has "
+                                    "neither (ahead-of-time compilation worked; the CUBIN is in f.kernels); "
+                                    "use device='cpu' to run here")
+        import pycuda.autoinit  # noqa: F401 -- creates the context on GPU 0
+        import pycuda.driver as drv
+        from pycuda.tools import DeviceMemoryPool
+        self.drv, self.prog = drv, prog
+        self.pool = DeviceMemoryPool()
+        modules = [drv.module_from_buffer(im) for im in prog.images]
+        lib = prog.library
+        lib_modules = [drv.module_from_buffer(im) for im in lib.images] if lib is not None else []
+        unit = {ln.kernel: prog.unit_of.get(k.name, 0) for k in prog.kernels for ln in k.launches
+                if not getattr(ln, "library", False)}
+        self.funcs = [lib_modules[lib.kernel_image[ln.kernel]].get_function(ln.kernel)
+                      if getattr(ln, "library", False) else modules[unit[ln.kernel]].get_function(ln.kernel)
+                      for ln, _ in prog.launches]
+        lay = prog.layout
+        self.arena = drv.mem_alloc(max(lay.arena_bytes, 1))
+        self.consts = [drv.to_device(c) for c in consts]
+        self.slot_bytes = [max(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize, 0)
+                           for shape, dt in lay.slots]
+        # per launch: the arguments that do not change between calls (scalars, the arena, constants)
+        base = int(self.arena)
+        self.fixed = []
+        for _, refs in prog.launches:
+            fixed = {}
+            for i, (kind, x, _, dt) in enumerate(refs):
+                if kind == "scalar":
+                    fixed[i] = dt(x)
+                elif kind == "null":
+                    fixed[i] = np.uintp(0)
+                elif kind == "arena":
+                    fixed[i] = np.uintp(base + x)
+                elif kind == "const":
+                    fixed[i] = self.consts[x]
+            self.fixed.append(fixed)
+        self.staging: dict[int, object] = {}     # param index -> device buffer host inputs are copied into
+        self.graph = None
+        self.use_graph = cuda_graph
+        if cuda_graph:
+            self.stream = drv.Stream()
+            self.result_fixed = [drv.mem_alloc(max(n, 1)) for n in self.slot_bytes]
+
+    # ------------------------------------------------------------------ memory
+    def allocate(self, nbytes: int):
+        return self.pool.allocate(max(int(nbytes), 1))
+
+    def _stage(self, p: int, a) -> object:
+        """The staging buffer of parameter ``p`` holding host array or GpuArray ``a``."""
+        buf = self.staging.get(p)
+        nbytes = a.nbytes
+        if buf is None:
+            buf = self.staging[p] = self.drv.mem_alloc(max(nbytes, 1))
+        if nbytes:
+            if isinstance(a, GpuArray):
+                self.drv.memcpy_dtod(buf, a.alloc, nbytes)
+            else:
+                self.drv.memcpy_htod(buf, np.ascontiguousarray(a))
+        return buf
+
+    def _param(self, p: int, a):
+        if isinstance(a, GpuArray):
+            return a.alloc
+        if isinstance(a, DeviceValue):      # another backend's device memory: through the host
+            a = a.to_host()
+        return self._stage(p, a)
+
+    # ------------------------------------------------------------------ running
+    def _launch(self, params, results, stream=None):
+        for f, (launch, refs), fixed in zip(self.funcs, self.prog.launches, self.fixed):
+            args = [fixed[i] if i in fixed else params[x] if kind == "param" else results[x]
+                    for i, (kind, x, _, _) in enumerate(refs)]
+            f(*args, grid=launch.grid, block=launch.block, shared=launch.shared_bytes, stream=stream)
+
+    def run(self, arrays):
+        lay = self.prog.layout
+        if self.use_graph:
+            params = [self._stage(p, a if isinstance(a, (np.ndarray, GpuArray)) else a.to_host())
+                      for p, a in enumerate(arrays)]
+            if self.graph is None:
+                self.stream.begin_capture()
+                self._launch(params, self.result_fixed, self.stream)
+                self.graph = self.stream.end_capture().instantiate()
+            self.graph.launch()
+            results = []
+            for fixed, n, (shape, dt) in zip(self.result_fixed, self.slot_bytes, lay.slots):
+                out = GpuArray(self, self.allocate(n), shape, dt)
+                if n:
+                    self.drv.memcpy_dtod(out.alloc, fixed, n)
+                results.append(out)
+        else:
+            params = [self._param(p, a) for p, a in enumerate(arrays)]
+            results = [GpuArray(self, self.allocate(n), shape, dt)
+                       for n, (shape, dt) in zip(self.slot_bytes, lay.slots)]
+            self._launch(params, [r.alloc for r in results])
+        out = []
+        for kind, x in lay.result_plan:
+            if kind == "slot":
+                out.append(results[x])
+            elif kind == "param":          # a result that is an argument: a copy, on its side
+                out.append(arrays[x].copy())
+            else:
+                out.append(np.array(x, copy=True))
+        return out
