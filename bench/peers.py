@@ -240,10 +240,12 @@ def make_data(spec: Spec, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 # info is a dict, or a function returning one that build() calls after the timing.
 
 
-def _build_symfuse(spec: Spec, params, data, device: str = "cpu", arch: str | None = None):
+def _build_symfuse(spec: Spec, params, data, device: str = "cpu", arch: str | None = None, cuda_graph: bool = False):
     import symfuse as sf
     xv, yv = data
     opts = {"arch": arch or CUDA_ARCH} if device == "cuda" and (arch or not _sf_gpu()) else {}
+    if cuda_graph:
+        opts["cuda_graph"] = True
     name = spec.label.replace("-", "_")
     x = sf.tensor("x", input_shape(spec))
     if spec.model == "chain":
@@ -644,6 +646,8 @@ def _builder(framework: str, device: str = "cpu") -> Callable:
         return lambda s, p, d: _build_symfuse(s, p, d, "cuda", CUDA_ARCH)
     if framework == "symfuse-cuda":
         return lambda s, p, d: _build_symfuse(s, p, d, "cuda")
+    if framework == "symfuse-cuda-graph":      # the step replayed as one CUDA graph
+        return lambda s, p, d: _build_symfuse(s, p, d, "cuda", cuda_graph=True)
     if framework == "pytensor":
         return _build_pytensor
     if framework in ("jax", "jax-cuda"):
@@ -661,6 +665,7 @@ def _builder(framework: str, device: str = "cpu") -> Callable:
 
 IMPORTS = {
     "symfuse-cpu": ["symfuse"], "symfuse-cuda-aot": ["symfuse"], "symfuse-cuda": ["symfuse"],
+    "symfuse-cuda-graph": ["symfuse"],
     "pytensor": ["pytensor", "pytensor.tensor"],
     "jax": ["jax", "jax.numpy"], "jax-cuda": ["jax", "jax.numpy"],
     "torch-eager": ["torch", "torch.nn.functional"], "torch-compile": ["torch", "torch.nn.functional"],

@@ -42,7 +42,7 @@ sys.path.insert(0, HERE)
 import harness as H  # noqa: E402
 import peers  # noqa: E402
 
-GPU_FRAMEWORKS = ("symfuse-cuda", "torch-cuda-eager", "torch-cuda-compile", "jax-cuda")
+GPU_FRAMEWORKS = ("symfuse-cuda", "symfuse-cuda-graph", "torch-cuda-eager", "torch-cuda-compile", "jax-cuda")
 REQUIRES = {
     "symfuse-cuda": [("symfuse", "symfuse (this repository)"), ("pycuda", "pycuda (from source: "
                                                                        "scripts/pycuda_offline.sh)"),
@@ -51,6 +51,7 @@ REQUIRES = {
     "torch-cuda-compile": [("torch", "torch (a CUDA build)"), ("triton", "triton (comes with CUDA builds of torch)")],
     "jax-cuda": [("jax", "jax[cuda12] or jax[cuda13]"), ("jaxlib", "jaxlib")],
 }
+REQUIRES["symfuse-cuda-graph"] = REQUIRES["symfuse-cuda"]
 FUNCS = [("mlp", "train"), ("mlp", "infer"), ("lenet", "train"), ("lenet", "infer")]
 NO_GPU_EXIT = 2
 
@@ -98,9 +99,9 @@ def find_gpu() -> tuple[str | None, list[str]]:
 
 def sf_kernel_timer(f, host_args):
     """Time the launch schedule of a symfuse device="cuda" function on buffers that already live on
-    the device (inputs and parameters uploaded once): returns (seconds per call of all launches, number
-    of launches). Mirrors symfuse.runtime.cuda._PyCudaExecutor.run without its host copies."""
-    import numpy as np
+    the device (inputs and parameters staged once): returns (seconds per call of all launches, number
+    of launches). Runs symfuse.runtime.cuda_exec.PyCudaExecutor's own launch loop, without the
+    per-call staging of inputs and allocation of results."""
     prog = f._run
     try:
         if prog._executor is None:
@@ -108,21 +109,13 @@ def sf_kernel_timer(f, host_args):
         ex = prog._executor
         drv = ex.drv
         arrays = list(host_args) + [s._value for s in f.shared]
-        params = [drv.to_device(np.ascontiguousarray(a)) for a in arrays]
-        results = [drv.mem_alloc(max(int(np.prod(shape)) * np.dtype(dt).itemsize, 1))
-                   for shape, dt in prog.layout.slots]
-        base = int(ex.arena)
-        calls = []
-        for fn, (launch, refs) in zip(ex.funcs, prog.launches):
-            args = [params[x] if kind == "param" else results[x] if kind == "result"
-                    else ex.consts[x] if kind == "const" else np.uintp(base + x) for kind, x, _, _ in refs]
-            calls.append((fn, args, launch))
+        params = [ex._param(p, a) for p, a in enumerate(arrays)]
+        results = [ex.allocate(n) for n in ex.slot_bytes]
     except AttributeError as e:
         raise RuntimeError(f"symfuse's CUDA executor changed ({e}): update bench/study_gpu.py sf_kernel_timer") from e
 
     def run():
-        for fn, args, launch in calls:
-            fn(*args, grid=launch.grid, block=launch.block, shared=launch.shared_bytes)
+        ex._launch(params, results)
 
     def timed(iters: int) -> float:
         run()
@@ -135,7 +128,7 @@ def sf_kernel_timer(f, host_args):
         end.synchronize()
         return start.time_till(end) / 1e3 / iters
 
-    return timed, len(calls), results
+    return timed, len(prog.launches), results
 
 
 # ------------------------------------------------------------------------------------------- children
