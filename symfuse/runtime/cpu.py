@@ -64,17 +64,21 @@ HUGE_PAGE = 2 << 20
 
 
 def _arena(nbytes: int) -> tuple[np.ndarray, int]:
-    """(buffer, 64-byte aligned address) of a function's arena. Every kernel
-    writes an arena buffer before reading it, so it is not zeroed: np.empty of
-    4 MiB and more is a fresh mapping that numpy advises for transparent huge
-    pages, and starting it on a 2 MiB boundary lets the kernel back all of it
-    with them. The LeNet-5 step's first call faulted in 4 KiB pages of 16.5 MiB
-    (~12 ms on the step's threads); huge pages are a few dozen faults."""
+    """(buffer, 64-byte aligned address) of a function's arena. np.empty of 4 MiB
+    and more is a fresh mapping that numpy advises for transparent huge pages;
+    starting it on a 2 MiB boundary lets the kernel back all of it with them.
+    It is then written once, here: left to the first call, its pages were
+    faulted in by the step's threads in the middle of their kernels (the
+    LeNet-5 step's first call took 52 ms against 25 ms steady; written here,
+    ~4 ms more at load and the first call takes 28 ms)."""
     if nbytes < 2 * HUGE_PAGE:
         buf = np.empty(nbytes + 64, np.uint8)
-        return buf, (buf.ctypes.data + 63) & ~63
-    buf = np.empty(nbytes + HUGE_PAGE, np.uint8)
-    return buf, (buf.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+        addr = (buf.ctypes.data + 63) & ~63
+    else:
+        buf = np.empty(nbytes + HUGE_PAGE, np.uint8)
+        addr = (buf.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+    buf.fill(0)
+    return buf, addr
 
 
 class CompiledModule:
