@@ -160,6 +160,17 @@ SF_API void* sf_workspace(size_t bytes) {
   return sf_ws_ptr;
 }
 
+/* ------------------------------------------------------------------ im2col taps
+ * The output columns wo in [lo, hi) whose input column wo*SW + off lies in [0, W). */
+SF_INLINE void sf_tap_columns(int64_t off, int64_t SW, int64_t W, int64_t WO, int64_t* lo, int64_t* hi) {
+  int64_t l = off >= 0 ? 0 : (-off + SW - 1) / SW;
+  int64_t h = W - 1 - off < 0 ? 0 : (W - 1 - off) / SW + 1;
+  if (h > WO) h = WO;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
 /* ------------------------------------------------------------------ Philox4x32-10 */
 /* The stream of symfuse/ir/ops/random.py: element i uses counter (lo32(i), hi32(i),
  * salt, 0) and key (seed, 0x53594D46). Writes the first two output words. */
@@ -600,12 +611,9 @@ SF_INLINE void SF_FN(im2col_taps)(const SF_T* restrict x, SF_T* restrict cols, i
     const SF_T* xc = x + c * H * W;
     for (int64_t kj = 0; kj < KW; kj++) {
       SF_T* restrict out = cols + (t * KW + kj) * ldc;
-      /* wo range whose input column is inside [0, W) */
       const int64_t off = kj * DW - PW;
-      int64_t lo = off >= 0 ? 0 : (-off + SW - 1) / SW;
-      int64_t hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / SW + 1;
-      if (hi > WO) hi = WO;
-      if (lo > hi) lo = hi;
+      int64_t lo, hi;
+      sf_tap_columns(off, SW, W, WO, &lo, &hi);
       for (int64_t ho = 0; ho < HO; ho++) {
         const int64_t hi_ = ho * SH - PH + ki * DH;
         SF_T* restrict o = out + ho * WO;
@@ -647,10 +655,8 @@ SF_INLINE void SF_FN(col2im_channels)(const SF_T* restrict cols, SF_T* restrict 
       for (int64_t kj = 0; kj < KW; kj++) {
         const SF_T* restrict in = cols + ((c * KH + ki) * KW + kj) * ldc;
         const int64_t off = kj * DW - PW;
-        int64_t lo = off >= 0 ? 0 : (-off + SW - 1) / SW;
-        int64_t hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / SW + 1;
-        if (hi > WO) hi = WO;
-        if (lo > hi) lo = hi;
+        int64_t lo, hi;
+        sf_tap_columns(off, SW, W, WO, &lo, &hi);
         for (int64_t ho = 0; ho < HO; ho++) {
           const int64_t hi_ = ho * SH - PH + ki * DH;
           if (hi_ < 0 || hi_ >= H) continue;
