@@ -61,6 +61,14 @@ def _data():
     return rng.normal(size=(8, 6)).astype(np.float32), rng.integers(0, 3, 8).astype(np.int32)
 
 
+def _step_on_fake_gpu(modules, **options):
+    """A training step compiled for cuda (sm_90) whose kernels the fake GPU can run."""
+    inputs, loss, ups, params = _mlp()
+    f = sf.function(inputs, loss, updates=ups, device="cuda", arch="sm_90", **options)
+    _emulate(f, modules)
+    return f, inputs, loss, params
+
+
 def _reference(steps):
     inputs, loss, ups, params = _mlp()
     f = sf.function(inputs, loss, updates=ups, device="interp")
@@ -72,9 +80,7 @@ def _reference(steps):
 def test_training_on_the_fake_gpu_matches_the_interpreter(gpu, graph):
     drv, modules = gpu
     ref_losses, ref_params = _reference(4)
-    inputs, loss, ups, params = _mlp()
-    f = sf.function(inputs, loss, updates=ups, device="cuda", arch="sm_90", cuda_graph=graph)
-    _emulate(f, modules)
+    f, _, _, params = _step_on_fake_gpu(modules, cuda_graph=graph)
     xv, yv = _data()
     losses = []
     for step in range(4):
@@ -96,9 +102,7 @@ def test_training_on_the_fake_gpu_matches_the_interpreter(gpu, graph):
 
 def test_host_transfers_are_the_inputs_and_outputs_only(gpu):
     drv, modules = gpu
-    inputs, loss, ups, params = _mlp()
-    f = sf.function(inputs, loss, updates=ups, device="cuda", arch="sm_90")
-    _emulate(f, modules)
+    f, _, _, params = _step_on_fake_gpu(modules)
     xv, yv = _data()
     f(xv, yv)
     first = drv.stats.htod
@@ -116,9 +120,7 @@ def test_host_transfers_are_the_inputs_and_outputs_only(gpu):
 
 def test_set_value_and_other_devices(gpu):
     drv, modules = gpu
-    inputs, loss, ups, params = _mlp()
-    f = sf.function(inputs, loss, updates=ups, device="cuda", arch="sm_90")
-    _emulate(f, modules)
+    f, inputs, loss, params = _step_on_fake_gpu(modules)
     xv, yv = _data()
     f(xv, yv)
     W1 = params[0]

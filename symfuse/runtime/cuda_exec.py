@@ -111,7 +111,11 @@ class PyCudaExecutor:
         return self.pool.allocate(max(int(nbytes), 1))
 
     def _stage(self, p: int, a) -> object:
-        """The staging buffer of parameter ``p`` holding host array or GpuArray ``a``."""
+        """The staging buffer of parameter ``p``, holding ``a``: a host array, a
+        GpuArray (copied device to device) or another backend's device value
+        (through the host)."""
+        if isinstance(a, DeviceValue) and not isinstance(a, GpuArray):
+            a = a.to_host()
         buf = self.staging.get(p)
         nbytes = a.nbytes
         if buf is None:
@@ -124,11 +128,8 @@ class PyCudaExecutor:
         return buf
 
     def _param(self, p: int, a):
-        if isinstance(a, GpuArray):
-            return a.alloc
-        if isinstance(a, DeviceValue):      # another backend's device memory: through the host
-            a = a.to_host()
-        return self._stage(p, a)
+        """Where a launch reads parameter ``p``: a GpuArray in place, anything else staged."""
+        return a.alloc if isinstance(a, GpuArray) else self._stage(p, a)
 
     # ------------------------------------------------------------------ running
     def _launch(self, params, results, stream=None):
@@ -140,8 +141,7 @@ class PyCudaExecutor:
     def run(self, arrays):
         lay = self.prog.layout
         if self.use_graph:
-            params = [self._stage(p, a if isinstance(a, (np.ndarray, GpuArray)) else a.to_host())
-                      for p, a in enumerate(arrays)]
+            params = [self._stage(p, a) for p, a in enumerate(arrays)]    # a graph's pointers are fixed
             if self.graph is None:
                 self.stream.begin_capture()
                 self._launch(params, self.result_fixed, self.stream)
