@@ -33,6 +33,7 @@ PARALLEL_MIN_WORK = 1 << 16   # below this many element-ops a parallel region co
 # a vector of doubles), added in a fixed tree at the end: deterministic, another order.
 SUM_LANES = 8
 LANE_MIN = 32
+VECTOR_BYTES = 64   # a vector block: one AVX-512 register, two AVX2 ones
 
 # reduction combine rules: (initial value, accumulate statement); acc type chosen per dtype
 REDUCE_RULES = {
@@ -229,6 +230,7 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
         spec.loops = loops
         spec.flat = Index([n for _, n in loops], dims=[v for v, _ in loops]).flat()
         spec.parallel = spec.size * max(1, len(ops)) >= PARALLEL_MIN_WORK
+        _vector_blocks(spec, loops)
         return spec
     # reduction: loops over the kept dim groups (outer, parallel), then the reduced ones
     x = root.inputs[0]
@@ -284,6 +286,23 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     return spec
 
 
+def _vector_blocks(spec, loops) -> None:
+    """Loop trip counts that gcc's very-cheap vectoriser takes (FAST_FLAGS in
+    runtime/cpu.py: a literal multiple of the vector length, no epilogue, no alias
+    check). A flat loop over a thread's share [lo, hi) runs in blocks of
+    ``spec.block`` elements, the remainder after the last block; a literal
+    innermost loop stops at ``spec.inner_whole`` and a scalar loop finishes it."""
+    width = min(v.dtype.itemsize for v in spec.inputs + spec.outputs) if spec.inputs else 4
+    block = VECTOR_BYTES // max(1, width)
+    n = loops[-1][1]
+    spec.block = spec.tail = spec.inner_whole = 0
+    spec.outer = loops[0][1]
+    if len(loops) == 1 and n >= 2 * block:
+        spec.block, spec.tail, spec.outer = block, n % block, n // block
+    elif len(loops) > 1 and n > block and n % block:
+        spec.inner_whole = n - n % block
+
+
 def _tree_sum(terms: list[str]) -> str:
     while len(terms) > 1:
         terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])] + (terms[-1:] if len(terms) % 2 else [])
@@ -310,7 +329,7 @@ def _build_multi(group, partition, resolve, library, tag, prov) -> KernelSpec:
         p.args = [f"(void*)in{pos[id(v)]}" for v in p.inputs] + [f"(void*)out{o + k}" for k in range(len(p.outputs))]
         o += len(p.outputs)
         # outer loop extent and work per outer index: the parallel split balances work, not indices
-        p.outer = (p.loops[0][1] if p.kind == "pointwise" else (p.oloops[0][1] if p.oloops else 1))
+        p.outer = (p.outer if p.kind == "pointwise" else (p.oloops[0][1] if p.oloops else 1))
         work = p.group.root.outputs[0].type.size if p.kind == "pointwise" else p.group.root.inputs[0].type.size
         p.weight = max(1, work // max(p.outer, 1))
     return spec

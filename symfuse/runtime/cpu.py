@@ -27,7 +27,7 @@ from .cache import DiskCache, cache_key, environment_cache, find_program
 
 log = logging.getLogger("symfuse.cpu")
 VERSION = "0.1.0"
-FAST_FLAGS = ["-O2", "-ftree-vectorize", "-fvect-cost-model=cheap", "-fno-trapping-math", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
+FAST_FLAGS = ["-O2", "-ftree-vectorize", "-fvect-cost-model=very-cheap", "-fno-trapping-math", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
 
 
 def find_compiler() -> tuple[str, str] | None:
