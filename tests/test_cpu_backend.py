@@ -165,3 +165,27 @@ def test_long_sums_accumulate_in_lanes_and_match_numpy(shape, axis):
     assert any("lane[" in k.source for k in f.kernels), [k.name for k in f.kernels]
     want = (xv.astype(np.float64) * 2.0).sum(axis=axis)
     np.testing.assert_allclose(f(xv), want.astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(70_001,), (40,), (33,), (3, 2_000 + 7), (131, 500), (4, 3, 17)])
+def test_vector_blocks_cover_every_element(shape):
+    """Pointwise loops run in literal blocks for the vectoriser: a flat loop over
+    a thread's share in blocks (the last share also does the remainder), an
+    innermost row up to a multiple of the block and then a scalar tail. Every
+    element is written once, in place or not, parallel or not."""
+    rng = np.random.default_rng(11)
+    xv = rng.normal(size=shape).astype(np.float32)
+    bv = rng.normal(size=shape[-1:]).astype(np.float32)
+    W = sf.shared(xv.copy(), name="W")
+    x, b = sf.tensor("x", shape), sf.tensor("b", shape[-1:])
+    f = sf.function([x, b], [sf.tanh(x + b), x * 3.0], updates=[(W, W - 0.5 * W * W)], device="cpu")
+    t, y = f(xv, bv)
+    np.testing.assert_allclose(t, np.tanh(xv + bv), rtol=1e-5, atol=2e-6)
+    np.testing.assert_array_equal(y, xv * np.float32(3.0))
+    np.testing.assert_allclose(W.get_value(), xv - np.float32(0.5) * xv * xv, rtol=1e-6, atol=1e-6)
+    src = "\n".join(k.source for k in f.kernels)
+    n = int(np.prod(shape))
+    if len(shape) == 1 and n >= 32:
+        assert "ib * 16 + il" in src, src
+    if len(shape) > 1 and shape[-1] > 16 and shape[-1] % 16:
+        assert f"= {shape[-1] - shape[-1] % 16}; " in src, src
