@@ -251,10 +251,12 @@ class CudaBackend:
         arch = options.get("arch") or (None if self.emulate else gpu_arch()) or DEFAULT_ARCH
         if not self.emulate:     # a bad arch is the caller's mistake: say so before any work
             from . import nvrtc
-            try:
-                nvrtc._validate_arch(arch, "cubin")
-            except CompileError as e:
-                raise InputError(str(e)) from None
+            with report.stage("nvrtc load") as st:    # importing cuda.bindings and libnvrtc: ~130 ms once
+                try:
+                    nvrtc._validate_arch(arch, "cubin")
+                except CompileError as e:
+                    raise InputError(str(e)) from None
+                st.note = "NVRTC %d.%d" % nvrtc.nvrtc_version()
         with report.stage("fusion", ops_before=len(fn.ops)) as st:
             part = fuse(fn, horizontal=True)
             st.ops_after = len(part.groups)
