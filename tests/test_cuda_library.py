@@ -116,6 +116,19 @@ for dt in ("int32", "int64"):
     case(f"{dt}", "matmul", [_arr((2, 3, 4), dt, -5, 5), _arr((4, 5), dt, -5, 5)], exact=True)
 case("K=0", "matmul", [_arr((3, 0)), _arr((0, 4))], exact=True)
 case("empty-batch", "matmul", [_arr((0, 3, 2)), _arr((2, 4))], exact=True)
+# --- gemm (C = alpha * A @ B + beta * Z): transposition flags, batches, both tiles, K = 0
+for dt in (F32, F64):
+    for (sa, sb, sz), (ta, tb) in [(((37, 20), (20, 45), (37, 45)), (False, False)),
+                                   (((37, 20), (20, 45), (37, 45)), (True, True)),
+                                   (((2, 5, 7), (7, 3), (2, 5, 3)), (False, True)),
+                                   (((70, 40), (40, 130), (70, 130)), (True, False))]:
+        a, b, z = _arr(sa, dt), _arr(sb, dt), _arr(sz, dt)
+        ab = np.swapaxes(a, -1, -2) if ta else a
+        bb = np.swapaxes(b, -1, -2) if tb else b
+        Case(f"gemm:{dt}:{sa}@{sb}:T{int(ta)}{int(tb)}", _op("gemm", [a, b, z], {"alpha": -0.5, "beta": 1.5}),
+             [a, b, z], [ab, bb, z], hints={"trans_a": ta, "trans_b": tb, "a_shape": ab.shape,
+                                            "b_shape": bb.shape}, tol=MM_TOL[dt])
+case("K=0", "gemm", [_arr((3, 0)), _arr((0, 4)), _arr((3, 4))], {"alpha": 2.0, "beta": -3.0}, tol=1e-6)
 
 # --- softmax family: axis variants, every scheme (warp / block / column)
 for dt in (F32, F64):

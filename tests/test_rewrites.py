@@ -256,9 +256,15 @@ def test_rewrite(name, build, expect, data, rng):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+# lowering rewrites, run by one backend before fusion: tested with that backend
+# (tests/test_blas_lowering.py), not through the portable pipeline
+LOWERING = {"blas"}
+
+
 def test_every_rewrite_has_a_case():
     covered = {p.values[0] for p in CASES}
-    missing = sorted(set(REWRITES.rewrites) - covered)
+    portable = {n for n, r in REWRITES.rewrites.items() if not r.tags & LOWERING}
+    missing = sorted(portable - covered)
     assert not missing, f"rewrites without a test case in CASES: {missing}"
     unknown = sorted(covered - set(REWRITES.rewrites))
     assert not unknown, f"CASES name unregistered rewrites: {unknown}"
@@ -266,7 +272,7 @@ def test_every_rewrite_has_a_case():
 
 def test_every_rewrite_is_tagged_and_documented():
     for r in REWRITES.rewrites.values():
-        assert r.tags & {"simplify", "stabilise", "fast_math"}, r.name
+        assert r.tags & {"simplify", "stabilise", "fast_math"} or r.tags <= LOWERING, r.name
         assert not ("simplify" in r.tags and "fast_math" in r.tags), r.name
         assert r.doc, f"rewrite {r.name} has no docstring"
     assert sum("simplify" in r.tags for r in REWRITES.rewrites.values()) >= 30

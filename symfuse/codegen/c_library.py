@@ -154,7 +154,9 @@ EMPTY = "/* empty result: nothing to do */;"
 
 
 # =========================================================================== matmul
-def lower_matmul(op, ins, outs, hints) -> str:
+def _gemm_args(op, hints) -> str | None:
+    """The shape arguments of sf_matmul / sf_gemm (after the pointers), or None
+    for an empty result."""
     a_t, b_t = op.inputs[0].type, op.inputs[1].type
     ta, tb = bool(hints.get("trans_a", False)), bool(hints.get("trans_b", False))
     a_shape = tuple(hints.get("a_shape") or a_t.shape)
@@ -164,9 +166,9 @@ def lower_matmul(op, ins, outs, hints) -> str:
         return shape[:-2] + (shape[-1], shape[-2]) if t else shape
 
     if logical(a_shape, ta) != a_t.shape or logical(b_shape, tb) != b_t.shape:
-        raise ValueError(f"matmul hints {hints} do not match operands {a_t} @ {b_t}")
+        raise ValueError(f"{op.opdef.name} hints {hints} do not match operands {a_t} @ {b_t}")
     if _empty(op):
-        return EMPTY
+        return None
     M, K = a_t.shape[-2:]
     N = b_t.shape[-1]
     batch = op.outputs[0].type.shape[:-2]
@@ -181,9 +183,28 @@ def lower_matmul(op, ins, outs, hints) -> str:
     bshape, ast, bst = _collapse(batch, batch_strides(a_shape), batch_strides(b_shape))
     if len(bshape) == 1 and not ta and bst[0] == 0 and ast[0] == M * K:
         M, bshape, ast, bst = M * bshape[0], [], [], []   # shared B: one gemm over all rows of A
+    return f"{len(bshape)}, {_arr(bshape)}, {_arr(ast)}, {_arr(bst)}, {M}, {N}, {K}, {int(ta)}, {int(tb)}"
+
+
+def lower_matmul(op, ins, outs, hints) -> str:
+    args = _gemm_args(op, hints)
+    if args is None:
+        return EMPTY
     sfx = _numeric_sfx(op.outputs[0].type.dtype, op)
-    return (f"sf_matmul_{sfx}({ins[0]}, {ins[1]}, {outs[0]}, {len(bshape)}, {_arr(bshape)}, {_arr(ast)}, "
-            f"{_arr(bst)}, {M}, {N}, {K}, {int(ta)}, {int(tb)});")
+    return f"sf_matmul_{sfx}({ins[0]}, {ins[1]}, {outs[0]}, {args});"
+
+
+def lower_gemm(op, ins, outs, hints) -> str:
+    """C = alpha * A @ B + beta * Z (``passes/blas.py``): Z is copied into C, then
+    BLAS accumulates the product into it."""
+    args = _gemm_args(op, hints)
+    if args is None:
+        return EMPTY
+    dt = op.outputs[0].type.dtype
+    sfx = _float_sfx(dt, op)
+    ct = "float" if dt.name == "float32" else "double"
+    alpha, beta = (f"(({ct}){float(op.attrs[k])!r})" for k in ("alpha", "beta"))
+    return f"sf_gemm_{sfx}({ins[0]}, {ins[1]}, {ins[2]}, {outs[0]}, {args}, {alpha}, {beta});"
 
 
 # =========================================================================== softmax family
@@ -486,6 +507,7 @@ def lower_reshape(op, ins, outs, hints) -> str:
 # they are here so that a standalone view can also be a library copy.
 LIBRARY: dict[str, Callable] = {
     "matmul": lower_matmul,
+    "gemm": lower_gemm,
     "softmax_xent": _rowwise("softmax_xent"),
     "softmax": _rowwise("softmax"),
     "log_softmax": _rowwise("log_softmax"),

@@ -289,7 +289,9 @@ def _lib_call(k: LibKernel, vals: dict) -> LibCall | None:
 
 
 # =========================================================================== matmul
-def lower_matmul(op, ins, outs, hints) -> Lowering:
+def lower_matmul(op, ins, outs, hints, acc: str = "") -> Lowering:
+    """``acc``: for gemm, the extra arguments ``Z, alpha, beta`` of sf_matmul's
+    accumulating store (shape-specialised only: the library has no such kernel)."""
     a_t, b_t = op.inputs[0].type, op.inputs[1].type
     ta, tb = bool(hints.get("trans_a", False)), bool(hints.get("trans_b", False))
     a_shape = tuple(hints.get("a_shape") or a_t.shape)
@@ -327,9 +329,9 @@ def lower_matmul(op, ins, outs, hints) -> Lowering:
     body = (f"const SfDivLit<{I}> sf_bd[{nd}] = {{{', '.join('{%d}' % d for d in bshape)}}}; " +
             _arrays(I, sf_as=ast, sf_bst=bst) +
             f" sf_matmul<{T}, {I}, {_cfg_args(cfg)}, {str(ta).lower()}, {str(tb).lower()}, {nd}>"
-            f"({ins[0]}, {ins[1]}, {outs[0]}, {M}, {N}, {K}, sf_bd, sf_as, sf_bst, SfDivLit<{I}>{{{ntl}}});")
+            f"({ins[0]}, {ins[1]}, {outs[0]}, {M}, {N}, {K}, sf_bd, sf_as, sf_bst, SfDivLit<{I}>{{{ntl}}}{acc});")
     launch = _gemm_launch(body, M, N, nb, cfg)
-    if nd <= LIB_MATMUL_ND:
+    if nd <= LIB_MATMUL_ND and not acc:
         pad = LIB_MATMUL_ND - nd
         bshape, ast, bst = [1] * pad + list(bshape), [0] * pad + list(ast), [0] * pad + list(bst)
         vals = dict(M=M, N=N, K=K, ntl=ntl, **{f"as{d}": ast[d] for d in range(LIB_MATMUL_ND)},
@@ -337,6 +339,18 @@ def lower_matmul(op, ins, outs, hints) -> Lowering:
                     **{f"b{d}": bshape[d] for d in range(LIB_MATMUL_ND)})
         launch.lib = _lib_call(LibKernel("matmul", T, I, cfg[0], ta, tb), vals)
     return Lowering([launch])
+
+
+def lower_gemm(op, ins, outs, hints) -> Lowering:
+    """C = alpha * A @ B + beta * Z (formed by the cpu backend's BLAS lowering,
+    or written in IR text): the tiled GEMM with an accumulating store."""
+    T = _float(op.outputs[0].type.dtype, op)
+    if _empty(op) and op.outputs[0].type.size:     # an empty contraction: C = beta * Z
+        n = op.outputs[0].type.size
+        return _elementwise(f"sf_scale<{T}, {_itype(n)}>({ins[2]}, {outs[0]}, {n}, ({T}){float(op.attrs['beta'])!r});",
+                            n)
+    alpha, beta = (f"({T}){float(op.attrs[k])!r}" for k in ("alpha", "beta"))
+    return lower_matmul(op, ins, outs, hints, acc=f", {ins[2]}, {alpha}, {beta}")
 
 
 # =========================================================================== softmax family
@@ -782,6 +796,7 @@ def lower_pad(op, ins, outs, hints) -> Lowering:
 # =========================================================================== the table
 CUDA_LIBRARY: dict[str, Callable] = {
     "matmul": lower_matmul,
+    "gemm": lower_gemm,
     "softmax_xent": _rowwise("softmax_xent"),
     "softmax": _rowwise("softmax"),
     "log_softmax": _rowwise("log_softmax"),

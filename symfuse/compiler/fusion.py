@@ -43,7 +43,7 @@ MAX_KERNEL_INPUTS = 64
 VIEW_OPS = {"reshape", "transpose", "broadcast_to", "slice", "flip"}
 REDUCE_OPS = {"sum", "prod", "max", "min"}
 # library ops whose lowering can read an operand through a last-two-axes transpose
-LIBRARY_TRANSPOSED_OPERANDS = {"matmul"}
+LIBRARY_TRANSPOSED_OPERANDS = {"matmul", "gemm"}
 
 
 def op_class(op: Op) -> str:

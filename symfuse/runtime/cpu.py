@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import subprocess
+from collections import Counter
 import tempfile
 import time
 
@@ -19,6 +20,7 @@ import numpy as np
 from ..codegen import c_module
 from ..codegen.c_library import LIBRARY, blas_link_flags
 from ..compiler.fusion import fuse
+from ..compiler.passes.blas import lower_blas
 from ..compiler.layout import layout as _layout, materialised as _materialised
 from ..errors import CompileError
 from ..ir.core import Function, Value
@@ -144,6 +146,10 @@ class CpuBackend:
         return environment_cache()
 
     def compile(self, fn: Function, options: dict, report):
+        with report.stage("blas", ops_before=len(fn.ops)) as st:
+            counts: Counter = Counter()
+            fn = lower_blas(fn, counts)
+            st.ops_after, st.rewrites = len(fn.ops), dict(counts)
         with report.stage("fusion", ops_before=len(fn.ops)) as st:
             part = fuse(fn, horizontal=True)
             st.ops_after = len(part.groups)

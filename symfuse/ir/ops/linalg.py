@@ -40,3 +40,37 @@ def _matmul_vjp(op, cts):
 
 defop("matmul", kind="linalg", infer=_matmul_infer,
       ref=lambda xs, a: np.matmul(xs[0], xs[1]), vjp=_matmul_vjp)
+
+
+# gemm: BLAS's C = alpha * A @ B + beta * C as one op. Not written by users: the
+# cpu backend forms it from `z + c * (a @ b)` (rewrite "gemm_accumulate",
+# compiler/passes/blas.py) so that an SGD step's weight update is the gradient's
+# own BLAS call, accumulating into a copy of the weights.
+def _gemm_infer(types, attrs):
+    a, b, z = types
+    (prod,) = _matmul_infer([a, b], {})
+    if not prod.dtype.is_float:
+        raise ShapeError(f"gemm needs floating point operands, got {a} @ {b}")
+    if z != prod:
+        raise ShapeError(f"gemm accumulator {z} is not the type of {a} @ {b} ({prod})")
+    attrs["alpha"], attrs["beta"] = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+    return (prod,)
+
+
+def _gemm_ref(xs, attrs):
+    a, b, z = xs
+    t = z.dtype.type
+    return (t(attrs["alpha"]) * np.matmul(a, b) + t(attrs["beta"]) * z).astype(z.dtype)
+
+
+def _gemm_vjp(op, cts):
+    a, b, _ = op.inputs
+    g = cts[0]
+    alpha, beta = op.attrs["alpha"], op.attrs["beta"]
+    ga = g if alpha == 1.0 else g * alpha
+    return [F.unbroadcast(F.matmul(ga, _swap(b)), a.shape), F.unbroadcast(F.matmul(_swap(a), ga), b.shape),
+            g if beta == 1.0 else g * beta]
+
+
+defop("gemm", kind="linalg", infer=_gemm_infer, ref=_gemm_ref, vjp=_gemm_vjp,
+      attrs={"alpha": 1.0, "beta": 1.0})

@@ -395,25 +395,29 @@ SF_API void sf_strided_copy(const void* restrict src, void* restrict dst, int nd
 #elif SF_TEMPLATE_PASS == 1
 #define SF_FN(name) SF_CAT(sf_##name, SF_S)
 
-/* ---------------------------------------------------------------- matmul
- * C[b] = op(A[b]) @ op(B[b]) for every batch index b of the broadcast batch shape
- * bshape (nbd dims; collapsed by the caller). astr/bstr: element offsets of one
- * batch step of A/B per batch dim (0 where that operand is broadcast). The logical
- * operands are M x K and K x N; ta/tb: the buffer holds the transpose (K x M, N x K). */
-SF_API void SF_FN(matmul)(const SF_T* A, const SF_T* B, SF_T* restrict C, int nbd, const int64_t* bshape,
-                          const int64_t* astr, const int64_t* bstr, int64_t M, int64_t N, int64_t K,
-                          int ta, int tb) {
+/* ---------------------------------------------------------------- matmul, gemm
+ * C[b] = alpha * op(A[b]) @ op(B[b]) + beta * Z[b] for every batch index b of the
+ * broadcast batch shape bshape (nbd dims; collapsed by the caller); Z is C's shape
+ * and may be C itself (then it is not copied) or NULL (beta ignored: plain matmul).
+ * astr/bstr: element offsets of one batch step of A/B per batch dim (0 where that
+ * operand is broadcast). The logical operands are M x K and K x N; ta/tb: the
+ * buffer holds the transpose (K x M, N x K). */
+SF_API void SF_FN(gemm)(const SF_T* A, const SF_T* B, const SF_T* Z, SF_T* C, int nbd, const int64_t* bshape,
+                        const int64_t* astr, const int64_t* bstr, int64_t M, int64_t N, int64_t K,
+                        int ta, int tb, SF_T alpha, SF_T beta) {
   int64_t nb = 1;
   for (int d = 0; d < nbd; d++) nb *= bshape[d];
   if (nb == 0 || M == 0 || N == 0) return;
-  if (K == 0) { memset(C, 0, sizeof(SF_T) * (size_t)(nb * M * N)); return; }
+  if (Z == NULL) beta = 0;
   const int lda = (int)(ta ? M : K), ldb = (int)(tb ? K : N);
   sf_blas_single();
   /* split into nb x parts single-threaded gemms: batches first, then rows of each
    * product in 16-aligned slices; columns only when there are too few rows to go
    * round. Column slices run at half OpenBLAS's speed (128x512x784 in two column
-   * halves: 4.3 ms, in two row halves: 1.9 ms, measured in bench/bench_gemm_split.c) */
-  const int nt = nb * M * N * K >= (1 << 18) ? sf_max_threads() : 1;
+   * halves: 4.3 ms, in two row halves: 1.9 ms, measured in bench/bench_gemm_split.c).
+   * Each part copies its own slice of Z into C first: the copy stays in that
+   * core's cache for the gemm that reads it. */
+  const int nt = nb * M * N * (K > 0 ? K : 1) >= (1 << 18) ? sf_max_threads() : 1;
   const int parts = nb >= nt ? 1 : nt;
   const int by_rows = M >= 16 * (int64_t)parts || M >= N;
   const int64_t S = by_rows ? M : N, chunk = ((S + parts - 1) / parts + 15) / 16 * 16;
@@ -431,12 +435,26 @@ SF_API void SF_FN(matmul)(const SF_T* A, const SF_T* B, SF_T* restrict C, int nb
     const SF_T* a = A + ao;
     const SF_T* bb = B + bo;
     SF_T* c = C + b * M * N;
+    const SF_T* z = Z ? Z + b * M * N : NULL;
     int64_t m = M, n = N;
-    if (by_rows) { a += ta ? s0 : s0 * K; c += s0 * N; m = s1 - s0; }
-    else { bb += tb ? s0 * K : s0; c += s0; n = s1 - s0; }
+    if (by_rows) { a += ta ? s0 : s0 * K; c += s0 * N; z = z ? z + s0 * N : NULL; m = s1 - s0; }
+    else { bb += tb ? s0 * K : s0; c += s0; z = z ? z + s0 : NULL; n = s1 - s0; }
+    if (z != NULL && z != c && beta != 0)
+      for (int64_t r = 0; r < m; r++) memcpy(c + r * N, z + r * N, sizeof(SF_T) * (size_t)n);
+    if (K == 0) {      /* an empty product: C = beta * Z */
+      for (int64_t r = 0; r < m; r++)
+        for (int64_t j = 0; j < n; j++) c[r * N + j] = beta != 0 ? beta * c[r * N + j] : 0;
+      continue;
+    }
     SF_GEMM(SF_ROW_MAJOR, ta ? SF_TRANS : SF_NO_TRANS, tb ? SF_TRANS : SF_NO_TRANS, (int)m, (int)n, (int)K,
-            (SF_T)1, a, lda, bb, ldb, (SF_T)0, c, (int)N);
+            alpha, a, lda, bb, ldb, beta, c, (int)N);
   }
+}
+
+SF_API void SF_FN(matmul)(const SF_T* A, const SF_T* B, SF_T* restrict C, int nbd, const int64_t* bshape,
+                          const int64_t* astr, const int64_t* bstr, int64_t M, int64_t N, int64_t K,
+                          int ta, int tb) {
+  SF_FN(gemm)(A, B, NULL, C, nbd, bshape, astr, bstr, M, N, K, ta, tb, (SF_T)1, (SF_T)0);
 }
 
 /* ---------------------------------------------------------------- softmax family

@@ -186,6 +186,12 @@ SF_DEV void sf_copy(const T* __restrict__ src, T* __restrict__ dst, I total) {
   SF_GRID_LOOP(I, i, total) dst[i] = src[i];
 }
 
+/* dst[i] = s * src[i] (a gemm over an empty contraction) */
+template <class T, class I>
+SF_DEV void sf_scale(const T* __restrict__ src, T* __restrict__ dst, I total, T s) {
+  SF_GRID_LOOP(I, i, total) dst[i] = s * src[i];
+}
+
 /* rows x len block of src (contiguous) -> dst rows dst_stride apart (one operand of a
  * concatenation) */
 template <class T, class I>
@@ -305,7 +311,8 @@ template <class T, class I, int BO, int BK, int NT, bool KFAST> struct SfMatLoad
  * ceil(M/BM) * ntl tiles (ntl = ceil(N/BN) column tiles, a divisor), z over batches. */
 template <class T, class I, int BM, int BN, int BK, int TM, int TN, bool TA, bool TB, int ND, class D>
 SF_DEV void sf_matmul(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C, I M, I N, I K,
-                      const D (&bdiv)[ND], const I (&ast)[ND], const I (&bst)[ND], const D ntl) {
+                      const D (&bdiv)[ND], const I (&ast)[ND], const I (&bst)[ND], const D ntl,
+                      const T* __restrict__ Z = nullptr, T alpha = 1, T beta = 0) {
   constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
   I nb = 1;
 #pragma unroll
@@ -328,6 +335,7 @@ SF_DEV void sf_matmul(const T* __restrict__ A, const T* __restrict__ B, T* __res
       T acc[TM][TN];
       sf_gemm_tile<T, BM, BN, BK, TM, TN, !TA, TB>(la, lb, (int)((K + BK - 1) / BK), acc);
       T* Cb = C + b * M * N;
+      const T* Zb = Z != nullptr ? Z + b * M * N : nullptr;   /* gemm: C = alpha * A @ B + beta * Z */
 #pragma unroll
       for (int i = 0; i < TM; i++) {
         const I m = m0 + ty * TM + i;
@@ -335,7 +343,7 @@ SF_DEV void sf_matmul(const T* __restrict__ A, const T* __restrict__ B, T* __res
 #pragma unroll
         for (int j = 0; j < TN; j++) {
           const I n = n0 + tx * TN + j;
-          if (n < N) Cb[m * N + n] = acc[i][j];
+          if (n < N) Cb[m * N + n] = Zb != nullptr ? alpha * acc[i][j] + beta * Zb[m * N + n] : acc[i][j];
         }
       }
     }
