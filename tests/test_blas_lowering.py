@@ -125,3 +125,39 @@ def test_gemm_op_on_every_backend(device, case):
     args = [rng.normal(size=s).astype(np.float32) for s in shapes]
     f = _agree([a, b, z], out, args, rtol=1e-5, atol=1e-5, device=device)
     assert any(k.name.endswith("_gemm") for k in f.kernels), [k.name for k in f.kernels]
+
+
+def test_weight_decay_folds_into_beta_and_momentum_keeps_its_fused_update():
+    rng = np.random.default_rng(4)
+    x, t = sf.tensor("x", (16, 30)), sf.tensor("t", (16, 20))
+    xv, tv = rng.normal(size=(16, 30)).astype(np.float32), rng.normal(size=(16, 20)).astype(np.float32)
+    w0 = rng.normal(size=(30, 20)).astype(np.float32)
+
+    def step(rule):
+        W = sf.shared(w0.copy(), name="W")
+        V = sf.shared(np.zeros_like(w0), name="V")
+        loss = ((x @ W - t) ** 2).mean()
+        g = sf.grad(loss, W)
+        ups = [(W, 0.99 * W - 0.1 * g)] if rule == "decay" else [(V, 0.9 * V - 0.1 * g), (W, W + (0.9 * V - 0.1 * g))]
+        fc = sf.function([x, t], loss, updates=ups, device="cpu")
+        fi = sf.function([x, t], loss, updates=ups, device="interp")
+        return fc, fi, W, V
+
+    fc, fi, W, V = step("decay")
+    assert "L_30x20_gemm" in [k.name for k in fc.kernels]
+    if fc.report.info.get("graph_cache") == "miss":
+        assert fc.report.rewrite_counts().get("gemm_accumulate") == 1
+    fc(xv, tv)
+    got = W.get_value().copy()
+    W.set_value(w0.copy())
+    fi(xv, tv)
+    np.testing.assert_allclose(got, W.get_value(), rtol=1e-5, atol=1e-6)
+    fc, fi, W, V = step("momentum")      # the velocity feeds two updates: no gemm, one fused kernel
+    names = [k.name for k in fc.kernels]
+    assert not any("gemm" in n for n in names) and "L_30x20_matmul" in names, names
+    fc(xv, tv)
+    got = W.get_value().copy()
+    W.set_value(w0.copy())
+    V.set_value(np.zeros_like(w0))
+    fi(xv, tv)
+    np.testing.assert_allclose(got, W.get_value(), rtol=1e-5, atol=1e-6)
