@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
+from .c_module import c_literal
 from .index import row_major_strides
 
 INCLUDE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "c")
@@ -202,8 +203,7 @@ def lower_gemm(op, ins, outs, hints) -> str:
         return EMPTY
     dt = op.outputs[0].type.dtype
     sfx = _float_sfx(dt, op)
-    ct = "float" if dt.name == "float32" else "double"
-    alpha, beta = (f"(({ct}){float(op.attrs[k])!r})" for k in ("alpha", "beta"))
+    alpha, beta = (c_literal(op.attrs[k], dt) for k in ("alpha", "beta"))
     return f"sf_gemm_{sfx}({ins[0]}, {ins[1]}, {ins[2]}, {outs[0]}, {args}, {alpha}, {beta});"
 
 

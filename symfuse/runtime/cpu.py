@@ -11,17 +11,17 @@ import hashlib
 import logging
 import os
 import subprocess
-from collections import Counter
 import tempfile
 import time
+from collections import Counter
 
 import numpy as np
 
 from ..codegen import c_module
 from ..codegen.c_library import LIBRARY, blas_link_flags
 from ..compiler.fusion import fuse
-from ..compiler.passes.blas import lower_blas
 from ..compiler.layout import layout as _layout, materialised as _materialised
+from ..compiler.passes.blas import lower_blas
 from ..errors import CompileError
 from ..ir.core import Function, Value
 from .c_runtime import header_bytes, runtime_library, unit_prelude

@@ -20,24 +20,6 @@ from .rewrite import REWRITES, RewriteContext, apply_rewrites, rewrite
 BLAS = ("blas",)
 
 
-def _scaled_product(v, ctx):
-    """(matmul op, alpha) when ``v`` is ``a @ b`` or a scalar constant times it,
-    used nowhere else; else None."""
-    if not ctx.single_use(v):
-        return None
-    op = ctx.producer(v, "matmul", "mul")
-    if op is None:
-        return None
-    if op.opdef.name == "matmul":
-        return op, 1.0
-    for p, c in (op.inputs, op.inputs[::-1]):
-        s = ctx.scalar(c)
-        mm = ctx.producer(p, "matmul")
-        if mm is not None and ctx.single_use(p) and isinstance(s, (int, float)) and p.type is op.outputs[0].type:
-            return mm, float(s)
-    return None
-
-
 def _scaled(v, ctx):
     """(w, c) when ``v`` is ``w * c`` for a scalar constant c, used nowhere else, of w's type."""
     op = ctx.producer(v, "mul")
@@ -48,6 +30,21 @@ def _scaled(v, ctx):
         if isinstance(s, (int, float)) and w.type is v.type and ctx.scalar(w) is None:
             return w, float(s)
     return None
+
+
+def _scaled_product(v, ctx):
+    """(matmul op, alpha) when ``v`` is ``a @ b`` or a scalar constant times it,
+    used nowhere else; else None."""
+    if not ctx.single_use(v):
+        return None
+    mm = ctx.producer(v, "matmul")
+    if mm is not None:
+        return mm, 1.0
+    scaled = _scaled(v, ctx)
+    if scaled is None or not ctx.single_use(scaled[0]):
+        return None
+    mm = ctx.producer(scaled[0], "matmul")
+    return (mm, scaled[1]) if mm is not None else None
 
 
 @rewrite("gemm_accumulate", ("add", "sub"), tags=BLAS)
@@ -75,7 +72,7 @@ def gemm_accumulate(op, ctx):
     return None
 
 
-def lower_blas(fn: Function, counts: Counter | None = None) -> Function:
-    """``fn`` with its BLAS-shaped patterns as gemm ops (one sweep: the patterns do not nest)."""
-    return apply_rewrites(fn, REWRITES.table(include=BLAS), RewriteContext(), counts if counts is not None
-                          else Counter())
+def lower_blas(fn: Function, counts: Counter) -> Function:
+    """``fn`` with its BLAS-shaped patterns as gemm ops (one sweep: the patterns do not
+    nest); ``counts`` gets the rewrites that fired."""
+    return apply_rewrites(fn, REWRITES.table(include=BLAS), RewriteContext(), counts)
