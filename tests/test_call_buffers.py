@@ -59,3 +59,19 @@ def test_a_value_held_elsewhere_is_not_recycled():
     for _ in range(4):
         f(xv)
     np.testing.assert_array_equal(held, snapshot)
+
+
+@pytest.mark.parametrize("nbytes", [0, 1, 4096 * 3 + 17, 18 << 20])
+def test_arena_is_zeroed_aligned_and_writable_to_its_end(nbytes):
+    import ctypes
+    from symfuse.runtime.cpu import _arena
+    owner, addr = _arena(nbytes)
+    assert addr % 64 == 0
+    n = max(nbytes, 1)
+    view = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(addr))
+    assert not view.any()
+    view[:] = 0xA5                      # every byte, the last one included, is mapped and writable
+    assert int(view[-1]) == 0xA5 and int(view.sum(dtype=np.int64)) == 0xA5 * n
+    owner2, addr2 = _arena(nbytes)      # a second arena is fresh memory, not the first one again
+    assert addr2 != addr
+    assert not np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(addr2)).any()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import mmap
 import os
 import subprocess
 import tempfile
@@ -62,25 +63,28 @@ def _load(lib_path: str) -> ctypes.CDLL:
     return lib
 
 
-HUGE_PAGE = 2 << 20
+def _arena(nbytes: int) -> tuple[object, int]:
+    """(owner, page-aligned address) of a function's zeroed arena, its pages
+    faulted in here: left to the first call, they were faulted by the step's
+    threads in the middle of their kernels (the LeNet-5 step's first call took
+    52 ms against 25 ms steady).
+
+    One MAP_POPULATE mapping of small pages, not transparent huge pages. On the
+    VMs this runs on, free 2 MiB blocks are reported to the host (virtio-balloon
+    free page reporting), which drops their backing; a huge page comes from such
+    a block, so touching the LeNet-5 step's 18 MiB arena cost 3-4 ms when the
+    host still backed it and 55-60 ms when it did not (every time in the full
+    compile studies, where the peers' processes free GiBs between symfuse's).
+    Small pages come from free blocks below that order, which are not reported:
+    7.5-8.5 ms, every time, and the step runs as fast (16.0 ms either way)."""
+    if _MAP_POPULATE is None:
+        buf = np.zeros(nbytes + 64, np.uint8)
+        return buf, (buf.ctypes.data + 63) & ~63
+    region = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_POPULATE)
+    return region, ctypes.addressof(ctypes.c_char.from_buffer(region))
 
 
-def _arena(nbytes: int) -> tuple[np.ndarray, int]:
-    """(buffer, 64-byte aligned address) of a function's arena. np.empty of 4 MiB
-    and more is a fresh mapping that numpy advises for transparent huge pages;
-    starting it on a 2 MiB boundary lets the kernel back all of it with them.
-    It is then written once, here: left to the first call, its pages were
-    faulted in by the step's threads in the middle of their kernels (the
-    LeNet-5 step's first call took 52 ms against 25 ms steady; written here,
-    ~4 ms more at load and the first call takes 28 ms)."""
-    if nbytes < 2 * HUGE_PAGE:
-        buf = np.empty(nbytes + 64, np.uint8)
-        addr = (buf.ctypes.data + 63) & ~63
-    else:
-        buf = np.empty(nbytes + HUGE_PAGE, np.uint8)
-        addr = (buf.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-    buf.fill(0)
-    return buf, addr
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", None)     # Linux only
 
 
 class CompiledModule:
