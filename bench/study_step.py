@@ -1,13 +1,15 @@
 """Study 2: steady-state time per call of symfuse and its peers.
 
-    python bench/study_step.py [--steps 50] [--warmup 10] [--frameworks a,b,c] [--quick]
+    python bench/study_step.py [--steps 50] [--warmup 10] [--repeat 3] [--frameworks a,b,c] [--quick]
 
 For each framework, model (MLP 784-512-512-10, LeNet-5; batch 128, float32) and
 function (train step with the SGD update, inference), in a fresh process:
 compile, call ``--warmup`` times, then time ``--steps`` calls one by one
 (time.perf_counter around each call; inputs already in the framework's
 format, results ready when the call returns). Reports the median, quartiles
-and minimum, and the ratio symfuse-cpu / peer of the medians.
+and minimum, and the ratio symfuse-cpu / peer of the medians. Each point runs in
+``--repeat`` processes, one per round over every framework and function (the
+first compiles cold, the others warm), and reports the median of their medians.
 
 Writes bench/results/step.{json,md,png} (bench/results/quick/ with --quick).
 """
@@ -29,29 +31,38 @@ def main(argv=None) -> int:
                                  epilog=__doc__.split("\n", 2)[2])
     ap.add_argument("--steps", type=int, default=None, help="timed calls per point (default 50, at least 30; quick: 10)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls after the first (default 10; quick: 3)")
-    ap.add_argument("--repeat", type=int, default=1, help="fresh processes per point; the median of their medians")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="fresh processes per point, interleaved over the study; the median of their medians "
+                         "(default 3; quick: 1)")
     H.add_common_args(ap)
     args = ap.parse_args(argv)
     steps = args.steps or (10 if args.quick else 50)
     if not args.quick and steps < 30:
         ap.error("--steps must be at least 30 (or use --quick)")
     warmup = args.warmup if args.warmup is not None else (3 if args.quick else 10)
+    args.repeat = args.repeat or (1 if args.quick else 3)
     args.timeout = args.timeout or 1800
     st = H.Study("step", args)
 
-    runs = []
-    for fw in st.frameworks:
-        for model, kind in FUNCS:
-            spec = peers.Spec(model, kind)
-            if fw in peers.COMPILE_ONLY:
-                runs.append({"framework": fw, "label": spec.label, "status": "compile only"})
-                continue
-            for r in range(args.repeat):
+    # Repetitions are the outer loop: this machine's speed drifts for seconds at a time (the host's
+    # load: a numpy matmul measured in the same process ran 1.8x slower for a few seconds, then not),
+    # so each point's processes are spread over the whole study instead of running back to back.
+    # A point's repetitions share its cache directory: the first compiles cold, the rest warm.
+    runs, caches = [], {}
+    for r in range(args.repeat):
+        for fw in st.frameworks:
+            for model, kind in FUNCS:
+                spec = peers.Spec(model, kind)
+                if fw in peers.COMPILE_ONLY:
+                    if r == 0:
+                        runs.append({"framework": fw, "label": spec.label, "status": "compile only"})
+                    continue
                 job = {"framework": fw, "spec": spec.to_json(), "mode": "step", "warmup": warmup, "steps": steps,
                        "settle": 1}
                 if args.quick:      # a smoke test: stop a slow point after a few seconds
                     job.update(budget_s=4.0, min_steps=3)
-                res = st.run(job, st.fresh_cache(f"{fw}-{spec.label}"), what=spec.label)
+                cache = caches.setdefault((fw, spec.label), st.fresh_cache(f"{fw}-{spec.label}"))
+                res = st.run(job, cache, what=f"{spec.label} (repeat {r + 1})")
                 runs.append({**res, "label": spec.label, "repeat": r})
                 if res.get("status") != "ok":
                     st.record_error(f"{fw} {spec.label}: {res.get('status')}: {res.get('error')}")
@@ -93,7 +104,9 @@ def render_md(summary, frameworks, steps, warmup, repeat) -> str:
     md = ["## What is measured\n",
           f"Steady-state wall time of one call, in a fresh process per (framework, function): compile, {warmup} "
           f"untimed warm-up calls, then {steps} timed calls, each timed alone with `time.perf_counter` "
-          "(median, quartiles, minimum)" + (f"; median over {repeat} processes" if repeat > 1 else "") + ". "
+          "(median, quartiles, minimum)" + (f"; the median over {repeat} processes, one per round "
+          "over every framework and function, so that a slow spell of the machine does not fall on one "
+          "framework only" if repeat > 1 else "") + ". "
           "Inputs are prepared once in the framework's own array type; a call has finished when it returns "
           "(JAX: `block_until_ready`). A training call runs forward, backward and the SGD update of every "
           "parameter (the parameters change from call to call, as in training); symfuse returns numpy arrays "
