@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
@@ -46,8 +47,8 @@ WHAT = """\
   PyTensor's `compiledir`, JAX's persistent compilation cache (`jax_compilation_cache_dir`,
   `jax_persistent_cache_min_compile_time_secs=0`, `jax_persistent_cache_min_entry_size_bytes=-1`),
   TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR. Caches outside these directories are not cleared:
-  the OS page cache, and symfuse's runtime library (`symfuse/_build`, built once per installed
-  version).
+  the OS page cache, and symfuse's runtime libraries (`symfuse/_build`, built once per installed
+  version; the study builds them before it times anything).
 - **warm** = a second fresh process with the same cache directories, right after the cold one.
 - Each value is the median of `--repeat` cold/warm pairs, min-max in brackets.
 - symfuse-cuda-aot compiles for `arch=sm_90` with NVRTC and is never called (no GPU): its compile time is
@@ -73,6 +74,7 @@ def main(argv=None) -> int:
         want = set(args.functions.split(","))
         funcs = [f for f in FUNCS if f"{f[0]}-{f[1]}" in want]
     st = H.Study("compile", args)
+    prebuild_runtime_libraries(st.frameworks)
 
     rows = []
     for r in range(repeat):
@@ -93,6 +95,19 @@ def main(argv=None) -> int:
     md = WHAT + "\n" + render_md(summary, st.frameworks, funcs, repeat) + H.md_errors(st)
     fig = plot(summary, st.frameworks, funcs)
     return st.finish({"repeat": repeat, "summary": summary, "runs": rows}, md, fig)
+
+
+def prebuild_runtime_libraries(frameworks) -> None:
+    """Build symfuse's runtime libraries (symfuse/_build: once per installation, not
+    per compile) before anything is timed, so that no cold compile includes it: the
+    CUDA one takes 3-4 s per arch, and the first cold point would carry it."""
+    mods = ([("symfuse.runtime.c_runtime", [])] if "symfuse-cpu" in frameworks else []) + \
+           ([("symfuse.runtime.cuda_runtime", [peers.CUDA_ARCH])] if "symfuse-cuda-aot" in frameworks else [])
+    for mod, argv in mods:
+        rc, out, err, wall = H.spawn([sys.executable, "-m", mod, *argv], H.child_env(tempfile.mkdtemp()), 600)
+        if rc != 0:
+            raise SystemExit(f"building symfuse's runtime library failed ({mod}): {(err or out)[-1500:]}")
+        H.log(f"  {mod}: {out.strip()} ({wall:.1f} s wall)")
 
 
 def summarise(rows, frameworks, funcs):

@@ -149,6 +149,11 @@ for n in (1, 2, 3, 9, 16, 31):        # short rows: groups of 2..32 lanes, sever
     case(f"short{n}", "softmax", [xq], {"axis": -1}, tol=1e-5)
     case(f"short{n}", "logsumexp", [xq], {"axis": -1}, tol=1e-5)
     case(f"short{n}", "softmax_xent", [xq, np.full_like(xq, 1 / n)], {"axis": -1}, tol=1e-4)
+for n in (2, 3, 7, 13, 29, 50, 100, 250):   # every warp-per-row kernel of the library: (lanes, per) = (2, 1) .. (32, 8)
+    xl = _arr((9, n), F32, -5, 5)
+    for opn in ("softmax", "log_softmax", "logsumexp"):
+        case(f"lib{n}", opn, [xl], {"axis": -1}, tol=1e-5)
+    case(f"lib{n}", "softmax_xent", [xl, np.full_like(xl, 1 / n)], {"axis": -1}, tol=1e-4)
 xw = _arr((3, 500), F64, -5, 5)           # float64 warp rows cache 16 values a lane
 case("f64-warp16", "softmax", [xw], {"axis": -1}, tol=1e-12)
 case("f64-warp16", "softmax_xent", [xw, np.full_like(xw, 1 / 500)], {"axis": -1}, tol=1e-12)
@@ -562,7 +567,8 @@ def test_nvrtc_no_spills(arch, nvrtc_results):
 
 
 # =========================================================================== the precompiled library
-# The GEMM-class and pooling lowerings also name a kernel of the precompiled library (sizes and
+# The GEMM-class, pooling, warp-per-row softmax-family and one_hot lowerings also name a kernel
+# of the precompiled library (sizes and
 # fast-divmod magic as kernel arguments, runtime/cuda_runtime.py). Every case that
 # has one runs it here from the library's cuda-emu build: against the reference and
 # against the shape-specialised kernel of the same case (same arithmetic, same order:
@@ -587,10 +593,10 @@ def _run_lib(c: Case, mod):
     return outs
 
 
-def test_library_covers_the_gemm_cases():
+def test_library_covers_the_gemm_pooling_and_rowwise_cases():
     names = {c.op.opdef.name for c in LIB_CASES}
     assert names == {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d", "max_pool2d_grad",
-                     "avg_pool2d", "avg_pool2d_grad"}
+                     "avg_pool2d", "avg_pool2d_grad", "softmax", "log_softmax", "logsumexp", "softmax_xent", "one_hot"}
     assert {ln.lib.kernel for c in LIB_CASES for ln in c.lowering.launches} == set(L.LIB_KERNELS)
     # float64 and 64-bit indexing stay shape-specialised
     assert all(c.op.outputs[0].type.dtype.name == "float32" for c in LIB_CASES)

@@ -25,10 +25,11 @@ Launch shapes are decided here and written into the body as literals: every
 size is a literal argument (so index arithmetic is by constants), tile sizes
 and dimension counts are template arguments, and the index type is ``int``
 when every extent of the op fits comfortably in 31 bits, else ``int64_t``.
-The GEMM-class and pooling launches also carry ``Launch.lib``: the same work
-as a kernel of the precompiled library (``LIB_KERNELS``; sizes and fast-divmod
-magic as scalar kernel arguments), which the backends launch instead when it
-exists (float32, ``int`` indexing).
+The GEMM-class, pooling, one_hot and warp-per-row softmax-family launches also
+carry ``Launch.lib``: the same work as a kernel of the precompiled library
+(``LIB_KERNELS``; sizes and fast-divmod magic as scalar kernel arguments), which
+the backends launch instead when it exists (float32, ``int`` indexing; the
+softmax family for the (values per lane, lanes) of ``LIB_ROWWISE``).
 Element-wise style kernels (copies, pooling, gathers, random) use 256-thread
 blocks, one element per thread, with the grid capped at ``GRID_CAP`` blocks
 (the kernels loop grid-stride, so any grid is correct); a copy that is a
@@ -182,6 +183,8 @@ def _cfg_args(cfg) -> str:
 # from fast_divmod). What the table below does not hold (float64, 64-bit
 # indexing, matmul batches of more than LIB_MATMUL_ND collapsed dims) keeps
 # the shape-specialised body: every Launch has one, ``lib`` is the alternative.
+KINDS = {"softmax": 0, "log_softmax": 1, "logsumexp": 2, "softmax_xent": 3}   # sf_rowwise_* KIND
+KIND_NAMES = {v: k for k, v in KINDS.items()}
 LIB_MATMUL_ND = 3           # batch dims of the library matmul (fewer are padded with size-1 dims)
 LIB_TYPES = {("float", "int"): "f32"}     # (T, I) the library is instantiated for -> name tag
 # scalar kernel arguments of each family after the pointers: (ints, divisors); a
@@ -197,9 +200,16 @@ LIB_ARGS = {
     "sum_partials": (("count", "S"), ()),
     "max_pool2d": POOL_ARGS, "max_pool2d_argmax": POOL_ARGS, "max_pool2d_grad": POOL_ARGS,
     "avg_pool2d": POOL_ARGS, "avg_pool2d_grad": POOL_ARGS,
+    "rowwise_warp": (("rows", "n", "inner"), ()), "one_hot": (("m", "depth"), ()),
 }
+# (elements per lane, lanes) of the warp-per-row softmax-family kernels in the library:
+# rows of up to 256 elements (NVRTC took ~28 ms on each of these; a model's classifier
+# head is one or two of them); longer rows get a shape-specialised kernel
+LIB_ROWWISE = ((1, 2), (1, 4), (1, 8), (1, 16), (1, 32), (2, 32), (4, 32), (8, 32))
+LIB_ONE_HOT_INDEX = ("int32_t", "int64_t")
 # tensor operands of each family (the op's inputs, in order; default 2)
-LIB_INPUTS = {"max_pool2d": 1, "avg_pool2d": 1, "avg_pool2d_grad": 1, "max_pool2d_argmax": 3, "max_pool2d_grad": 3}
+LIB_INPUTS = {"max_pool2d": 1, "avg_pool2d": 1, "avg_pool2d_grad": 1, "max_pool2d_argmax": 3, "max_pool2d_grad": 3,
+              "one_hot": 1}
 LIB_SCRATCH = {"conv2d_grad_weight", "sum_partials", "max_pool2d_argmax", "max_pool2d_grad"}  # (null when unused)
 LIB_POOL = {"max_pool2d", "max_pool2d_argmax", "max_pool2d_grad", "avg_pool2d", "avg_pool2d_grad"}
 LIB_GEMM = {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
@@ -214,10 +224,18 @@ class LibKernel:
     tile: int = 0               # GEMM_TILES key (GEMM families)
     ta: bool = False            # matmul: A / B buffers hold the transposes
     tb: bool = False
+    kind: int = 0               # rowwise_warp: the KINDS value
+    per: int = 0                # rowwise_warp: elements per lane, lanes per row (LIB_ROWWISE)
+    lanes: int = 0
+    index: str = ""             # one_hot: C type of the indices
 
     @property
     def name(self) -> str:
         tag = LIB_TYPES[(self.T, self.I)]
+        if self.family == "rowwise_warp":
+            return f"sf_lib_{KIND_NAMES[self.kind]}_warp_{tag}_l{self.lanes}p{self.per}"
+        if self.family == "one_hot":
+            return f"sf_lib_one_hot_{tag}_{self.index.replace('_t', '')}"
         tile = f"_t{self.tile}" if self.tile else ""
         trans = f"_{'t' if self.ta else 'n'}{'t' if self.tb else 'n'}" if self.family == "matmul" else ""
         return f"sf_lib_{self.family}_{tag}{tile}{trans}"
@@ -232,6 +250,8 @@ class LibKernel:
 
     @property
     def n_inputs(self) -> int:
+        if self.family == "rowwise_warp":
+            return 2 if self.kind == KINDS["softmax_xent"] else 1
         return LIB_INPUTS.get(self.family, 2)
 
     @property
@@ -243,7 +263,8 @@ class LibKernel:
 
     @property
     def signature(self) -> str:
-        ptrs = [f"const {self.T}* __restrict__ in{j}" for j in range(self.n_inputs)] + \
+        ptrs = [f"const {self.index or self.T}* __restrict__ in0"] + \
+               [f"const {self.T}* __restrict__ in{j}" for j in range(1, self.n_inputs)] + \
                [f"{self.T}* __restrict__ out0"] + (["char* __restrict__ scratch"] if self.scratch else [])
         return ", ".join(ptrs + [f"{t} {n}" for t, n in self.params])
 
@@ -259,7 +280,10 @@ LIB_KERNELS: dict[str, LibKernel] = {k.name: k for k in (
      for ta in (False, True) for tb in (False, True)] +
     [LibKernel(f, T, I, t) for (T, I) in LIB_TYPES for f in ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
      for t in GEMM_TILES] +
-    [LibKernel(f, T, I) for (T, I) in LIB_TYPES for f in ["sum_partials", *sorted(LIB_POOL)]])}
+    [LibKernel(f, T, I) for (T, I) in LIB_TYPES for f in ["sum_partials", *sorted(LIB_POOL)]] +
+    [LibKernel("rowwise_warp", T, I, kind=kind, per=per, lanes=lanes) for (T, I) in LIB_TYPES
+     for kind in sorted(KIND_NAMES) for per, lanes in LIB_ROWWISE] +
+    [LibKernel("one_hot", T, I, index=ix) for (T, I) in LIB_TYPES for ix in LIB_ONE_HOT_INDEX])}
 
 
 def fast_divmod(d: int) -> tuple[int, int]:
@@ -277,7 +301,7 @@ def fast_divmod(d: int) -> tuple[int, int]:
 def _lib_call(k: LibKernel, vals: dict) -> LibCall | None:
     """The launch as a library call, or None when the library has no such kernel
     (another element or index type)."""
-    if (k.T, k.I) not in LIB_TYPES:
+    if (k.T, k.I) not in LIB_TYPES or k.name not in LIB_KERNELS:
         return None
     ints, divs = LIB_ARGS[k.family]
     args = [(int(vals[n]), "int") for n in ints]
@@ -354,9 +378,6 @@ def lower_gemm(op, ins, outs, hints) -> Lowering:
 
 
 # =========================================================================== softmax family
-KINDS = {"softmax": 0, "log_softmax": 1, "logsumexp": 2, "softmax_xent": 3}
-
-
 def _rowwise_scheme(outer, n, inner, T, hints) -> str:
     s = hints.get("rowwise")
     if s is not None:
@@ -386,8 +407,11 @@ def _rowwise(name):
             lanes = 32 if n >= 32 else 1 << max(1, (n - 1).bit_length())   # short rows: a group of lanes
             per = _cdiv(n, lanes)
             rows_per_block = (BLOCK // 32) * (32 // lanes)
-            return _one(f"sf_rowwise_warp<{kind}, {T}, {I}, {per}, {lanes}>{args};",
-                        (max(1, min(_cdiv(rows, rows_per_block), GRID_CAP)), 1, 1), (BLOCK, 1, 1))
+            low = _one(f"sf_rowwise_warp<{kind}, {T}, {I}, {per}, {lanes}>{args};",
+                       (max(1, min(_cdiv(rows, rows_per_block), GRID_CAP)), 1, 1), (BLOCK, 1, 1))
+            low.launches[0].lib = _lib_call(LibKernel("rowwise_warp", T, I, kind=kind, per=per, lanes=lanes),
+                                            dict(rows=rows, n=n, inner=inner))
+            return low
         if scheme == "block":
             threads = ROW_BLOCK if n >= ROW_BLOCK else max(32, _cdiv(n, 32) * 32)
             return _one(f"sf_rowwise_block<{kind}, {T}, {I}>{args};", (max(1, min(rows, GRID_CAP)), 1, 1),
@@ -601,8 +625,10 @@ def lower_one_hot(op, ins, outs, hints) -> Lowering:
     if _empty(op):
         return Lowering()
     I = _itype(out.size)
-    return _elementwise(f"sf_one_hot<{T}, {Ii}, {I}>({ins[0]}, {outs[0]}, {idx.size}, {op.attrs['depth']});",
-                        out.size)
+    low = _elementwise(f"sf_one_hot<{T}, {Ii}, {I}>({ins[0]}, {outs[0]}, {idx.size}, {op.attrs['depth']});",
+                       out.size)
+    low.launches[0].lib = _lib_call(LibKernel("one_hot", T, I, index=Ii), dict(m=idx.size, depth=op.attrs["depth"]))
+    return low
 
 
 # =========================================================================== argmax / argmin

@@ -57,8 +57,11 @@ EMU_MAX_BLOCKS = 16       # the emulator runs threads one after another: fewer, 
 # indexing, library=False) costs ~8, another library kernel ~2, a multi kernel
 # one per part (each part alone costs about a pointwise kernel: measured on the
 # LeNet-5 update kernel, 9 parts 0.38 s, one part 0.06-0.11 s). Kernels that
-# launch the precompiled library are in no unit (cost 0).
-UNIT_MIN_COST = 12
+# launch the precompiled library are in no unit (cost 0). Since the softmax family
+# and one_hot moved into the library, the LeNet-5 step's units cost 18 and the
+# MLP's 14: NVRTC took 158-218 ms in two units against 198-212 in one (LeNet-5),
+# 122-160 against 138-158 (MLP), so a second unit pays from a cost of 14.
+UNIT_MIN_COST = 7
 _GEMM_OPS = {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
 # C type of a library kernel's scalar argument -> what the executors pass
 SCALAR_DTYPES = {"int": np.int32, "unsigned": np.uint32, "int64_t": np.int64}

@@ -1,7 +1,8 @@
 """The precompiled CUDA runtime library: the GEMM-class kernels of
 ``codegen/cuda_library.LIB_KERNELS`` (matmul, conv2d and both gradients, the
-split-K sum) with their sizes as kernel arguments, compiled once per
-installation, NVRTC and arch -- the CUDA counterpart of ``c_runtime.py``.
+split-K sum, pooling, one_hot, the warp-per-row softmax family) with their sizes
+as kernel arguments, compiled once per installation, NVRTC and arch -- the CUDA
+counterpart of ``c_runtime.py``.
 
 Why: NVRTC spends 0.1-0.25 s on each shape-specialised tiled GEMM, so they
 dominated every cold compile of a model; compiled once (like cuBLAS/CUTLASS
