@@ -75,3 +75,15 @@ def test_arena_is_zeroed_aligned_and_writable_to_its_end(nbytes):
     owner2, addr2 = _arena(nbytes)      # a second arena is fresh memory, not the first one again
     assert addr2 != addr
     assert not np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(addr2)).any()
+
+
+def test_an_arena_that_cannot_be_mapped_is_a_clear_memory_error(monkeypatch):
+    import errno
+    import mmap
+    from symfuse.runtime import cpu
+
+    def refuse(*a, **k):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    with pytest.raises(MemoryError, match=r"cannot map the function's 3072\.0 MiB arena .*Cannot allocate memory"):
+        cpu._arena(3 << 30)

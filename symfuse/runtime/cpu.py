@@ -80,7 +80,11 @@ def _arena(nbytes: int) -> tuple[object, int]:
     if _MAP_POPULATE is None:
         buf = np.zeros(nbytes + 64, np.uint8)
         return buf, (buf.ctypes.data + 63) & ~63
-    region = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_POPULATE)
+    try:
+        region = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_POPULATE)
+    except OSError as e:
+        raise MemoryError(f"cannot map the function's {nbytes / 2**20:.1f} MiB arena (the intermediates of one "
+                          f"call, f.report.info['memory']): {e.strerror}") from None
     return region, ctypes.addressof(ctypes.c_char.from_buffer(region))
 
 
