@@ -63,6 +63,9 @@ def _load(lib_path: str) -> ctypes.CDLL:
     return lib
 
 
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", None)     # Linux only
+
+
 def _arena(nbytes: int) -> tuple[object, int]:
     """(owner, page-aligned address) of a function's zeroed arena, its pages
     faulted in here: left to the first call, they were faulted by the step's
@@ -86,9 +89,6 @@ def _arena(nbytes: int) -> tuple[object, int]:
         raise MemoryError(f"cannot map the function's {nbytes / 2**20:.1f} MiB arena (the intermediates of one "
                           f"call, f.report.info['memory']): {e.strerror}") from None
     return region, ctypes.addressof(ctypes.c_char.from_buffer(region))
-
-
-_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", None)     # Linux only
 
 
 class CompiledModule:

@@ -1,4 +1,4 @@
-"""The precompiled CUDA runtime library: the GEMM-class kernels of
+"""The precompiled CUDA runtime library: the kernels of
 ``codegen/cuda_library.LIB_KERNELS`` (matmul, conv2d and both gradients, the
 split-K sum, pooling, one_hot, the warp-per-row softmax family) with their sizes
 as kernel arguments, compiled once per installation, NVRTC and arch -- the CUDA
