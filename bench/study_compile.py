@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
@@ -74,7 +73,7 @@ def main(argv=None) -> int:
         want = set(args.functions.split(","))
         funcs = [f for f in FUNCS if f"{f[0]}-{f[1]}" in want]
     st = H.Study("compile", args)
-    prebuild_runtime_libraries(st.frameworks)
+    prebuild_runtime_libraries(st)
 
     rows = []
     for r in range(repeat):
@@ -97,14 +96,15 @@ def main(argv=None) -> int:
     return st.finish({"repeat": repeat, "summary": summary, "runs": rows}, md, fig)
 
 
-def prebuild_runtime_libraries(frameworks) -> None:
+def prebuild_runtime_libraries(st: H.Study) -> None:
     """Build symfuse's runtime libraries (symfuse/_build: once per installation, not
     per compile) before anything is timed, so that no cold compile includes it: the
-    CUDA one takes 3-4 s per arch, and the first cold point would carry it."""
-    mods = ([("symfuse.runtime.c_runtime", [])] if "symfuse-cpu" in frameworks else []) + \
-           ([("symfuse.runtime.cuda_runtime", [peers.CUDA_ARCH])] if "symfuse-cuda-aot" in frameworks else [])
+    CUDA one takes ~2 s per arch, and the first cold point would carry it."""
+    mods = ([("symfuse.runtime.c_runtime", [])] if "symfuse-cpu" in st.frameworks else []) + \
+           ([("symfuse.runtime.cuda_runtime", [peers.CUDA_ARCH])] if "symfuse-cuda-aot" in st.frameworks else [])
     for mod, argv in mods:
-        rc, out, err, wall = H.spawn([sys.executable, "-m", mod, *argv], H.child_env(tempfile.mkdtemp()), 600)
+        env = H.child_env(st.fresh_cache("runtime-libraries"))
+        rc, out, err, wall = H.spawn([sys.executable, "-m", mod, *argv], env, 600)
         if rc != 0:
             raise SystemExit(f"building symfuse's runtime library failed ({mod}): {(err or out)[-1500:]}")
         H.log(f"  {mod}: {out.strip()} ({wall:.1f} s wall)")

@@ -61,8 +61,9 @@ def main(argv=None) -> int:
                        "settle": 1}
                 if args.quick:      # a smoke test: stop a slow point after a few seconds
                     job.update(budget_s=4.0, min_steps=3)
-                cache = caches.setdefault((fw, spec.label), st.fresh_cache(f"{fw}-{spec.label}"))
-                res = st.run(job, cache, what=f"{spec.label} (repeat {r + 1})")
+                if (fw, spec.label) not in caches:
+                    caches[fw, spec.label] = st.fresh_cache(f"{fw}-{spec.label}")
+                res = st.run(job, caches[fw, spec.label], what=f"{spec.label} (repeat {r + 1})")
                 runs.append({**res, "label": spec.label, "repeat": r})
                 if res.get("status") != "ok":
                     st.record_error(f"{fw} {spec.label}: {res.get('status')}: {res.get('error')}")

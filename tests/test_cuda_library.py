@@ -567,12 +567,11 @@ def test_nvrtc_no_spills(arch, nvrtc_results):
 
 
 # =========================================================================== the precompiled library
-# The GEMM-class, pooling, warp-per-row softmax-family and one_hot lowerings also name a kernel
-# of the precompiled library (sizes and
-# fast-divmod magic as kernel arguments, runtime/cuda_runtime.py). Every case that
-# has one runs it here from the library's cuda-emu build: against the reference and
-# against the shape-specialised kernel of the same case (same arithmetic, same order:
-# the same bits).
+# The GEMM-class, pooling, warp-per-row softmax-family and one_hot lowerings also name a
+# kernel of the precompiled library (sizes and fast-divmod magic as kernel arguments,
+# runtime/cuda_runtime.py). Every case that has one runs it here from the library's
+# cuda-emu build: against the reference and against the shape-specialised kernel of the
+# same case (same arithmetic, same order: the same bits).
 LIB_CASES = [c for c in CASES if c.lowering.launches and all(ln.lib is not None for ln in c.lowering.launches)]
 
 
