@@ -117,7 +117,8 @@ class _KernelBuilder:
         self.inputs: list[Value] = []
         self.input_pos: dict[int, int] = {}
         self.vars: dict[int, str] = {}
-        self.loads: dict[tuple, str] = {}
+        self.loads: dict[tuple, str] = {}   # (buffer, index) -> the variable holding it, in scope
+        self.nloads = 0
         self.stmts: list[str] = []
         self.direct = None   # Value -> Index in loop variables, for buffers read without a view
 
@@ -144,7 +145,8 @@ class _KernelBuilder:
         key = (id(v), idx.flat())
         var = self.loads.get(key)
         if var is None:
-            var = self.loads[key] = f"l{len(self.loads)}"
+            var = self.loads[key] = f"l{self.nloads}"
+            self.nloads += 1
             self.stmts.append(f"const {c_type(v.dtype)} {var} = {self.param(v)}[{idx.flat()}];")
         return var
 
@@ -254,7 +256,8 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     T = c_type(root.outputs[0].dtype)
     out_index = Index([n for _, n in oloops], dims=[v for v, _ in oloops]).flat() if kept_groups else "0"
     loop_stmts = b.stmts
-    b.stmts, b.direct = [], None   # the epilogue runs once per output element, after the loop
+    # the epilogue runs once per output element, after the loop: the loop body's loads are out of scope
+    b.stmts, b.direct, b.loads = [], None, {}
     b.vars[id(root.outputs[0])] = "red"
     for op in epilogue:
         b.emit(op, lambda s: Index(s, flat=out_index))

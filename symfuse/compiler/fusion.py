@@ -42,8 +42,6 @@ from ..ir.core import Function, Op, Value
 MAX_KERNEL_INPUTS = 64
 VIEW_OPS = {"reshape", "transpose", "broadcast_to", "slice", "flip"}
 REDUCE_OPS = {"sum", "prod", "max", "min"}
-# library ops whose lowering can read an operand through a last-two-axes transpose
-LIBRARY_TRANSPOSED_OPERANDS = {"matmul", "gemm"}
 
 
 def op_class(op: Op) -> str:
@@ -117,8 +115,7 @@ def fuse(fn: Function, horizontal: bool = False) -> Partition:
             continue
         if (cls == "view" and not is_result and cons and _swaps_last_two(op)
                 and _reshapes_of_buffer(op.inputs[0])
-                and all(c.opdef.name in LIBRARY_TRANSPOSED_OPERANDS
-                        for c in cons)):
+                and all(_reads_transposed(c, out) for c in cons)):
             operand_views.add(id(op))  # BLAS reads the operand transposed: no copy
             continue
         target = None
@@ -214,6 +211,13 @@ def _reshapes_of_buffer(v: Value) -> bool:
             return False
         v = v.op.inputs[0]
     return True
+
+
+def _reads_transposed(consumer: Op, v: Value) -> bool:
+    """Every operand of ``consumer`` that is ``v`` sits where its lowering reads a
+    transposed buffer (gemm's accumulator, operand 2, is read as stored)."""
+    ok = consumer.opdef.transposable_operands
+    return all(k in ok for k, u in enumerate(consumer.inputs) if u is v)
 
 
 def _swaps_last_two(op: Op) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import AxisError, DTypeError, GradError, ShapeError, SymfuseError
 from ..ir.core import Value, apply, format_loc, user_location
-from ..ir.types import as_dtype, float32, int32, tensor_type
+from ..ir.types import as_dtype, cast_exactly, float32, int32, tensor_type
 
 # --------------------------------------------------------------------------- leaves
 
@@ -23,15 +23,16 @@ def tensor(name: str, shape: Sequence[int] = (), dtype="float32") -> Value:
     """A symbolic input with a static shape."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"tensor name must be a non-empty string, got {name!r}")
-    if isinstance(shape, int):
+    if isinstance(shape, numbers.Integral):
         shape = (shape,)
     try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise ShapeError(f"tensor {name!r}: shape must be a sequence of ints, got {shape!r}") from None
-    if any(s < 0 for s in shape):
-        raise ShapeError(f"tensor {name!r}: negative dimension in shape {shape}")
-    return Value(tensor_type(as_dtype(dtype), shape), name=name)
+        ty = tensor_type(as_dtype(dtype), tuple(shape))
+    except TypeError:
+        raise ShapeError(f"tensor {name!r}: shape must be a sequence of ints, got {shape!r} "
+                         f"(at {format_loc(user_location())})") from None
+    except ShapeError as e:
+        raise ShapeError(f"tensor {name!r}: {e} (at {format_loc(user_location())})") from None
+    return Value(ty, name=name)
 
 
 class SharedVariable(Value):
@@ -55,10 +56,10 @@ class SharedVariable(Value):
         if arr.shape != self.type.shape:
             raise ShapeError(f"set_value on shared {self.name or '<unnamed>'}: shape {arr.shape} "
                              f"does not match {self.type.shape}")
+        label = f"set_value on shared {self.name or '<unnamed>'}"
         if not np.can_cast(arr.dtype, self.type.dtype.np, casting="same_kind"):
-            raise DTypeError(f"set_value on shared {self.name or '<unnamed>'}: cannot store "
-                             f"{arr.dtype} in {self.type.dtype}")
-        self._value = np.array(arr, dtype=self.type.dtype.np, copy=True, order="C")
+            raise DTypeError(f"{label}: cannot store {arr.dtype} in {self.type.dtype}")
+        self._value = np.array(cast_exactly(arr, self.type.dtype.np, label), copy=True, order="C")
 
     def __repr__(self):
         return f"<SharedVariable {self.name or ''} {self.type}>"

@@ -100,6 +100,9 @@ class OpDef:
     c_expr: str | None = None
     foldable: bool = True           # may constant-fold when all inputs are constants
     commutative: bool = False
+    # operand positions a library lowering can read through a swap of their last two
+    # axes (BLAS's trans_a / trans_b), so fusion may pass such a transpose's buffer as is
+    transposable_operands: tuple = ()
     attrs_to_text: Callable | None = None    # (attrs) -> attrs for printing
     attrs_from_text: Callable | None = None  # (attrs, out_types) -> attrs after parsing
     doc: str = ""

@@ -5,12 +5,16 @@ passes is usually an identity check.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from ..errors import DTypeError
+from ..errors import DTypeError, ShapeError
+
+# generated code indexes with int64_t, and numpy's sizes are ssize_t
+MAX_SIZE = 2 ** 63 - 1
 
 
 @dataclass(frozen=True)
@@ -111,13 +115,50 @@ class TensorType:
 
 
 def tensor_type(dtype, shape) -> TensorType:
-    """Interned constructor: the same (dtype, shape) gives the same object."""
-    return _interned(dtype if isinstance(dtype, DType) else as_dtype(dtype), tuple(int(s) for s in shape))
+    """Interned constructor: the same (dtype, shape) gives the same object.
+
+    Raises ShapeError for a dimension that is not an integer (2.7 is not
+    truncated), is negative, or makes the size overflow int64."""
+    shape = tuple(shape)
+    for s in shape:
+        if type(s) is not int:
+            shape = _as_int_dims(shape)
+            break
+    return _interned(dtype if isinstance(dtype, DType) else as_dtype(dtype), shape)
+
+
+def _as_int_dims(shape: tuple) -> tuple:
+    for k, s in enumerate(shape):
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise ShapeError(f"shape {shape}: dimension {k} is {s!r}, not an integer")
+    return tuple(int(s) for s in shape)
 
 
 @lru_cache(maxsize=None)
 def _interned(dtype: DType, shape: tuple) -> TensorType:
+    # checked here, once per distinct shape: the key holds exact ints, so a hit is valid
+    n = 1
+    for k, s in enumerate(shape):
+        if s < 0:
+            raise ShapeError(f"shape {shape}: dimension {k} is negative ({s})")
+        n *= s
+    if n * dtype.itemsize > MAX_SIZE or any(s > MAX_SIZE for s in shape):
+        raise ShapeError(f"shape {shape}: {n} elements of {dtype.name} exceed the 2**63 - 1 "
+                         "bytes an index can address")
     return TensorType(dtype, shape)
+
+
+def cast_exactly(arr: np.ndarray, dtype: np.dtype, label: str) -> np.ndarray:
+    """``arr`` as ``dtype`` when numpy's same-kind cast keeps every value; integers
+    that do not fit (``[2**32 + 3]`` into int32) raise instead of wrapping."""
+    if arr.dtype.kind in "iub" and dtype.kind in "iu" and arr.size:
+        info = np.iinfo(dtype)
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            bad = lo if lo < info.min else hi
+            raise DTypeError(f"{label}: value {int(bad)} does not fit in {dtype.name} "
+                             f"[{info.min}, {info.max}]")
+    return arr.astype(dtype, copy=False)
 
 
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -1,8 +1,8 @@
 """Verifier: SSA dominance, registered ops, and re-inferred result types."""
 from __future__ import annotations
 
-from ..errors import SymfuseError, VerifyError
-from .core import OPS, Region, format_loc
+from ..errors import GradError, SymfuseError, VerifyError
+from .core import OPS, Region, format_loc, toposort
 
 
 def verify(fn: Region, types: bool = True) -> None:
@@ -29,6 +29,8 @@ def _verify_region(region: Region, defined: set[int], types: bool = True) -> Non
             for v in r.results:
                 if id(v) not in inner:
                     raise VerifyError(f"{where}: region yields an undefined value")
+        if op.opdef.name == "grad" and op.attrs.get("disconnected") == "raise":
+            _check_connected(op)
         if not types:
             for o in op.outputs:
                 if id(o) in defined:
@@ -50,3 +52,19 @@ def _verify_region(region: Region, defined: set[int], types: bool = True) -> Non
     for i, v in enumerate(region.results):
         if id(v) not in defined:
             raise VerifyError(f"result {i} ({v.type}) is not defined in the function")
+
+
+def _check_connected(op) -> None:
+    """A ``grad`` op that asks to raise on a disconnected ``wrt`` is checked here, on the
+    graph as written: later simplification may remove a path (``y ** 0``) whose
+    gradient is then zero, not an error."""
+    cost, wrt = op.inputs[0], op.inputs[1:]
+    reach = {id(cost)}
+    for o in toposort([cost], allow_free=True):
+        reach.update(id(v) for v in o.inputs)
+    for w in wrt:
+        if id(w) not in reach:
+            where = format_loc(op.loc)
+            raise GradError(f"grad: the cost does not depend on {w.name or w.type}"
+                            + (f" (at {where})" if where else "")
+                            + "; pass disconnected='zero' to get zeros instead")

@@ -17,6 +17,7 @@ from ..frontend.api import SharedVariable, as_tensor
 from ..ir.core import Function, Value, format_loc, user_location
 from ..ir.printer import print_function
 from ..ir.parser import parse
+from ..ir.types import cast_exactly
 from .backends import get_backend
 from .cache import cache_key, code_identity
 
@@ -263,7 +264,10 @@ class Executable:
                 raise InputError(f"{label}: expected {t}, got {type(a).__name__}") from None
             if arr.dtype == object or not np.can_cast(arr.dtype, t.dtype.np, casting="same_kind"):
                 raise InputError(f"{label}: expected {t}, got {type(a).__name__} of dtype {arr.dtype}")
-            a = arr.astype(t.dtype.np)
+            try:
+                a = cast_exactly(arr, t.dtype.np, label)
+            except DTypeError as e:
+                raise InputError(str(e)) from None
         if a.shape != t.shape:
             raise InputError(f"{label}: expected shape {t.shape} ({t}), got {a.shape}")
         return a

@@ -39,7 +39,7 @@ def _matmul_vjp(op, cts):
 
 
 defop("matmul", kind="linalg", infer=_matmul_infer,
-      ref=lambda xs, a: np.matmul(xs[0], xs[1]), vjp=_matmul_vjp)
+      ref=lambda xs, a: np.matmul(xs[0], xs[1]), vjp=_matmul_vjp, transposable_operands=(0, 1))
 
 
 # gemm: BLAS's C = alpha * A @ B + beta * C as one op. Not written by users: the
@@ -73,4 +73,4 @@ def _gemm_vjp(op, cts):
 
 
 defop("gemm", kind="linalg", infer=_gemm_infer, ref=_gemm_ref, vjp=_gemm_vjp,
-      attrs={"alpha": 1.0, "beta": 1.0})
+      attrs={"alpha": 1.0, "beta": 1.0}, transposable_operands=(0, 1))
