@@ -135,20 +135,25 @@ def test_failed_write_disables_with_one_warning(cache, caplog):
     assert not cache.enabled and os.listdir(cache.root) == ["blocked"]
 
 
-def test_refuses_foreign_world_writable_root(tmp_path, caplog, monkeypatch):
-    root = tmp_path / "shared"
+@pytest.mark.parametrize("mode, other_user", [(0o777, True), (0o755, True), (0o700, True), (0o777, False),
+                                              (0o770, False), (0o702, False)])
+def test_refuses_a_root_that_is_not_private(tmp_path, caplog, monkeypatch, mode, other_user):
+    """Only a root owned by us and writable by nobody else is used: someone else's
+    (even 0755) or our own group/world-writable one could hold planted entries."""
+    root = tmp_path / f"shared-{mode:o}-{other_user}"
     key = cache_key("k")
     DiskCache(str(root)).put(NS, key, b"planted")
-    os.chmod(root, 0o777)
-    # pretend to be another user (as root we could chown instead, but this works for everyone)
-    monkeypatch.setattr(os, "getuid", lambda: os.stat(root).st_uid + 1)
+    os.chmod(root, mode)
+    if other_user:   # pretend to be another user (as root we could chown instead, but this works for everyone)
+        monkeypatch.setattr(os, "getuid", lambda: os.stat(root).st_uid + 1)
     with caplog.at_level(logging.WARNING, logger="symfuse.cache"):
         c = DiskCache(str(root))
-    assert "refusing" in caplog.text and len(caplog.records) == 1
+    assert "refusing" in caplog.text and len(caplog.records) == 1 and str(root) in caplog.text
     assert c.get(NS, key) is None and c.put(NS, key, b"x") is None
     assert not c.enabled and not c.readable
-    # our own world-writable directory, or someone else's private one, is fine
+    assert c.private_dir("runtime") is None and c.private_dir("jinja") is None
     monkeypatch.undo()
+    os.chmod(root, 0o700)   # made private again, the same tree is ours
     assert DiskCache(str(root)).get(NS, key) == b"planted"
 
 

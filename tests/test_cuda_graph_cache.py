@@ -8,7 +8,6 @@ import contextlib
 import glob
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 import symfuse as sf
+from symfuse.runtime import plain
 from symfuse.errors import DeviceUnavailable
 from symfuse.runtime import cuda as cuda_rt
 from symfuse.runtime.backends import get_backend
@@ -270,7 +270,7 @@ def test_unusable_entry_is_a_miss(aot_runs, tmp_path, damage):
         cache = environment_cache()
         for p in _graph_entries(copy):
             key = os.path.basename(p)
-            entry = pickle.loads(cache.get("graph", key))
+            entry = plain.loads(cache.get("graph", key))
             if entry.get("backend") != "cuda":
                 continue
             if damage == "format":
@@ -279,7 +279,7 @@ def test_unusable_entry_is_a_miss(aot_runs, tmp_path, damage):
                 del entry["kernels"]
             else:
                 entry["images"] = [None]
-            cache.put("graph", key, pickle.dumps(entry))
+            cache.put("graph", key, plain.dumps(entry))
         again = compile_step(model, "cuda", arch="sm_90")
     assert again.report.info["graph_cache"] == "miss" and "codegen" in stages(again)
     assert again._run.images == cold._run.images

@@ -14,8 +14,11 @@ import os
 def bytecode_cache():
     import jinja2
     from ..runtime.c_runtime import PACKAGE_BUILD_DIR
-    from ..runtime.cache import DiskCache
-    for d in (os.path.join(PACKAGE_BUILD_DIR, "jinja"), os.path.join(DiskCache().root, "jinja")):
+    from ..runtime.cache import environment_cache
+    # Jinja's bytecode is marshalled code: only the installation's directory or a private cache
+    for d in (os.path.join(PACKAGE_BUILD_DIR, "jinja"), environment_cache().private_dir("jinja")):
+        if d is None:
+            continue
         try:
             os.makedirs(d, mode=0o755, exist_ok=True)
             if os.access(d, os.W_OK):

@@ -23,13 +23,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 
 from ..codegen.c_library import INCLUDE_DIR, blas_link_flags
-from .cache import DiskCache, cache_key
+from .cache import artefact_ok, cache_key, environment_cache, seal_artefact
 
 log = logging.getLogger("symfuse.cpu")
 
@@ -50,8 +51,11 @@ class RuntimeLibrary:
 
 
 def _build_dirs():
+    """The installation's build directory, then the cache's (only when it is private)."""
     yield PACKAGE_BUILD_DIR
-    yield os.path.join(DiskCache().root, "runtime")
+    d = environment_cache().private_dir("runtime")
+    if d is not None:
+        yield d
 
 
 def _writable_dir(d: str) -> bool:
@@ -60,6 +64,20 @@ def _writable_dir(d: str) -> bool:
         return os.access(d, os.W_OK)
     except OSError:
         return False
+
+
+def _intact(path: str) -> bool:
+    return os.path.exists(path) and artefact_ok(path, environment_cache())
+
+
+def _install(tmp: str, final: str) -> bool:
+    """Seal ``tmp``'s bytes as ``final``'s, then move it there (a reader never sees a
+    file without its seal); False when the seal cannot be written."""
+    with open(tmp, "rb") as fh:
+        if not seal_artefact(final, fh.read(), environment_cache()):
+            return False
+    os.replace(tmp, final)
+    return True
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,7 +101,7 @@ def runtime_library(cc: str, ccver: str) -> RuntimeLibrary | None:
     key = cache_key(header, ccver, " ".join(flags))[:20]
     for d in _build_dirs():
         lib = os.path.join(d, key, "libsymfuse_rt.so")
-        if os.path.exists(lib) and os.path.exists(os.path.join(d, key, "sf_runtime_api.h")):
+        if _intact(lib) and _intact(os.path.join(d, key, "sf_runtime_api.h")):
             return RuntimeLibrary(lib, os.path.dirname(lib), key)
     for d in _build_dirs():
         if _writable_dir(os.path.join(d, key)):
@@ -122,12 +140,10 @@ def _build(cc: str, flags: list[str], out_dir: str) -> bool:
     with open(os.path.join(work, "sf_runtime_api.h"), "w") as fh:
         fh.write(api)
     # header first, library last: readers test for the library, so they never see half a build
-    os.replace(os.path.join(work, "sf_runtime_api.h"), os.path.join(out_dir, "sf_runtime_api.h"))
-    os.replace(tmp_lib, os.path.join(out_dir, "libsymfuse_rt.so"))
-    for f in os.listdir(work):
-        os.remove(os.path.join(work, f))
-    os.rmdir(work)
-    return True
+    ok = (_install(os.path.join(work, "sf_runtime_api.h"), os.path.join(out_dir, "sf_runtime_api.h"))
+          and _install(tmp_lib, os.path.join(out_dir, "libsymfuse_rt.so")))
+    shutil.rmtree(work, ignore_errors=True)
+    return ok
 
 
 UNIT_PRELUDE = ("/* What every generated C unit includes first: the kernel prelude and the\n"
@@ -146,9 +162,12 @@ def unit_prelude(rt: RuntimeLibrary, cc: str, flags: tuple[str, ...]) -> tuple[s
     was made with (else it reads the text), hence one directory per flag set;
     a failed precompile leaves the text header, which works the same, slower."""
     key = cache_key(UNIT_PRELUDE, header_bytes(), cc, " ".join(flags))[:16]
-    dirs = [os.path.join(rt.header_dir, "unit-" + key), os.path.join(DiskCache().root, "runtime", "unit-" + key)]
+    dirs = [os.path.join(d, "unit-" + key) for d in (rt.header_dir, environment_cache().private_dir("runtime"))
+            if d is not None]
     for d in dirs:
-        if os.path.exists(os.path.join(d, "sf_unit.h")):
+        if _intact(os.path.join(d, "sf_unit.h")):
+            if os.path.exists(os.path.join(d, "sf_unit.h.gch")) and not _intact(os.path.join(d, "sf_unit.h.gch")):
+                break                  # a damaged precompiled header: build both again
             return d, 0.0
     for d in dirs:
         if _writable_dir(d):
@@ -168,13 +187,19 @@ def _precompile_prelude(cc: str, flags, out: str, api_dir: str) -> None:
     proc = subprocess.run([cc, "-x", "c-header", tmp, "-o", tmp_gch, "-I", INCLUDE_DIR, "-I", api_dir, *flags],
                           capture_output=True, text=True)
     if proc.returncode == 0:      # the precompiled header first: whoever sees sf_unit.h sees its .gch too
-        os.replace(tmp_gch, header + ".gch")
+        if not _install(tmp_gch, header + ".gch"):
+            os.remove(tmp_gch)
     else:
         log.warning("symfuse: precompiling the unit header failed (%s); units parse it as text:\n%s",
                     cc, proc.stderr[-2000:])
         if os.path.exists(tmp_gch):
             os.remove(tmp_gch)
-    os.replace(tmp, header)
+        try:
+            os.remove(header + ".gch")     # a stale one would be used with the new text
+        except OSError:
+            pass
+    if not _install(tmp, header):
+        os.remove(tmp)
 
 
 if __name__ == "__main__":   # python -m symfuse.runtime.c_runtime: build it ahead of the first compile

@@ -7,7 +7,6 @@ C compile (or cache hit) -> load.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import mmap
 import os
@@ -26,7 +25,7 @@ from ..compiler.passes.blas import lower_blas
 from ..errors import CompileError
 from ..ir.core import Function, Value
 from .c_runtime import header_bytes, runtime_library, unit_prelude
-from .cache import DiskCache, cache_key, environment_cache, find_program
+from .cache import _TMP_PREFIX, DiskCache, cache_key, environment_cache, find_program
 
 log = logging.getLogger("symfuse.cpu")
 VERSION = "0.1.0"
@@ -195,6 +194,10 @@ class CpuBackend:
             report.info["runtime_built"] = True
             report.add_stage("runtime library build", time.perf_counter() - t0,
                              note="once per installation and compiler: " + (rt.path if rt.build_seconds else prelude))
+        elif rt is not None and time.perf_counter() - t0 > 1e-3:
+            # the ~6 MB precompiled prelude is hashed before its first use in a process
+            # (a damaged one is rebuilt, never handed to gcc)
+            report.add_stage("runtime library check", time.perf_counter() - t0, note="checksum of the unit prelude")
         return rt, prelude
 
     def identity(self) -> str:
@@ -206,7 +209,7 @@ class CpuBackend:
 
     @staticmethod
     def export(mod: CompiledModule, report) -> dict:
-        """The graph-cache entry of a compiled module (plain data, pickled by the caller)."""
+        """The graph-cache entry of a compiled module (plain data, ``runtime/plain.py``)."""
         return {"lib_path": mod.lib_path, "param_count": mod.param_count, "slots": mod.slots,
                 "result_plan": mod.result_plan, "arena_bytes": mod.arena_bytes, "source": mod.source,
                 "kernels": [c_module.KernelInfo.of(k) for k in mod.kernels],
@@ -214,7 +217,7 @@ class CpuBackend:
 
     def load(self, entry: dict, report) -> CompiledModule | None:
         """A module from a graph-cache entry, or None when its library is gone."""
-        if not library_intact(entry["lib_path"]):
+        if not self.cache.file_verified(entry["lib_path"]):
             return None
         with report.stage("load"):
             try:
@@ -236,24 +239,20 @@ class CpuBackend:
         else:
             flags = FAST_FLAGS + list(blas_link_flags())
         key = cache_key(source, header_bytes(), ccver, " ".join(flags), VERSION, os.uname().machine)
-        lib_dir = os.path.join(self.cache.root, "cpu-lib", key[:2])
-        lib_path = os.path.join(lib_dir, key + ".so")
         cache = self.cache
-        if cache.readable and library_intact(lib_path):
-            try:
-                os.utime(lib_path)  # LRU for `prune`
-            except OSError:
-                pass
-            return lib_path, True
-        writable = cache.enabled
-        if writable:
-            try:
-                os.makedirs(lib_dir, mode=0o700, exist_ok=True)
-                writable = os.access(lib_dir, os.W_OK)
-            except OSError:
-                writable = False
+        lib_dir = cache.private_dir("cpu-lib", key[:2], create=False)
+        if lib_dir is not None:
+            lib_path = os.path.join(lib_dir, key + ".so")
+            if cache.file_verified(lib_path):
+                try:
+                    os.utime(lib_path)  # LRU for `prune`
+                except OSError:
+                    pass
+                return lib_path, True
+        lib_dir = cache.private_dir("cpu-lib", key[:2]) if cache.enabled else None
+        writable = lib_dir is not None
         work = lib_dir if writable else tempfile.mkdtemp(prefix="symfuse-")
-        fd, src_path = tempfile.mkstemp(suffix=".c", prefix=name + "-", dir=work)
+        fd, src_path = tempfile.mkstemp(suffix=".c", prefix=_TMP_PREFIX + "src-", dir=work)
         with os.fdopen(fd, "w") as f:
             f.write(source)
         tmp_lib = src_path[:-2] + ".so.tmp"
@@ -266,33 +265,16 @@ class CpuBackend:
                 raise CompileError(f"C compilation of @{name} failed ({cc}); source saved at {src_path}:\n"
                                    + proc.stderr[-4000:])
         os.remove(src_path)
-        final = lib_path if writable else tmp_lib[:-4]
-        if writable:   # checksum first, library last: a reader never pairs a new library with no checksum
+        if writable:
+            lib_path = os.path.join(lib_dir, key + ".so")
+            # the seal first, library last: a reader never pairs a new library with no seal
             with open(tmp_lib, "rb") as fh:
-                digest = hashlib.sha256(fh.read()).hexdigest()
-            fd, tmp_sum = tempfile.mkstemp(prefix=".tmp-", dir=lib_dir)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(digest)
-            os.replace(tmp_sum, lib_path + ".sha256")
+                if cache.seal_file(lib_path, fh.read()):
+                    os.replace(tmp_lib, lib_path)
+                    return lib_path, False
+        final = tmp_lib[:-4]
         os.replace(tmp_lib, final)
         return final, False
-
-
-def library_intact(lib_path: str) -> bool:
-    """The cached library exists and matches the checksum written with it. A
-    truncated shared object can still pass dlopen and then crash the process
-    (SIGBUS) on first use, so loading it is no test."""
-    try:
-        with open(lib_path + ".sha256") as fh:
-            want = fh.read().strip()
-        with open(lib_path, "rb") as fh:
-            got = hashlib.sha256(fh.read()).hexdigest()
-    except OSError:
-        return False
-    if got != want:
-        log.warning("symfuse: cached library %s is damaged (checksum mismatch); recompiling", lib_path)
-        return False
-    return True
 
 
 # A parallel build (one compiler process per unit, then a link) pays a process

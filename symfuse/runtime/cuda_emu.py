@@ -49,7 +49,7 @@ import threading
 import numpy as np
 
 from ..errors import CompileError, InputError, SymfuseError
-from .cache import DiskCache, cache_key, find_program
+from .cache import _TMP_PREFIX, DiskCache, artefact_ok, cache_key, environment_cache, find_program, seal_artefact
 
 __all__ = ["EmuModule", "EmuFunction", "EmuError", "parse_kernels", "preprocess"]
 
@@ -408,25 +408,33 @@ def _precompiled_header(cxx: str, ver: str, cache: DiskCache) -> str:
     with open(HEADER, "rb") as f:
         header = f.read()
     flags = [f for f in FLAGS if f != "-shared"]
-    d = os.path.join(cache.root, "cuda-emu", "pch", cache_key(header, ver, " ".join(flags), VERSION)[:32])
-    if os.path.exists(os.path.join(d, "emu.h.gch")):
+    pch = cache.private_dir("cuda-emu", "pch")
+    if pch is None:
+        return HEADER
+    d = os.path.join(pch, cache_key(header, ver, " ".join(flags), VERSION)[:32])
+    if cache.file_verified(os.path.join(d, "emu.h.gch")) and cache.file_verified(os.path.join(d, "emu.h")):
         return os.path.join(d, "emu.h")
     try:
-        os.makedirs(os.path.dirname(d), mode=0o700, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(d))
+        tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=pch)
         with open(os.path.join(tmp, "emu.h"), "wb") as f:
             f.write(header)
         proc = subprocess.run([cxx, *flags, "-x", "c++-header", os.path.join(tmp, "emu.h"),
                                "-o", os.path.join(tmp, "emu.h.gch")], capture_output=True)
         if proc.returncode == 0:
-            try:
-                os.rename(tmp, d)          # atomic; fails if another process got there first
-            except OSError:
-                pass
+            shutil.rmtree(d, ignore_errors=True)     # a damaged one: replaced, not used
+            with open(os.path.join(tmp, "emu.h.gch"), "rb") as f:
+                gch = f.read()
+            # sealed under the final name before the rename makes them visible
+            if (cache.seal_file(os.path.join(d, "emu.h"), header, staged=os.path.join(tmp, "emu.h"))
+                    and cache.seal_file(os.path.join(d, "emu.h.gch"), gch, staged=os.path.join(tmp, "emu.h.gch"))):
+                try:
+                    os.rename(tmp, d)          # atomic; fails if another process got there first
+                except OSError:
+                    pass
         shutil.rmtree(tmp, ignore_errors=True)
     except OSError:
         pass
-    return os.path.join(d, "emu.h") if os.path.exists(os.path.join(d, "emu.h.gch")) else HEADER
+    return os.path.join(d, "emu.h") if cache.file_verified(os.path.join(d, "emu.h.gch")) else HEADER
 
 
 def _writable(d: str) -> bool:
@@ -446,25 +454,24 @@ def _compile(source: str, name: str, include_dirs: list[str], lib_dirs=None) -> 
         header = f.read()
     flags = FLAGS + [f"-I{d}" for d in include_dirs]
     key = cache_key(source, header, ver, " ".join(flags), VERSION, os.uname().machine)
-    cache = DiskCache()
+    cache = environment_cache()
     for d in lib_dirs or ():
-        if os.path.exists(os.path.join(d, key + ".so")):
-            return os.path.join(d, key + ".so"), True
+        p = os.path.join(d, key + ".so")
+        if os.path.exists(p) and artefact_ok(p, cache):
+            return p, True
     lib_dir = next((d for d in lib_dirs or () if _writable(d)), None)
-    if lib_dir is not None:
-        writable = True
-    else:
-        lib_dir = os.path.join(cache.root, "cuda-emu", key[:2])
-        if cache.readable and os.path.exists(os.path.join(lib_dir, key + ".so")):
+    if lib_dir is None:
+        lib_dir = cache.private_dir("cuda-emu", key[:2], create=False)
+        if lib_dir is not None and cache.file_verified(os.path.join(lib_dir, key + ".so")):
             try:
                 os.utime(os.path.join(lib_dir, key + ".so"))             # LRU for prune
             except OSError:
                 pass
             return os.path.join(lib_dir, key + ".so"), True
-        writable = cache.enabled and _writable(lib_dir)
-    lib_path = os.path.join(lib_dir, key + ".so")
+        lib_dir = cache.private_dir("cuda-emu", key[:2]) if cache.enabled else None
+    writable = lib_dir is not None
     work = lib_dir if writable else tempfile.mkdtemp(prefix="symfuse-emu-")
-    fd, src_path = tempfile.mkstemp(suffix=".cu", prefix=_safe(name) + "-", dir=work)
+    fd, src_path = tempfile.mkstemp(suffix=".cu", prefix=_TMP_PREFIX + "src-", dir=work)
     with os.fdopen(fd, "w") as f:
         f.write(source)
     tmp_lib = src_path[:-3] + ".so.tmp"
@@ -475,6 +482,12 @@ def _compile(source: str, name: str, include_dirs: list[str], lib_dirs=None) -> 
         raise CompileError(f"cuda-emu compilation of {name!r} failed ({cxx}); source saved at {src_path}:\n"
                            + proc.stderr[-6000:])
     os.remove(src_path)
-    final = lib_path if writable else tmp_lib[:-4]
+    if writable:
+        lib_path = os.path.join(lib_dir, key + ".so")
+        with open(tmp_lib, "rb") as fh:
+            if seal_artefact(lib_path, fh.read(), cache):      # the seal first, the library last
+                os.replace(tmp_lib, lib_path)
+                return lib_path, False
+    final = tmp_lib[:-4]
     os.replace(tmp_lib, final)             # atomic: readers see no file or a complete one
     return final, False

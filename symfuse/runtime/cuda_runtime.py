@@ -38,7 +38,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .cache import DiskCache, cache_key
+from .cache import cache_key, environment_cache
 
 # as c_runtime.PACKAGE_BUILD_DIR (not imported: a warm compile would import the C library's modules)
 PACKAGE_BUILD_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_build")
@@ -51,7 +51,8 @@ _loaded: dict = {}                # path -> ((mtime_ns, size), CudaLibrary): a f
 
 def build_dirs() -> list[str]:
     """Where the library may live, in order of preference (tests replace this)."""
-    return [PACKAGE_BUILD_DIR, os.path.join(DiskCache().root, "runtime")]
+    cache_dir = environment_cache().private_dir("runtime")   # only a private cache
+    return [PACKAGE_BUILD_DIR] + ([cache_dir] if cache_dir is not None else [])
 
 
 def _template_dir() -> str:
@@ -241,7 +242,7 @@ def emu_library():
     from .cuda_emu import EmuModule
     with _lock:
         mod = _emu.get("mod")
-        if mod is not None and os.path.exists(mod.lib_path):
+        if mod is not None and os.path.exists(mod.lib_path):      # checked when it was loaded
             return mod, False
         dirs = [os.path.join(d, "cuda-" + source_key()) for d in build_dirs()]
         mod = EmuModule("\n".join(sources()), name="symfuse_cuda_library", include_dirs=[_template_dir()],

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import numbers
-import pickle
 import sys
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +18,7 @@ from ..ir.core import Function, Value, format_loc, user_location
 from ..ir.printer import print_function
 from ..ir.parser import parse
 from ..ir.types import cast_exactly
+from . import plain
 from .backends import get_backend
 from .cache import cache_key, code_identity
 
@@ -75,7 +76,7 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
             with report.stage("graph cache store"):
                 entry = backend.export(run, report)
                 entry["ir"] = print_function(optimized, locations=True)
-                backend.cache.put("graph", gkey, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
+                backend.cache.put("graph", gkey, plain.dumps(entry))
     with report.stage("wrap"):
         exe = Executable(inputs, shared, outs, ups, single, fn, optimized, run, report, backend.name)
     report.finish()
@@ -98,7 +99,7 @@ def _graph_cache_load(backend, key, report):
     if data is None:
         return None, None
     try:
-        entry = pickle.loads(data)
+        entry = plain.loads(data)
         run = backend.load(entry, report)
     except Exception as e:  # noqa: BLE001 -- any unusable entry is a miss, never a failed compile
         log.warning("symfuse: graph cache entry %s unusable (%s: %s); recompiling", key[:12], type(e).__name__, e)
@@ -210,6 +211,11 @@ class Executable:
         self.source_function = source_fn      # as built from the user's graph (grad ops unexpanded)
         self._function = fn                   # after the pass pipeline; its text on a graph-cache hit
         self._run = run
+        # one call at a time: the backend's arena and result buffers belong to the
+        # function, and a call reads the shared variables the previous one updated.
+        # Concurrent calls from several threads are serialised (correct, not parallel:
+        # the kernels already use every core); the cost of the uncontended lock is ~0.1 us.
+        self._lock = threading.Lock()
         self.report = report
         self.device = device
         self._nout = len(outputs)
@@ -286,26 +292,27 @@ class Executable:
         if len(args) != len(self.inputs):
             raise InputError(f"expected {len(self.inputs)} argument(s) {self._names}, got {len(args)}")
         arrays = [self._check(i, v, a) for i, (v, a) in enumerate(zip(self.inputs, args))]
-        if self._device_values:
-            arrays += [s._value for s in self.shared]
-        else:                           # a variable may have been left on a device by another function
-            arrays += [_host(s._value) for s in self.shared]
-        results = self._run(arrays)
-        # Results the backend made fresh for this call are kept, not copied: an update
-        # becomes the shared variable's storage, an output goes to the caller. A copy is
-        # made only where an array would otherwise be held twice (an input, a view, the
-        # same array for two results), so no storage is ever shared.
-        taken = {id(a) for a in arrays}
-        recycle = getattr(self._run, "recycle", None)
-        for k, ((s, _), val) in enumerate(zip(self.updates, results[self._nout:]), self._nout):
-            old, s._value = s._value, _own(val, s.type.dtype.np, taken)
-            # the previous value is ours alone when no other reference exists (the local
-            # `old`, getrefcount's argument, and its places in `arrays`): the backend
-            # may write the next call's result into it instead of a fresh allocation
-            if (recycle is not None and type(old) is np.ndarray
-                    and sys.getrefcount(old) == 2 + sum(a is old for a in arrays)):
-                recycle(k, old)
-        outs = [_own(_host(r), r.dtype, taken) for r in results[:self._nout]]
+        with self._lock:
+            if self._device_values:
+                arrays += [s._value for s in self.shared]
+            else:                           # a variable may have been left on a device by another function
+                arrays += [_host(s._value) for s in self.shared]
+            results = self._run(arrays)
+            # Results the backend made fresh for this call are kept, not copied: an update
+            # becomes the shared variable's storage, an output goes to the caller. A copy is
+            # made only where an array would otherwise be held twice (an input, a view, the
+            # same array for two results), so no storage is ever shared.
+            taken = {id(a) for a in arrays}
+            recycle = getattr(self._run, "recycle", None)
+            for k, ((s, _), val) in enumerate(zip(self.updates, results[self._nout:]), self._nout):
+                old, s._value = s._value, _own(val, s.type.dtype.np, taken)
+                # the previous value is ours alone when no other reference exists (the local
+                # `old`, getrefcount's argument, and its places in `arrays`): the backend
+                # may write the next call's result into it instead of a fresh allocation
+                if (recycle is not None and type(old) is np.ndarray
+                        and sys.getrefcount(old) == 2 + sum(a is old for a in arrays)):
+                    recycle(k, old)
+            outs = [_own(_host(r), r.dtype, taken) for r in results[:self._nout]]
         if self._single:
             return outs[0]
         return outs

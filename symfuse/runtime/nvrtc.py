@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from ..errors import CompileError
-from .cache import DiskCache, cache_key
+from .cache import DiskCache, cache_key, environment_cache
 
 NAMESPACE = "nvrtc"
 NVRTC_CALLS = 0            # nvrtcCompileProgram calls made by this process
@@ -265,10 +265,9 @@ def _save_failed(cache: DiskCache | None, key: str, name: str, source: str) -> s
     """Keep a failed source for the user to look at: under the cache root (in a
     ``failed/xx/`` subdir, so prune and clear evict it like an entry) or a tempdir."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80] or "program"
-    if cache is not None and cache.enabled:
-        d = os.path.join(cache.root, "failed", key[:2])
+    d = cache.private_dir("failed", key[:2]) if cache is not None and cache.enabled else None
+    if d is not None:
         try:
-            os.makedirs(d, mode=0o700, exist_ok=True)
             path = os.path.join(d, f"{safe}-{key[:16]}.cu")
             with open(path, "w") as f:
                 f.write(source)
@@ -345,7 +344,7 @@ def compile_cuda(source: str, name: str, arch: str = "sm_90", output: str = "cub
         flags.append("--std=c++17")
     flags += [f"--include-path={os.path.abspath(d)}" for d in include_dirs] + options
     if cache is None or cache is True:
-        cache = DiskCache()
+        cache = environment_cache()
     elif cache is False:
         cache = None
     # options stay in the given order (not sorted): -D/-U pairs and include
@@ -393,7 +392,7 @@ def compile_many(programs: Sequence[tuple[str, str]], arch: str = "sm_90", outpu
     nvrtcCompileProgram releases the GIL, so ``parallel`` uses threads (one per
     CPU by default). The first failure is raised after the others finish."""
     if cache is None or cache is True:
-        cache = DiskCache()          # one instance: shared stats, one warning if unusable
+        cache = environment_cache()  # one instance: shared stats, one warning if unusable
     _validate_arch(arch, output)     # fail once, up front, not once per program
 
     def one(p):
