@@ -51,6 +51,7 @@ class FakeDeviceRun:
 
 class FakeDevice:
     name = "fake-device"
+    options = frozenset()
     available = staticmethod(lambda: True)
 
     def __init__(self):

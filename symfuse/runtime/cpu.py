@@ -142,6 +142,7 @@ class CompiledModule:
 
 class CpuBackend:
     name = "cpu"
+    options = frozenset({"profile"})
     graph_cache = True
 
     @staticmethod

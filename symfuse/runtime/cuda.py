@@ -230,6 +230,7 @@ ENTRY_FORMAT = 3      # of the graph-cache entry written by CudaBackend.export
 
 
 class CudaBackend:
+    options = frozenset({"arch", "library", "cuda_graph"})
     graph_cache = True
 
     def __init__(self, emulate: bool = False):

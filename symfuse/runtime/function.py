@@ -2,7 +2,9 @@
 hand it to a backend, and wrap the result in a callable Executable."""
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 import numbers
 import sys
 import threading
@@ -22,6 +24,8 @@ from . import plain
 from .backends import get_backend
 from .cache import cache_key, code_identity
 
+# the IR's symbol syntax (``func @name``): a name also appears in generated C and CUDA comments
+FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}\Z")
 log = logging.getLogger("symfuse")
 
 
@@ -31,9 +35,12 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
 
     Updates are ``(shared, expression)`` pairs or a dict; all expressions see the
     values from before the call, and are written after the outputs are computed."""
-    report = CompileReport(name)
     where = format_loc(user_location())
     at = f" (at {where})" if where else ""
+    if not isinstance(name, str) or not FUNCTION_NAME.match(name):
+        raise InputError(f"function: name {name!r} is not a function name: letters, digits, '_' and '.', "
+                         f"starting with a letter or '_', at most 128 characters{at}")
+    report = CompileReport(name)
     with report.stage("build graph") as st:
         inputs = list(inputs) if not isinstance(inputs, Value) else [inputs]
         seen_inputs: set[int] = set()
@@ -61,6 +68,12 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
         st.ops_before = st.ops_after = len(fn.ops)
     with report.stage("select backend"):
         backend = get_backend(device)
+        unknown = sorted(set(options) - backend.options)
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], sorted(backend.options), n=1)
+            raise InputError(f"function: unknown option {unknown[0]!r} for device {backend.name!r}"
+                             + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                             + f"; its options: {', '.join(sorted(backend.options)) or 'none'}{at}")
         opts = Options(optimize=optimize_graph, fast_math=fast_math, extra=options)
     run, optimized, gkey = None, None, None
     if getattr(backend, "graph_cache", False):

@@ -37,6 +37,7 @@ class InterpBackend:
     """``device="interp"``: no compilation, numpy at run time."""
 
     name = "interp"
+    options: frozenset = frozenset()      # the keyword options sf.function accepts for this device
     # Differentiation is required (grad ops have no reference); the rest is optional.
     available = staticmethod(lambda: True)
 
