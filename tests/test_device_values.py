@@ -7,7 +7,7 @@ import pytest
 
 import symfuse as sf
 from symfuse.runtime import backends
-from symfuse.runtime.function import DeviceValue
+from symfuse.runtime.device_values import DeviceValue
 from symfuse.runtime.interp import InterpBackend
 
 

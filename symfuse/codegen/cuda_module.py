@@ -136,23 +136,17 @@ class CudaKernel:
 
     @property
     def ptx(self) -> str:
-        """This kernel's PTX (``.entry`` of each of its launches), compiled on demand."""
-        from ..runtime import nvrtc
-        prog = self.program
-        if self.in_library:     # the library kernels' own source, compiled alone for compute_XY
-            src, name = library_source([ln.kernel for ln in self.launches]), "symfuse_cuda_library_ptx"
-        else:
-            src, name = prog.source, prog.name
-        text = nvrtc.ptx_for(src, name, arch=prog.arch, include_dirs=[TEMPLATE_DIR])
+        """This kernel's PTX (``.entry`` of each of its launches), compiled on demand
+        by the program that holds it."""
+        text = self.program.ptx_of(self)
         return _sections(text, [ln.kernel for ln in self.launches], ".entry ", "\n}\n")
 
     @property
     def sass(self) -> str:
         """This kernel's SASS, disassembled by nvdisasm (``pip install nvidia-cuda-nvdisasm``)."""
-        from ..runtime import nvrtc
         if self.cubin is None:
             raise ValueError("no CUBIN: this function was compiled for cuda-emu")
-        text = nvrtc.sass(self.cubin)
+        text = self.program.sass_of(self.cubin)
         return _sections(text, [ln.kernel for ln in self.launches], ".text.", "\n\n\t\t.section")
 
     @property

@@ -7,25 +7,70 @@ each template's source (checksum) before using its cached bytecode."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import os
+import tempfile
+from typing import Callable
+
+from ..install_dirs import BUILD_DIR
+
+
+# where bytecode goes when the installation is read-only: set by the runtime to the
+# compile cache's private "jinja" directory (None when the cache is refused); codegen
+# itself knows nothing of the cache
+fallback_dir: Callable[[], str | None] = lambda: None
 
 
 @functools.lru_cache(maxsize=None)
 def bytecode_cache():
-    import jinja2
-    from ..runtime.c_runtime import PACKAGE_BUILD_DIR
-    from ..runtime.cache import environment_cache
     # Jinja's bytecode is marshalled code: only the installation's directory or a private cache
-    for d in (os.path.join(PACKAGE_BUILD_DIR, "jinja"), environment_cache().private_dir("jinja")):
+    for d in (os.path.join(BUILD_DIR, "jinja"), fallback_dir()):
         if d is None:
             continue
         try:
             os.makedirs(d, mode=0o755, exist_ok=True)
             if os.access(d, os.W_OK):
-                return jinja2.FileSystemBytecodeCache(d)
+                return _checked_bytecode_cache(d)
         except OSError:
             continue
     return None
+
+
+def _checked_bytecode_cache(directory: str):
+    """Jinja's file bytecode cache with a sha256 over each file: Jinja checks only
+    that the template's source is unchanged, so a damaged file (truncated, flipped
+    bytes) would fail every later compile, or load as wrong code. A file that does
+    not match its digest is ignored; Jinja then compiles the template and the
+    file is rewritten."""
+    import jinja2
+
+    class CheckedBytecodeCache(jinja2.BytecodeCache):
+        def _path(self, bucket) -> str:
+            return os.path.join(directory, f"__jinja2_{bucket.key}.cache")
+
+        def load_bytecode(self, bucket) -> None:
+            try:
+                with open(self._path(bucket), "rb") as fh:
+                    blob = fh.read()
+            except OSError:
+                return
+            data = blob[32:]
+            if len(blob) >= 32 and hashlib.sha256(data).digest() == blob[:32]:
+                bucket.load_bytecode(io.BytesIO(data))
+
+        def dump_bytecode(self, bucket) -> None:
+            data = bucket.bytecode_to_string()
+            try:
+                fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(hashlib.sha256(data).digest() + data)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, self._path(bucket))      # atomic: readers see the old file or this one
+            except OSError:
+                pass                                     # read-only meanwhile: compile next time too
+
+    return CheckedBytecodeCache()
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,7 +6,9 @@ here; ``device=None`` takes the first available backend in DEFAULT_ORDER.
 """
 from __future__ import annotations
 
+from ..codegen import templates_cache
 from ..errors import DeviceUnavailable
+from .cache import environment_cache
 from .interp import InterpBackend
 
 BACKENDS: dict[str, object] = {}
@@ -38,6 +40,7 @@ register_backend(InterpBackend())
 def _register_compiled():
     from .cpu import CpuBackend
     from .cuda import CudaBackend
+    templates_cache.fallback_dir = lambda: environment_cache().private_dir("jinja")
     register_backend(CpuBackend())
     register_backend(CudaBackend())
     register_backend(CudaBackend(emulate=True))

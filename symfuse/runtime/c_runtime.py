@@ -30,12 +30,14 @@ import time
 from dataclasses import dataclass
 
 from ..codegen.c_library import INCLUDE_DIR, blas_link_flags
+from ..install_dirs import BUILD_DIR
 from .cache import artefact_ok, cache_key, environment_cache, seal_artefact
+from .toolchain import find_compiler
 
 log = logging.getLogger("symfuse.cpu")
 
 LIBRARY_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
-PACKAGE_BUILD_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_build")
+PACKAGE_BUILD_DIR = BUILD_DIR
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,6 @@ def _precompile_prelude(cc: str, flags, out: str, api_dir: str) -> None:
 
 
 if __name__ == "__main__":   # python -m symfuse.runtime.c_runtime: build it ahead of the first compile
-    from .cpu import find_compiler
     found = find_compiler()
     lib = runtime_library(*found) if found else None
     print(lib.path if lib else "no runtime library (units include runtime.h)")

@@ -25,16 +25,11 @@ from ..compiler.passes.blas import lower_blas
 from ..errors import CompileError
 from ..ir.core import Function, Value
 from .c_runtime import header_bytes, runtime_library, unit_prelude
-from .cache import _TMP_PREFIX, DiskCache, cache_key, environment_cache, find_program
+from .cache import _TMP_PREFIX, DiskCache, cache_key, environment_cache
+from .toolchain import VERSION, find_compiler, workers as _workers
 
 log = logging.getLogger("symfuse.cpu")
-VERSION = "0.1.0"
 FAST_FLAGS = ["-O2", "-ftree-vectorize", "-fvect-cost-model=very-cheap", "-fno-trapping-math", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
-
-
-def find_compiler() -> tuple[str, str] | None:
-    """(path, version line) of the C compiler: $CC, then cc, gcc, clang."""
-    return find_program("CC", "cc", "gcc", "clang")
 
 
 _blas_loaded = False
@@ -285,13 +280,6 @@ class CpuBackend:
 # least UNIT_MIN_CHARS (~130 ms of compiling).
 UNIT_MIN_CHARS = 8_000
 ENTRY_CHARS = 4_000         # what sf_entry and its declarations weigh in that measure
-
-
-def _workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:      # not Linux
-        return os.cpu_count() or 1
 
 
 # gcc's time per kernel is not just its length: each loop nest is vectorised on its

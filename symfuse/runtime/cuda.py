@@ -42,8 +42,8 @@ from ..compiler.fusion import fuse
 from ..compiler.layout import layout, materialised
 from ..errors import CompileError, DeviceUnavailable, InputError
 from .cache import DiskCache, environment_cache
+from .toolchain import VERSION, gpu_arch, nvrtc_identity, workers as _workers
 
-VERSION = "0.1.0"
 DEFAULT_ARCH = "sm_90"
 GPU_MAX_BLOCKS = 4096     # grid-stride grids: a few waves on the largest GPUs
 EMU_MAX_BLOCKS = 16       # the emulator runs threads one after another: fewer, longer threads
@@ -91,48 +91,6 @@ def split_units(kernels: list, workers: int) -> list[list]:
         load[u] += costs[i]
         unit[i] = u
     return [[k for i, k in enumerate(kernels) if unit[i] == u] for u in range(n)]
-
-
-def _workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:      # not Linux
-        return os.cpu_count() or 1
-
-
-@functools.lru_cache(maxsize=None)
-def gpu_arch() -> str | None:
-    """sm_XY of GPU 0 when PyCUDA and a GPU are present, else None."""
-    try:
-        import pycuda.driver as drv
-        drv.init()
-        if drv.Device.count() == 0:
-            return None
-        major, minor = drv.Device(0).compute_capability()
-        return f"sm_{major}{minor}"
-    except Exception:  # noqa: BLE001 -- no pycuda, no driver, no device: all mean "no GPU"
-        return None
-
-
-@functools.lru_cache(maxsize=None)
-def nvrtc_identity() -> str:
-    """What identifies the NVRTC that ``nvrtc.py`` would load, without loading it:
-    importing cuda.bindings and libnvrtc costs ~90 ms, ten times a warm compile.
-    NVRTC from the ``nvidia-cuda-nvrtc`` wheels (what cuda-pathfinder finds
-    first) is named by the wheel and cuda-bindings versions; any other NVRTC
-    is loaded and asked for its version."""
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        bindings = version("cuda-bindings")
-        for dist in ("nvidia-cuda-nvrtc", "nvidia-cuda-nvrtc-cu12"):
-            try:
-                return f"cuda-bindings=={bindings} {dist}=={version(dist)}"
-            except PackageNotFoundError:
-                pass
-    except PackageNotFoundError:
-        pass
-    from . import nvrtc
-    return "nvrtc %d.%d" % nvrtc.nvrtc_version()
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,6 +163,22 @@ class CudaProgram:
     def library_image(self, kernel: str) -> bytes | None:
         """The library CUBIN holding library kernel ``kernel``."""
         return self.library.image(kernel) if self.library is not None else None
+
+    def ptx_of(self, kernel) -> str:
+        """The PTX listing holding CudaKernel ``kernel``: its unit's, or the library
+        kernels' own source compiled alone, for compute_XY (NVRTC, cached)."""
+        from . import nvrtc         # lazy: loading NVRTC costs ~90 ms, and only inspection needs it here
+        if kernel.in_library:
+            src = cuda_module.library_source([ln.kernel for ln in kernel.launches])
+            name = "symfuse_cuda_library_ptx"
+        else:
+            src, name = self.source, self.name
+        return nvrtc.ptx_for(src, name, arch=self.arch, include_dirs=[cuda_module.TEMPLATE_DIR])
+
+    @staticmethod
+    def sass_of(cubin: bytes) -> str:
+        from . import nvrtc         # lazy, as in ptx_of
+        return nvrtc.sass(cubin)
 
     def __call__(self, arrays):
         if self._executor is None:

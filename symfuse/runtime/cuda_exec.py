@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DeviceUnavailable
-from .function import DeviceValue
+from .device_values import DeviceValue
 
 
 class GpuArray(DeviceValue):

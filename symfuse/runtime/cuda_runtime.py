@@ -38,10 +38,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..install_dirs import BUILD_DIR
 from .cache import cache_key, environment_cache
+from .toolchain import VERSION, nvrtc_identity, workers
 
-# as c_runtime.PACKAGE_BUILD_DIR (not imported: a warm compile would import the C library's modules)
-PACKAGE_BUILD_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_build")
+PACKAGE_BUILD_DIR = BUILD_DIR
 
 LIB_VERSION = "1"
 MAGIC = b"SFCUDALIB1\n"
@@ -64,8 +65,7 @@ def parts() -> tuple[tuple[str, ...], ...]:
     """The library kernels in NVRTC units of balanced cost (GEMMs weigh 8, the
     rest 1), as many as the build has CPUs for, at most 4."""
     from ..codegen.cuda_library import LIB_GEMM, LIB_KERNELS
-    from .cuda import _workers
-    n = max(1, min(4, _workers()))
+    n = max(1, min(4, workers()))
     load, units = [0] * n, [[] for _ in range(n)]
     for name, k in LIB_KERNELS.items():
         u = min(range(n), key=load.__getitem__)
@@ -77,7 +77,6 @@ def parts() -> tuple[tuple[str, ...], ...]:
 @functools.lru_cache(maxsize=None)
 def sources() -> tuple[str, ...]:
     from ..codegen.cuda_module import library_source
-    from .cuda import VERSION
     return tuple(library_source(names, part=i, version=VERSION) for i, names in enumerate(parts()))
 
 
@@ -88,7 +87,6 @@ def source_key() -> str:
     read as bytes, not imported or rendered: a warm compile asks for the key.
     How the kernels are split into parts is not part of it (the file maps each
     kernel to its image)."""
-    from .cuda import VERSION
     d = _template_dir()
     files = b""
     for path in [os.path.join(d, n) for n in ("runtime.cuh", "prelude.cuh", "lib_kernel.cu.j2", "lib.cu.j2")] + \
@@ -125,7 +123,6 @@ class CudaLibrary:
 
 
 def _file_name(arch: str) -> str:
-    from .cuda import nvrtc_identity
     return f"nvrtc-{arch}-{cache_key(nvrtc_identity(), arch, source_key())[:16]}.lib"
 
 

@@ -22,6 +22,7 @@ from ..ir.parser import parse
 from ..ir.types import cast_exactly
 from . import plain
 from .backends import get_backend
+from .device_values import DeviceValue, host
 from .cache import cache_key, code_identity
 
 # the IR's symbol syntax (``func @name``): a name also appears in generated C and CUDA comments
@@ -118,28 +119,6 @@ def _graph_cache_load(backend, key, report):
         log.warning("symfuse: graph cache entry %s unusable (%s: %s); recompiling", key[:12], type(e).__name__, e)
         return None, None
     return (run, entry["ir"]) if run is not None else (None, None)
-
-
-class DeviceValue:
-    """A value a backend keeps in its own memory (a GPU's) between calls.
-
-    A backend whose ``run`` has ``device_values = True`` may return these for
-    results; a shared variable updated by one then holds it instead of a host
-    array, so parameters stay on the device from step to step. Whoever needs
-    the numbers asks: ``get_value()``, an output handed to the caller, a
-    function on another device reading the variable (``to_host``)."""
-
-    __slots__ = ("shape", "dtype")
-
-    def to_host(self) -> np.ndarray:
-        raise NotImplementedError
-
-    def copy(self) -> "DeviceValue":
-        raise NotImplementedError
-
-
-def _host(a):
-    return a.to_host() if isinstance(a, DeviceValue) else a
 
 
 def _own(val: np.ndarray, dtype, taken: set) -> np.ndarray:
@@ -309,7 +288,7 @@ class Executable:
             if self._device_values:
                 arrays += [s._value for s in self.shared]
             else:                           # a variable may have been left on a device by another function
-                arrays += [_host(s._value) for s in self.shared]
+                arrays += [host(s._value) for s in self.shared]
             results = self._run(arrays)
             # Results the backend made fresh for this call are kept, not copied: an update
             # becomes the shared variable's storage, an output goes to the caller. A copy is
@@ -325,7 +304,7 @@ class Executable:
                 if (recycle is not None and type(old) is np.ndarray
                         and sys.getrefcount(old) == 2 + sum(a is old for a in arrays)):
                     recycle(k, old)
-            outs = [_own(_host(r), r.dtype, taken) for r in results[:self._nout]]
+            outs = [_own(host(r), r.dtype, taken) for r in results[:self._nout]]
         if self._single:
             return outs[0]
         return outs

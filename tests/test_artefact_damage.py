@@ -1,0 +1,110 @@
+"""Artefacts outside the content cache (issue 20, item 3): the installation's
+prebuilt C runtime library, its API header, the precompiled unit prelude and
+Jinja's compiled templates are checked before use; a damaged one is rebuilt and
+the compile gives correct results, never SIGBUS, a wrong answer or a failure on
+every later compile. Each case runs in a fresh process on a private copy of the
+build directory ($SYMFUSE_BUILD_DIR), so the installation's own is not touched."""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from symfuse.install_dirs import BUILD_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = textwrap.dedent("""
+    import json
+    import numpy as np
+    import symfuse as sf
+    x = sf.tensor("x", (6, 5)); W = sf.tensor("W", (5, 4))
+    p = sf.softmax(sf.tanh(x @ W))
+    loss = (p * p).sum()
+    f = sf.function([x, W], [p, sf.grad(loss, W)], device="cpu")
+    rng = np.random.default_rng(0)
+    xv, Wv = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32)
+    got, g = f(xv, Wv)
+    h = np.tanh(xv @ Wv); e = np.exp(h - h.max(1, keepdims=True)); want = e / e.sum(1, keepdims=True)
+    # d/dW sum(p^2): through softmax and tanh
+    dp = 2 * want; dh = want * (dp - (dp * want).sum(1, keepdims=True)); dW = xv.T @ (dh * (1 - h * h))
+    print(json.dumps({"ok": bool(np.allclose(got, want, atol=1e-5) and np.allclose(g, dW, atol=1e-4)),
+                      "stages": [s.name for s in f.report.stages]}))
+""")
+
+
+def run_child(build_dir, cache_dir):
+    env = dict(os.environ, SYMFUSE_BUILD_DIR=str(build_dir), SYMFUSE_CACHE_DIR=str(cache_dir), PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, f"exit {out.returncode}\n{out.stderr[-3000:]}"
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A build directory with the runtime library, prelude and templates in it."""
+    d = tmp_path_factory.mktemp("build") / "b"
+    if os.path.isdir(BUILD_DIR):
+        shutil.copytree(BUILD_DIR, d, ignore=shutil.ignore_patterns("cuda-*"))
+    out, _ = run_child(d, tmp_path_factory.mktemp("cache"))
+    assert out["ok"]
+    return d
+
+
+def _damage(path, how):
+    data = bytearray(open(path, "rb").read())
+    if how == "truncate":
+        data = data[: len(data) // 3]
+    elif how == "flip16":                # 16 flipped bytes in the middle
+        mid = len(data) // 2
+        for k in range(16):
+            data[mid + k] ^= 0xA5
+    elif how == "empty":
+        data = bytearray()
+    open(path, "wb").write(bytes(data))
+
+
+ARTEFACTS = {
+    "runtime library": "*/libsymfuse_rt.so",
+    "runtime API header": "*/sf_runtime_api.h",
+    "precompiled prelude": "*/unit-*/sf_unit.h.gch",
+    "prelude header": "*/unit-*/sf_unit.h",
+    "jinja bytecode": "jinja/*.cache",
+}
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip16", "empty"])
+@pytest.mark.parametrize("what", sorted(ARTEFACTS))
+def test_damaged_build_artefact_is_rebuilt(built, tmp_path, what, how):
+    d = tmp_path / "b"
+    shutil.copytree(built, d)
+    paths = glob.glob(str(d / ARTEFACTS[what]))
+    assert paths, f"no {what} in {os.listdir(d)}"
+    for p in paths:
+        _damage(p, how)
+    first, _ = run_child(d, tmp_path / "c1")
+    assert first["ok"]
+    again, _ = run_child(d, tmp_path / "c2")         # repaired: the next process is fine too
+    assert again["ok"] and "runtime library build" not in again["stages"]
+
+
+def test_damaged_sidecar_is_a_rebuild_not_a_failure(built, tmp_path):
+    """A checksum sidecar that is not even text (a non-UTF-8 byte) is damage like any other."""
+    d = tmp_path / "b"
+    shutil.copytree(built, d)
+    for p in glob.glob(str(d / "*" / "libsymfuse_rt.so.sha256")):
+        open(p, "wb").write(b"\xff\xfe" + os.urandom(30))
+    out, _ = run_child(d, tmp_path / "c")
+    assert out["ok"] and "runtime library build" in out["stages"]
+
+
+def test_prebuilt_runtime_with_an_unusable_cache(built, tmp_path):
+    """The runtime library prebuilt in the installation, and a cache directory that
+    cannot be created: functions with a matmul, softmax and their gradients still
+    compile and run (no undefined BLAS symbol), without caching."""
+    out, err = run_child(built, "/dev/null/cache")
+    assert out["ok"] and "compiling without caching" in err
