@@ -22,6 +22,7 @@ import symfuse as sf
 from symfuse.codegen import c_library as L
 from symfuse.codegen import c_module
 from symfuse.ir.core import apply
+from symfuse.runtime.toolchain import blas_link_flags
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 
@@ -299,7 +300,7 @@ def libs():
         with open(src, "w") as f:
             f.write('#include <stdint.h>\n#include <math.h>\n#include <tgmath.h>\n#include "runtime.h"\n\n')
             f.write("\n".join(c.c_function() for c in chunks[k]))
-        cmd = ["cc", *L.COMPILE_FLAGS, f"-I{L.INCLUDE_DIR}", "-o", so, src, *L.blas_link_flags(), "-lm"]
+        cmd = ["cc", *L.COMPILE_FLAGS, f"-I{L.INCLUDE_DIR}", "-o", so, src, *blas_link_flags(), "-lm"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(f"compile failed: {' '.join(cmd)}\n{r.stderr[:20000]}")

@@ -1,16 +1,17 @@
 """The compiled backends agree with the reference interpreter: device="cpu"
 (issue 3) and the CUDA kernels run on the CPU by device="cuda-emu" (issue 4);
 fusion is as stated."""
+import shutil
+
 import numpy as np
 import pytest
 
 import symfuse as sf
-from symfuse.runtime.backends import BACKENDS
 
 # The C backend is registered as device "cpu" once its runtime library, memory
 # planner and disk cache land (issue 3); until then these tests are collected but
 # do not run, and the session notes say so.
-pytestmark = pytest.mark.skipif("cpu" not in BACKENDS, reason="cpu backend not registered yet (issue 3)")
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 
 
 DEVICES = ["cpu", "cuda-emu"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import symfuse as sf
+from symfuse.codegen import c_program
 from symfuse.runtime import cpu as cpu_backend
 from symfuse.runtime import cuda as cuda_backend
 
@@ -35,7 +36,7 @@ def test_cpu_parallel_units_agree_with_one_unit_and_the_interpreter(monkeypatch,
     _, ref, ref_w = _run("interp")
     _, one, one_w = _run("cpu")
     monkeypatch.setenv("SYMFUSE_CACHE_DIR", str(tmp_path / "split"))   # a fresh cache: no graph-cache hit
-    monkeypatch.setattr(cpu_backend, "UNIT_MIN_CHARS", 1)      # split whatever there is
+    monkeypatch.setattr(c_program, "UNIT_MIN_CHARS", 1)        # split whatever there is
     monkeypatch.setattr(cpu_backend, "_workers", lambda: 3)
     f, many, many_w = _run("cpu")
     note = next(s.note for s in f.report.stages if s.name == "c compile")
@@ -51,11 +52,11 @@ def test_cpu_split_balances_by_source_length():
         def __init__(self, n):
             self.source = "x" * n
     ks = [K(n) for n in (9000, 8000, 5000, 4000, 1000)]
-    units = cpu_backend._split_units(ks, workers=2)
+    units = c_program.split_units(ks, workers=2)
     assert len(units) == 2 and sorted(map(len, units)) == [2, 3]
     loads = [sum(len(k.source) for k in u) for u in units]
-    assert abs(loads[0] + cpu_backend.ENTRY_CHARS - loads[1]) <= 9000
-    assert cpu_backend._split_units(ks[-1:], workers=8) == [ks[-1:]]      # too little to split
+    assert abs(loads[0] + c_program.ENTRY_CHARS - loads[1]) <= 9000
+    assert c_program.split_units(ks[-1:], workers=8) == [ks[-1:]]      # too little to split
 
 
 @pytest.mark.skipif(not cuda_backend.CudaBackend().available(), reason="NVRTC not installed")

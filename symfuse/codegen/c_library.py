@@ -25,50 +25,16 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable
 
+from ..install_dirs import C_TEMPLATE_DIR
 from .c_module import c_literal
 from .index import row_major_strides
 
-INCLUDE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "c")
+INCLUDE_DIR = C_TEMPLATE_DIR
 RUNTIME_HEADER = os.path.join(INCLUDE_DIR, "runtime.h")
 COMPILE_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 REQUIRED_LIBS = ["scipy_openblas"]
-
-
-# GNU OpenMP threads spin ~0.3M iterations after each parallel region; on a small machine
-# they then compete with OpenBLAS's own threads in the next gemm (conv2d 32x64x32x32 3x3 on
-# 2 cores: 279 ms with the default, 50 ms with a short spin). libgomp reads this when it is
-# loaded, i.e. before the first compiled kernel library is opened; a user's value wins.
-OPENMP_ENV = {"GOMP_SPINCOUNT": "10000"}
-
-
-def configure_openmp_env() -> None:
-    for k, v in OPENMP_ENV.items():
-        os.environ.setdefault(k, v)
-
-
-configure_openmp_env()
-
-
-@lru_cache(maxsize=None)
-def blas_lib_dir() -> str:
-    # find_spec, not import: importing scipy_openblas32 reads package metadata (~10 ms),
-    # and a warm compile needs only this path
-    import importlib.util
-    spec = importlib.util.find_spec("scipy_openblas32")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the cpu backend needs OpenBLAS: pip install scipy-openblas32")
-    return os.path.join(list(spec.submodule_search_locations)[0], "lib")
-
-
-@lru_cache(maxsize=None)
-def blas_link_flags() -> tuple[str, ...]:
-    """-L/-l/-rpath flags for OpenBLAS from the scipy-openblas32 wheel."""
-    d = blas_lib_dir()
-    lib = next(f for f in sorted(os.listdir(d)) if f.startswith("libscipy_openblas") and ".so" in f)
-    return (f"-L{d}", f"-l{lib[3:].split('.so')[0]}", f"-Wl,-rpath,{d}")
 
 
 def c_type(dtype) -> str:

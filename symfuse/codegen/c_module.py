@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compiler.fusion import KernelGroup, Partition
+from ..compiler.kernel_info import KernelInfo  # noqa: F401  (what f.kernels shows)
 from ..ir.core import Value, format_loc
 from .index import VIEW_MAPS, Index, broadcast_from
 from .templates_cache import template
@@ -84,27 +85,6 @@ class KernelSpec:
     @property
     def fused_ops(self) -> list[str]:
         return [op.opdef.name for op in self.group.ops]
-
-
-@dataclass
-class KernelInfo:
-    """What ``f.kernels`` shows of a kernel, detached from the IR: the form a
-    graph-cache hit restores (no ops, no passes, no codegen)."""
-    name: str
-    kind: str
-    fused_ops: list[str]
-    provenance: list[str]
-    source: str
-    size: int
-    parallel: bool
-    bytes_read: int
-    bytes_written: int
-    parts: list = None                # a multi kernel's parts (KernelInfo each)
-
-    @classmethod
-    def of(cls, spec: "KernelSpec") -> "KernelInfo":
-        return cls(spec.name, spec.kind, spec.fused_ops, spec.provenance, spec.source, spec.size, spec.parallel,
-                   spec.bytes_read, spec.bytes_written, [cls.of(p) for p in getattr(spec, "parts", ())] or None)
 
 
 class _KernelBuilder:

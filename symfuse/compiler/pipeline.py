@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from dataclasses import dataclass, field
 
 from ..ir.core import Function
 from ..ir.verify import verify
@@ -17,18 +16,10 @@ from .autodiff import differentiate
 from .passes import REWRITES, RewriteContext
 from .passes.basic import cse, dce, fold_constants
 from .passes.rewrite import apply_rewrites
+from .options import Options  # noqa: F401  (part of the pipeline's interface)
 from .report import CompileReport
 
 MAX_ITERATIONS = 16
-
-
-@dataclass
-class Options:
-    optimize: bool = True
-    fast_math: bool = False
-    verify: bool = True
-    disabled: tuple = ()          # rewrite or pass names to skip
-    extra: dict = field(default_factory=dict)
 
 
 def _fixpoint(fn: Function, opts: Options, report: CompileReport, label: str) -> Function:

@@ -43,6 +43,13 @@ class CompileReport:
         self.stages.append(st)
         return st
 
+    def add_if_slow(self, name: str, t0: float, note: str = "", threshold: float = 1e-3) -> None:
+        """A stage from ``t0`` to now when it took longer than ``threshold``: work
+        done once per process (importing the compile path), shown where it happens."""
+        dt = time.perf_counter() - t0
+        if dt > threshold:
+            self.add_stage(name, dt, note=note)
+
     def finish(self):
         self.total_seconds = time.perf_counter() - self.t0
 

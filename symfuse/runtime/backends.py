@@ -1,49 +1,58 @@
 """Backend registry: ``device=`` names map to backends that compile an optimised Function.
 
-A backend has ``name``, ``available()`` and ``compile(fn, options, report)``
-returning ``run(list_of_arrays) -> list_of_arrays``. Later backends register
-here; ``device=None`` takes the first available backend in DEFAULT_ORDER.
+A backend has ``name``, ``options`` (the keyword options ``sf.function`` accepts
+for it), ``available()`` and ``compile(fn, options, report)`` returning
+``run(list_of_arrays) -> list_of_arrays``; a compiled backend also has ``cache``,
+``identity()``, ``export()`` and ``load()`` for the graph cache.
+``device=None`` takes the first available backend in DEFAULT_ORDER.
+
+The built-in backends are made on first use, from ``BUILTIN``: ``import symfuse``
+and a compile on one device never import another device's code generator or
+toolchain (the cpu backend alone brings codegen, fusion and networkx).
 """
 from __future__ import annotations
 
-from ..codegen import templates_cache
+import importlib
+
 from ..errors import DeviceUnavailable
-from .cache import environment_cache
-from .interp import InterpBackend
 
 BACKENDS: dict[str, object] = {}
 DEFAULT_ORDER = ["cuda", "cpu", "interp"]   # cuda only where it can run (a GPU and PyCUDA)
-
+# device -> (module under symfuse.runtime, class, constructor keywords)
+BUILTIN = {
+    "interp": ("interp", "InterpBackend", {}),
+    "cpu": ("cpu", "CpuBackend", {}),
+    "cuda": ("cuda", "CudaBackend", {}),
+    "cuda-emu": ("cuda", "CudaBackend", {"emulate": True}),
+}
 
 def register_backend(backend) -> None:
     BACKENDS[backend.name] = backend
 
 
-def get_backend(device: str | None):
-    if device is None:
-        for name in DEFAULT_ORDER:
-            b = BACKENDS.get(name)
-            if b is not None and getattr(b, "runnable", b.available)():
-                return b
-        raise DeviceUnavailable("no backend is available")
-    b = BACKENDS.get(device)
-    if b is None:
-        raise DeviceUnavailable(f"unknown device {device!r}; known: {', '.join(sorted(BACKENDS))}")
-    if not b.available():
-        raise DeviceUnavailable(f"device {device!r} is not available here; use device='interp'")
+def known_devices() -> list[str]:
+    return sorted(set(BACKENDS) | set(BUILTIN))
+
+
+def _backend(name: str):
+    b = BACKENDS.get(name)
+    if b is None and name in BUILTIN:
+        module, cls, kw = BUILTIN[name]
+        b = getattr(importlib.import_module(f"{__package__}.{module}"), cls)(**kw)
+        register_backend(b)
     return b
 
 
-register_backend(InterpBackend())
-
-
-def _register_compiled():
-    from .cpu import CpuBackend
-    from .cuda import CudaBackend
-    templates_cache.fallback_dir = lambda: environment_cache().private_dir("jinja")
-    register_backend(CpuBackend())
-    register_backend(CudaBackend())
-    register_backend(CudaBackend(emulate=True))
-
-
-_register_compiled()
+def get_backend(device: str | None):
+    if device is None:
+        for name in DEFAULT_ORDER:
+            b = _backend(name)
+            if b is not None and getattr(b, "runnable", b.available)():
+                return b
+        raise DeviceUnavailable("no backend is available")
+    b = _backend(device) if isinstance(device, str) else None
+    if b is None:
+        raise DeviceUnavailable(f"unknown device {device!r}; known: {', '.join(known_devices())}")
+    if not b.available():
+        raise DeviceUnavailable(f"device {device!r} is not available here; use device='interp'")
+    return b

@@ -29,10 +29,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from ..codegen.c_library import INCLUDE_DIR, blas_link_flags
-from ..install_dirs import BUILD_DIR
+from ..install_dirs import BUILD_DIR, C_TEMPLATE_DIR as INCLUDE_DIR
 from .cache import artefact_ok, cache_key, environment_cache, seal_artefact
-from .toolchain import find_compiler
+from .toolchain import blas_link_flags, find_compiler
 
 log = logging.getLogger("symfuse.cpu")
 

@@ -34,6 +34,7 @@ import logging
 import mmap
 import os
 import re
+import shutil
 import stat
 import struct
 import tempfile
@@ -49,6 +50,7 @@ KEY_FILE = "hmac.key"
 MAC_SUFFIX = ".mac"
 _KEY_BYTES = 32
 _TMP_PREFIX = ".tmp-"
+PRUNE_KEEPS = frozenset({"runtime"})
 _STALE_TMP_S = 3600      # a temporary file this old belongs to a writer that died, not one in progress
 # namespaces and keys become path components: keep them to a safe alphabet
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -68,6 +70,13 @@ def cache_key(*parts: str | bytes) -> str:
 
 _ENV_CACHE: dict = {}
 _WARNED: set = set()
+
+
+def jinja_bytecode_dir() -> str | None:
+    """Where Jinja's compiled templates go when the installation is read-only: the
+    compile cache's private "jinja" directory (None when the cache is refused).
+    Each compile path hands it to codegen, which knows nothing of the cache."""
+    return environment_cache().private_dir("jinja")
 
 
 def warn_once(message: str) -> None:
@@ -536,6 +545,27 @@ class DiskCache:
                     if stat.S_ISREG(st.st_mode):
                         yield ns, p, st
 
+    def _remove_stale_build_dirs(self) -> None:
+        """Build directories (``.tmp-build-*``) of writers that died (kill -9) long ago."""
+        now = time.time()
+        for ns in (os.listdir(self.root) if self.readable and _is_real_dir(self.root) else ()):
+            nsdir = os.path.join(self.root, ns)
+            if not _is_real_dir(nsdir):
+                continue
+            for sub in os.listdir(nsdir):
+                subdir = os.path.join(nsdir, sub)
+                if not _is_real_dir(subdir):
+                    continue
+                for name in os.listdir(subdir):
+                    p = os.path.join(subdir, name)
+                    try:
+                        st = os.lstat(p)
+                    except OSError:
+                        continue
+                    if (name.startswith(_TMP_PREFIX) and stat.S_ISDIR(st.st_mode)
+                            and now - st.st_mtime >= _STALE_TMP_S):
+                        shutil.rmtree(p, ignore_errors=True)
+
     def info(self) -> dict:
         namespaces: dict[str, dict] = {}
         for ns, p, st in self._walk():
@@ -551,6 +581,7 @@ class DiskCache:
 
     def clear(self) -> int:
         """Remove every entry (and stale temporary files); returns entries removed."""
+        self._remove_stale_build_dirs()
         removed = 0
         now = time.time()
         for _, p, st in list(self._walk()):
@@ -565,9 +596,12 @@ class DiskCache:
 
     def prune(self, max_bytes: int) -> int:
         """Remove least-recently-used entries (oldest mtime first; get() touches
-        the mtime) until the total size is at most max_bytes."""
-        entries = [(st.st_mtime_ns, p, st.st_size) for _, p, st in self._walk()
-                   if not os.path.basename(p).startswith(_TMP_PREFIX)]
+        the mtime) until the total size is at most max_bytes. The runtime build
+        (``runtime/``) is not an entry: every compiled library links against it,
+        so it is never pruned (``clear`` removes it)."""
+        self._remove_stale_build_dirs()
+        entries = [(st.st_mtime_ns, p, st.st_size) for ns, p, st in self._walk()
+                   if not os.path.basename(p).startswith(_TMP_PREFIX) and ns not in PRUNE_KEEPS]
         total = sum(size for _, _, size in entries)
         removed = 0
         for _, p, size in sorted(entries):

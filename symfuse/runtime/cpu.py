@@ -10,6 +10,7 @@ import ctypes
 import logging
 import mmap
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -17,16 +18,13 @@ from collections import Counter
 
 import numpy as np
 
-from ..codegen import c_module
-from ..codegen.c_library import LIBRARY, blas_link_flags
-from ..compiler.fusion import fuse
-from ..compiler.layout import layout as _layout, materialised as _materialised
-from ..compiler.passes.blas import lower_blas
+from ..compiler.kernel_info import KernelInfo
 from ..errors import CompileError
-from ..ir.core import Function, Value
+from ..install_dirs import C_TEMPLATE_DIR
+from ..ir.core import Function
 from .c_runtime import header_bytes, runtime_library, unit_prelude
-from .cache import _TMP_PREFIX, DiskCache, cache_key, environment_cache
-from .toolchain import VERSION, find_compiler, workers as _workers
+from .cache import _TMP_PREFIX, DiskCache, cache_key, environment_cache, jinja_bytecode_dir
+from .toolchain import VERSION, blas_link_flags, configure_openmp_env, find_compiler, workers as _workers
 
 log = logging.getLogger("symfuse.cpu")
 FAST_FLAGS = ["-O2", "-ftree-vectorize", "-fvect-cost-model=very-cheap", "-fno-trapping-math", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
@@ -44,6 +42,7 @@ def _load(lib_path: str) -> ctypes.CDLL:
     global _blas_loaded
     if _blas_loaded:
         return ctypes.CDLL(lib_path)
+    configure_openmp_env()           # before libgomp is loaded, which reads it then
     old = os.environ.get("OPENBLAS_NUM_THREADS")
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
@@ -140,6 +139,9 @@ class CpuBackend:
     options = frozenset({"profile"})
     graph_cache = True
 
+    def __init__(self):
+        self._uncached: set[str] = set()   # build directories of libraries compiled without a cache
+
     @staticmethod
     def available() -> bool:
         return find_compiler() is not None
@@ -149,6 +151,16 @@ class CpuBackend:
         return environment_cache()
 
     def compile(self, fn: Function, options: dict, report):
+        # the compile path's modules are imported here: a graph-cache hit (load) needs
+        # none of them, and fusion alone brings networkx (~85 ms)
+        t0 = time.perf_counter()
+        from ..codegen import templates_cache
+        from ..codegen.c_program import render_program
+        from ..compiler.fusion import fuse
+        from ..compiler.layout import layout as plan_layout
+        from ..compiler.passes.blas import lower_blas
+        report.add_if_slow("import codegen", t0, "once per process: fusion, networkx, the C code generator")
+        templates_cache.fallback_dir = jinja_bytecode_dir
         with report.stage("blas", ops_before=len(fn.ops)) as st:
             counts: Counter = Counter()
             fn = lower_blas(fn, counts)
@@ -158,12 +170,13 @@ class CpuBackend:
             st.ops_after = len(part.groups)
             st.note = f"{len(fn.ops)} ops -> {len(part.groups)} kernels"
         with report.stage("memory plan") as st:
-            layout = _layout(fn, part)
+            layout = plan_layout(fn, part)
             st.note = layout.plan.table().splitlines()[0] if hasattr(layout.plan, "table") else ""
         rt, prelude = self._runtime(report)
         with report.stage("codegen") as st:
-            source, kernels, units = _render(fn, part, layout, "sf_unit.h" if prelude else "sf_unit_inline.h",
-                                             bool(options.get("profile")), _workers() if rt else 1)
+            source, kernels, units = render_program(fn, part, layout, VERSION,
+                                                    "sf_unit.h" if prelude else "sf_unit_inline.h",
+                                                    bool(options.get("profile")), _workers() if rt else 1)
         report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
                                    "bytes_read": k.bytes_read, "bytes_written": k.bytes_written} for k in kernels]
         report.info["memory"] = {"arena_bytes": layout.plan.arena_bytes, "naive_bytes": layout.plan.naive_bytes,
@@ -175,6 +188,10 @@ class CpuBackend:
         with report.stage("load"):
             mod = CompiledModule(lib_path, len(fn.params), layout.slots, layout.result_plan,
                                  layout.plan.arena_bytes, kernels, source, layout.plan)
+        work = os.path.dirname(lib_path)
+        if work in self._uncached:       # not cached: nothing else will open it
+            self._uncached.discard(work)
+            shutil.rmtree(work, ignore_errors=True)
         return mod
 
     @staticmethod
@@ -208,7 +225,7 @@ class CpuBackend:
         """The graph-cache entry of a compiled module (plain data, ``runtime/plain.py``)."""
         return {"lib_path": mod.lib_path, "param_count": mod.param_count, "slots": mod.slots,
                 "result_plan": mod.result_plan, "arena_bytes": mod.arena_bytes, "source": mod.source,
-                "kernels": [c_module.KernelInfo.of(k) for k in mod.kernels],
+                "kernels": [KernelInfo.of(k) for k in mod.kernels],
                 "info": {k: report.info[k] for k in ("kernels", "memory") if k in report.info}}
 
     def load(self, entry: dict, report) -> CompiledModule | None:
@@ -246,70 +263,31 @@ class CpuBackend:
                     pass
                 return lib_path, True
         lib_dir = cache.private_dir("cpu-lib", key[:2]) if cache.enabled else None
-        writable = lib_dir is not None
-        work = lib_dir if writable else tempfile.mkdtemp(prefix="symfuse-")
-        fd, src_path = tempfile.mkstemp(suffix=".c", prefix=_TMP_PREFIX + "src-", dir=work)
-        with os.fdopen(fd, "w") as f:
+        # a build directory of our own with fixed file names: the compiler records the
+        # names it is given, so two builds of one source give the same bytes (processes
+        # compiling one function at once write identical files, and their seals agree)
+        work = tempfile.mkdtemp(prefix=_TMP_PREFIX + "build-", dir=lib_dir)
+        with open(os.path.join(work, "module.c"), "w") as f:
             f.write(source)
-        tmp_lib = src_path[:-2] + ".so.tmp"
         if units:
-            _build_units(cc, units, src_path, tmp_lib, flags, name)
+            _build_units(cc, units, work, flags, name)
         else:
-            cmd = [cc, src_path, "-o", tmp_lib, "-I", c_module.TEMPLATE_DIR, *flags, "-lm"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run([cc, "module.c", "-o", "module.so", "-I", C_TEMPLATE_DIR, *flags, "-lm"],
+                                  capture_output=True, text=True, cwd=work)
             if proc.returncode != 0:
-                raise CompileError(f"C compilation of @{name} failed ({cc}); source saved at {src_path}:\n"
-                                   + proc.stderr[-4000:])
-        os.remove(src_path)
-        if writable:
+                raise CompileError(f"C compilation of @{name} failed ({cc}); source saved at "
+                                   f"{os.path.join(work, 'module.c')}:\n" + proc.stderr[-4000:])
+        built = os.path.join(work, "module.so")
+        if lib_dir is not None:
             lib_path = os.path.join(lib_dir, key + ".so")
             # the seal first, library last: a reader never pairs a new library with no seal
-            with open(tmp_lib, "rb") as fh:
+            with open(built, "rb") as fh:
                 if cache.seal_file(lib_path, fh.read()):
-                    os.replace(tmp_lib, lib_path)
+                    os.replace(built, lib_path)
+                    shutil.rmtree(work, ignore_errors=True)
                     return lib_path, False
-        final = tmp_lib[:-4]
-        os.replace(tmp_lib, final)
-        return final, False
-
-
-# A parallel build (one compiler process per unit, then a link) pays a process
-# start, the headers and a share of the link (~30 ms) per unit; gcc -O2 spends
-# ~16 ms per 1000 characters of kernel source (LeNet-5 training step: 27 000
-# characters, 0.43 s in one unit). A module is split when each unit gets at
-# least UNIT_MIN_CHARS (~130 ms of compiling).
-UNIT_MIN_CHARS = 8_000
-ENTRY_CHARS = 4_000         # what sf_entry and its declarations weigh in that measure
-
-
-# gcc's time per kernel is not just its length: each loop nest is vectorised on its
-# own, and an inlined tanh/exp/log (kernel.h) expands into a vectorised polynomial.
-# LeNet-5's units, measured: a pointwise kernel of ~2 000 characters takes 40-70 ms
-# with a tanh, 20-40 ms without; the chars model alone left the units 0.20 / 0.28 s.
-LOOP_NEST_CHARS = 1_500
-INLINE_MATH_CHARS = 1_500
-_INLINE_MATH = ("sf_tanh(", "sf_exp(", "sf_log(")
-
-
-def _compile_cost(k) -> int:
-    """gcc work of a kernel, in characters of plain source."""
-    src = k.source
-    return (len(src) + LOOP_NEST_CHARS * src.count("_range(int64_t lo")
-            + INLINE_MATH_CHARS * sum(src.count(f) for f in _INLINE_MATH))
-
-
-def _split_units(kernels, workers: int) -> list[list]:
-    """Kernels in balanced units by estimated compile cost (largest first onto the least loaded)."""
-    sizes = [_compile_cost(k) for k in kernels]
-    n = max(1, min(workers, len(kernels), sum(sizes) // UNIT_MIN_CHARS))
-    if n == 1:
-        return [list(kernels)]
-    load, unit = [ENTRY_CHARS] + [0] * (n - 1), {}     # unit 0 also holds sf_entry and the constants
-    for i in sorted(range(len(kernels)), key=lambda i: -sizes[i]):
-        u = min(range(n), key=load.__getitem__)
-        load[u] += sizes[i]
-        unit[i] = u
-    return [[k for i, k in enumerate(kernels) if unit[i] == u] for u in range(n)]
+        self._uncached.add(work)        # removed once loaded (a mapped library needs no file)
+        return built, False
 
 
 def _compile_flags(rt) -> list[str]:
@@ -321,83 +299,30 @@ def _object_flags(flags) -> list[str]:
     return [f for f in flags if f != "-shared" and not f.startswith(("-L", "-l", "-Wl,"))]
 
 
-def _build_units(cc, units, src_path, tmp_lib, flags, name):
+def _build_units(cc, units, work, flags, name):
     """Compile each unit to an object with its own compiler process, all at once,
-    then link them into ``tmp_lib``."""
+    then link them into ``work/module.so`` (file names relative to ``work``: see
+    ``CpuBackend._compile``)."""
     compile_flags = _object_flags(flags)
     link_flags = [f for f in flags if f in ("-shared", "-fopenmp") or f.startswith(("-L", "-l", "-Wl,"))]
-    base = src_path[:-2]
     paths = []
     for i, text in enumerate(units):
-        path = f"{base}.u{i}.c"
-        with open(path, "w") as fh:
+        path = f"module.u{i}.c"
+        with open(os.path.join(work, path), "w") as fh:
             fh.write(text)
         paths.append(path)
-    procs = [subprocess.Popen([cc, "-c", p, "-o", p[:-2] + ".o", "-I", c_module.TEMPLATE_DIR, *compile_flags],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in paths]
+    procs = [subprocess.Popen([cc, "-c", p, "-o", p[:-2] + ".o", "-I", C_TEMPLATE_DIR, *compile_flags],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work) for p in paths]
     errors = []
     for p, proc in zip(paths, procs):
         _, err = proc.communicate()
         if proc.returncode != 0:
             errors.append(f"{p}:\n{err[-3000:]}")
     if not errors:
-        proc = subprocess.run([cc, *[p[:-2] + ".o" for p in paths], "-o", tmp_lib, *link_flags, "-lm"],
-                              capture_output=True, text=True)
+        proc = subprocess.run([cc, *[p[:-2] + ".o" for p in paths], "-o", "module.so", *link_flags, "-lm"],
+                              capture_output=True, text=True, cwd=work)
         if proc.returncode != 0:
             errors.append(f"link:\n{proc.stderr[-3000:]}")
-    for p in paths:
-        for f in (p[:-2] + ".o",) + (() if errors else (p,)):
-            try:
-                os.remove(f)
-            except OSError:
-                pass
     if errors:
-        raise CompileError(f"C compilation of @{name} failed ({cc}); unit sources saved next to {src_path}:\n"
+        raise CompileError(f"C compilation of @{name} failed ({cc}); unit sources saved in {work}:\n"
                            + "\n".join(errors))
-
-
-def _render(fn, part, lay, runtime_header="sf_unit_inline.h", profile=False, workers=1):
-    """(the module as one translation unit, its kernels, and the same module as
-    several units for a parallel build, or None when one unit is best)."""
-    kernels, calls, constants, const_names = [], [], [], {}
-    nparams = len(fn.params)
-    names: dict[str, int] = {}
-
-    def ptr(v: Value, const: bool) -> str:
-        ct = c_module.c_type(v.dtype)
-        kind = lay.where.get(id(v))
-        if kind is None:  # a constant read as a buffer
-            name = const_names.get(id(v))
-            if name is None:
-                name = const_names[id(v)] = f"c{len(constants)}"
-                constants.append({"name": name, "ctype": ct, "size": max(v.type.size, 1),
-                                  "data": c_module.constant_data(v.op.attrs["value"], v.dtype) or "0"})
-            return f"(const {ct}*){name}"
-        q = "const " if const else ""
-        if kind[0] == "param":
-            return f"({q}{ct}*)args[{kind[1]}]"
-        if kind[0] == "result":
-            return f"({q}{ct}*)args[{nparams + kind[1]}]"
-        return f"({q}{ct}*)(arena + {kind[1]})"
-
-    for g in part.groups:
-        spec = c_module.build_kernel(g, part, lambda v: _materialised(v, part.folded_views), LIBRARY)
-        n = names.get(spec.name, 0)
-        names[spec.name] = n + 1
-        if n:
-            spec.name = f"{spec.name}_{n}"
-        spec.aliased = any(id(v) in lay.aliased for v in spec.outputs)
-        c_module.render_kernel(spec)
-        kernels.append(spec)
-        args = [ptr(v, True) for v in spec.inputs] + [ptr(v, False) for v in spec.outputs]
-        calls.append(f"{spec.name}({', '.join(args)});")
-    source = c_module.render_module(fn.name, VERSION, kernels, calls, constants, lay.plan.arena_bytes,
-                                    runtime_header, profile)
-    groups = _split_units(kernels, workers)
-    if len(groups) == 1:
-        return source, kernels, None
-    # the entry and constants go with the first (least loaded) unit's kernels
-    mine = {id(k) for k in groups[0]}
-    entry = c_module.render_module(fn.name, VERSION, groups[0], calls, constants, lay.plan.arena_bytes,
-                                   runtime_header, profile, extern_kernels=[k for k in kernels if id(k) not in mine])
-    return source, kernels, [entry] + [c_module.render_unit(fn.name, VERSION, g, runtime_header) for g in groups[1:]]

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codegen import cuda_module
+from ..codegen import cuda_module, templates_cache
 from ..compiler.fusion import fuse
 from ..compiler.layout import layout, materialised
 from ..errors import CompileError, DeviceUnavailable, InputError
-from .cache import DiskCache, environment_cache
+from .cache import DiskCache, environment_cache, jinja_bytecode_dir
 from .toolchain import VERSION, gpu_arch, nvrtc_identity, workers as _workers
 
 DEFAULT_ARCH = "sm_90"
@@ -226,6 +226,7 @@ class CudaBackend:
         return self.available() and (self.emulate or gpu_arch() is not None)
 
     def compile(self, fn, options: dict, report):
+        templates_cache.fallback_dir = jinja_bytecode_dir
         arch = options.get("arch") or (None if self.emulate else gpu_arch()) or DEFAULT_ARCH
         if not self.emulate:     # a bad arch is the caller's mistake: say so before any work
             from . import nvrtc

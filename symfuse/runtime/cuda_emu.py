@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import CompileError, InputError, SymfuseError
 from .cache import _TMP_PREFIX, DiskCache, artefact_ok, cache_key, environment_cache, find_program, seal_artefact
+from .toolchain import configure_openmp_env
 
 __all__ = ["EmuModule", "EmuFunction", "EmuError", "parse_kernels", "preprocess"]
 
@@ -338,6 +339,7 @@ class EmuModule:
         self.source = f'#line 1 "{_safe(name)}.cu"\n' + preprocess(source) + _trampolines(sigs)
         self.lib_path, self.cache_hit = _compile(self.source, name, [os.path.abspath(d) for d in include_dirs],
                                                  lib_dirs)
+        configure_openmp_env()       # before libgomp is loaded, which reads it then
         lib = ctypes.CDLL(self.lib_path)
         if lib.sf_emu_abi_version() != 1:
             raise CompileError(f"cuda-emu: {self.lib_path} was built from another emu.h")
@@ -470,24 +472,23 @@ def _compile(source: str, name: str, include_dirs: list[str], lib_dirs=None) -> 
             return os.path.join(lib_dir, key + ".so"), True
         lib_dir = cache.private_dir("cuda-emu", key[:2]) if cache.enabled else None
     writable = lib_dir is not None
-    work = lib_dir if writable else tempfile.mkdtemp(prefix="symfuse-emu-")
-    fd, src_path = tempfile.mkstemp(suffix=".cu", prefix=_TMP_PREFIX + "src-", dir=work)
-    with os.fdopen(fd, "w") as f:
+    # fixed file names in a build directory of our own: the same source gives the same
+    # bytes, so processes building one module at once agree (see runtime/cpu.py)
+    work = tempfile.mkdtemp(prefix=_TMP_PREFIX + "build-", dir=lib_dir)
+    with open(os.path.join(work, "module.cu"), "w") as f:
         f.write(source)
-    tmp_lib = src_path[:-3] + ".so.tmp"
     include = _precompiled_header(cxx, ver, cache) if writable else HEADER
-    cmd = [cxx, *flags, "-include", include, "-x", "c++", src_path, "-o", tmp_lib]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [cxx, *flags, "-include", include, "-x", "c++", "module.cu", "-o", "module.so"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     if proc.returncode != 0:
-        raise CompileError(f"cuda-emu compilation of {name!r} failed ({cxx}); source saved at {src_path}:\n"
-                           + proc.stderr[-6000:])
-    os.remove(src_path)
+        raise CompileError(f"cuda-emu compilation of {name!r} failed ({cxx}); source saved at "
+                           f"{os.path.join(work, 'module.cu')}:\n" + proc.stderr[-6000:])
+    built = os.path.join(work, "module.so")
     if writable:
         lib_path = os.path.join(lib_dir, key + ".so")
-        with open(tmp_lib, "rb") as fh:
+        with open(built, "rb") as fh:
             if seal_artefact(lib_path, fh.read(), cache):      # the seal first, the library last
-                os.replace(tmp_lib, lib_path)
+                os.replace(built, lib_path)
+                shutil.rmtree(work, ignore_errors=True)
                 return lib_path, False
-    final = tmp_lib[:-4]
-    os.replace(tmp_lib, final)             # atomic: readers see no file or a complete one
-    return final, False
+    return built, False

@@ -8,11 +8,12 @@ import re
 import numbers
 import sys
 import threading
+import time
 from typing import Sequence
 
 import numpy as np
 
-from ..compiler.pipeline import Options, optimize
+from ..compiler.options import Options
 from ..compiler.report import CompileReport
 from ..errors import DTypeError, InputError, ShapeError
 from ..frontend.api import SharedVariable, as_tensor
@@ -84,6 +85,9 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
             st.note = "hit: passes, fusion and codegen skipped" if run is not None else "miss"
             report.info["graph_cache"] = "hit" if run is not None else "miss"
     if run is None:
+        t0 = time.perf_counter()
+        from ..compiler.pipeline import optimize   # the passes: only a graph-cache miss runs them
+        report.add_if_slow("import passes", t0, "once per process")
         optimized = optimize(fn, opts, report)
         run = backend.compile(optimized, options, report)
         if gkey is not None:

@@ -22,7 +22,7 @@ import numpy as np
 
 # tag -> "module:class" of the dataclasses an entry may hold (imported when decoded)
 CLASSES = {
-    "KernelInfo": "symfuse.codegen.c_module:KernelInfo",
+    "KernelInfo": "symfuse.compiler.kernel_info:KernelInfo",
 }
 _CLASS_TAG = {v.rsplit(":", 1)[1]: k for k, v in CLASSES.items()}
 _NUMERIC_KINDS = "biufc"
