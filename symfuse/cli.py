@@ -2,11 +2,14 @@
 
 MODEL is a zoo name (``mlp``, ``lenet``, ``rbm``) or ``path/to/file.py:function``
 where the function returns ``(inputs, outputs)`` or ``(inputs, outputs, updates)``.
-Usage errors (bad MODEL, unknown options, an unusable device) exit with code 2.
+Usage errors (bad MODEL, unknown options, an unusable device) exit with code 2;
+an error in a model file (or sys.exit in it) exits with code 1 and names its file:line.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -28,15 +31,62 @@ def _fail(msg: str, code: int = 1):
 
 # ----------------------------------------------------------------------------- models
 class Graph:
-    """What a MODEL argument resolves to: a symbolic graph to compile."""
+    """What a MODEL argument resolves to: a symbolic graph to compile. ``loc`` is the
+    (file, line) of a model file's return statement: sf.function's errors name it."""
 
-    def __init__(self, name, inputs, outputs, updates=(), zoo=None):
-        self.name, self.inputs, self.outputs, self.updates, self.zoo = name, inputs, outputs, list(updates), zoo
+    def __init__(self, name, inputs, outputs, updates=(), zoo=None, loc=None, path=None):
+        self.name, self.inputs, self.outputs, self.updates, self.zoo = name, inputs, outputs, updates, zoo
+        self.loc, self.path = loc, path
 
     def function(self, device, **options):
         import symfuse as sf
-        return sf.function(self.inputs, self.outputs, updates=self.updates or None, device=device,
-                           name=self.name, **options)
+        from .ir.core import location
+        with location(self.loc) if self.loc else contextlib.nullcontext():
+            return sf.function(self.inputs, self.outputs, updates=self.updates or None, device=device,
+                               name=self.name, **options)
+
+
+def _user_code(path: str, what: str, call):
+    """Run code from a model file. What it raises is a bug in that file, not a usage
+    error: exit code 1 and the file's own line, never a traceback through click."""
+    from .errors import SymfuseError
+    try:
+        return call()
+    except SystemExit as e:
+        _fail(f"{_where(e, path)}: the model file called sys.exit({e.code!r}) while {what}; nothing was compiled")
+    except SymfuseError as e:
+        _fail(f"{_where(e, path)}: {type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 -- any error of the user's code, reported at its line
+        _fail(f"{_where(e, path)}: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e} (while {what})")
+
+
+def _where(e: BaseException, path: str) -> str:
+    """file:line of the innermost frame in the model file (a SyntaxError's own line)."""
+    real = os.path.realpath(path)
+    if isinstance(e, SyntaxError) and e.filename and os.path.realpath(e.filename) == real:
+        return f"{path}:{e.lineno}"
+    tb, line = e.__traceback__, None
+    while tb is not None:
+        if os.path.realpath(tb.tb_frame.f_code.co_filename) == real:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{path}:{line}" if line else path
+
+
+def _call_model(fn):
+    """``fn()`` and the (file, line) it returned from (a profile hook sees the return event)."""
+    code = getattr(fn, "__code__", None)
+    loc = [(code.co_filename, code.co_firstlineno) if code else None]
+
+    def hook(frame, event, arg):
+        if event == "return" and frame.f_code is code:
+            loc[0] = (code.co_filename, frame.f_lineno)
+    prev = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        return fn(), loc[0]
+    finally:
+        sys.setprofile(prev)
 
 
 def load_model(spec: str, batch: int | None, train: bool) -> Graph:
@@ -44,20 +94,29 @@ def load_model(spec: str, batch: int | None, train: bool) -> Graph:
         path, func = spec.rsplit(":", 1)
         if not os.path.isfile(path):
             raise click.BadParameter(f"no such file: {path}", param_hint="MODEL")
-        mod_spec = importlib.util.spec_from_file_location(f"symfuse_user_{abs(hash(path))}", path)
+        name = f"symfuse_user_{abs(hash(os.path.abspath(path)))}"
+        mod_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(mod_spec)
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001 -- the user's file failed: say where
-            raise click.BadParameter(f"{path} failed to import: {type(e).__name__}: {e}", param_hint="MODEL")
+        # as `python path.py` would: its directory importable, the module in sys.modules (dataclasses need it)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+        sys.modules[name] = module
+        _user_code(path, "it was imported", lambda: mod_spec.loader.exec_module(module))
         fn = getattr(module, func, None)
         if not callable(fn):
             raise click.BadParameter(f"{path} has no function {func!r}", param_hint="MODEL")
-        res = fn()
+        try:
+            inspect.signature(fn).bind()
+        except TypeError:
+            raise click.BadParameter(f"{path}:{func} must take no arguments, it is {func}{inspect.signature(fn)}",
+                                     param_hint="MODEL") from None
+        except ValueError:      # no signature to inspect (a builtin): let the call decide
+            pass
+        res, loc = _user_code(path, f"{func}() ran", lambda: _call_model(fn))
         if not isinstance(res, (tuple, list)) or len(res) not in (2, 3):
-            raise click.BadParameter(f"{path}:{func} must return (inputs, outputs) or (inputs, outputs, updates)",
-                                     param_hint="MODEL")
-        return Graph(func, *res)
+            got = f"{len(res)} items" if isinstance(res, (tuple, list)) else type(res).__name__
+            raise click.BadParameter(f"{path}:{func} must return (inputs, outputs) or (inputs, outputs, updates), "
+                                     f"not {got}", param_hint="MODEL")
+        return Graph(func, *res, loc=loc, path=path)
     from .nn import zoo
     if spec not in zoo.ZOO:
         raise click.BadParameter(f"unknown model {spec!r}; zoo models: {', '.join(sorted(zoo.ZOO))}, "
@@ -71,7 +130,7 @@ def load_model(spec: str, batch: int | None, train: bool) -> Graph:
 
 
 def _compile(graph: Graph, target: str, arch: str | None):
-    from .errors import CompileError, DeviceUnavailable, InputError
+    from .errors import CompileError, DeviceUnavailable, InputError, SymfuseError
     opts = {"arch": arch} if arch and target.startswith("cuda") else {}
     try:
         return graph.function(TARGETS[target], **opts)
@@ -79,14 +138,27 @@ def _compile(graph: Graph, target: str, arch: str | None):
         _fail(f"{e}", 2)
     except CompileError as e:
         _fail(f"compile failed: {e}", 1)
-    except InputError as e:
-        _fail(str(e), 2)
+    except SymfuseError as e:
+        # an error in the model's graph names the model file (every such message ends in its
+        # location); an InputError without it is an option's fault (--arch): a usage error
+        mine = graph.loc is not None and f"(at {graph.loc[0]}:" in str(e)
+        where = f"{graph.path}:{graph.loc[1]}: " if mine else ""
+        _fail(f"{where}{type(e).__name__}: {e}", 2 if isinstance(e, InputError) and not mine else 1)
+
+
+def _arch(ctx, param, value):
+    # the cuda-emu target takes the option too, and would accept any text
+    from .runtime.nvrtc import _ARCH_RE
+    if value is not None and not _ARCH_RE.match(value):
+        raise click.BadParameter(f"{value!r} is not a CUDA architecture like sm_90, sm_90a or compute_90")
+    return value
 
 
 model_arg = click.argument("model")
 target_opt = click.option("--target", type=click.Choice(sorted(TARGETS)), default="cpu", show_default=True,
                           help="backend to compile for")
-arch_opt = click.option("--arch", default=None, help="CUDA architecture, e.g. sm_90 (cuda targets)")
+arch_opt = click.option("--arch", default=None, callback=_arch,
+                        help="CUDA architecture, e.g. sm_90 (cuda targets)")
 batch_opt = click.option("--batch", type=click.IntRange(min=1), default=None, help="batch size (zoo models)")
 train_opt = click.option("--train", is_flag=True, help="the training step (default: inference)")
 json_opt = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -312,7 +384,7 @@ def time_child(model, target, arch, batch, train):
 @click.option("--no-progress", is_flag=True)
 def train_cmd(model, device, epochs, data, batch, lr, seed, samples, save, load_path, no_progress):
     """Train a zoo MODEL: compile report, progress bar, loss and accuracy per epoch."""
-    from .errors import DeviceUnavailable, SymfuseError
+    from .errors import DeviceUnavailable, InputError, SymfuseError
     from .nn import __main__ as nn_main
     from .nn import zoo
     if model not in zoo.ZOO:
@@ -334,10 +406,10 @@ def train_cmd(model, device, epochs, data, batch, lr, seed, samples, save, load_
     argv += ["--no-progress"] if no_progress else []
     try:
         rc = nn_main.main(argv)
-    except DeviceUnavailable as e:
+    except (DeviceUnavailable, InputError, OSError, ImportError) as e:     # --device, --data, --load
         _fail(str(e), 2)
-    except (SymfuseError, OSError, ImportError) as e:
-        _fail(str(e), 2)
+    except SymfuseError as e:       # not a usage error: a compile that failed, say
+        _fail(f"{type(e).__name__}: {e}", 1)
     sys.exit(rc)
 
 
@@ -446,7 +518,10 @@ def parse_cmd(path):
     from .errors import SymfuseError
     from .ir import parse, verify
 
-    text = sys.stdin.read() if path == "-" else open(path).read()
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except UnicodeDecodeError as e:
+        _fail(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})")
     try:
         fn = parse(text)
         verify(fn)

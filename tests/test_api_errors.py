@@ -135,3 +135,28 @@ def test_symbolic_tensors_have_no_truth_value():
     with pytest.raises(TypeError, match="sf.where"):
         if x > 0:
             pass
+
+
+@pytest.mark.parametrize("device", ["interp", "cpu", "cuda-emu"])
+def test_mean_of_no_elements_is_nan_on_every_backend(device):
+    """numpy and JAX: the mean of zero elements is nan (was a ZeroDivisionError at build)."""
+    x = sf.tensor("x", (0, 3))
+    f = sf.function([x], [x.mean(), x.mean(axis=0, keepdims=True), x.var(axis=0), x.mean(axis=1), x.max(axis=1)],
+                    device=device)
+    m, m0, v0, m1, mx1 = f(np.zeros((0, 3), np.float32))
+    assert np.isnan(m) and m0.shape == (1, 3) and np.isnan(m0).all() and np.isnan(v0).all()
+    assert m1.shape == (0,) and mx1.shape == (0,)      # reducing a non-empty axis: an empty result
+
+
+@pytest.mark.parametrize("op", [sf.max, sf.min, sf.argmax, sf.argmin])
+def test_max_min_over_an_empty_axis_is_a_shape_error(op):
+    """No identity: numpy and JAX raise; the cpu backend used to return -inf/+inf."""
+    x = sf.tensor("x", (2, 0, 3))
+    for axis in (1, None):
+        with pytest.raises(ShapeError) as e:
+            op(x, axis=axis)
+        msg = str(e.value)
+        assert msg.startswith(op.__name__ + ":") and "axis 1 of f32[2,0,3] is empty" in msg and THIS in msg
+    with pytest.raises(SymfuseError, match="axis 1 of f32\\[2,0,3\\] is empty"):
+        sf.ir.parse("func @main(%x: f32[2,0,3]) -> (f32[2,3]) {\n  %0 = max %x {axis = [1], keepdims = false}"
+                    " : f32[2,3]\n  return %0\n}\n")

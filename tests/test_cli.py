@@ -172,3 +172,80 @@ def test_train_rbm_writes_samples_png(tmp_path):
     assert len(errs) >= 2 and errs[-1] <= 0.5 * errs[0], out.stdout
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 100
+
+
+BROKEN_MODELS = '''import symfuse as sf
+def shape():
+    x = sf.tensor("x", (4, 3))
+    return [x], [x @ x]
+def free():
+    x, y = sf.tensor("x", (4, 3)), sf.tensor("y", (4, 3))
+    return [x], [x + y]
+def update():
+    w = sf.shared([1.0, 2.0], name="w")
+    return [], [w.sum()], [(w, w.sum())]
+def boom():
+    raise RuntimeError("boom")
+def leaves():
+    import sys
+    sys.exit(0)
+def needs(n):
+    return [], []
+'''
+
+
+@pytest.mark.parametrize("func,line,needle", [
+    ("shape", 4, "ShapeError: matmul: contraction dimensions differ"),
+    ("free", 7, "InputError: function: the outputs depend on input y"),     # raised in sf.function: the return line
+    ("update", 10, "ShapeError: function: update of w f32[2] has shape f32[]"),
+    ("boom", 12, "RuntimeError: boom"),
+    ("leaves", 15, "called sys.exit(0) while leaves() ran; nothing was compiled"),
+])
+def test_errors_in_a_model_file_name_its_line_and_exit_1(tmp_path, func, line, needle):
+    f = tmp_path / "m.py"
+    f.write_text(BROKEN_MODELS)
+    out = sym("compile", f"{f}:{func}", cache=tmp_path / "c")
+    assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
+    assert f"{f}:{line}" in out.stderr and needle in out.stderr, out.stderr
+    assert "click" not in out.stderr and "Traceback" not in out.stderr and "kernels" not in out.stdout
+
+
+@pytest.mark.parametrize("source,line,needle", [
+    ("import sys\n\nsys.exit(0)\n", 3, "called sys.exit(0) while it was imported; nothing was compiled"),
+    ("import sys\nsys.exit('bye')\n", 2, "called sys.exit('bye')"),
+    ("import symfuse as sf\ndef model(:\n", 2, "SyntaxError"),
+    ("import symfuse as sf\nx = sf.tensor('x', (2,)) + sf.tensor('y', (3,))\n", 2, "do not broadcast"),
+])
+def test_a_model_file_that_fails_or_exits_while_imported_is_an_error(tmp_path, source, line, needle):
+    f = tmp_path / "m.py"
+    f.write_text(source)
+    out = sym("compile", f"{f}:model", cache=tmp_path / "c")
+    assert out.returncode == 1 and f"{f}:{line}" in out.stderr and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_model_function_that_takes_arguments_is_a_usage_error(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(BROKEN_MODELS)
+    out = sym("compile", f"{f}:needs", cache=tmp_path / "c")
+    assert out.returncode == 2 and "must take no arguments, it is needs(n)" in out.stderr, out.stderr
+
+
+def test_dict_updates_compile_like_pairs(tmp_path):
+    """sf.function accepts updates as a dict; so does the CLI (it took the dict's keys)."""
+    pairs, as_dict = tmp_path / "pairs.py", tmp_path / "as_dict.py"
+    pairs.write_text(USER_MODEL)
+    as_dict.write_text(USER_MODEL.replace("[(w, w - 0.1 * sf.grad(y, w))]", "{w: w - 0.1 * sf.grad(y, w)}"))
+    outs = [sym("inspect", f"{p}:model", "--ir", cache=tmp_path / "c") for p in (pairs, as_dict)]
+    assert [o.returncode for o in outs] == [0, 0], outs[1].stderr
+    assert outs[0].stdout == outs[1].stdout and "-> (f32[], f32[3,2])" in outs[1].stdout
+
+
+def test_a_model_file_imports_its_neighbours_and_may_use_dataclasses(tmp_path):
+    (tmp_path / "sizes.py").write_text("SHAPE = (2, 3)\n")
+    f = tmp_path / "m.py"
+    f.write_text("import dataclasses\nimport symfuse as sf\nfrom sizes import SHAPE\n\n@dataclasses.dataclass\n"
+                 "class Cfg:\n    scale: float = 2.0\n\ndef model():\n    x = sf.tensor('x', SHAPE)\n"
+                 "    return [x], [x.sum() * Cfg().scale]\n")
+    out = sym("compile", f"{f}:model", "--target", "interp", cache=tmp_path / "c")
+    assert out.returncode == 0, out.stderr

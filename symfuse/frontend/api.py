@@ -12,21 +12,33 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import AxisError, DTypeError, GradError, ShapeError, SymfuseError
+from ..errors import AxisError, DTypeError, GradError, InputError, ShapeError, SymfuseError
 from ..ir.core import Value, apply, format_loc, user_location
 from ..ir.types import as_dtype, cast_exactly, float32, int32, tensor_type
 
 # --------------------------------------------------------------------------- leaves
+def _at() -> str:
+    """`` (at file:line)`` of the user's code, for messages raised outside ``apply``."""
+    where = format_loc(user_location())
+    return f" (at {where})" if where else ""
+
+
+def _dtype(dtype, what):
+    try:
+        return as_dtype(dtype)
+    except DTypeError as e:
+        raise DTypeError(f"{what}: {e}{_at()}") from None
 
 
 def tensor(name: str, shape: Sequence[int] = (), dtype="float32") -> Value:
     """A symbolic input with a static shape."""
     if not isinstance(name, str) or not name:
-        raise TypeError(f"tensor name must be a non-empty string, got {name!r}")
+        raise InputError(f"tensor name must be a non-empty string, got {name!r}{_at()}")
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
+    dt = _dtype(dtype, f"tensor {name!r}")
     try:
-        ty = tensor_type(as_dtype(dtype), tuple(shape))
+        ty = tensor_type(dt, tuple(shape))
     except TypeError:
         raise ShapeError(f"tensor {name!r}: shape must be a sequence of ints, got {shape!r} "
                          f"(at {format_loc(user_location())})") from None
@@ -41,8 +53,10 @@ class SharedVariable(Value):
     __slots__ = ("_value", "default_update")
 
     def __init__(self, array, name: str | None = None):
+        if name is not None and not isinstance(name, str):
+            raise InputError(f"shared variable name must be a string or None, got {name!r}{_at()}")
         arr = _default_array(array)
-        super().__init__(tensor_type(as_dtype(arr.dtype), arr.shape), name=name)
+        super().__init__(tensor_type(_dtype(arr.dtype, f"shared {name or '<unnamed>'}"), arr.shape), name=name)
         self._value = np.array(arr, copy=True, order="C")
         self.default_update = None
 
@@ -52,14 +66,20 @@ class SharedVariable(Value):
         return v.copy() if isinstance(v, np.ndarray) else v.to_host()
 
     def set_value(self, array) -> None:
-        arr = np.asarray(array)
-        if arr.shape != self.type.shape:
-            raise ShapeError(f"set_value on shared {self.name or '<unnamed>'}: shape {arr.shape} "
-                             f"does not match {self.type.shape}")
         label = f"set_value on shared {self.name or '<unnamed>'}"
+        try:
+            arr = np.asarray(array)
+        except ValueError:
+            raise ShapeError(f"{label}: {_short(array)} is not a rectangular array{_at()}") from None
         if not np.can_cast(arr.dtype, self.type.dtype.np, casting="same_kind"):
-            raise DTypeError(f"{label}: cannot store {arr.dtype} in {self.type.dtype}")
-        self._value = np.array(cast_exactly(arr, self.type.dtype.np, label), copy=True, order="C")
+            raise DTypeError(f"{label}: cannot store {arr.dtype} in {self.type.dtype}{_at()}")
+        if arr.shape != self.type.shape:
+            raise ShapeError(f"{label}: shape {arr.shape} does not match {self.type.shape}{_at()}")
+        try:
+            arr = cast_exactly(arr, self.type.dtype.np, label)
+        except DTypeError as e:
+            raise DTypeError(f"{e}{_at()}") from None
+        self._value = np.array(arr, copy=True, order="C")
 
     def __repr__(self):
         return f"<SharedVariable {self.name or ''} {self.type}>"
@@ -77,19 +97,29 @@ def _default_array(x) -> np.ndarray:
         return np.asarray(x, dtype=np.int32)
     if isinstance(x, numbers.Real) and not isinstance(x, np.generic):
         return np.asarray(x, dtype=np.float32)
-    arr = np.asarray(x)
-    if arr.dtype == object:
-        raise DTypeError(f"cannot make a tensor from {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except ValueError:
+        raise ShapeError(f"cannot make a tensor from {type(x).__name__} {_short(x)}: its nested sequences "
+                         f"have different lengths{_at()}") from None
+    if arr.dtype.kind not in "biuf":       # strings, objects, complex: not numbers a tensor can hold
+        raise DTypeError(f"cannot make a tensor from {type(x).__name__} {_short(x)} (numpy dtype {arr.dtype}); "
+                         f"use numbers, bools or numeric arrays{_at()}")
     if isinstance(x, (list, tuple)) and arr.dtype == np.float64:
         arr = arr.astype(np.float32)
     return arr
 
 
+def _short(x) -> str:
+    r = repr(x)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
 def constant(array, dtype=None) -> Value:
     arr = _default_array(array)
     if dtype is not None:
-        arr = arr.astype(as_dtype(dtype).np)
-    as_dtype(arr.dtype)
+        arr = arr.astype(_dtype(dtype, "constant").np)
+    _dtype(arr.dtype, "constant")
     return apply("constant", [], {"value": np.array(arr, order="C")})
 
 
@@ -103,10 +133,14 @@ def as_tensor(x, like: Value | None = None) -> Value:
     if like is not None and _is_weak(x):
         dt = like.dtype
         v = x.item() if isinstance(x, (np.generic, np.ndarray)) else x
+        if isinstance(v, complex):
+            raise DTypeError(f"cannot combine {like.type} with the complex scalar {v!r}{_at()}")
         if dt.is_int and isinstance(v, float) and not float(v).is_integer():
-            raise DTypeError(f"cannot combine {like.type} with the float scalar {v!r}; cast the tensor first")
+            raise DTypeError(f"cannot combine {like.type} with the float scalar {v!r}; cast the tensor first{_at()}")
         if dt.is_bool and not isinstance(v, (bool, np.bool_)):
-            raise DTypeError(f"cannot combine bool tensor {like.type} with the number {v!r}")
+            raise DTypeError(f"cannot combine bool tensor {like.type} with the number {v!r}{_at()}")
+        if dt.is_int and not np.iinfo(dt.np).min <= v <= np.iinfo(dt.np).max:
+            raise DTypeError(f"the scalar {v!r} does not fit in {like.type}'s {dt}; cast the tensor first{_at()}")
         return constant(np.asarray(v, dtype=dt.np))
     return constant(x)
 
@@ -177,7 +211,7 @@ def clip(x, lo, hi):
 
 def cast(x, dtype) -> Value:
     x = as_tensor(x)
-    dt = as_dtype(dtype)
+    dt = _dtype(dtype, "cast")
     if dt is x.dtype:
         return x
     return apply("cast", [x], {"dtype": dt})
@@ -193,7 +227,7 @@ def ones(shape, dtype="float32") -> Value:
 
 def full(shape, value, dtype="float32") -> Value:
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    c = constant(np.asarray(value, dtype=as_dtype(dtype).np))
+    c = constant(np.asarray(value, dtype=_dtype(dtype, "full").np))
     return c if shape == () else broadcast_to(c, shape)
 
 
@@ -229,9 +263,11 @@ argmax, argmin = _argreduce("argmax"), _argreduce("argmin")
 def mean(x, axis=None, keepdims=False):
     x = as_tensor(x)
     if not x.dtype.is_float:
-        raise DTypeError(f"mean of {x.type} (at {format_loc(user_location())}): cast to a float dtype first")
+        raise DTypeError(f"mean of {x.type}: cast it to a float dtype first{_at()}")
     s = sum(x, axis, keepdims)
     n = x.size // s.size if s.size else 1
+    if n == 0:      # no elements: nan, as numpy and JAX give (the empty sum is 0, times nan)
+        return s * math.nan
     return s if n == 1 else s * (1.0 / n)
 
 
@@ -278,16 +314,16 @@ def expand_dims(x, axis) -> Value:
     x = as_tensor(x)
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     nd = x.ndim + len(axes)
-    norm = sorted(a % nd if -nd <= a < nd else _bad_axis(a, nd, x) for a in axes)
+    norm = sorted(a % nd if -nd <= a < nd else _bad_axis("expand_dims", a, nd, x) for a in axes)
     shape = list(x.shape)
     for a in norm:
         shape.insert(a, 1)
     return reshape(x, shape)
 
 
-def _bad_axis(a, nd, x):
-    raise AxisError(f"expand_dims: axis {a} out of range for result rank {nd} of {x.type} "
-                    f"(at {format_loc(user_location())})")
+def _bad_axis(op, a, nd, x):
+    what = f"result rank {nd} of {x.type}" if op == "expand_dims" else f"{x.type}"
+    raise AxisError(f"{op}: axis {a} out of range for {what}{_at()}")
 
 
 def squeeze(x, axis=None) -> Value:
@@ -296,7 +332,7 @@ def squeeze(x, axis=None) -> Value:
         axes = [i for i, s in enumerate(x.shape) if s == 1]
     else:
         axes = [axis] if isinstance(axis, int) else list(axis)
-        axes = [a % x.ndim if -x.ndim <= a < x.ndim else _bad_axis(a, x.ndim, x) for a in axes]
+        axes = [a % x.ndim if -x.ndim <= a < x.ndim else _bad_axis("squeeze", a, x.ndim, x) for a in axes]
         for a in axes:
             if x.shape[a] != 1:
                 raise ShapeError(f"squeeze: axis {a} of {x.type} has size {x.shape[a]}, not 1 "
@@ -314,19 +350,25 @@ def concatenate(xs, axis=0) -> Value:
 def stack(xs, axis=0) -> Value:
     xs = [as_tensor(x) for x in xs]
     if not xs:
-        raise ShapeError("stack needs at least one tensor")
+        raise ShapeError(f"stack needs at least one tensor{_at()}")
     return concatenate([expand_dims(x, axis) for x in xs], axis)
 
 
 def pad(x, pad_width, value=0.0) -> Value:
     """numpy-style constant padding: pad_width is an int, (lo, hi), or one pair per axis."""
     x = as_tensor(x)
-    pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
+    try:
+        pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2)) if x.ndim else np.zeros((0, 2), int)
+    except (ValueError, TypeError):
+        raise ShapeError(f"pad: pad_width {pad_width!r} is not an int, a (lo, hi) pair or one pair per axis "
+                         f"of {x.type}{_at()}") from None
     return pad_general(x, pw[:, 0].tolist(), pw[:, 1].tolist(), None, value)
 
 
 def pad_general(x, lo, hi, interior=None, value=0.0) -> Value:
     x = as_tensor(x)
+    if not isinstance(value, (numbers.Real, np.generic)) or isinstance(value, np.ndarray):
+        raise DTypeError(f"pad: value must be a number, got {value!r}{_at()}")
     interior = tuple(interior) if interior is not None else (0,) * x.ndim
     if not any(lo) and not any(hi) and not any(interior):
         return x
@@ -353,7 +395,7 @@ def getitem(x: Value, index) -> Value:
         return take(x, index, axis=0)
     idx = index if isinstance(index, tuple) else (index,)
     if builtins_sum(1 for i in idx if i is Ellipsis) > 1:
-        raise ShapeError("an index can only have a single ellipsis")
+        raise ShapeError(f"an index can only have a single ellipsis{_at()}")
     consumed = builtins_sum(1 for i in idx if i is not None and i is not Ellipsis)
     if consumed > x.ndim:
         raise ShapeError(f"too many indices ({consumed}) for {x.type} (at {format_loc(user_location())})")
@@ -370,7 +412,10 @@ def getitem(x: Value, index) -> Value:
             continue
         d = x.shape[ax]
         if isinstance(i, slice):
-            r = range(*i.indices(d))
+            try:
+                r = range(*i.indices(d))
+            except (ValueError, TypeError) as e:
+                raise ShapeError(f"bad slice {i} for axis {ax} of {x.type}: {e}{_at()}") from None
             if len(r) == 0:
                 start.append(0), stop.append(0), step.append(1)
             elif r.step > 0:
@@ -387,7 +432,7 @@ def getitem(x: Value, index) -> Value:
             j %= d
             start.append(j), stop.append(j + 1), step.append(1)
         else:
-            raise ShapeError(f"unsupported index {i!r}: use ints, slices, None, ... or one integer tensor")
+            raise ShapeError(f"unsupported index {i!r}: use ints, slices, None, ... or one integer tensor{_at()}")
         ax += 1
     y = slice_general(x, start, stop, step)
     if flips:
@@ -426,7 +471,7 @@ def dot(a, b) -> Value:
     """numpy.dot for vectors and matrices (rank <= 2)."""
     a, b = as_tensor(a), as_tensor(b)
     if a.ndim > 2 or b.ndim > 2:
-        raise ShapeError(f"dot supports rank <= 2, got {a.type} and {b.type}; use matmul for batches")
+        raise ShapeError(f"dot supports rank <= 2, got {a.type} and {b.type}; use matmul for batches{_at()}")
     if a.ndim == 0 or b.ndim == 0:
         return a * b
     return matmul(a, b)
@@ -438,19 +483,23 @@ def grad(cost: Value, wrt, disconnected: str = "raise"):
 
     The result is recorded as a deferred ``grad`` op and expanded by the
     differentiate pass, after the forward graph has been stabilised."""
-    single = isinstance(wrt, Value)
-    wrt_list = [wrt] if single else list(wrt)
-    if not isinstance(cost, Value):
-        raise GradError(f"cost must be a symbolic tensor, got {type(cost).__name__}")
     loc = user_location()
     where = f" (at {format_loc(loc)})" if loc else ""
+    single = isinstance(wrt, Value)
+    try:
+        wrt_list = [wrt] if single else list(wrt)
+    except TypeError:
+        raise GradError(f"grad: wrt must be a symbolic tensor or a list of them, "
+                        f"got {type(wrt).__name__}{where}") from None
+    if not isinstance(cost, Value):
+        raise GradError(f"grad: cost must be a symbolic tensor, got {type(cost).__name__}{where}")
     for w in wrt_list:
         if not isinstance(w, Value):
-            raise GradError(f"wrt must be symbolic tensors, got {type(w).__name__}{where}")
+            raise GradError(f"grad: wrt must be symbolic tensors, got {type(w).__name__}{where}")
     if cost.size != 1:
         raise GradError(f"grad: the cost must be a scalar, got {cost.type}; reduce it with .sum() or .mean(){where}")
     if disconnected not in ("raise", "zero"):
-        raise GradError(f"grad: disconnected must be 'raise' or 'zero', got {disconnected!r}")
+        raise GradError(f"grad: disconnected must be 'raise' or 'zero', got {disconnected!r}{where}")
     if disconnected == "raise":
         reach = ancestors(cost)
         for w in wrt_list:

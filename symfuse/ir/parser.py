@@ -13,13 +13,19 @@ _TOKEN = re.compile(r"""
   (?P<ws>[ \t\r]+) | (?P<nl>\n) | (?P<comment>//[^\n]*)
 | (?P<value>%[A-Za-z0-9_.]+(?:\#\d+)?)
 | (?P<sym>@[A-Za-z_][A-Za-z0-9_.]*)
-| (?P<type>(?:f16|f32|f64|i8|i16|i32|i64|u8|u32|u64|i1)\[[0-9,\s]*\])
+| (?P<type>(?:f16|f32|f64|i8|i16|i32|i64|u8|u32|u64|i1)\[[0-9, \t]*\])
 | (?P<float>-?(?:\d+\.\d*(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|inf\b)|nan\b)
 | (?P<int>-?\d+)
 | (?P<string>"(?:[^"\\\n]|\\.)*")
 | (?P<ident>[A-Za-z_][A-Za-z0-9_.]*)
 | (?P<punct>->|[{}()\[\],=:<>])
 """, re.VERBOSE)
+_ESCAPE = re.compile(r'\\(?:([\\"nrt])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))')
+_ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
+# deeper nesting than the printer ever writes is hostile input: Python's recursion
+# limit must not be what stops it
+MAX_DEPTH = 64
+MAX_DIGITS = 100    # int() refuses > 4300 digits; no size, axis or value needs 100
 
 
 class _Tok:
@@ -56,12 +62,20 @@ class _Parser:
         self.toks = _tokenize(text)
         self.i = 0
         self.env: dict[str, Value] = {}
+        self.depth = 0
 
     # ---------------------------------------------------------------- helpers
     def error(self, msg, tok=None):
         tok = tok or self.peek()
         src = self.lines[tok.line - 1] if 0 < tok.line <= len(self.lines) else ""
-        return IRParseError(msg, tok.line, tok.col, src)
+        if len(src) <= 160:
+            return IRParseError(msg, tok.line, tok.col, src)
+        # a hostile line can be megabytes long: show 120 characters around the column
+        lo = max(0, tok.col - 61)
+        e = IRParseError(msg, tok.line, tok.col)
+        e.source_line = src
+        e.args = (f"{e.args[0]}\n  ...{src[lo:lo + 120]}...\n  {' ' * (3 + tok.col - 1 - lo)}^",)
+        return e
 
     def peek(self):
         return self.toks[self.i]
@@ -88,13 +102,39 @@ class _Parser:
             raise self.error(f"expected {what}, found {t.text or 'end of input'!r}", t)
         return t
 
+    def int_(self, t):
+        digits = t.text.lstrip("-")
+        if len(digits) > MAX_DIGITS:
+            raise self.error(f"integer literal of {len(digits)} digits is too long (at most {MAX_DIGITS})", t)
+        return int(t.text)
+
+    def string(self, t):
+        """A string token's value: the printer's escapes (\\\\ and \\"), \\n \\r \\t, \\xHH, \\uHHHH, \\UHHHHHHHH."""
+        body, out, pos = t.text[1:-1], [], 0
+        while (k := body.find("\\", pos)) >= 0:
+            out.append(body[pos:k])
+            m = _ESCAPE.match(body, k)
+            code = m and (m.group(2) or m.group(3) or m.group(4))
+            if m is None or (code and int(code, 16) > 0x10FFFF):
+                bad = body[k:k + 2] if m is None else m.group()
+                raise self.error(f"invalid escape '{bad}' in string; known: \\\\ \\\" \\n \\r \\t \\xHH "
+                                 "\\uHHHH \\UHHHHHHHH", _Tok(t.kind, t.text, t.line, t.col + 1 + k))
+            out.append(_ESCAPES[m.group(1)] if m.group(1) else chr(int(code, 16)))
+            pos = m.end()
+        out.append(body[pos:])
+        return "".join(out)
+
     # ---------------------------------------------------------------- grammar
     def type_(self):
         t = self.expect_kind("type", "a type like f32[4,3]")
         dt, dims = t.text.split("[", 1)
-        dims = dims[:-1].strip()
-        shape = tuple(int(d) for d in dims.split(",")) if dims else ()
-        return tensor_type(DTYPES[dt], shape)
+        dims = [d.strip() for d in dims[:-1].split(",")] if dims[:-1].strip() else []
+        if not all(d.isdigit() and len(d) <= MAX_DIGITS for d in dims):
+            raise self.error(f"malformed type {t.text!r}: dimensions must be integers separated by ','", t)
+        try:
+            return tensor_type(DTYPES[dt], tuple(map(int, dims)))
+        except SymfuseError as e:
+            raise self.error(f"type {t.text}: {e}", t) from None
 
     def types(self):
         out = [self.type_()]
@@ -129,14 +169,14 @@ class _Parser:
                     break
         return params
 
-    def attr_value(self):
+    def attr_value(self, depth=0):
         t = self.next()
         if t.kind == "int":
-            return int(t.text)
+            return self.int_(t)
         if t.kind == "float":
             return float(t.text)
         if t.kind == "string":
-            return t.text[1:-1].encode().decode("unicode_escape")
+            return self.string(t)
         if t.kind == "ident":
             if t.text in ("true", "false"):
                 return t.text == "true"
@@ -153,10 +193,12 @@ class _Parser:
                     raise self.error("dense data must start with 0x", s)
                 return ("hex", body[2:])
         if t.kind == "punct" and t.text == "[":
+            if depth >= MAX_DEPTH:
+                raise self.error(f"attribute lists nested more than {MAX_DEPTH} deep", t)
             items = []
             if self.peek().text != "]":
                 while True:
-                    items.append(self.attr_value())
+                    items.append(self.attr_value(depth + 1))
                     if not self.accept(","):
                         break
             self.expect("]")
@@ -177,6 +219,9 @@ class _Parser:
         return attrs
 
     def region(self):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"regions nested more than {MAX_DEPTH} deep")
         self.expect("{")
         self.expect("(")
         params = self.params()
@@ -188,13 +233,17 @@ class _Parser:
         while self.accept(","):
             results.append(self.use())
         self.expect("}")
-        return Region(params, results)
+        self.depth -= 1
+        try:
+            return Region(params, results)
+        except SymfuseError as e:
+            raise self.error(f"region: {e}") from None
 
     def statement(self):
         lhs = self.expect_kind("value", "a result like %0 (or 'return')")
         nres = 1
         if self.accept(":"):
-            nres = int(self.expect_kind("int", "a result count").text)
+            nres = self.int_(self.expect_kind("int", "a result count"))
         self.expect("=")
         name_tok = self.expect_kind("ident", "an op name")
         try:
@@ -222,7 +271,7 @@ class _Parser:
             self.expect(":")
             ln = self.expect_kind("int", "a line number")
             self.expect(")")
-            loc = (f.text[1:-1], int(ln.text))
+            loc = (f.text[1:-1], self.int_(ln))
         if len(types) != nres:
             raise self.error(f"{name_tok.text}: {nres} result(s) declared but {len(types)} type(s) given", name_tok)
         try:
@@ -231,8 +280,10 @@ class _Parser:
             attrs = {k: (tuple(_tuplify(v)) if isinstance(v, list) else v) for k, v in attrs.items()}
             with location(loc):
                 out = apply(opdef, inputs, attrs, regions)
-        except (SymfuseError, ValueError, TypeError) as e:
+        except SymfuseError as e:
             raise self.error(str(e), name_tok) from None
+        except Exception as e:  # noqa: BLE001 -- type rules expect the API's attribute types, text can hold any
+            raise self.error(f"{name_tok.text}: invalid attributes ({type(e).__name__}: {e})", name_tok) from None
         outs = (out,) if isinstance(out, Value) else out
         got = [o.type for o in outs]
         if got != types:
@@ -278,6 +329,8 @@ def _tuplify(v):
 
 def parse(text: str) -> Function:
     """Parse one ``func`` in printed IR form into a Function."""
+    if not isinstance(text, str):
+        raise IRParseError(f"expected IR text as a str, got {type(text).__name__}", 1, 1)
     p = _Parser(text)
     fn = p.function()
     if p.peek().kind != "eof":

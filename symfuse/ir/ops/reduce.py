@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import DTypeError
+from ...errors import AxisError, DTypeError, ShapeError
 from ..core import defop
 from ..types import int32, tensor_type
 from ._rules import norm_axes, norm_axis, reduced_shape
@@ -14,9 +14,24 @@ def _reduce_infer(types, attrs):
     (t,) = types
     if t.dtype.is_bool:
         raise DTypeError(f"cannot reduce a bool tensor {t}; cast it first")
+    if not isinstance(attrs["axis"], (int, tuple, type(None))):     # norm_axes would iterate a float
+        raise AxisError(f"axis must be an int, a tuple of ints or None, got {attrs['axis']!r}")
     attrs["axis"] = norm_axes(attrs["axis"], t.ndim, t)
     attrs["keepdims"] = bool(attrs["keepdims"])
     return (tensor_type(t.dtype, reduced_shape(t.shape, attrs["axis"], attrs["keepdims"])),)
+
+
+def _extreme_infer(types, attrs):
+    out = _reduce_infer(types, attrs)
+    _nonempty(types[0], attrs["axis"], "the reduction has no identity")
+    return out
+
+
+def _nonempty(t, axes, why):
+    # as numpy and JAX: an error, where a backend's -inf/+inf start value would be a silent answer
+    empty = [a for a in axes if t.shape[a] == 0]
+    if empty:
+        raise ShapeError(f"axis {empty[0]} of {t} is empty and {why}")
 
 
 def _keep(g, op):
@@ -59,7 +74,8 @@ REDUCTIONS = {
 }
 
 for _name, (_f, _vjp, _combine) in REDUCTIONS.items():
-    defop(_name, kind="reduce", infer=_reduce_infer, ref=_reducer(_f), vjp=_vjp,
+    defop(_name, kind="reduce", infer=_extreme_infer if _combine in ("max", "min") else _reduce_infer,
+          ref=_reducer(_f), vjp=_vjp,
           attrs={"axis": None, "keepdims": False}, c_expr=_combine)
 
 
@@ -69,11 +85,11 @@ def _arg_infer(types, attrs):
         raise DTypeError(f"cannot take argmax/argmin of a bool tensor {t}")
     if attrs["axis"] is None:
         shape = (1,) * t.ndim if attrs["keepdims"] else ()
+        axes = range(t.ndim)
     else:
         ax = attrs["axis"] = norm_axis(attrs["axis"], t.ndim, t)
-        shape = reduced_shape(t.shape, (ax,), attrs["keepdims"])
-    if t.size == 0:
-        raise DTypeError(f"argmax/argmin of an empty tensor {t}")
+        shape, axes = reduced_shape(t.shape, (ax,), attrs["keepdims"]), (ax,)
+    _nonempty(t, axes, "argmax/argmin need at least one element")
     return (tensor_type(int32, shape),)
 
 
