@@ -265,6 +265,14 @@ CASES = [
         r"^shared variable name must be a string or None, got 5" + AT),
     api("input-function-input-expr", I, "sf.function([x + 1], x)",
         r"^function: input 0 must be a symbolic tensor made by sf\.tensor" + AT),
+    api("input-function-inputs-not-a-list", I, "sf.function(5, x)",
+        r"^function: inputs must be a list of symbolic tensors, got int" + AT),
+    api("input-function-updates-not-pairs", I, "sf.function([x], x, updates=5)",
+        r"^function: updates must be a dict or a list of \(shared, expression\) pairs, got int" + AT),
+    api("input-function-name-path", I, 'sf.function([x], x, name="../evil")',
+        r"^function: name '../evil' is not a function name" + AT),
+    api("input-function-option-cpu", I, 'sf.function([x], x, device="cpu", profle=True)',
+        r"^function: unknown option 'profle' for device 'cpu' \(did you mean 'profile'\?\)" + AT),
     api("input-function-input-twice", I, "sf.function([x, x], x)", r"^function: input 1 \(x\) is listed twice" + AT),
     api("input-function-free-input", I, "sf.function([x], v.sum())",
         r"^function: the outputs depend on input v f32\[4\], which is not in the inputs list" + AT),
@@ -297,7 +305,7 @@ CASES = [
         r"^unsupported CUDA arch 'sm_10' for NVRTC [\d.]+; supported: .*sm_80"),
     # ---- DeviceUnavailable
     api("device-unknown", errors.DeviceUnavailable, 'sf.function([x], x, device="tpu")',
-        r"^unknown device 'tpu'; known: cpu, cuda, cuda-emu, interp$"),
+        r"^function: unknown device 'tpu'; known: cpu, cuda, cuda-emu, interp \(at model.py:1\)$"),
     # ---- VerifyError: IR built by hand that breaks an invariant
     api("verify-free-variable", V, "Function([x], [x * v])",
         r"^value v \(f32\[4\]\) used by mul is not a parameter of the function: list it among the inputs" + AT),

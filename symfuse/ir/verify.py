@@ -10,6 +10,8 @@ def verify(fn: Region, types: bool = True) -> None:
     type rule. The compile pipeline passes ``types=False``: ops are built
     through ``apply``/``rebuild``, which type-check on construction, and
     re-inferring costs more than any other stage on large graphs."""
+    if not isinstance(fn, Region):
+        raise VerifyError(f"verify: expected a Function, got {type(fn).__name__}")
     defined: set[int] = {id(p) for p in fn.params}
     _verify_region(fn, defined, types)
 

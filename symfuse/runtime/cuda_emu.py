@@ -350,8 +350,11 @@ class EmuModule:
         global _pool
         with _pool_lock:
             if _pool is None:
-                kb = int(os.environ.get("SYMFUSE_EMU_STACK_KB") or 128)
-                _pool = lib.sf_emu_pool_new(max(16, kb) * 1024)
+                text = os.environ.get("SYMFUSE_EMU_STACK_KB") or "128"
+                if not text.isdigit() or not 16 <= int(text) <= 1 << 20:
+                    raise InputError(f"SYMFUSE_EMU_STACK_KB={text!r}: the emulator's fiber stack size in KiB "
+                                     "must be a whole number from 16 to 1048576")
+                _pool = lib.sf_emu_pool_new(int(text) * 1024)
             lib.sf_emu_use_pool(_pool)
         self._lib = lib
         self._functions: dict[str, EmuFunction] = {}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..compiler.options import Options
 from ..compiler.report import CompileReport
-from ..errors import DTypeError, InputError, ShapeError
+from ..errors import DeviceUnavailable, DTypeError, InputError, ShapeError
 from ..frontend.api import SharedVariable, as_tensor
 from ..ir.core import Function, Value, format_loc, user_location
 from ..ir.printer import print_function
@@ -44,7 +44,11 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
                          f"starting with a letter or '_', at most 128 characters{at}")
     report = CompileReport(name)
     with report.stage("build graph") as st:
-        inputs = list(inputs) if not isinstance(inputs, Value) else [inputs]
+        try:
+            inputs = list(inputs) if not isinstance(inputs, Value) else [inputs]
+        except TypeError:
+            raise InputError(f"function: inputs must be a list of symbolic tensors, got "
+                             f"{type(inputs).__name__}{at}") from None
         seen_inputs: set[int] = set()
         for i, v in enumerate(inputs):
             if not isinstance(v, Value) or v.op is not None or isinstance(v, SharedVariable):
@@ -69,7 +73,10 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
         fn = Function(params, outs + [e for _, e in ups], name)
         st.ops_before = st.ops_after = len(fn.ops)
     with report.stage("select backend"):
-        backend = get_backend(device)
+        try:
+            backend = get_backend(device)
+        except DeviceUnavailable as e:
+            raise DeviceUnavailable(f"function: {e}{at}") from None
         unknown = sorted(set(options) - backend.options)
         if unknown:
             hint = difflib.get_close_matches(unknown[0], sorted(backend.options), n=1)
@@ -144,7 +151,11 @@ def _own(val: np.ndarray, dtype, taken: set) -> np.ndarray:
 def _normalize_updates(updates, at):
     if updates is None:
         return []
-    items = list(updates.items()) if isinstance(updates, dict) else list(updates)
+    try:
+        items = list(updates.items()) if isinstance(updates, dict) else list(updates)
+    except TypeError:
+        raise InputError(f"function: updates must be a dict or a list of (shared, expression) pairs, got "
+                         f"{type(updates).__name__}{at}") from None
     out, seen = [], set()
     for k, pair in enumerate(items):
         try:
