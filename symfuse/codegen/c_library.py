@@ -502,5 +502,4 @@ LIBRARY: dict[str, Callable] = {
     "reshape": lower_reshape,
 }
 
-__all__ = ["LIBRARY", "INCLUDE_DIR", "RUNTIME_HEADER", "COMPILE_FLAGS", "REQUIRED_LIBS", "OPENMP_ENV",
-           "blas_link_flags", "blas_lib_dir", "c_type", "configure_openmp_env", "suffix"]
+__all__ = ["LIBRARY", "INCLUDE_DIR", "RUNTIME_HEADER", "COMPILE_FLAGS", "REQUIRED_LIBS", "c_type", "suffix"]

@@ -37,12 +37,6 @@ LANE_MIN = 32
 VECTOR_BYTES = 64   # a vector block: one AVX-512 register, two AVX2 ones
 
 # reduction combine rules: (initial value, accumulate statement); acc type chosen per dtype
-REDUCE_RULES = {
-    "sum": ("0", "acc += x;"),
-    "prod": ("1", "acc *= x;"),
-    "max": ("{lo}", "if (x > acc || x != x) acc = x;"),
-    "min": ("{hi}", "if (x < acc || x != x) acc = x;"),
-}
 _INT_LIMITS = {"int8_t": ("INT8_MIN", "INT8_MAX"), "int16_t": ("INT16_MIN", "INT16_MAX"),
                "int32_t": ("INT32_MIN", "INT32_MAX"), "int64_t": ("INT64_MIN", "INT64_MAX"),
                "uint8_t": ("0", "UINT8_MAX"), "uint32_t": ("0", "UINT32_MAX"), "uint64_t": ("0", "UINT64_MAX")}
@@ -251,7 +245,7 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     else:
         acc_t = "int64_t" if name in ("sum", "prod") else T
         lo, hi = _INT_LIMITS[T]
-    init, combine = REDUCE_RULES[name]
+    init, combine = root.opdef.reduction
     spec = KernelSpec(f"R_{_shape_tag(in_shape)}_{tag}", "reduce", group, b.inputs,
                       [result] + group.extra_outputs, prov)
     spec.size, spec.stmts, spec.epilogue = root.outputs[0].type.size, loop_stmts, b.stmts

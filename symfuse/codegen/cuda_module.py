@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ..compiler.fusion import KernelGroup, Partition
 from . import c_module
+from ..compiler.kernel_info import KernelResources
 from .c_module import KernelInfo, c_type
 from .templates_cache import template
 
@@ -77,12 +78,10 @@ class CudaKernel:
     def resources(self) -> dict:
         """Launch kernel name -> nvrtc.KernelResources (registers, shared memory,
         spills; None for a kernel ptxas did not report). Empty under cuda-emu.
-        A restored kernel builds them on first read: importing nvrtc costs more
-        than the rest of a graph-cache hit."""
+        A restored kernel builds them on first read."""
         if self._resources is None:
             plain, self._resources = self._plain_resources, {}
             if plain:
-                from ..runtime.nvrtc import KernelResources
                 self._resources = {n: (KernelResources(**r) if r is not None else None) for n, r in plain.items()}
         return self._resources
 

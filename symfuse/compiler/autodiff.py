@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import GradError
 from ..ir.core import Function, Op, Value, location, rebuild, toposort
-from ..frontend import api as F
+from ..ir import build as F
 
 
 def differentiate(fn: Function, stats: dict | None = None) -> Function:

@@ -1,6 +1,6 @@
 """Fusion: partition an optimised Function into kernel groups in schedule order.
 
-Op classes come from ``OpDef.kind`` (no switching on op names):
+Op classes come from ``OpDef.fusion`` (no lists of op names here):
 
 * pointwise — ``elementwise`` ops. Fused into the single group that consumes
   them when they have the group's iteration size, so every fused value is
@@ -40,21 +40,10 @@ import networkx as nx
 from ..ir.core import Function, Op, Value
 
 MAX_KERNEL_INPUTS = 64
-VIEW_OPS = {"reshape", "transpose", "broadcast_to", "slice", "flip"}
-REDUCE_OPS = {"sum", "prod", "max", "min"}
 
 
 def op_class(op: Op) -> str:
-    k = op.opdef.kind
-    if k == "elementwise":
-        return "pointwise"
-    if k == "special" and op.opdef.name == "constant":
-        return "constant"
-    if k == "shape" and op.opdef.name in VIEW_OPS:
-        return "view"
-    if k == "reduce" and op.opdef.name in REDUCE_OPS:
-        return "reduce"
-    return "library"
+    return op.opdef.fusion
 
 
 @dataclass

@@ -24,7 +24,7 @@ from ..errors import DTypeError, ShapeError
 from ..ir.core import Value, apply
 from ..ir.types import as_dtype
 from .api import as_tensor, constant
-from .nn_api import _at
+from ..ir.build import _at
 
 
 def _seed(seed, fn) -> Value:

@@ -77,6 +77,9 @@ def format_loc(loc) -> str:
 
 
 # --------------------------------------------------------------------------- op definitions
+FUSION_CLASSES = ("pointwise", "view", "reduce", "constant", "library")
+
+
 @dataclass
 class OpDef:
     """Everything about one op, in one place.
@@ -88,7 +91,18 @@ class OpDef:
     vjp(op, cotangents) -> per-input cotangent Value or None (zero), written
         with symfuse ops so the result is ordinary IR.
     c_expr: for elementwise ops, the scalar C expression with ``{0}``, ``{1}``
-        for operands and ``{T}`` for the C scalar type of the result.
+        for operands and ``{T}`` for the C scalar type of the result (C and CUDA).
+    fusion: how kernel fusion treats the op -- "pointwise" (fused into its
+        consumer's loop), "view" (index arithmetic on a load), "reduce" (a
+        reduction loop with a fused prologue and epilogue), "constant", or
+        "library" (one call of a runtime library function). Default: pointwise
+        for elementwise ops, library for the rest.
+    reduction: for a fusable reduction, (identity, C statement combining ``x``
+        into ``acc``); the identity may name ``{lo}`` / ``{hi}``, the dtype's
+        lowest / highest value.
+    arity: the number of operands, where it is fixed (elementwise ops).
+    gemm_like: a matrix-product-shaped library op (matmul, the convolutions): its
+        kernels cost a GEMM's compile and run time (NVRTC unit balancing).
     """
 
     name: str
@@ -103,9 +117,22 @@ class OpDef:
     # operand positions a library lowering can read through a swap of their last two
     # axes (BLAS's trans_a / trans_b), so fusion may pass such a transpose's buffer as is
     transposable_operands: tuple = ()
+    fusion: str | None = None
+    reduction: tuple | None = None
+    arity: int | None = None
+    gemm_like: bool = False
     attrs_to_text: Callable | None = None    # (attrs) -> attrs for printing
     attrs_from_text: Callable | None = None  # (attrs, out_types) -> attrs after parsing
     doc: str = ""
+
+    def __post_init__(self):
+        if self.fusion is None:
+            self.fusion = "pointwise" if self.kind == "elementwise" else "library"
+        if self.fusion not in FUSION_CLASSES:
+            raise ValueError(f"op {self.name!r}: fusion must be one of {', '.join(FUSION_CLASSES)}, "
+                             f"got {self.fusion!r}")
+        if self.fusion == "reduce" and self.reduction is None:
+            raise ValueError(f"op {self.name!r}: a fusable reduction needs its (identity, combine) rule")
 
     def __repr__(self):
         return f"OpDef({self.name})"

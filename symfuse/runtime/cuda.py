@@ -40,7 +40,8 @@ import numpy as np
 from ..codegen import cuda_module, templates_cache
 from ..compiler.fusion import fuse
 from ..compiler.layout import layout, materialised
-from ..errors import CompileError, DeviceUnavailable, InputError
+from ..errors import CompileError, InputError
+from ..ir.core import OPS
 from .cache import DiskCache, environment_cache, jinja_bytecode_dir
 from .toolchain import VERSION, gpu_arch, nvrtc_identity, workers as _workers
 
@@ -62,7 +63,6 @@ EMU_MAX_BLOCKS = 16       # the emulator runs threads one after another: fewer, 
 # MLP's 14: NVRTC took 158-218 ms in two units against 198-212 in one (LeNet-5),
 # 122-160 against 138-158 (MLP), so a second unit pays from a cost of 14.
 UNIT_MIN_COST = 7
-_GEMM_OPS = {"matmul", "conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
 # C type of a library kernel's scalar argument -> what the executors pass
 SCALAR_DTYPES = {"int": np.int32, "unsigned": np.uint32, "int64_t": np.int64}
 NULL_REF = ("null", 0, 0, np.uint8)     # an unused pointer argument (a library kernel's scratch)
@@ -75,7 +75,7 @@ def _kernel_cost(k) -> int:
         return max(1, len(k.parts))
     if k.kind != "library":
         return 1
-    return 8 if any(op in _GEMM_OPS for op in k.fused_ops) else 2
+    return 8 if any(OPS[op].gemm_like for op in k.fused_ops if op in OPS) else 2
 
 
 def split_units(kernels: list, workers: int) -> list[list]:

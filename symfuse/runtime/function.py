@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-import numbers
 import sys
 import threading
 import time

@@ -39,10 +39,11 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from ..errors import CompileError
+from ..compiler.kernel_info import KernelResources
 from .cache import DiskCache, cache_key, environment_cache
 
 NAMESPACE = "nvrtc"
@@ -110,26 +111,6 @@ def _validate_arch(arch: str, output: str) -> str:
 
 
 # ----------------------------------------------------------- ptxas -v parsing
-
-@dataclass
-class KernelResources:
-    """Per-kernel resource usage reported by ``ptxas -v``; all sizes in bytes.
-    ptxas omits zero items, and recent ptxas omits cmem for sm_90+ entirely."""
-    registers: int = 0
-    barriers: int = 0
-    shared_bytes: int = 0      # static __shared__ (smem)
-    const_bytes: int = 0       # sum over the cmem banks below
-    local_bytes: int = 0       # lmem (older ptxas only)
-    stack_bytes: int = 0       # stack frame
-    spill_stores: int = 0
-    spill_loads: int = 0
-    cmem: dict[int, int] = field(default_factory=dict)    # bank -> bytes; bank 0 holds the parameters
-    other: dict[str, int] = field(default_factory=dict)   # e.g. {"cumulative stack size": 32}
-
-    @property
-    def spills(self) -> bool:
-        return bool(self.spill_stores or self.spill_loads)
-
 
 _ENTRY_RE = re.compile(r"Compiling entry function '([^']+)'")
 _PROPS_RE = re.compile(r"Function properties for (\S+)")

@@ -27,17 +27,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...frontend import api as F
-from ...ir.core import Op, Value, apply
+from ...ir import build as F
+from ...ir.core import OPS, Op, Value, apply
 from ...ir.types import broadcast_shapes
 from .rewrite import RewriteContext, rewrite
 
 SIMPLIFY = ("simplify",)
 FAST = ("fast_math",)
 
-BINARY_ELEMENTWISE = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "lt", "le", "gt",
-                      "ge", "eq", "ne", "logical_and", "logical_or")
-REDUCTIONS = ("sum", "prod", "max", "min")
+# asked of the op definitions: a binary elementwise op added to ir/ops is matched too
+BINARY_ELEMENTWISE = tuple(n for n, d in OPS.items() if d.fusion == "pointwise" and d.arity == 2)
+REDUCTIONS = tuple(n for n, d in OPS.items() if d.fusion == "reduce")
 
 
 # --------------------------------------------------------------------------- helpers

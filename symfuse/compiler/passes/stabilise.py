@@ -13,7 +13,7 @@ emitted). Operands are inspected through ``ctx.producer``: values a pending
 """
 from __future__ import annotations
 
-from ...frontend import api as F
+from ...ir import build as F
 from ...ir.core import apply
 from .algebraic import fit, out_type
 from .rewrite import rewrite

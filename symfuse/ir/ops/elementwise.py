@@ -13,7 +13,7 @@ from ...errors import DTypeError
 from ..core import defop
 from ..types import as_dtype, bool_, tensor_type
 from ._rules import elementwise_type, require_float
-from ...frontend import api as F
+from .. import build as F
 
 
 def _float_unary(types, attrs):
@@ -108,7 +108,7 @@ def _unary_vjp(rule):
 for _name, (_infer, _ref, _c, _vjp) in UNARY.items():
     defop(_name, kind="elementwise", infer=_infer,
           ref=(lambda f: lambda xs, a: f(xs[0]))(_ref),
-          vjp=_unary_vjp(_vjp) if _vjp else None, c_expr=_c)
+          vjp=_unary_vjp(_vjp) if _vjp else None, c_expr=_c, arity=1)
 
 
 # ---------------------------------------------------------------- binary table
@@ -162,7 +162,7 @@ def _binary_ref(f):
 
 for _name, (_infer, _ref, _c, _vjp, _comm) in BINARY.items():
     defop(_name, kind="elementwise", infer=_infer, ref=_binary_ref(_ref),
-          vjp=_binary_vjp(_vjp) if _vjp else None, c_expr=_c, commutative=_comm)
+          vjp=_binary_vjp(_vjp) if _vjp else None, c_expr=_c, commutative=_comm, arity=2)
 
 
 # ---------------------------------------------------------------- where, cast

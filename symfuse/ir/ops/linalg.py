@@ -7,7 +7,7 @@ from ...errors import ShapeError
 from ..core import defop
 from ..types import broadcast_shapes, tensor_type
 from ._rules import same_dtype
-from ...frontend import api as F
+from .. import build as F
 
 
 def _matmul_infer(types, attrs):
@@ -38,7 +38,7 @@ def _matmul_vjp(op, cts):
             F.unbroadcast(F.matmul(_swap(a), g), b.shape)]
 
 
-defop("matmul", kind="linalg", infer=_matmul_infer,
+defop("matmul", kind="linalg", gemm_like=True, infer=_matmul_infer,
       ref=lambda xs, a: np.matmul(xs[0], xs[1]), vjp=_matmul_vjp, transposable_operands=(0, 1))
 
 

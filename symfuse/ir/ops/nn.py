@@ -20,9 +20,9 @@ from ...errors import GradError, ShapeError
 from ..core import apply, defop
 from ..types import as_dtype, tensor_type
 from ._rules import norm_axis, reduced_shape, require_float, require_int, same_dtype
-from ...frontend import api as F
-from ...frontend import nn_api as NN
-from ...frontend.nn_api import pair
+from .. import build as F
+from .. import build_nn as NN
+from ..build_nn import pair
 
 
 # =========================================================================== helpers
@@ -209,12 +209,12 @@ def _conv_grad_weight_vjp(op, cts):
     return [conv2d_grad_input(g, cts[0], x.shape, op.attrs), _conv(x, cts[0], op.attrs)]
 
 
-defop("conv2d", kind="nn", attrs=dict(CONV_ATTRS), infer=_conv_infer, ref=_conv_ref, vjp=_conv_vjp,
+defop("conv2d", kind="nn", gemm_like=True, attrs=dict(CONV_ATTRS), infer=_conv_infer, ref=_conv_ref, vjp=_conv_vjp,
       doc="2-D cross-correlation, x NCHW, w OIHW (I = C / groups).")
-defop("conv2d_grad_input", kind="nn", attrs={"input_shape": (), **CONV_ATTRS},
+defop("conv2d_grad_input", kind="nn", gemm_like=True, attrs={"input_shape": (), **CONV_ATTRS},
       infer=_conv_grad_input_infer, ref=_conv_grad_input_ref, vjp=_conv_grad_input_vjp,
       doc="Gradient of conv2d wrt x (a transposed convolution of g with w).")
-defop("conv2d_grad_weight", kind="nn", attrs={"weight_shape": (), **CONV_ATTRS},
+defop("conv2d_grad_weight", kind="nn", gemm_like=True, attrs={"weight_shape": (), **CONV_ATTRS},
       infer=_conv_grad_weight_infer, ref=_conv_grad_weight_ref, vjp=_conv_grad_weight_vjp,
       doc="Gradient of conv2d wrt w (correlation of x with g).")
 

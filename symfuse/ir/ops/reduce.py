@@ -7,7 +7,7 @@ from ...errors import AxisError, DTypeError, ShapeError
 from ..core import defop
 from ..types import int32, tensor_type
 from ._rules import norm_axes, norm_axis, reduced_shape
-from ...frontend import api as F
+from .. import build as F
 
 
 def _reduce_infer(types, attrs):
@@ -66,17 +66,18 @@ def _reducer(f):
     return ref
 
 
+# name: numpy reference, VJP, has an identity (else an empty axis is an error),
+# (identity, C statement combining x into acc: NaN wins max/min, as in numpy)
 REDUCTIONS = {
-    "sum": (np.sum, _sum_vjp, "+"),
-    "prod": (np.prod, _prod_vjp, "*"),
-    "max": (np.max, _extreme_vjp, "max"),
-    "min": (np.min, _extreme_vjp, "min"),
+    "sum": (np.sum, _sum_vjp, True, ("0", "acc += x;")),
+    "prod": (np.prod, _prod_vjp, True, ("1", "acc *= x;")),
+    "max": (np.max, _extreme_vjp, False, ("{lo}", "if (x > acc || x != x) acc = x;")),
+    "min": (np.min, _extreme_vjp, False, ("{hi}", "if (x < acc || x != x) acc = x;")),
 }
 
-for _name, (_f, _vjp, _combine) in REDUCTIONS.items():
-    defop(_name, kind="reduce", infer=_extreme_infer if _combine in ("max", "min") else _reduce_infer,
-          ref=_reducer(_f), vjp=_vjp,
-          attrs={"axis": None, "keepdims": False}, c_expr=_combine)
+for _name, (_f, _vjp, _identity, _rule) in REDUCTIONS.items():
+    defop(_name, kind="reduce", infer=_reduce_infer if _identity else _extreme_infer,
+          ref=_reducer(_f), vjp=_vjp, attrs={"axis": None, "keepdims": False}, fusion="reduce", reduction=_rule)
 
 
 def _arg_infer(types, attrs):

@@ -7,7 +7,7 @@ from ...errors import ShapeError
 from ..core import defop
 from ..types import tensor_type
 from ._rules import norm_axes, norm_axis, same_dtype
-from ...frontend import api as F
+from .. import build as F
 
 
 def _reshape_infer(types, attrs):
@@ -31,7 +31,7 @@ def _reshape_infer(types, attrs):
     return (tensor_type(t.dtype, shape),)
 
 
-defop("reshape", kind="shape", attrs={"shape": ()}, infer=_reshape_infer,
+defop("reshape", kind="shape", fusion="view", attrs={"shape": ()}, infer=_reshape_infer,
       ref=lambda xs, a: np.reshape(xs[0], a["shape"]),
       vjp=lambda op, cts: [F.reshape(cts[0], op.inputs[0].shape)])
 
@@ -48,7 +48,7 @@ def _transpose_infer(types, attrs):
     return (tensor_type(t.dtype, tuple(t.shape[p] for p in perm)),)
 
 
-defop("transpose", kind="shape", attrs={"perm": None}, infer=_transpose_infer,
+defop("transpose", kind="shape", fusion="view", attrs={"perm": None}, infer=_transpose_infer,
       ref=lambda xs, a: np.transpose(xs[0], a["perm"]),
       vjp=lambda op, cts: [F.transpose(cts[0], tuple(np.argsort(op.attrs["perm"]).tolist()))])
 
@@ -64,7 +64,7 @@ def _broadcast_infer(types, attrs):
     return (tensor_type(t.dtype, shape),)
 
 
-defop("broadcast_to", kind="shape", attrs={"shape": ()}, infer=_broadcast_infer,
+defop("broadcast_to", kind="shape", fusion="view", attrs={"shape": ()}, infer=_broadcast_infer,
       ref=lambda xs, a: np.array(np.broadcast_to(xs[0], a["shape"])),
       vjp=lambda op, cts: [F.unbroadcast(cts[0], op.inputs[0].shape)])
 
@@ -95,7 +95,7 @@ def _slice_vjp(op, cts):
     return [F.pad_general(g, lo, hi, interior)]
 
 
-defop("slice", kind="shape", attrs={"start": (), "stop": (), "step": ()}, infer=_slice_infer,
+defop("slice", kind="shape", fusion="view", attrs={"start": (), "stop": (), "step": ()}, infer=_slice_infer,
       ref=lambda xs, a: xs[0][tuple(slice(b, e, s) for b, e, s in zip(a["start"], a["stop"], a["step"]))].copy(),
       vjp=_slice_vjp)
 
@@ -142,7 +142,7 @@ def _flip_infer(types, attrs):
     return (t,)
 
 
-defop("flip", kind="shape", attrs={"axes": None}, infer=_flip_infer,
+defop("flip", kind="shape", fusion="view", attrs={"axes": None}, infer=_flip_infer,
       ref=lambda xs, a: np.flip(xs[0], a["axes"]).copy(),
       vjp=lambda op, cts: [F.flip(cts[0], op.attrs["axes"])])
 

@@ -35,7 +35,7 @@ def _const_from_text(attrs, out_types):
     return {"value": arr.reshape(t.shape)}
 
 
-defop("constant", kind="special", attrs={"value": None}, infer=_const_infer,
+defop("constant", kind="special", fusion="constant", attrs={"value": None}, infer=_const_infer,
       ref=lambda xs, a: a["value"], foldable=False,
       attrs_to_text=_const_to_text, attrs_from_text=_const_from_text)
 
