@@ -25,6 +25,7 @@ from .frontend.nn_api import (  # noqa: F401
     softmax_cross_entropy, take,
 )
 from .frontend import random  # noqa: F401
+from .ir.core import apply, defop  # noqa: F401  (user ops: docs/custom_ops.md)
 from .runtime.function import function  # noqa: F401
 
 __version__ = "0.1.0"

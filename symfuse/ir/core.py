@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -139,9 +140,14 @@ class OpDef:
 
 
 OPS: dict[str, OpDef] = {}
+# op names become parts of kernel names in generated C and CUDA, and IR identifiers
+_OP_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}\Z")
 
 
 def register(opdef: OpDef) -> OpDef:
+    if not isinstance(opdef.name, str) or not _OP_NAME.match(opdef.name):
+        raise ValueError(f"op name {opdef.name!r}: lower-case letters, digits and '_', starting with a letter "
+                         "or '_', at most 64 characters")
     if opdef.name in OPS:
         raise ValueError(f"op {opdef.name!r} is already registered")
     OPS[opdef.name] = opdef
@@ -150,6 +156,48 @@ def register(opdef: OpDef) -> OpDef:
 
 def defop(name: str, **kw) -> OpDef:
     return register(OpDef(name=name, **kw))
+
+
+def is_builtin(opdef: OpDef) -> bool:
+    """Defined by symfuse itself (its code identity covers it), not by a user."""
+    return (getattr(opdef.infer, "__module__", None) or "").startswith("symfuse.")
+
+
+def _code_fingerprint(f, h) -> None:
+    code = getattr(f, "__code__", None)
+    if code is None:
+        h.update(repr(f).encode())
+        return
+    stack = [code]
+    while stack:                          # the function and its nested functions: code, not line numbers
+        c = stack.pop()
+        h.update(c.co_code)
+        h.update(repr(c.co_names).encode())
+        for k in c.co_consts:
+            if hasattr(k, "co_code"):
+                stack.append(k)
+            else:
+                h.update(repr(k).encode())
+    for cell in getattr(f, "__closure__", None) or ():
+        try:
+            v = cell.cell_contents
+        except ValueError:                # an empty cell
+            continue
+        if callable(v):
+            _code_fingerprint(v, h)
+        else:
+            h.update(repr(v).encode())
+
+
+def opdef_fingerprint(opdef: OpDef) -> str:
+    """What a user op's definition decides, for the graph-cache key: its table entry
+    and the code (not the file or line) of its type rule, reference and VJP."""
+    import hashlib
+    h = hashlib.sha256(repr((opdef.name, opdef.kind, opdef.fusion, opdef.arity, opdef.c_expr, opdef.attrs,
+                             opdef.reduction, opdef.commutative, opdef.foldable)).encode())
+    for f in (opdef.infer, opdef.ref, opdef.vjp):
+        _code_fingerprint(f, h)
+    return h.hexdigest()
 
 
 def get_opdef(name: str) -> OpDef:

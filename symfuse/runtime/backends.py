@@ -54,5 +54,8 @@ def get_backend(device: str | None):
     if b is None:
         raise DeviceUnavailable(f"unknown device {device!r}; known: {', '.join(known_devices())}")
     if not b.available():
-        raise DeviceUnavailable(f"device {device!r} is not available here; use device='interp'")
+        missing = getattr(b, "missing", lambda: [])()
+        raise DeviceUnavailable(f"device {device!r} is not available here"
+                                + (f": it needs {'; '.join(missing)}" if missing else "")
+                                + "; device='interp' runs anywhere")
     return b

@@ -24,7 +24,7 @@ from ..install_dirs import C_TEMPLATE_DIR
 from ..ir.core import Function
 from .c_runtime import header_bytes, runtime_library, unit_prelude
 from .cache import _TMP_PREFIX, DiskCache, cache_key, environment_cache, jinja_bytecode_dir
-from .toolchain import VERSION, blas_link_flags, configure_openmp_env, find_compiler, workers as _workers
+from .toolchain import VERSION, blas_available, blas_link_flags, configure_openmp_env, find_compiler, workers as _workers
 
 log = logging.getLogger("symfuse.cpu")
 FAST_FLAGS = ["-O2", "-ftree-vectorize", "-fvect-cost-model=very-cheap", "-fno-trapping-math", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
@@ -143,8 +143,17 @@ class CpuBackend:
         self._uncached: set[str] = set()   # build directories of libraries compiled without a cache
 
     @staticmethod
-    def available() -> bool:
-        return find_compiler() is not None
+    def missing() -> list[str]:
+        """What this machine lacks for the cpu backend, each with how to get it."""
+        out = []
+        if find_compiler() is None:
+            out.append("a C compiler (cc, gcc or clang on PATH, or $CC; e.g. apt-get install gcc)")
+        if not blas_available():
+            out.append("OpenBLAS (pip install scipy-openblas32)")
+        return out
+
+    def available(self) -> bool:
+        return not self.missing()
 
     @property
     def cache(self) -> DiskCache:

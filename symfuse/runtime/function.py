@@ -16,7 +16,7 @@ from ..compiler.options import Options
 from ..compiler.report import CompileReport
 from ..errors import DeviceUnavailable, DTypeError, InputError, ShapeError
 from ..frontend.api import SharedVariable, as_tensor
-from ..ir.core import Function, Value, format_loc, user_location
+from ..ir.core import Function, Value, format_loc, is_builtin, opdef_fingerprint, user_location
 from ..ir.printer import print_function
 from ..ir.parser import parse
 from ..ir.types import cast_exactly
@@ -111,7 +111,9 @@ def _graph_key(fn, backend, opts, options) -> str:
     """The graph-level cache key: the printed IR before passes (with source
     locations: they appear in the kernels' provenance comments), every option,
     and what the backend says decides its output (compiler, flags, version)."""
+    user_ops = sorted({op.opdef.name: op.opdef for op in fn.ops if not is_builtin(op.opdef)}.items())
     return cache_key(print_function(fn, locations=True), backend.name, backend.identity(), code_identity(),
+                     repr([(name, opdef_fingerprint(d)) for name, d in user_ops]),
                      repr((opts.optimize, opts.fast_math)), repr(sorted(options.items())))
 
 
