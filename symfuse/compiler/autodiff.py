@@ -8,29 +8,27 @@ that the simplifier then cleans up like any other.
 from __future__ import annotations
 
 from ..errors import GradError
-from ..ir.core import Function, Op, Value, location, rebuild, toposort
+from ..ir.core import Function, Op, Value, location, toposort
+from .walk import map_ops
 from ..ir import build as F
 
 
 def differentiate(fn: Function, stats: dict | None = None) -> Function:
     if not any(op.opdef.name == "grad" for op in fn.ops):
         return fn
-    subst: dict[int, Value] = {}
     expanded = 0
-    for op in fn.ops:
-        inputs = [subst.get(id(v), v) for v in op.inputs]
-        if op.opdef.name == "grad":
-            grads = reverse_mode(inputs[0], inputs[1:], op.loc)
-            for o, g in zip(op.outputs, grads):
-                subst[id(o)] = g
-            expanded += 1
-        elif any(a is not b for a, b in zip(inputs, op.inputs)):
-            new = rebuild(op, inputs)
-            for o, n in zip(op.outputs, new.outputs):
-                subst[id(o)] = n
+
+    def visit(op, new):
+        nonlocal expanded
+        if op.opdef.name != "grad":
+            return None
+        expanded += 1
+        return reverse_mode(new.inputs[0], list(new.inputs[1:]), op.loc)
+
+    fn = map_ops(fn, visit)
     if stats is not None:
         stats["grad_ops_expanded"] = expanded
-    return Function(fn.params, [subst.get(id(r), r) for r in fn.results], fn.name)
+    return fn
 
 
 def reverse_mode(cost: Value, wrt: list[Value], loc=None) -> list[Value]:

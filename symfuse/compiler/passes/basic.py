@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from operator import is_not
 
 import numpy as np
 
-from ...ir.core import Function, Value, apply, location, rebuild
-from .rewrite import _carry_pins, pinned_values
-
+from ...ir.core import Function, apply, location
+from ..walk import map_ops
+from .rewrite import pinned_values
 
 
 def fold_constants(fn: Function, counts: Counter) -> Function:
@@ -18,35 +17,24 @@ def fold_constants(fn: Function, counts: Counter) -> Function:
     (e.g. ``broadcast_to`` of a scalar) stays symbolic, which also keeps uniform
     constants recognisable as scalars to the algebraic rewrites."""
     pinned = pinned_values(fn)
-    subst: dict[int, Value] = {}
-    changed = False
-    for op in fn.ops:
-        inputs = [subst.get(id(v), v) for v in op.inputs]
-        new = op
-        if any(map(is_not, inputs, op.inputs)):
-            new = rebuild(op, inputs)
-            changed = True
-            _carry_pins(op, new, pinned)
+
+    def visit(op, new):
         od = op.opdef
-        if (od.foldable and inputs and len(op.outputs) == 1 and id(op.outputs[0]) not in pinned
+        inputs = new.inputs
+        if not (od.foldable and inputs and len(op.outputs) == 1 and id(op.outputs[0]) not in pinned
                 and all(v.op is not None and v.op.opdef.name == "constant" for v in inputs)):
-            out_t = op.outputs[0].type
-            biggest = max(v.type.size for v in inputs)
-            if out_t.size <= max(1, biggest):
-                with np.errstate(all="ignore"):
-                    val = od.ref([v.op.attrs["value"] for v in inputs], new.attrs)
-                val = np.array(val, dtype=out_t.dtype.np, order="C").reshape(out_t.shape)
-                with location(op.loc):
-                    subst[id(op.outputs[0])] = apply("constant", [], {"value": val})
-                counts["fold:" + od.name] += 1
-                changed = True
-                continue
-        if new is not op:
-            for o, n in zip(op.outputs, new.outputs):
-                subst[id(o)] = n
-    if not changed:
-        return fn
-    return Function(fn.params, [subst.get(id(r), r) for r in fn.results], fn.name)
+            return None
+        out_t = op.outputs[0].type
+        if out_t.size > max(1, max(v.type.size for v in inputs)):
+            return None
+        with np.errstate(all="ignore"):
+            val = od.ref([v.op.attrs["value"] for v in inputs], new.attrs)
+        val = np.array(val, dtype=out_t.dtype.np, order="C").reshape(out_t.shape)
+        counts["fold:" + od.name] += 1
+        with location(op.loc):
+            return [apply("constant", [], {"value": val})]
+
+    return map_ops(fn, visit, pinned)
 
 
 def cse(fn: Function, counts: Counter) -> Function:
@@ -54,40 +42,24 @@ def cse(fn: Function, counts: Counter) -> Function:
     One hash-table lookup per op: linear."""
     pinned = pinned_values(fn)
     seen: dict = {}
-    subst: dict[int, Value] = {}
-    changed = False
-    for op in fn.ops:
-        inputs = [subst.get(id(v), v) for v in op.inputs]
-        new = op
-        if any(map(is_not, inputs, op.inputs)):
-            new = rebuild(op, inputs)
-            changed = True
-            _carry_pins(op, new, pinned)
-        key = new.key()
-        if new.opdef.commutative:
-            key = (key[0], tuple(sorted(key[1])), key[2], key[3])
+
+    def visit(op, new):
         if any(id(o) in pinned for o in new.outputs):
             # a pinned value is an independent variable of a pending grad: it neither
             # merges into an equal op nor absorbs one (that would reroute the cost
             # through it and change the gradient)
-            if new is not op:
-                for o, n in zip(op.outputs, new.outputs):
-                    subst[id(o)] = n
-            continue
+            return None
+        key = new.key()
+        if new.opdef.commutative:
+            key = (key[0], tuple(sorted(key[1])), key[2], key[3])
         prev = seen.get(key)
-        if prev is not None:
-            for o, p in zip(op.outputs, prev.outputs):
-                subst[id(o)] = p
-            counts["cse:" + op.opdef.name] += 1
-            changed = True
-            continue
-        seen[key] = new
-        if new is not op:
-            for o, n in zip(op.outputs, new.outputs):
-                subst[id(o)] = n
-    if not changed:
-        return fn
-    return Function(fn.params, [subst.get(id(r), r) for r in fn.results], fn.name)
+        if prev is None:
+            seen[key] = new
+            return None
+        counts["cse:" + op.opdef.name] += 1
+        return prev.outputs
+
+    return map_ops(fn, visit, pinned)
 
 
 def dce(fn: Function, counts: Counter) -> Function:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from itertools import chain
-from operator import is_not
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from ...ir.core import Function, Op, Value, location, rebuild
+from ...ir.core import Function, Op, Value, location
+from ..walk import map_ops
 
 
 @dataclass
@@ -125,47 +125,25 @@ def apply_rewrites(fn: Function, table: dict[str, list[Rewrite]], ctx: RewriteCo
     ctx.uses = uses
     ctx.pinned = pinned_values(fn)
     ctx._scalars = {}   # pinned values changed: constants are looked up afresh
-    subst: dict[int, Value] = {}
-    changed = False
-    for op in fn.ops:
-        inputs = [subst.get(id(v), v) for v in op.inputs]
-        if any(map(is_not, inputs, op.inputs)):
-            new = rebuild(op, inputs)
-            changed = True
-            _carry_pins(op, new, ctx.pinned)
-        else:
-            new = op
+
+    def visit(op, new):
         rules = table.get(op.opdef.name)
-        if rules and len(op.outputs) == 1 and id(op.outputs[0]) not in ctx.pinned:
-            with location(op.loc):
-                for rule in rules:
-                    repl = rule.fn(new, ctx)
-                    if repl is not None:
-                        if repl.type is not op.outputs[0].type:
-                            raise AssertionError(f"rewrite {rule.name} changed the type "
-                                                 f"{op.outputs[0].type} -> {repl.type}")
-                        counts[rule.name] += 1
-                        subst[id(op.outputs[0])] = repl
-                        changed = True
-                        break
-                else:
-                    repl = None
-            if repl is not None:
-                continue
-        if new is not op:
-            for o, n in zip(op.outputs, new.outputs):
-                subst[id(o)] = n
-    if not changed:
-        return fn
-    return Function(fn.params, [subst.get(id(r), r) for r in fn.results], fn.name)
+        if not rules or len(op.outputs) != 1 or id(op.outputs[0]) in ctx.pinned:
+            return None
+        with location(op.loc):
+            for rule in rules:
+                repl = rule.fn(new, ctx)
+                if repl is not None:
+                    if repl.type is not op.outputs[0].type:
+                        raise AssertionError(f"rewrite {rule.name} changed the type "
+                                             f"{op.outputs[0].type} -> {repl.type}")
+                    counts[rule.name] += 1
+                    return [repl]
+        return None
+
+    return map_ops(fn, visit, ctx.pinned)
 
 
 def pinned_values(fn: Function) -> set[int]:
     """ids of the values some grad op differentiates with respect to."""
     return {id(v) for op in fn.ops if op.opdef.name == "grad" for v in op.inputs[1:]}
-
-
-def _carry_pins(old: Op, new: Op, pinned: set[int]) -> None:
-    for o, n in zip(old.outputs, new.outputs):
-        if id(o) in pinned:
-            pinned.add(id(n))
