@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from symfuse.runtime import cache as cache_mod
+from symfuse.runtime import toolchain
 from symfuse.runtime.cache import DiskCache, cache_key, parse_size
 
 NS = "test"
@@ -250,7 +251,7 @@ def test_program_version_remembered_until_the_binary_changes(tmp_path, monkeypat
     cc = tmp_path / "fakecc"
     _fake_compiler(cc, "fakecc 1.0", runs)
     monkeypatch.setenv("SF_TEST_CC", str(cc))
-    find = cache_mod.find_program.__wrapped__
+    find = toolchain.find_program.__wrapped__
     assert find("SF_TEST_CC") == (str(cc), "fakecc 1.0")
     assert find("SF_TEST_CC") == (str(cc), "fakecc 1.0")
     assert runs.read_text().count("run") == 1                   # the second answer came from the cache
@@ -262,13 +263,13 @@ def test_program_version_remembered_until_the_binary_changes(tmp_path, monkeypat
 
 def test_code_identity_follows_edits(tmp_path, monkeypatch):
     """The graph cache's code identity changes when a module is edited (size or mtime)."""
-    before = cache_mod.code_identity.__wrapped__()
-    assert before == cache_mod.code_identity.__wrapped__()
+    before = toolchain.code_identity.__wrapped__()
+    assert before == toolchain.code_identity.__wrapped__()
     target = cache_mod.__file__
     st = os.stat(target)
     try:
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-        assert cache_mod.code_identity.__wrapped__() != before
+        assert toolchain.code_identity.__wrapped__() != before
     finally:
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert cache_mod.code_identity.__wrapped__() == before
+    assert toolchain.code_identity.__wrapped__() == before

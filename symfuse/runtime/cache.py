@@ -27,7 +27,6 @@ compiler carries on without caching.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
@@ -146,63 +145,6 @@ def seal_artefact(path: str, data: bytes, cache: "DiskCache", staged: str | None
     except OSError:
         return False
     return True
-
-
-@functools.lru_cache(maxsize=None)
-def find_program(env_var: str, *names: str) -> tuple[str, str] | None:
-    """(path, first line of --version) of the first of $env_var, names... on PATH.
-
-    The version line is remembered in the cache (namespace ``programs``) under
-    the resolved binary's path, size and mtime: asking the compiler costs a
-    process start (~3 ms, a third of a warm compile), and an upgraded compiler
-    is a different file, so a stale answer cannot be read back."""
-    import shutil
-    import subprocess
-    for name in filter(None, [os.environ.get(env_var), *names]):
-        path = shutil.which(name)
-        if not path:
-            continue
-        try:
-            real = os.path.realpath(path)
-            st = os.stat(real)
-        except OSError:
-            continue
-        key = cache_key("program", real, str(st.st_size), str(st.st_mtime_ns))
-        cache = environment_cache()
-        known = cache.get("programs", key)
-        if known is not None:
-            return path, known.decode("utf-8", "replace")
-        try:
-            ver = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError):
-            continue
-        line = ver.splitlines()[0] if ver else name
-        cache.put("programs", key, line.encode("utf-8"))
-        return path, line
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def code_identity() -> str:
-    """Identity of this symfuse installation's code: (path, size, mtime) of
-    every module and template. Graph-cache entries hold the output of passes
-    and codegen, so an edited pass must miss even when the version string
-    did not change. Stat only (no reads): this runs on every warm compile."""
-    parts: list[str] = []
-
-    def walk(path: str, rel: str) -> None:
-        with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                if not e.name.startswith((".", "_")):
-                    walk(e.path, rel + e.name + "/")
-            elif e.name.endswith((".py", ".j2", ".h", ".cuh")):
-                st = e.stat()
-                parts.append(f"{rel}{e.name}:{st.st_size}:{st.st_mtime_ns}")
-
-    walk(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
-    return cache_key(*parts)
 
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

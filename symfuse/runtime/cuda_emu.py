@@ -49,8 +49,8 @@ import threading
 import numpy as np
 
 from ..errors import CompileError, InputError, SymfuseError
-from .cache import _TMP_PREFIX, DiskCache, artefact_ok, cache_key, environment_cache, find_program, seal_artefact
-from .toolchain import configure_openmp_env
+from .cache import _TMP_PREFIX, DiskCache, artefact_ok, cache_key, environment_cache, seal_artefact
+from .toolchain import configure_openmp_env, find_program
 
 __all__ = ["EmuModule", "EmuFunction", "EmuError", "parse_kernels", "preprocess"]
 

@@ -23,7 +23,8 @@ from ..ir.types import cast_exactly
 from . import plain
 from .backends import get_backend
 from .device_values import DeviceValue, host
-from .cache import cache_key, code_identity
+from .toolchain import code_identity
+from .cache import cache_key
 
 # the IR's symbol syntax (``func @name``): a name also appears in generated C and CUDA comments
 FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}\Z")

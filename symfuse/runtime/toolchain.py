@@ -7,9 +7,71 @@ from __future__ import annotations
 import functools
 import os
 
-from .cache import find_program
+from .cache import cache_key, environment_cache, warn_once
 
 VERSION = "0.1.0"
+
+
+@functools.lru_cache(maxsize=None)
+def find_program(env_var: str, *names: str) -> tuple[str, str] | None:
+    """(path, first line of --version) of the first of $env_var, names... on PATH.
+
+    The version line is remembered in the cache (namespace ``programs``) under
+    the resolved binary's path, size and mtime: asking the compiler costs a
+    process start (~3 ms, a third of a warm compile), and an upgraded compiler
+    is a different file, so a stale answer cannot be read back."""
+    import shutil
+    import subprocess
+    chosen = os.environ.get(env_var)
+    if chosen and not shutil.which(chosen):
+        warn_once(f"symfuse: ${env_var}={chosen!r} is not a program on PATH; trying {', '.join(names)}")
+    for name in filter(None, [chosen, *names]):
+        path = shutil.which(name)
+        if not path:
+            continue
+        try:
+            real = os.path.realpath(path)
+            st = os.stat(real)
+        except OSError:
+            continue
+        key = cache_key("program", real, str(st.st_size), str(st.st_mtime_ns))
+        cache = environment_cache()
+        known = cache.get("programs", key)
+        if known is not None:
+            return path, known.decode("utf-8", "replace")
+        try:
+            ver = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        line = ver.splitlines()[0] if ver else name
+        cache.put("programs", key, line.encode("utf-8"))
+        return path, line
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def code_identity() -> str:
+    """Identity of this symfuse installation's code: (path, size, mtime) of
+    every module and template. Graph-cache entries hold the output of passes
+    and codegen, so an edited pass must miss even when the version string
+    did not change. Stat only (no reads): this runs on every warm compile."""
+    parts: list[str] = []
+
+    def walk(path: str, rel: str) -> None:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                if not e.name.startswith((".", "_")):
+                    walk(e.path, rel + e.name + "/")
+            elif e.name.endswith((".py", ".j2", ".h", ".cuh")):
+                st = e.stat()
+                parts.append(f"{rel}{e.name}:{st.st_size}:{st.st_mtime_ns}")
+
+    walk(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
+    return cache_key(*parts)
+
+
 
 
 def find_compiler() -> tuple[str, str] | None:
