@@ -59,6 +59,50 @@ def c_literal(x, dtype) -> str:
     return f"(({c_type(dtype)}){int(x)})"
 
 
+# A fused kernel's body is a list of statements kept as data: the C renderer prints
+# them, and the CUDA renderer re-emits them per vector lane without parsing C.
+@dataclass(frozen=True)
+class Load:
+    """``const ctype var = buf[index];``"""
+    ctype: str
+    var: str
+    buf: str
+    index: str
+
+    def __str__(self):
+        return f"const {self.ctype} {self.var} = {self.buf}[{self.index}];"
+
+
+@dataclass(frozen=True)
+class Compute:
+    """``const ctype var = (ctype)template(args);``: an op's scalar expression
+    (``{0}``, ``{1}``, ... its operands, variables or literals; ``{T}`` the type)."""
+    ctype: str
+    var: str
+    template: str
+    args: tuple
+    cast: bool = True                 # converted to ctype (an op's result); False: a plain alias
+
+    def renamed(self, rename: dict) -> "Compute":
+        return Compute(self.ctype, rename.get(self.var, self.var), self.template,
+                       tuple(rename.get(a, a) for a in self.args), self.cast)
+
+    def __str__(self):
+        T = self.ctype
+        return f"const {T} {self.var} = {f'({T})' if self.cast else ''}{self.template.format(*self.args, T=T)};"
+
+
+@dataclass(frozen=True)
+class Store:
+    """``buf[index] = var;``"""
+    buf: str
+    index: str
+    var: str
+
+    def __str__(self):
+        return f"{self.buf}[{self.index}] = {self.var};"
+
+
 @dataclass
 class KernelSpec:
     name: str
@@ -93,7 +137,7 @@ class _KernelBuilder:
         self.vars: dict[int, str] = {}
         self.loads: dict[tuple, str] = {}   # (buffer, index) -> the variable holding it, in scope
         self.nloads = 0
-        self.stmts: list[str] = []
+        self.stmts: list = []   # Load | Compute | Store
         self.direct = None   # Value -> Index in loop variables, for buffers read without a view
 
     def param(self, v: Value) -> str:
@@ -121,7 +165,7 @@ class _KernelBuilder:
         if var is None:
             var = self.loads[key] = f"l{self.nloads}"
             self.nloads += 1
-            self.stmts.append(f"const {c_type(v.dtype)} {var} = {self.param(v)}[{idx.flat()}];")
+            self.stmts.append(Load(c_type(v.dtype), var, self.param(v), idx.flat()))
         return var
 
     def operand(self, consumer, v: Value, idx: Index) -> str:
@@ -134,14 +178,11 @@ class _KernelBuilder:
         idx = idx_for_shape(out.type.shape)
         if op.opdef.kind == "elementwise":
             args = [self.operand(op, v, idx) for v in op.inputs]
-            T = c_type(out.dtype)
-            if op.opdef.name == "cast" and out.dtype.is_bool:
-                expr = f"({args[0]} != 0)"
-            else:
-                expr = op.opdef.c_expr.format(*args, T=T)
+            # numpy's bool cast is a test against zero, not a truncation
+            template = "({0} != 0)" if op.opdef.name == "cast" and out.dtype.is_bool else op.opdef.c_expr
             var = f"v{len(self.vars)}"
             self.vars[id(out)] = var
-            self.stmts.append(f"const {T} {var} = ({T}){expr};")
+            self.stmts.append(Compute(c_type(out.dtype), var, template, tuple(args)))
         else:  # a view op as a group root: a copy through its index map
             self.vars[id(out)] = self.load(op.inputs[0], VIEW_MAPS[op.opdef.name](idx, op), mapped=True)
 
@@ -196,9 +237,9 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
         b.direct = _direct_index(shape, groups, loops)
         for op in ops:
             b.emit(op, lambda s: Index(s, flat="i"))
-        b.stmts.append(f"out0[i] = {b.vars[id(out)]};")
+        b.stmts.append(Store("out0", "i", b.vars[id(out)]))
         for k, extra in enumerate(group.extra_outputs, 1):   # fused values that are also results
-            b.stmts.append(f"out{k}[i] = {b.vars[id(extra)]};")
+            b.stmts.append(Store(f"out{k}", "i", b.vars[id(extra)]))
         spec = KernelSpec(f"E_{_shape_tag(shape)}_{tag}", "pointwise", group, b.inputs, [out] + group.extra_outputs,
                           prov)
         spec.size = out.type.size
@@ -226,7 +267,7 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     for op in prologue:
         b.emit(op, lambda s: Index(s, flat="i"))
     xv = b.operand(root, x, Index(in_shape, flat="i"))
-    b.stmts.append(f"const {c_type(x.dtype)} x = {xv};")
+    b.stmts.append(Compute(c_type(x.dtype), "x", "{0}", (xv,), cast=False))
     T = c_type(root.outputs[0].dtype)
     out_index = Index([n for _, n in oloops], dims=[v for v, _ in oloops]).flat() if kept_groups else "0"
     loop_stmts = b.stmts
@@ -236,7 +277,7 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     for op in epilogue:
         b.emit(op, lambda s: Index(s, flat=out_index))
     for k, extra in enumerate(group.extra_outputs, 1):   # epilogue values that are also results
-        b.stmts.append(f"out{k}[{out_index}] = {b.vars[id(extra)]};")
+        b.stmts.append(Store(f"out{k}", out_index, b.vars[id(extra)]))
     result = group.outputs[0]
     name = root.opdef.name
     if x.dtype.is_float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 from dataclasses import dataclass, field
 
 from ..compiler.fusion import KernelGroup, Partition
@@ -198,37 +197,31 @@ def _sections(text: str, names: list[str], start: str, end: str) -> str:
     return "\n".join(out) if out else text
 
 
-_LOAD = re.compile(r"^const (\w+) (l\d+) = (in\d+)\[i\];$")
-
-
 def _vector_body(spec) -> dict | None:
     """16-byte loads and stores for a float32 pointwise kernel whose every load and
     its store are at the flat index itself (no broadcast, no view) and whose size is
     a multiple of 4: four elements per thread through float4. The arena and device
     allocations are 64-byte aligned, so every such buffer is 16-byte aligned."""
-    if spec.size % 4 or not spec.stmts or spec.stmts[-1] != f"out0[i] = {spec.stmts[-1].split(' = ')[-1]}":
+    stmts = spec.stmts
+    if spec.size % 4 or not stmts or not isinstance(stmts[-1], c_module.Store) or stmts[-1].buf != "out0":
         return None
     if any(v.dtype.name != "float32" for v in list(spec.inputs) + list(spec.outputs)):
         return None
     loads, body = [], []
-    for st in spec.stmts[:-1]:
-        m = _LOAD.match(st)
-        if m:
-            loads.append((m.group(2), m.group(3)))
-        elif "[" in st:
-            return None        # a load at another index, or a literal table: scalar path
-        else:
+    for st in stmts[:-1]:
+        if isinstance(st, c_module.Load) and st.index == "i":
+            loads.append(st)
+        elif isinstance(st, c_module.Compute) and "[" not in st.template:
             body.append(st)
-    result = spec.stmts[-1].split(" = ")[-1].rstrip(";")
+        else:
+            return None        # a load at another index, a second output, a table: scalar path
     lanes = []
     for c in "xyzw":
-        ren = {var: f"{var}_{c}" for st in body for var in re.findall(r"\bv\d+\b", st)}
-        ren.update({var: f"{var}_{c}" for var, _ in loads})
-        sub = lambda t: re.sub(r"\b(v\d+|l\d+)\b", lambda m: ren.get(m.group(1), m.group(1)), t)  # noqa: E731
-        lanes.append({"c": c, "loads": [(f"{var}_{c}", f"{src}4.{c}") for var, src in loads],
-                      "body": [sub(t) for t in body], "result": sub(result)})
-    srcs = sorted({src for _, src in loads})
-    return {"n4": spec.size // 4, "inputs": srcs, "lanes": lanes}
+        rename = {st.var: f"{st.var}_{c}" for st in loads + body}
+        lanes.append({"c": c, "loads": [(rename[st.var], f"{st.buf}4.{c}") for st in loads],
+                      "body": [str(st.renamed(rename)) for st in body],
+                      "result": rename.get(stmts[-1].var, stmts[-1].var)})
+    return {"n4": spec.size // 4, "inputs": sorted({st.buf for st in loads}), "lanes": lanes}
 
 
 def _index_type(spec) -> str:
