@@ -8,7 +8,7 @@ for it), ``available()`` and ``compile(fn, options, report)`` returning
 
 The built-in backends are made on first use, from ``BUILTIN``: ``import symfuse``
 and a compile on one device never import another device's code generator or
-toolchain (the cpu backend alone brings codegen, fusion and networkx).
+toolchain (the cpu backend alone brings codegen, fusion and Jinja).
 """
 from __future__ import annotations
 
