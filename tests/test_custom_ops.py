@@ -74,7 +74,7 @@ CHILD = textwrap.dedent("""
     import numpy as np
     import symfuse as sf
     sf.defop("user_scale", kind="elementwise", arity=1, infer=lambda t, a: (t[0],),
-             ref=lambda xs, a: xs[0] * FACTOR, c_expr="({0} * ({T})FACTOR)")
+             ref=lambda xs, a: xs[0] * FACTOR, c_expr="({0} * ({T})FACTOR)", differentiable=False)
     x = sf.tensor("x", (4,))
     f = sf.function([x], sf.apply("user_scale", [x]), device=sys.argv[1])
     print(json.dumps({"out": f(np.ones(4, np.float32)).tolist(), "hit": f.report.info.get("graph_cache")}))
@@ -101,4 +101,10 @@ def test_changing_a_user_ops_definition_recompiles(device, tmp_path):
 
 def test_defop_refuses_a_name_that_is_taken():
     with pytest.raises(ValueError, match="already registered"):
-        sf.defop("exp", kind="elementwise", arity=1, infer=lambda t, a: (t[0],), ref=lambda xs, a: xs[0])
+        sf.defop("exp", kind="elementwise", arity=1, infer=lambda t, a: (t[0],), ref=lambda xs, a: xs[0],
+                 differentiable=False)
+
+
+def test_defop_asks_for_a_vjp_or_differentiable_false():
+    with pytest.raises(ValueError, match="has no vjp: give it one, or pass differentiable=False"):
+        sf.defop("user_no_vjp", kind="elementwise", arity=1, infer=lambda t, a: (t[0],), ref=lambda xs, a: xs[0])

@@ -104,6 +104,10 @@ class OpDef:
     arity: the number of operands, where it is fixed (elementwise ops).
     gemm_like: a matrix-product-shaped library op (matmul, the convolutions): its
         kernels cost a GEMM's compile and run time (NVRTC unit balancing).
+    differentiable: False for an op with no VJP because its gradient is zero or
+        undefined (comparisons, rounding, argmax, random draws: piecewise
+        constant); differentiation treats it as zero gradient. A
+        differentiable op must have a ``vjp``, so every new op says which it is.
     """
 
     name: str
@@ -122,6 +126,7 @@ class OpDef:
     reduction: tuple | None = None
     arity: int | None = None
     gemm_like: bool = False
+    differentiable: bool = True
     attrs_to_text: Callable | None = None    # (attrs) -> attrs for printing
     attrs_from_text: Callable | None = None  # (attrs, out_types) -> attrs after parsing
     doc: str = ""
@@ -134,6 +139,10 @@ class OpDef:
                              f"got {self.fusion!r}")
         if self.fusion == "reduce" and self.reduction is None:
             raise ValueError(f"op {self.name!r}: a fusable reduction needs its (identity, combine) rule")
+        if self.differentiable and self.vjp is None:
+            msg = (f"op {self.name!r} has no vjp: give it one, or pass differentiable=False if its gradient "
+                   "is zero or undefined (differentiation then treats it as zero)")
+            raise ValueError(msg)
 
     def __repr__(self):
         return f"OpDef({self.name})"

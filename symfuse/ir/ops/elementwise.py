@@ -60,7 +60,8 @@ def _sign_ref(x):
 
 
 # ---------------------------------------------------------------- unary table
-# name: (type rule, numpy reference, C expression, vjp(g, x, y) or None)
+# name: (type rule, numpy reference, C expression, vjp(g, x, y) or None); None: the op is
+# piecewise constant (zero gradient), registered with differentiable=False
 UNARY = {
     "neg": (_num_unary, np.negative, "(-{0})", lambda g, x, y: -g),
     "exp": (_float_unary, np.exp, "sf_exp({0})", lambda g, x, y: g * y),
@@ -108,7 +109,7 @@ def _unary_vjp(rule):
 for _name, (_infer, _ref, _c, _vjp) in UNARY.items():
     defop(_name, kind="elementwise", infer=_infer,
           ref=(lambda f: lambda xs, a: f(xs[0]))(_ref),
-          vjp=_unary_vjp(_vjp) if _vjp else None, c_expr=_c, arity=1)
+          vjp=_unary_vjp(_vjp) if _vjp else None, differentiable=_vjp is not None, c_expr=_c, arity=1)
 
 
 # ---------------------------------------------------------------- binary table
@@ -118,7 +119,8 @@ def _pow_ref(a, b):
 
 
 BINARY = {
-    # name: (type rule, numpy ref, C expression, vjp(g, a, b, y) -> (ga, gb), commutative)
+    # name: (type rule, numpy ref, C expression, vjp(g, a, b, y) -> (ga, gb), commutative);
+    # vjp None: a comparison or logical op, differentiable=False
     "add": (_num_binary, np.add, "({0} + {1})", lambda g, a, b, y: (g, g), True),
     "sub": (_num_binary, np.subtract, "({0} - {1})", lambda g, a, b, y: (g, -g), False),
     "mul": (_num_binary, np.multiply, "({0} * {1})", lambda g, a, b, y: (g * b, g * a), True),
@@ -162,7 +164,8 @@ def _binary_ref(f):
 
 for _name, (_infer, _ref, _c, _vjp, _comm) in BINARY.items():
     defop(_name, kind="elementwise", infer=_infer, ref=_binary_ref(_ref),
-          vjp=_binary_vjp(_vjp) if _vjp else None, c_expr=_c, commutative=_comm, arity=2)
+          vjp=_binary_vjp(_vjp) if _vjp else None, differentiable=_vjp is not None, c_expr=_c,
+          commutative=_comm, arity=2)
 
 
 # ---------------------------------------------------------------- where, cast

@@ -531,6 +531,7 @@ def _one_hot_ref(xs, a):
 
 
 defop("one_hot", kind="nn", attrs={"depth": 1, "dtype": "float32"}, infer=_one_hot_infer, ref=_one_hot_ref,
+      differentiable=False,
       doc="out[..., k] = (idx == k); an index outside [0, depth) gives an all-zero row.")
 
 __all__ = ["conv2d_grad_input", "conv2d_grad_weight"]

@@ -124,5 +124,5 @@ ATTRS = {"shape": (), "dtype": "float32", "salt": 0}
 for _name, _infer, _ref in (("random_uniform", _random_infer, _uniform_ref),
                             ("random_normal", _random_infer, _normal_ref),
                             ("random_bernoulli", _bernoulli_infer, _bernoulli_ref)):
-    defop(_name, kind="random", attrs=dict(ATTRS), infer=_infer, ref=_ref, foldable=False,
+    defop(_name, kind="random", attrs=dict(ATTRS), infer=_infer, ref=_ref, foldable=False, differentiable=False,
           doc="Philox4x32-10 stream; see symfuse.ir.ops.random for the exact definition.")

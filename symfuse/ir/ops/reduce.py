@@ -101,6 +101,6 @@ def _arg_ref(f):
 
 
 defop("argmax", kind="reduce", infer=_arg_infer, ref=_arg_ref(np.argmax),
-      attrs={"axis": None, "keepdims": False})
+      attrs={"axis": None, "keepdims": False}, differentiable=False)
 defop("argmin", kind="reduce", infer=_arg_infer, ref=_arg_ref(np.argmin),
-      attrs={"axis": None, "keepdims": False})
+      attrs={"axis": None, "keepdims": False}, differentiable=False)

@@ -36,7 +36,7 @@ def _const_from_text(attrs, out_types):
 
 
 defop("constant", kind="special", fusion="constant", attrs={"value": None}, infer=_const_infer,
-      ref=lambda xs, a: a["value"], foldable=False,
+      ref=lambda xs, a: a["value"], foldable=False, differentiable=False,   # no operands
       attrs_to_text=_const_to_text, attrs_from_text=_const_from_text)
 
 
@@ -61,5 +61,7 @@ def _grad_ref(xs, attrs):
 # The gradient op is deferred: sf.grad records it, and the differentiate pass
 # expands it after the forward graph has been stabilised, so the gradient of a
 # log-softmax is computed from the stable form.
+# It has no VJP of its own (differentiable=False): a grad of a grad is differentiated
+# through the inner one's expansion, which the pass makes first.
 defop("grad", kind="special", attrs={"disconnected": "raise"}, infer=_grad_infer,
-      ref=_grad_ref, foldable=False)
+      ref=_grad_ref, foldable=False, differentiable=False)
