@@ -207,49 +207,67 @@ def build_kernel(group: KernelGroup, partition: Partition, resolve, library) -> 
     if group.kind == "multi":
         return _build_multi(group, partition, resolve, library, tag, prov)
     if group.kind == "library":
-        op = group.root
-        lower = library.get(op.opdef.name)
-        if lower is None:
-            raise NotImplementedError(f"the cpu backend has no kernel for op {op.opdef.name!r}")
-        ins = [resolve(v) for v in op.inputs]
-        spec = KernelSpec(f"L_{_shape_tag(op.outputs[0].type.shape)}_{tag}", "library", group,
-                          _dedupe(ins), list(op.outputs), prov)
-        pos = {id(v): k for k, v in enumerate(spec.inputs)}
-        in_exprs = [f"in{pos[id(v)]}" for v in ins]
-        out_exprs = [f"out{k}" for k in range(len(op.outputs))]
-        hints = {}
-        for k, v in enumerate(op.inputs[:2]):
-            if (v.op is not None and id(v.op) in partition.folded_views
-                    and v.op.opdef.name == "transpose"):  # a transposed operand
-                hints["trans_" + "ab"[k]] = True
-                hints["ab"[k] + "_shape"] = v.op.inputs[0].type.shape
-        call = library[op.opdef.name](op, in_exprs, out_exprs, hints)
-        spec.call, spec.helpers = (call, "") if isinstance(call, str) else (call.code, render_helpers(call.helpers))
-        spec.size = op.outputs[0].type.size
-        return spec
-    b = _KernelBuilder(group, partition)
-    root = group.root
+        return _build_library(group, partition, resolve, library, tag, prov)
     if group.kind == "pointwise":
-        out = root.outputs[0]
-        shape = out.type.shape
-        groups = _dim_groups(shape, _leaf_masks(group, partition, shape))
-        loops = _loops(shape, groups, "d")
-        b.direct = _direct_index(shape, groups, loops)
-        for op in ops:
-            b.emit(op, lambda s: Index(s, flat="i"))
-        b.stmts.append(Store("out0", "i", b.vars[id(out)]))
-        for k, extra in enumerate(group.extra_outputs, 1):   # fused values that are also results
-            b.stmts.append(Store(f"out{k}", "i", b.vars[id(extra)]))
-        spec = KernelSpec(f"E_{_shape_tag(shape)}_{tag}", "pointwise", group, b.inputs, [out] + group.extra_outputs,
-                          prov)
-        spec.size = out.type.size
-        spec.stmts = b.stmts
-        spec.loops = loops
-        spec.flat = Index([n for _, n in loops], dims=[v for v, _ in loops]).flat()
-        spec.parallel = spec.size * max(1, len(ops)) >= PARALLEL_MIN_WORK
-        _vector_blocks(spec, loops)
-        return spec
-    # reduction: loops over the kept dim groups (outer, parallel), then the reduced ones
+        return _build_pointwise(group, partition, tag, prov)
+    return _build_reduce(group, partition, tag, prov)
+
+
+def _build_library(group, partition, resolve, library, tag, prov) -> KernelSpec:
+    """One call of the runtime library; operands read through a last-two-axes
+    transpose are passed as their buffer with a transposition hint."""
+    op = group.root
+    lower = library.get(op.opdef.name)
+    if lower is None:
+        raise NotImplementedError(f"the cpu backend has no kernel for op {op.opdef.name!r}")
+    ins = [resolve(v) for v in op.inputs]
+    spec = KernelSpec(f"L_{_shape_tag(op.outputs[0].type.shape)}_{tag}", "library", group,
+                      _dedupe(ins), list(op.outputs), prov)
+    pos = {id(v): k for k, v in enumerate(spec.inputs)}
+    in_exprs = [f"in{pos[id(v)]}" for v in ins]
+    out_exprs = [f"out{k}" for k in range(len(op.outputs))]
+    hints = {}
+    for k, v in enumerate(op.inputs[:2]):
+        if (v.op is not None and id(v.op) in partition.folded_views
+                and v.op.opdef.name == "transpose"):  # a transposed operand
+            hints["trans_" + "ab"[k]] = True
+            hints["ab"[k] + "_shape"] = v.op.inputs[0].type.shape
+    call = library[op.opdef.name](op, in_exprs, out_exprs, hints)
+    spec.call, spec.helpers = (call, "") if isinstance(call, str) else (call.code, render_helpers(call.helpers))
+    spec.size = op.outputs[0].type.size
+    return spec
+
+
+def _build_pointwise(group, partition, tag, prov) -> KernelSpec:
+    """A loop over the root's output, every member computed once per element."""
+    b = _KernelBuilder(group, partition)
+    root, ops = group.root, group.ops
+    out = root.outputs[0]
+    shape = out.type.shape
+    groups = _dim_groups(shape, _leaf_masks(group, partition, shape))
+    loops = _loops(shape, groups, "d")
+    b.direct = _direct_index(shape, groups, loops)
+    for op in ops:
+        b.emit(op, lambda s: Index(s, flat="i"))
+    b.stmts.append(Store("out0", "i", b.vars[id(out)]))
+    for k, extra in enumerate(group.extra_outputs, 1):   # fused values that are also results
+        b.stmts.append(Store(f"out{k}", "i", b.vars[id(extra)]))
+    spec = KernelSpec(f"E_{_shape_tag(shape)}_{tag}", "pointwise", group, b.inputs, [out] + group.extra_outputs,
+                      prov)
+    spec.size = out.type.size
+    spec.stmts = b.stmts
+    spec.loops = loops
+    spec.flat = Index([n for _, n in loops], dims=[v for v, _ in loops]).flat()
+    spec.parallel = spec.size * max(1, len(ops)) >= PARALLEL_MIN_WORK
+    _vector_blocks(spec, loops)
+    return spec
+
+
+def _build_reduce(group, partition, tag, prov) -> KernelSpec:
+    """Loops over the kept dim groups (outer, parallel), then the reduced ones, with
+    the prologue evaluated inside the reduction loop and the epilogue after it."""
+    b = _KernelBuilder(group, partition)
+    root, ops = group.root, group.ops
     x = root.inputs[0]
     in_shape = x.type.shape
     axes = root.attrs["axis"]

@@ -236,6 +236,55 @@ class CudaBackend:
                 except CompileError as e:
                     raise InputError(str(e)) from None
                 st.note = "NVRTC %d.%d" % nvrtc.nvrtc_version()
+        kernels, source, launches, lay, consts = self._lower(fn, options, report)
+        run_lay = RunLayout.of(lay)
+        lib_kernels = [k for k in kernels if k.in_library]
+        unit_kernels = [k for k in kernels if not k.in_library and k.launches]
+        if self.emulate:
+            lib_mod = None
+            if lib_kernels:
+                from . import cuda_runtime
+                with report.stage("cuda library") as st:
+                    lib_mod, built = cuda_runtime.emu_library()
+                    st.note = "emu: " + ("built" if built else "found")
+            with report.stage("emu compile") as st:
+                from .cuda_emu import EmuModule
+                mod = EmuModule(source, name=fn.name, include_dirs=[cuda_module.TEMPLATE_DIR]) if unit_kernels \
+                    else None
+                if mod is not None:
+                    st.note = "cache hit" if mod.cache_hit else "cache miss"
+                    report.info["emu_cache"] = "hit" if mod.cache_hit else "miss"
+            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), "emu", None,
+                               _emu_factory, fn.name, consts, mod, lay.plan, emu_library=lib_mod)
+        if not launches:    # nothing to compute on the device (results are inputs or constants)
+            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, None,
+                               _emu_factory, fn.name, consts, None, lay.plan)
+        lib = None
+        if lib_kernels:
+            from . import cuda_runtime
+            with report.stage("cuda library") as st:
+                lib = cuda_runtime.library(arch)
+                st.note = f"{arch}: " + (f"built ({len(lib.images)} parts in parallel)" if lib.build_seconds
+                                         else "found")
+                report.info["cuda_library"] = {"path": lib.path, "built": bool(lib.build_seconds),
+                                               "kernels": sorted({ln.kernel for k in lib_kernels
+                                                                  for ln in k.launches})}
+        units, results = self._nvrtc(fn.name, source, unit_kernels, arch, report)
+        resources = {n: r for res in results for n, r in res.resources.items()}
+        if lib is not None:     # the library kernels this function launches, from the library's ptxas log
+            resources.update({ln.kernel: lib.resources.get(ln.kernel) for k in lib_kernels for ln in k.launches})
+        unit_of = {k.name: i for i, u in enumerate(units) for k in u}
+        for k in kernels:
+            k.resources = {ln.kernel: resources.get(ln.kernel) for ln in k.launches}
+        report.info["resources"] = {name: vars(r) for name, r in resources.items() if r is not None}
+        prog = CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, [r.cubin for r in results],
+                           _pycuda_factory, fn.name, consts, None, lay.plan, unit_of, library=lib)
+        prog.cuda_graph = bool(options.get("cuda_graph"))
+        return prog
+
+    def _lower(self, fn, options, report):
+        """Fusion, the kernels, the memory plan and the launch schedule:
+        (kernels, unit source, launches with their argument refs, layout, constants)."""
         with report.stage("fusion", ops_before=len(fn.ops)) as st:
             part = fuse(fn, horizontal=True)
             st.ops_after = len(part.groups)
@@ -275,49 +324,21 @@ class CudaBackend:
         report.info["memory"] = {"arena_bytes": lay.plan.arena_bytes, "naive_bytes": lay.plan.naive_bytes,
                                  "lower_bound_bytes": lay.plan.lower_bound_bytes}
         consts = [a for _, a in sorted(constants.values(), key=lambda t: t[0])]
-        run_lay = RunLayout.of(lay)
-        lib_kernels = [k for k in kernels if k.in_library]
-        unit_kernels = [k for k in kernels if not k.in_library and k.launches]
-        if self.emulate:
-            lib_mod = None
-            if lib_kernels:
-                from . import cuda_runtime
-                with report.stage("cuda library") as st:
-                    lib_mod, built = cuda_runtime.emu_library()
-                    st.note = "emu: " + ("built" if built else "found")
-            with report.stage("emu compile") as st:
-                from .cuda_emu import EmuModule
-                mod = EmuModule(source, name=fn.name, include_dirs=[cuda_module.TEMPLATE_DIR]) if unit_kernels \
-                    else None
-                if mod is not None:
-                    st.note = "cache hit" if mod.cache_hit else "cache miss"
-                    report.info["emu_cache"] = "hit" if mod.cache_hit else "miss"
-            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), "emu", None,
-                               _emu_factory, fn.name, consts, mod, lay.plan, emu_library=lib_mod)
-        if not launches:    # nothing to compute on the device (results are inputs or constants)
-            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, None,
-                               _emu_factory, fn.name, consts, None, lay.plan)
+        return kernels, source, launches, lay, consts
+
+    def _nvrtc(self, name, source, unit_kernels, arch, report):
+        """The unit kernels compiled by NVRTC (cached), in parallel units when they
+        cost enough: (units, one NvrtcResult per unit)."""
         from . import nvrtc
-        lib = None
-        if lib_kernels:
-            from . import cuda_runtime
-            with report.stage("cuda library") as st:
-                lib = cuda_runtime.library(arch)
-                st.note = f"{arch}: " + (f"built ({len(lib.images)} parts in parallel)" if lib.build_seconds
-                                         else "found")
-                report.info["cuda_library"] = {"path": lib.path, "built": bool(lib.build_seconds),
-                                               "kernels": sorted({ln.kernel for k in lib_kernels
-                                                                  for ln in k.launches})}
         with report.stage("nvrtc") as st:
             calls = nvrtc.NVRTC_CALLS
             units = split_units(unit_kernels, _workers()) if unit_kernels else []
-            sources = [source] if len(units) == 1 else [
-                cuda_module.render_module(fn.name, VERSION, u) for u in units]
+            sources = [source] if len(units) == 1 else [cuda_module.render_module(name, VERSION, u) for u in units]
             compile_one = functools.partial(nvrtc.compile_cuda, arch=arch, include_dirs=[cuda_module.TEMPLATE_DIR],
                                             cache=self.cache)
-            names = [fn.name if len(units) == 1 else f"{fn.name}_u{i}" for i in range(len(units))]
+            names = [name if len(units) == 1 else f"{name}_u{i}" for i in range(len(units))]
             if len(units) <= 1:
-                results = [compile_one(source, fn.name)] if units else []
+                results = [compile_one(source, name)] if units else []
             else:   # NVRTC releases the GIL: the units compile in parallel threads
                 with ThreadPoolExecutor(len(units)) as pool:
                     results = list(pool.map(compile_one, sources, names))
@@ -327,17 +348,7 @@ class CudaBackend:
             report.info["nvrtc_calls"] = nvrtc.NVRTC_CALLS - calls
             report.info["nvrtc_units"] = len(units)
             report.info["arch"] = arch
-        resources = {n: r for res in results for n, r in res.resources.items()}
-        if lib is not None:     # the library kernels this function launches, from the library's ptxas log
-            resources.update({ln.kernel: lib.resources.get(ln.kernel) for k in lib_kernels for ln in k.launches})
-        unit_of = {k.name: i for i, u in enumerate(units) for k in u}
-        for k in kernels:
-            k.resources = {ln.kernel: resources.get(ln.kernel) for ln in k.launches}
-        report.info["resources"] = {name: vars(r) for name, r in resources.items() if r is not None}
-        prog = CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, [r.cubin for r in results],
-                           _pycuda_factory, fn.name, consts, None, lay.plan, unit_of, library=lib)
-        prog.cuda_graph = bool(options.get("cuda_graph"))
-        return prog
+        return units, results
 
     # ------------------------------------------------------------- graph cache
     def identity(self) -> str:
