@@ -98,8 +98,11 @@ def test_damaged_sidecar_is_a_rebuild_not_a_failure(built, tmp_path):
     shutil.copytree(built, d)
     for p in glob.glob(str(d / "*" / "libsymfuse_rt.so.sha256")):
         open(p, "wb").write(b"\xff\xfe" + os.urandom(30))
-    out, _ = run_child(d, tmp_path / "c")
+    out, err = run_child(d, tmp_path / "c")
     assert out["ok"] and "runtime library build" in out["stages"]
+    # a stage of its own, before the graph-cache lookup (whose key names the build), announced first
+    assert out["stages"].index("runtime library build") < out["stages"].index("graph cache")
+    assert "building the C runtime library once" in err
 
 
 def test_prebuilt_runtime_with_an_unusable_cache(built, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 import symfuse as sf
 from symfuse.runtime import backends
+from symfuse.runtime.backend import Backend, Program
 from symfuse.runtime.device_values import DeviceValue
 from symfuse.runtime.interp import InterpBackend
 
@@ -32,7 +33,7 @@ class FakeValue(DeviceValue):
         return FakeValue(self.mem, self.mem.cells[self.key])
 
 
-class FakeDeviceRun:
+class FakeDeviceRun(Program):
     device_values = True
 
     def __init__(self, run, mem):
@@ -49,10 +50,8 @@ class FakeDeviceRun:
         return [FakeValue(self.mem, r) for r in self.run(host)]
 
 
-class FakeDevice:
+class FakeDevice(Backend):
     name = "fake-device"
-    options = frozenset()
-    available = staticmethod(lambda: True)
 
     def __init__(self):
         self.mem = FakeMemory()

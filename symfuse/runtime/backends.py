@@ -47,14 +47,14 @@ def get_backend(device: str | None):
     if device is None:
         for name in DEFAULT_ORDER:
             b = _backend(name)
-            if b is not None and getattr(b, "runnable", b.available)():
+            if b is not None and b.runnable():
                 return b
         raise DeviceUnavailable("no backend is available")
     b = _backend(device) if isinstance(device, str) else None
     if b is None:
         raise DeviceUnavailable(f"unknown device {device!r}; known: {', '.join(known_devices())}")
     if not b.available():
-        missing = getattr(b, "missing", lambda: [])()
+        missing = b.missing()
         raise DeviceUnavailable(f"device {device!r} is not available here"
                                 + (f": it needs {'; '.join(missing)}" if missing else "")
                                 + "; device='interp' runs anywhere")

@@ -30,11 +30,12 @@ import time
 from dataclasses import dataclass
 
 from ..install_dirs import BUILD_DIR, C_TEMPLATE_DIR as INCLUDE_DIR
-from .cache import artefact_ok, cache_key, environment_cache, seal_artefact
+from .cache import artefact_ok, cache_key, environment_cache, seal_artefact, warn_once
 from .toolchain import blas_link_flags, find_compiler
 
 log = logging.getLogger("symfuse.cpu")
 
+BUILD_SECONDS_HINT = 5        # on a 2-core machine; shown before the one-time build starts
 LIBRARY_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
 PACKAGE_BUILD_DIR = BUILD_DIR
 
@@ -106,6 +107,8 @@ def runtime_library(cc: str, ccver: str) -> RuntimeLibrary | None:
             return RuntimeLibrary(lib, os.path.dirname(lib), key)
     for d in _build_dirs():
         if _writable_dir(os.path.join(d, key)):
+            warn_once(f"symfuse: building the C runtime library once for this installation and compiler "
+                      f"(~{BUILD_SECONDS_HINT} s) in {os.path.join(d, key)}")
             t0 = time.perf_counter()
             if _build(cc, flags, os.path.join(d, key)):
                 lib = os.path.join(d, key, "libsymfuse_rt.so")

@@ -23,7 +23,8 @@ from ..errors import CompileError
 from ..install_dirs import C_TEMPLATE_DIR
 from ..ir.core import Function
 from .c_runtime import header_bytes, runtime_library, unit_prelude
-from .cache import _TMP_PREFIX, DiskCache, cache_key, environment_cache, jinja_bytecode_dir
+from .backend import Backend, Program
+from .cache import _TMP_PREFIX, cache_key, jinja_bytecode_dir
 from .toolchain import VERSION, blas_available, blas_link_flags, configure_openmp_env, find_compiler, workers as _workers
 
 log = logging.getLogger("symfuse.cpu")
@@ -84,7 +85,7 @@ def _arena(nbytes: int) -> tuple[object, int]:
     return region, ctypes.addressof(ctypes.c_char.from_buffer(region))
 
 
-class CompiledModule:
+class CompiledModule(Program):
     """The loaded shared library plus everything needed to call it."""
 
     def __init__(self, lib_path, param_count, slots, result_plan, arena_bytes, kernels, source, plan):
@@ -134,7 +135,7 @@ class CompiledModule:
         return res
 
 
-class CpuBackend:
+class CpuBackend(Backend):
     name = "cpu"
     options = frozenset({"profile"})
     graph_cache = True
@@ -142,8 +143,7 @@ class CpuBackend:
     def __init__(self):
         self._uncached: set[str] = set()   # build directories of libraries compiled without a cache
 
-    @staticmethod
-    def missing() -> list[str]:
+    def missing(self) -> list[str]:
         """What this machine lacks for the cpu backend, each with how to get it."""
         out = []
         if find_compiler() is None:
@@ -152,12 +152,6 @@ class CpuBackend:
             out.append("OpenBLAS (pip install scipy-openblas32)")
         return out
 
-    def available(self) -> bool:
-        return not self.missing()
-
-    @property
-    def cache(self) -> DiskCache:
-        return environment_cache()
 
     def compile(self, fn: Function, options: dict, report):
         # the compile path's modules are imported here: a graph-cache hit (load) needs
@@ -202,6 +196,19 @@ class CpuBackend:
             self._uncached.discard(work)
             shutil.rmtree(work, ignore_errors=True)
         return mod
+
+    def prepare(self, report) -> None:
+        """The prebuilt C runtime library (built here the first time): its key is part
+        of the graph-cache key, so it is made before the lookup, in a stage of its own."""
+        found = find_compiler()
+        if found is None:
+            return
+        t0 = time.perf_counter()
+        rt = runtime_library(*found)
+        if rt is not None and rt.build_seconds and not report.info.get("runtime_built"):
+            report.info["runtime_built"] = True
+            report.add_stage("runtime library build", time.perf_counter() - t0,
+                             note="once per installation and compiler: " + rt.path)
 
     @staticmethod
     def _runtime(report):

@@ -42,7 +42,8 @@ from ..compiler.fusion import fuse
 from ..compiler.layout import layout, materialised
 from ..errors import CompileError, InputError
 from ..ir.core import OPS
-from .cache import DiskCache, environment_cache, jinja_bytecode_dir
+from .backend import Backend, Program
+from .cache import jinja_bytecode_dir
 from .toolchain import VERSION, gpu_arch, nvrtc_identity, workers as _workers
 
 DEFAULT_ARCH = "sm_90"
@@ -126,7 +127,7 @@ class RunLayout:
         return cls(list(lay.slots), list(lay.result_plan), lay.plan.arena_bytes)
 
 
-class CudaProgram:
+class CudaProgram(Program):
     """What a compile produces, with or without a GPU: the unit, its CUBIN and
     the launch schedule. Calling it runs the schedule on an executor.
     ``emu_module``: the EmuModule under cuda-emu (None on cuda, or with no launches);
@@ -203,17 +204,13 @@ def _arg_refs(k, lay, constants):
 ENTRY_FORMAT = 3      # of the graph-cache entry written by CudaBackend.export
 
 
-class CudaBackend:
+class CudaBackend(Backend):
     options = frozenset({"arch", "library", "cuda_graph"})
     graph_cache = True
 
     def __init__(self, emulate: bool = False):
         self.emulate = emulate
         self.name = "cuda-emu" if emulate else "cuda"
-
-    @property
-    def cache(self) -> DiskCache:
-        return environment_cache()
 
     def available(self) -> bool:
         if self.emulate:

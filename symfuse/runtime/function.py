@@ -85,7 +85,8 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
                              + f"; its options: {', '.join(sorted(backend.options)) or 'none'}{at}")
         opts = Options(optimize=optimize_graph, fast_math=fast_math, extra=options)
     run, optimized, gkey = None, None, None
-    if getattr(backend, "graph_cache", False):
+    backend.prepare(report)
+    if backend.graph_cache:
         with report.stage("graph cache") as st:
             gkey = _graph_key(fn, backend, opts, options)
             run, optimized = _graph_cache_load(backend, gkey, report)
@@ -229,7 +230,7 @@ class Executable:
         self.device = device
         self._nout = len(outputs)
         self._names = [v.name for v in inputs]
-        self._device_values = getattr(run, "device_values", False)
+        self._device_values = run.device_values
 
     @property
     def function(self) -> Function:
@@ -241,20 +242,17 @@ class Executable:
     @property
     def kernels(self) -> list:
         """The generated kernels (KernelSpec: name, fused ops, source, sizes); empty on interp."""
-        return list(getattr(self._run, "kernels", []))
+        return list(self._run.kernels)
 
     @property
     def source(self) -> str | None:
         """The generated translation unit, for backends that generate one."""
-        return getattr(self._run, "source", None)
+        return self._run.source
 
     def profile(self) -> str:
         """Per-kernel time table of a function compiled with ``profile=True``
         (``sf.function(..., profile=True)``), slowest first."""
-        prof = getattr(self._run, "profile", None)
-        if prof is None:
-            raise ValueError(f"device {self.device!r} has no per-kernel profile")
-        rows = sorted(prof(), key=lambda r: -r[1])
+        rows = sorted(self._run.profile(), key=lambda r: -r[1])
         total = sum(r[1] for r in rows) or 1.0
         lines = [f"{'kernel':48} {'ms/call':>9} {'share':>6}"]
         lines += [f"{n[:48]:48} {t * 1e3:9.3f} {t / total:6.1%}" for n, t, _ in rows]
@@ -312,13 +310,13 @@ class Executable:
             # made only where an array would otherwise be held twice (an input, a view, the
             # same array for two results), so no storage is ever shared.
             taken = {id(a) for a in arrays}
-            recycle = getattr(self._run, "recycle", None)
+            recycle = self._run.recycle
             for k, ((s, _), val) in enumerate(zip(self.updates, results[self._nout:]), self._nout):
                 old, s._value = s._value, _own(val, s.type.dtype.np, taken)
                 # the previous value is ours alone when no other reference exists (the local
                 # `old`, getrefcount's argument, and its places in `arrays`): the backend
                 # may write the next call's result into it instead of a fresh allocation
-                if (recycle is not None and type(old) is np.ndarray
+                if (type(old) is np.ndarray
                         and sys.getrefcount(old) == 2 + sum(a is old for a in arrays)):
                     recycle(k, old)
             outs = [_own(host(r), r.dtype, taken) for r in results[:self._nout]]

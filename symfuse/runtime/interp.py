@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import SymfuseError
 from ..ir.core import Function, format_loc
+from .backend import Backend, Program
 
 
 def evaluate(fn: Function, args: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -33,13 +34,18 @@ def evaluate(fn: Function, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [env[id(r)] for r in fn.results]
 
 
-class InterpBackend:
+class InterpProgram(Program):
+    def __init__(self, fn: Function):
+        self.function = fn
+
+    def __call__(self, arrays):
+        return evaluate(self.function, arrays)
+
+
+class InterpBackend(Backend):
     """``device="interp"``: no compilation, numpy at run time."""
 
     name = "interp"
-    options: frozenset = frozenset()      # the keyword options sf.function accepts for this device
-    # Differentiation is required (grad ops have no reference); the rest is optional.
-    available = staticmethod(lambda: True)
 
-    def compile(self, fn: Function, options: dict, report):
-        return lambda args: evaluate(fn, args)
+    def compile(self, fn: Function, options: dict, report) -> InterpProgram:
+        return InterpProgram(fn)
