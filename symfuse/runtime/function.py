@@ -2,8 +2,10 @@
 hand it to a backend, and wrap the result in a callable Executable."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
+import os
 import re
 import sys
 import threading
@@ -89,7 +91,7 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
     if backend.graph_cache:
         with report.stage("graph cache") as st:
             gkey = _graph_key(fn, backend, opts, options)
-            run, optimized = _graph_cache_load(backend, gkey, report)
+            run, optimized = _graph_cache_load(backend, gkey, report, fn)
             st.note = "hit: passes, fusion and codegen skipped" if run is not None else "miss"
             report.info["graph_cache"] = "hit" if run is not None else "miss"
     if run is None:
@@ -102,6 +104,7 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
             with report.stage("graph cache store"):
                 entry = backend.export(run, report)
                 entry["ir"] = print_function(optimized, locations=True)
+                entry["locs"] = [op.loc for op in fn.ops]
                 backend.cache.put("graph", gkey, plain.dumps(entry))
     with report.stage("wrap"):
         exe = Executable(inputs, shared, outs, ups, single, fn, optimized, run, report, backend.name)
@@ -110,16 +113,17 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
 
 
 def _graph_key(fn, backend, opts, options) -> str:
-    """The graph-level cache key: the printed IR before passes (with source
-    locations: they appear in the kernels' provenance comments), every option,
-    and what the backend says decides its output (compiler, flags, version)."""
+    """The graph-level cache key: the printed IR before passes, without source
+    locations (a hit with new ones rewrites the provenance: ``_relocated``), every
+    option, user op definitions, and what the backend says decides its output
+    (compiler, flags, version)."""
     user_ops = sorted({op.opdef.name: op.opdef for op in fn.ops if not is_builtin(op.opdef)}.items())
-    return cache_key(print_function(fn, locations=True), backend.name, backend.identity(), code_identity(),
+    return cache_key(print_function(fn, locations=False), backend.name, backend.identity(), code_identity(),
                      repr([(name, opdef_fingerprint(d)) for name, d in user_ops]),
                      repr((opts.optimize, opts.fast_math)), repr(sorted(options.items())))
 
 
-def _graph_cache_load(backend, key, report):
+def _graph_cache_load(backend, key, report, fn):
     """(run, optimised IR text) from the graph cache, or (None, None) on a miss.
     An entry that cannot be used (damaged, from an older layout, its library
     pruned) is a miss: the caller compiles and overwrites it."""
@@ -128,11 +132,60 @@ def _graph_cache_load(backend, key, report):
         return None, None
     try:
         entry = plain.loads(data)
+        now = [op.loc for op in fn.ops]
+        if entry["locs"] != now:        # the same graph written on other lines (a comment added above it)
+            entry = _relocated(entry, entry["locs"], now)
+            if entry is None:
+                return None, None
         run = backend.load(entry, report)
     except Exception as e:  # noqa: BLE001 -- any unusable entry is a miss, never a failed compile
         log.warning("symfuse: graph cache entry %s unusable (%s: %s); recompiling", key[:12], type(e).__name__, e)
         return None, None
     return (run, entry["ir"]) if run is not None else (None, None)
+
+
+_LOC = re.compile(r'loc\("([^"]*)":(\d+)\)')
+_PROVENANCE = re.compile(r"\(([^()\s:/]+):(\d+)\)")
+
+
+def _relocated(entry: dict, then: list, now: list) -> dict | None:
+    """``entry`` with its source locations moved from ``then`` to ``now`` (one per
+    op of the source graph, in the same order): in the IR text, and in the
+    provenance comments (``(file.py:line)``) of kernel sources and records. None
+    when the move is ambiguous (one old line now on two): then it is a miss."""
+    full, short = {}, {}
+    for a, b in zip(then, now):
+        if a is None or b is None or tuple(a) == tuple(b):
+            continue
+        for table, key, val in ((full, (a[0], a[1]), tuple(b)),
+                                (short, (os.path.basename(a[0]), a[1]), (os.path.basename(b[0]), b[1]))):
+            if table.setdefault(key, val) != val:
+                return None
+
+    def in_ir(m):
+        k = full.get((m.group(1), int(m.group(2))))
+        return f'loc("{k[0]}":{k[1]})' if k else m.group(0)
+
+    def in_comment(m):
+        k = short.get((m.group(1), int(m.group(2))))
+        return f"({k[0]}:{k[1]})" if k else m.group(0)
+
+    def walk(x, key=None):
+        if isinstance(x, str):
+            return _PROVENANCE.sub(in_comment, x) if key in ("source", "provenance") else x
+        if isinstance(x, list):
+            return [walk(v, key) for v in x]
+        if isinstance(x, dict):
+            return {k: walk(v, k) for k, v in x.items()}
+        if dataclasses.is_dataclass(x):
+            return dataclasses.replace(x, **{f.name: walk(getattr(x, f.name), f.name)
+                                             for f in dataclasses.fields(x)})
+        return x
+
+    out = walk({k: v for k, v in entry.items() if k != "ir"})
+    out["ir"] = _LOC.sub(in_ir, entry["ir"])
+    out["locs"] = now
+    return out
 
 
 def _own(val: np.ndarray, dtype, taken: set) -> np.ndarray:
