@@ -1,8 +1,15 @@
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import settings
+
+# tests/ mirrors the package; a test module may use another's models and helpers
+# (test_models_grad.lenet, test_ops_nn.grad_check) by module name from any folder
+sys.path[:0] = [str(d) for d in sorted(Path(__file__).parent.iterdir())
+                if d.is_dir() and d.name.isidentifier() and d.name not in ("fakes", "fuzz")]
 
 settings.register_profile("ci", deadline=None, print_blob=True)
 settings.load_profile("ci")

@@ -15,7 +15,7 @@ when no gap is big enough. Large buffers dominate the arena size, so placing
 them first while the address space is still empty and letting small buffers
 fill the holes they leave comes close to the lower bound in practice (on
 forward+backward training schedules it is within a few percent; see
-tests/test_memory.py).
+tests/compiler/test_memory.py).
 
 Small functions then get a few re-runs with perturbed sizes (see
 MAX_RESTARTS), keeping the smallest arena.
@@ -158,7 +158,7 @@ def _lower_bound(blocks: list[_Block]) -> int:
 # Restarts: greedy by size is occasionally 10-20% above the lower bound on
 # small graphs (a few dozen buffers, where one bad hole is a large fraction of
 # the arena). Re-running the same placement with sizes perturbed by a seeded
-# random factor finds the bound almost always (see tests/test_memory.py); the
+# random factor finds the bound almost always (see tests/compiler/test_memory.py); the
 # work is capped at about RESTART_WORK pair visits per function (tens of ms at worst), so
 # large functions, where greedy by size is already within ~1%, pay nothing.
 MAX_RESTARTS = 200

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         kw.update(n_visible=math.prod(per_sample), n_hidden=500 if math.prod(per_sample) > 100 else 64)
     lr_var, augment = None, None
     if a.model == "lenet" and not (a.optimizer or a.lr):
-        # the recipe of tests/test_zoo.py (~98 % on the digits): momentum, light weight
+        # the recipe of tests/nn/test_zoo.py (~98 % on the digits): momentum, light weight
         # decay, a per-epoch learning-rate decay and +-2 pixel random shifts, batch 50
         from ..frontend.api import shared
         lr_var = shared(np.float32(0.05), name="lr")

@@ -5,7 +5,7 @@
  * ~27 ns an element here, the rational form below ~2 ns). Generated code names
  * the type-generic sf_exp / sf_log / sf_tanh; double (and every other type)
  * goes to libm. Accuracy against double-precision references is tested in
- * tests/test_c_library.py (about 1-2 ulp).
+ * tests/codegen/test_c_library.py (about 1-2 ulp).
  */
 #ifndef SYMFUSE_KERNEL_H
 #define SYMFUSE_KERNEL_H
@@ -20,7 +20,7 @@
  * softmax loops (glibc's expf is a scalar call). Cephes polynomial on
  * r = x - n*ln2, |r| <= ln2/2, scaled by 2^n in two steps so that overflow (inf),
  * gradual underflow (subnormals, 0), +-inf and NaN come out as from expf.
- * Error about 1 ulp (measured against double exp in tests/test_c_library.py). */
+ * Error about 1 ulp (measured against double exp in tests/codegen/test_c_library.py). */
 SF_INLINE float sf_expf(float x) {
   float xc = x < -104.0f ? -104.0f : x;             /* NaN passes through both */
   xc = xc > 89.0f ? 89.0f : xc;

@@ -233,7 +233,7 @@ def test_sass(compiled):
 
 def test_import_symfuse_does_not_load_nvrtc():
     code = "import sys, symfuse, symfuse.runtime.nvrtc; assert 'cuda.bindings' not in sys.modules, 'eager'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 # ----------------------------------------------------------- hand-written logs

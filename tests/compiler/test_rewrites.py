@@ -257,7 +257,7 @@ def test_rewrite(name, build, expect, data, rng):
 
 
 # lowering rewrites, run by one backend before fusion: tested with that backend
-# (tests/test_blas_lowering.py), not through the portable pipeline
+# (tests/compiler/test_blas_lowering.py), not through the portable pipeline
 LOWERING = {"blas"}
 
 

@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # a small training step: matmul, bias, relu, softmax-xent, gradients, SGD updates
 CHILD = textwrap.dedent("""

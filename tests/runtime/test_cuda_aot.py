@@ -15,7 +15,7 @@ from symfuse.errors import DeviceUnavailable
 from test_fusion_golden import mlp
 from test_models_grad import lenet
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def train_step(model, arch, batch=128):
@@ -76,7 +76,7 @@ def test_calling_without_a_gpu_names_the_cpu_device(compiled):
 
 def test_warm_aot_compile_makes_no_nvrtc_calls(tmp_path):
     """A second process compiling the LeNet-5 step for sm_90 gets every CUBIN from the cache."""
-    code = ("import json, sys; sys.path.insert(0, 'tests'); import test_cuda_aot as t; "
+    code = ("import json, sys; sys.path[:0] = ['tests', 'tests/compiler', 'tests/runtime']; import test_cuda_aot as t; "
             "f = t.train_step('lenet', 'sm_90'); "
             "print(json.dumps({'calls': f.report.info['nvrtc_calls'], "
             "'stages': {s.name: s.note for s in f.report.stages}}))")

@@ -600,7 +600,7 @@ def test_every_op_has_a_case():
     """Each registered op (but the excluded) gets conformance cases from a generator,
     and each differentiable one at least one gradient case."""
     missing = [n for n in OP_NAMES if not _cases("float32")[n] or not _cases("float64")[n]]
-    assert not missing, f"no sample generator fits these ops; add one to tests/test_op_conformance.py: {missing}"
+    assert not missing, f"no sample generator fits these ops; add one to tests/ir/test_op_conformance.py: {missing}"
     no_grad = [n for n in OP_NAMES if OPS[n].differentiable and not _grad_cases(n)]
     assert not no_grad, f"differentiable ops without a gradient case: {no_grad}"
     assert set(EXCLUDED) <= set(OPS)

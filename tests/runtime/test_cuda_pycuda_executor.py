@@ -17,7 +17,7 @@ from symfuse.runtime.cuda_emu import EmuModule, find_cxx
 from symfuse.runtime.cuda_exec import GpuArray
 
 _spec = importlib.util.spec_from_file_location(
-    "fake_pycuda", os.path.join(os.path.dirname(__file__), "fakes", "fake_pycuda.py"))
+    "fake_pycuda", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fakes", "fake_pycuda.py"))
 fake_pycuda = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fake_pycuda)
 

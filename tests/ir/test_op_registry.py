@@ -1,7 +1,7 @@
 """Every registered op is complete: a numpy reference, a VJP or ``differentiable=False``,
 and a lowering on every compiled target (cpu: C, cuda and cuda-emu: CUDA), derived
 from its fusion class and the library tables -- or an entry in ``NO_LOWERING`` below
-saying why not. tests/test_op_conformance.py checks that these pieces agree."""
+saying why not. tests/ir/test_op_conformance.py checks that these pieces agree."""
 from __future__ import annotations
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from symfuse.runtime.cache import DiskCache
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CHILD = textwrap.dedent("""
     import json, sys

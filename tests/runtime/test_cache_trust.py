@@ -19,7 +19,7 @@ import pytest
 from symfuse.runtime import plain
 from symfuse.runtime.cache import KEY_FILE, DiskCache, cache_key
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOBODY = 65534
 
 CHILD = textwrap.dedent("""

@@ -37,7 +37,7 @@ def test_a_missing_cc_is_named_once_and_the_default_compiler_is_used(tmp_path):
     code = ("import logging, numpy as np, symfuse as sf; logging.basicConfig(); x = sf.tensor('x', (3,)); "
             "f = sf.function([x], x * 2, device='cpu'); g = sf.function([x], x * 3, device='cpu'); "
             "print(f(np.ones(3, np.float32)).tolist(), g(np.ones(3, np.float32)).tolist())")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, CC="no-such-cc-here", SYMFUSE_CACHE_DIR=str(tmp_path), PYTHONPATH=root)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -22,7 +22,7 @@ from symfuse.runtime import cuda as cuda_rt
 from symfuse.runtime.backends import get_backend
 from symfuse.runtime.cache import environment_cache
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # stages of a compile that a graph-cache hit skips
 SKIPPED = {"verify", "pre.fold", "pre.rewrite", "differentiate", "dce", "fusion", "codegen", "memory plan",
            "emu compile"}
