@@ -11,7 +11,7 @@ training loop on top of the symbolic API.
     step = sf.function([x, y], loss,
                        updates=nn.optim.Adam(1e-3).updates(loss, model.params) + model.updates)
 
-Optional dependencies: scikit-learn (``nn.data.digits``), tqdm (progress bars).
+The digits data ships with symfuse; progress bars use tqdm (a dependency).
 """
 from . import data, init, losses, optim, train, zoo  # noqa: F401
 from .errors import DataError, MissingDependencyError, ModelFileError, UnknownModelError  # noqa: F401

@@ -5,7 +5,7 @@
     python -m symfuse.nn rbm --samples rbm.png          # RBM on the 8x8 digits, then a PNG of samples
     python -m symfuse.nn lenet --save lenet.npz         # save the trained weights
 
-Data: ``digits`` (scikit-learn's 8x8 digits; 28x28 for LeNet), ``mnist:DIR`` or
+Data: ``digits`` (the 8x8 digits shipped with symfuse; 28x28 for LeNet), ``mnist:DIR`` or
 ``synthetic``. Prints the compile report, a progress bar and one line per epoch.
 """
 from __future__ import annotations

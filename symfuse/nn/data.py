@@ -1,7 +1,7 @@
 """Data sets and minibatches.
 
-* :func:`digits` -- the 8x8 handwritten digits that scikit-learn ships (1797
-  images, no download; ``pip install scikit-learn``), optionally resized to 28x28
+* :func:`digits` -- the 8x8 handwritten digits (1797 images, shipped with
+  symfuse: no download, no extra package), optionally resized to 28x28
   for LeNet.
 * :func:`mnist` -- MNIST (or Fashion-MNIST) from the standard IDX files in a
   directory, gzipped or not; :func:`read_idx` / :func:`write_idx` for any IDX file.
@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import DataError, MissingDependencyError
+from .errors import DataError
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Split:
 
 
 # --------------------------------------------------------------------------- splitting, resizing
+DIGITS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets", "digits.csv.gz")
+
 def split(x, y=None, test_fraction: float = 0.2, seed: int = 0, stratify: bool = True, name: str = "") -> Split:
     """A seeded train/test split; with labels and ``stratify``, each class is split in
     the same proportion (every class with at least 2 samples keeps one on each side)."""
@@ -97,21 +99,17 @@ def resize_bilinear(images: np.ndarray, size) -> np.ndarray:
 
 # --------------------------------------------------------------------------- digits
 def digits(size: int = 8, test_fraction: float = 0.2, seed: int = 0, box: int | None = None) -> Split:
-    """The 1797 8x8 digits of ``sklearn.datasets.load_digits`` (shipped with
-    scikit-learn, no download), scaled from 0..16 to [0, 1], as float32
+    """The 1797 8x8 digits of the UCI optical digits set (shipped with symfuse,
+    ``nn/datasets/digits.csv.gz``, the same as ``sklearn.datasets.load_digits``;
+    no download), scaled from 0..16 to [0, 1], as float32
     ``(N, 1, size, size)`` and int32 labels, split (stratified, seeded) into train
     and ``test_fraction`` test. ``size=28`` upsamples with :func:`resize_bilinear`
     (pure numpy) to LeNet's 28x28 input; any other size works the same way.
     ``box`` (< size) instead resizes each digit to ``box x box`` and centres it on a
     blank ``size x size`` canvas: ``digits(28, box=20)`` frames the digits as MNIST
     does (20x20 digits in 28x28 images). The split is the same for every size."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise MissingDependencyError("symfuse.nn.data.digits needs scikit-learn, which ships the digits data: "
-                                     "pip install scikit-learn") from None
-    d = load_digits()
-    x = (d.images.astype(np.float64) / 16.0)[:, None]          # (N, 1, 8, 8)
+    table = np.loadtxt(DIGITS_FILE, delimiter=",")               # 64 pixels and the label per row
+    x = (table[:, :64].reshape(-1, 8, 8) / 16.0)[:, None]         # (N, 1, 8, 8)
     size = int(size)
     inner = size if box is None else int(box)
     if not 1 <= inner <= size:
@@ -122,7 +120,7 @@ def digits(size: int = 8, test_fraction: float = 0.2, seed: int = 0, box: int | 
         lo = (size - inner) // 2
         x = np.pad(x, ((0, 0), (0, 0), (lo, size - inner - lo), (lo, size - inner - lo)))
     x = x.astype(np.float32)
-    y = d.target.astype(np.int32)
+    y = table[:, 64].astype(np.int32)
     s = split(x, y, test_fraction, seed, name=f"digits{size}" + (f"-box{inner}" if inner != size else ""))
     s.classes = 10
     return s

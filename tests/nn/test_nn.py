@@ -694,7 +694,6 @@ def test_idx_reader_errors(tmp_path):
 
 
 def test_digits_shapes_ranges_and_split():
-    pytest.importorskip("sklearn")
     s = D.digits()
     assert s.x_train.shape[1:] == (1, 8, 8) and s.x_train.dtype == np.float32
     assert s.y_train.dtype == np.int32 and s.classes == 10
@@ -720,12 +719,21 @@ def test_digits_shapes_ranges_and_split():
     assert not np.array_equal(s2.y_train[:50], s.y_train[:50])
 
 
-def test_digits_without_sklearn_names_the_pip_command(monkeypatch):
+def test_digits_ship_with_symfuse_and_match_scikit_learns(monkeypatch):
+    """The digits load without scikit-learn (a plain install trains), and are the
+    same images and labels as sklearn.datasets.load_digits where it is installed."""
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(ImportError, match="pip install scikit-learn") as ei:
-        D.digits()
-    assert isinstance(ei.value, nn.MissingDependencyError)
+    s = D.digits()
+    monkeypatch.undo()
+    sklearn = pytest.importorskip("sklearn.datasets")
+    ref = sklearn.load_digits()
+    x = np.concatenate([s.x_train, s.x_test])[:, 0].reshape(len(ref.target), 64) * 16
+    y = np.concatenate([s.y_train, s.y_test])
+    order_ours = np.lexsort(np.c_[x, y].T)
+    order_ref = np.lexsort(np.c_[ref.data, ref.target].T)
+    np.testing.assert_allclose(x[order_ours], ref.data[order_ref], atol=1e-5)
+    np.testing.assert_array_equal(y[order_ours], ref.target[order_ref])
 
 
 def test_resize_bilinear_uses_half_pixel_centres():

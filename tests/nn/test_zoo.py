@@ -1,5 +1,5 @@
 """symfuse.nn.zoo and symfuse.nn.train: the registry, cpu/interpreter agreement of
-training steps, and small but real training runs on the scikit-learn digits
+training steps, and small but real training runs on the digits
 (MLP >= 95 %, LeNet-5 >= 97 % held-out accuracy; RBM reconstruction error halves)."""
 import io
 import sys
@@ -149,13 +149,11 @@ def test_text_progress_bar_draws_on_a_terminal():
 # --------------------------------------------------------------------------- real training
 @pytest.fixture(scope="module")
 def digits8():
-    pytest.importorskip("sklearn")
     return nn.data.digits(size=8)
 
 
 @pytest.fixture(scope="module")
 def digits28():
-    pytest.importorskip("sklearn")
     return nn.data.digits(size=28, box=20)        # MNIST framing: 20x20 digits on a 28x28 canvas
 
 
