@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import DeviceUnavailable
+from .toolchain import gpu_arch
 
 BACKENDS: dict[str, object] = {}
 DEFAULT_ORDER = ["cuda", "cpu", "interp"]   # cuda only where it can run (a GPU and PyCUDA)
@@ -43,9 +44,16 @@ def _backend(name: str):
     return b
 
 
+# a device that can be ruled out without importing its module (the default device's
+# choice must not import the CUDA code generator on a machine without a GPU)
+CANNOT_RUN = {"cuda": lambda: gpu_arch() is None}
+
+
 def get_backend(device: str | None):
     if device is None:
         for name in DEFAULT_ORDER:
+            if CANNOT_RUN.get(name, lambda: False)():
+                continue
             b = _backend(name)
             if b is not None and b.runnable():
                 return b

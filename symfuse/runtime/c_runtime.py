@@ -23,9 +23,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -119,6 +116,9 @@ def runtime_library(cc: str, ccver: str) -> RuntimeLibrary | None:
 
 
 def _build(cc: str, flags: list[str], out_dir: str) -> bool:
+    import tempfile  # lazy: only a build needs it
+    import shutil  # lazy: only a build needs it
+    import subprocess  # lazy: only a build needs it
     work = tempfile.mkdtemp(prefix=".build-", dir=out_dir)
     src = os.path.join(work, "runtime_lib.c")
     with open(src, "w") as fh:
@@ -182,6 +182,8 @@ def unit_prelude(rt: RuntimeLibrary, cc: str, flags: tuple[str, ...]) -> tuple[s
 
 
 def _precompile_prelude(cc: str, flags, out: str, api_dir: str) -> None:
+    import tempfile  # lazy: only a build needs it
+    import subprocess  # lazy: only a build needs it
     header = os.path.join(out, "sf_unit.h")
     fd, tmp = tempfile.mkstemp(suffix=".h", prefix=".tmp-", dir=out)
     with os.fdopen(fd, "w") as fh:

@@ -33,10 +33,8 @@ import logging
 import mmap
 import os
 import re
-import shutil
 import stat
 import struct
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -133,6 +131,7 @@ def artefact_ok(path: str, cache: "DiskCache") -> bool:
 def seal_artefact(path: str, data: bytes, cache: "DiskCache", staged: str | None = None) -> bool:
     """Write what ``artefact_ok`` checks for ``path`` holding ``data`` (before the file
     itself is moved into place): True when written."""
+    import tempfile  # lazy: only writes need it (import symfuse stays light)
     if cache._relative(path) is not None:
         return cache.seal_file(path, data, staged)
     side = (staged or path) + ".sha256"
@@ -287,6 +286,7 @@ class DiskCache:
         return None
 
     def _make_secret(self, path: str) -> None:
+        import tempfile  # lazy: only writes need it (import symfuse stays light)
         try:
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=_TMP_PREFIX)   # mode 0600
             with os.fdopen(fd, "wb") as fh:
@@ -324,6 +324,7 @@ class DiskCache:
         (a file inside the cache, written before or after this): True when written.
         ``staged``: where the file is being built (a directory renamed onto
         ``path``'s afterwards); the sidecar goes beside it."""
+        import tempfile  # lazy: only writes need it (import symfuse stays light)
         rel = self._relative(path)
         mac = (self._mac(b"file", rel.encode(), hashlib.sha256(data).digest())
                if rel is not None and self.enabled else None)
@@ -432,6 +433,7 @@ class DiskCache:
         return None
 
     def put(self, namespace: str, key: str, data: bytes) -> str | None:
+        import tempfile  # lazy: only writes need it (import symfuse stays light)
         p = self.path(namespace, key)
         if not self.enabled:
             return None
@@ -489,6 +491,7 @@ class DiskCache:
 
     def _remove_stale_build_dirs(self) -> None:
         """Build directories (``.tmp-build-*``) of writers that died (kill -9) long ago."""
+        import shutil  # lazy: only maintenance needs it
         now = time.time()
         for ns in (os.listdir(self.root) if self.readable and _is_real_dir(self.root) else ()):
             nsdir = os.path.join(self.root, ns)

@@ -10,9 +10,6 @@ import ctypes
 import logging
 import mmap
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections import Counter
 
@@ -154,6 +151,7 @@ class CpuBackend(Backend):
 
 
     def compile(self, fn: Function, options: dict, report):
+        import shutil  # lazy: only a build needs it
         # the compile path's modules are imported here: a graph-cache hit (load) needs
         # none of them (Jinja and the code generator: ~30-60 ms)
         t0 = time.perf_counter()
@@ -262,6 +260,9 @@ class CpuBackend(Backend):
         """The library of ``source`` from the cache, or compiled into it. ``units``:
         the same module as several translation units (``_render``), compiled by
         parallel compiler processes and linked; the cache key is ``source``'s."""
+        import tempfile  # lazy: only a build needs it
+        import shutil  # lazy: only a build needs it
+        import subprocess  # lazy: only a build needs it (a warm compile imports this module)
         cc, ccver = find_compiler()
         if rt is not None:
             flags = (["-I", prelude] if prelude else []) + FAST_FLAGS + ["-I", rt.header_dir] + rt.link_flags()
@@ -319,6 +320,7 @@ def _build_units(cc, units, work, flags, name):
     """Compile each unit to an object with its own compiler process, all at once,
     then link them into ``work/module.so`` (file names relative to ``work``: see
     ``CpuBackend._compile``)."""
+    import subprocess  # lazy: only a build needs it (a warm compile imports this module)
     compile_flags = _object_flags(flags)
     link_flags = [f for f in flags if f in ("-shared", "-fopenmp") or f.startswith(("-L", "-l", "-Wl,"))]
     paths = []

@@ -3,7 +3,6 @@ hand it to a backend, and wrap the result in a callable Executable."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import re
@@ -81,6 +80,7 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
             raise DeviceUnavailable(f"function: {e}{at}") from None
         unknown = sorted(set(options) - backend.options)
         if unknown:
+            import difflib  # lazy: only an error needs it
             hint = difflib.get_close_matches(unknown[0], sorted(backend.options), n=1)
             raise InputError(f"function: unknown option {unknown[0]!r} for device {backend.name!r}"
                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
