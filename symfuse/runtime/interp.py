@@ -37,9 +37,13 @@ def evaluate(fn: Function, args: Sequence[np.ndarray]) -> list[np.ndarray]:
 class InterpProgram(Program):
     def __init__(self, fn: Function):
         self.function = fn
+        # a constant's value is the op's own attribute array: the caller owns its results
+        # and may write into them, so those are handed out as copies
+        self._constant = [r.op is not None and r.op.opdef.name == "constant" for r in fn.results]
 
     def __call__(self, arrays):
-        return evaluate(self.function, arrays)
+        out = evaluate(self.function, arrays)
+        return [np.array(v, copy=True) if c else v for v, c in zip(out, self._constant)]
 
 
 class InterpBackend(Backend):

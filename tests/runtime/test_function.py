@@ -97,3 +97,21 @@ def test_default_device_is_available_backend():
     f = sf.function([x], x + 1)
     assert f.device in ("interp", "cpu")
     np.testing.assert_array_equal(f(np.zeros(2, np.float32)), np.ones(2))
+
+
+@pytest.mark.parametrize("device", ["interp", "cpu", "cuda-emu"])
+def test_writing_into_a_constant_result_changes_nothing_else(device):
+    """The caller owns its results: writing into a result that is a constant (or the
+    constant gradient of x wrt x) changes neither the next call nor the user's graph
+    (found by the differential fuzzer)."""
+    x = sf.tensor("x", (2,), "float32")
+    c = sf.constant(np.array([1.0, 2.0], np.float32))
+    f = sf.function([x], [x + 1, c, sf.grad(x.sum(), [x])[0]], device=device)
+    first = f(np.zeros(2, np.float32))
+    first[1][:] = 99
+    first[2][:] = 99
+    again = f(np.zeros(2, np.float32))
+    np.testing.assert_array_equal(again[1], [1.0, 2.0])
+    np.testing.assert_array_equal(again[2], [1.0, 1.0])
+    g = sf.function([x], x + c, device="interp")
+    np.testing.assert_array_equal(g(np.zeros(2, np.float32)), [1.0, 2.0])
