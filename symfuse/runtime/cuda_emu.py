@@ -341,6 +341,9 @@ class EmuModule:
                                                  lib_dirs)
         configure_openmp_env()       # before libgomp is loaded, which reads it then
         lib = ctypes.CDLL(self.lib_path)
+        build_dir = os.path.dirname(self.lib_path)
+        if os.path.basename(build_dir).startswith(_TMP_PREFIX + "build-"):
+            shutil.rmtree(build_dir, ignore_errors=True)   # built without a cache: mapped now, needed no more
         if lib.sf_emu_abi_version() != 1:
             raise CompileError(f"cuda-emu: {self.lib_path} was built from another emu.h")
         lib.sf_emu_error.restype = ctypes.c_char_p

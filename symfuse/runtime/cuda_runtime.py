@@ -239,7 +239,7 @@ def emu_library():
     from .cuda_emu import EmuModule
     with _lock:
         mod = _emu.get("mod")
-        if mod is not None and os.path.exists(mod.lib_path):      # checked when it was loaded
+        if mod is not None:         # loaded (and checked) once per process
             return mod, False
         dirs = [os.path.join(d, "cuda-" + source_key()) for d in build_dirs()]
         mod = EmuModule("\n".join(sources()), name="symfuse_cuda_library", include_dirs=[_template_dir()],

@@ -140,3 +140,18 @@ def test_full_disk_compiles_without_caching(tmp_path):
         assert out["ok"], err
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda-emu"])
+def test_compiling_without_a_cache_leaves_no_temporary_files(tmp_path, device):
+    """An uncached compile builds in a temporary directory and removes it once the
+    library is loaded (a mapped library needs no file)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    code = ("import numpy as np, symfuse as sf; x = sf.tensor('x', (3,)); "
+            f"f = sf.function([x], sf.exp(x) + 1, device='{device}'); print(f(np.zeros(3, np.float32)).tolist())")
+    env = dict(_env("/dev/null/no-cache"), TMPDIR=str(tmp))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[2.0, 2.0, 2.0]" and "compiling without caching" in out.stderr
+    assert os.listdir(tmp) == []
