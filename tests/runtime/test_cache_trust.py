@@ -244,3 +244,55 @@ def test_replaced_emulator_library_is_not_loaded(tmp_path, evil_so, monkeypatch)
         shutil.copy(evil_so, lib)
     out, err = run_child(d, "cuda-emu")
     assert out["ok"] and not marker.exists()
+
+
+def _second_user() -> int | None:
+    """uid of a second local user for the attacker's side (created once; root only)."""
+    import pwd
+    try:
+        return pwd.getpwnam("sfattacker").pw_uid
+    except KeyError:
+        pass
+    if shutil.which("useradd") is None:
+        return None
+    r = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "sfattacker"],
+                       capture_output=True)
+    if r.returncode != 0:
+        return None
+    return pwd.getpwnam("sfattacker").pw_uid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a second user")
+def test_cache_prepared_by_another_user_is_refused(tmp_path, evil_so, monkeypatch):
+    """Another local user makes the cache directory first (as a shared /tmp allows),
+    0755 so that it looks safe, and plants a shared object where symfuse would look:
+    the victim's compile refuses the directory and runs nothing from it."""
+    uid = _second_user()
+    if uid is None:
+        pytest.skip("cannot create a second user here")
+    import tempfile
+    from pathlib import Path
+    marker = _pwned(tmp_path, monkeypatch)
+    shared = Path(tempfile.mkdtemp(prefix="sf-shared-", dir="/tmp"))   # pytest's tmp_path is private to root
+    try:
+        os.chmod(shared, 0o1777)                      # like /tmp itself
+        shutil.copy(evil_so, shared / "evil.so")
+        os.chmod(shared / "evil.so", 0o644)
+        plant = textwrap.dedent(f"""
+            import os, shutil
+            root = {str(shared / 'cache')!r}
+            for sub in ("cpu-lib/00", "runtime", "jinja", "graph/00"):
+                os.makedirs(os.path.join(root, sub), mode=0o755, exist_ok=True)
+            shutil.copy({str(shared / 'evil.so')!r}, os.path.join(root, "cpu-lib", "00", "planted.so"))
+            os.chmod(root, 0o755)
+        """)
+        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+        out = subprocess.run([python, "-c", plant], capture_output=True, text=True, cwd="/",
+                             preexec_fn=lambda: (os.setgid(uid), os.setuid(uid)))
+        assert out.returncode == 0, out.stderr
+        assert os.stat(shared / "cache").st_uid == uid
+        result, err = run_child(shared / "cache")
+        assert result["ok"] and not marker.exists()
+        assert "refusing" in err and str(shared / "cache") in err
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
