@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import shutil
-import stat
 import subprocess
 import sys
 import textwrap
