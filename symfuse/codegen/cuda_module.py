@@ -218,7 +218,7 @@ def _vector_body(spec) -> dict | None:
     lanes = []
     for c in "xyzw":
         rename = {st.var: f"{st.var}_{c}" for st in loads + body}
-        lanes.append({"c": c, "loads": [(rename[st.var], f"{st.buf}4.{c}") for st in loads],
+        lanes.append({"c": c, "loads": [(rename[st.var], f"{st.buf}_4.{c}") for st in loads],
                       "body": [str(st.renamed(rename)) for st in body],
                       "result": rename.get(stmts[-1].var, stmts[-1].var)})
     return {"n4": spec.size // 4, "inputs": sorted({st.buf for st in loads}), "lanes": lanes}

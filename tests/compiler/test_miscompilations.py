@@ -175,3 +175,18 @@ def test_set_value_out_of_range_is_refused_and_keeps_the_value():
     np.testing.assert_array_equal(s.get_value(), [7, 8])
     s.set_value(np.array([2 ** 31 - 1, 3], np.int64))
     np.testing.assert_array_equal(s.get_value(), [2 ** 31 - 1, 3])
+
+
+# ---------------------------------------------------------------- found by the fuzzer
+@pytest.mark.parametrize("device", ["cuda-emu", "cpu"])
+def test_float4_kernel_with_sixteen_inputs(device, rng):
+    """F2: a float32 elementwise kernel reads inputs in0..in15 through float4 copies;
+    the copy of in1 was named in14, like input 14, and the kernel did not compile."""
+    xs = [sf.tensor(f"x{k}", (8,)) for k in range(16)]
+    out = xs[0]
+    for k, x in enumerate(xs[1:], 1):
+        out = out + x * (k + 1)
+    f = sf.function(xs, out, device=device)
+    vals = [rng.standard_normal(8).astype(np.float32) for _ in xs]
+    want = vals[0] + sum(v * (k + 1) for k, v in enumerate(vals[1:], 1))
+    np.testing.assert_allclose(f(*vals), want, rtol=1e-5, atol=1e-5)

@@ -54,7 +54,8 @@ def parse(argv):
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (0: run in this process)")
     ap.add_argument("--shrink-budget", type=float, default=120.0, help="seconds per shrunk finding")
     ap.add_argument("--exclude", default="", help="comma-separated recipes/tags the generator must not use, "
-                    "and checks to skip (scribble:DEVICE: writing into that device's results)")
+                    "checks to skip (scribble:DEVICE: writing into that device's results) and known "
+                    "findings to ignore (known:F2; see run.KNOWN)")
     ap.add_argument("--replay", type=int, default=None, help="print and check one program seed")
     ap.add_argument("--progress", type=float, default=15.0, help="seconds between progress lines")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds before a batch counts as hung")

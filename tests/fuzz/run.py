@@ -546,6 +546,14 @@ def programs_for(seeds, exclude=frozenset(), **kw):
     return [generate(s, prefix=f"p{i}_" if len(seeds) > 1 else "", exclude=exclude, **kw) for i, s in enumerate(seeds)]
 
 
+# Known findings (bench/results/fuzz.md) that ``exclude`` can filter out by name ("known:F2").
+KNOWN = {
+    # F2 (fixed; kept to replay old seeds): a float4-vectorised float32 pointwise CUDA kernel with
+    # 15 or more inputs named the float4 of input in1 "in14", the name of input 14
+    "F2": lambda f: f.kind == "crash" and "const float4" in f.message and "invalid" in f.message,
+}
+
+
 def batch_options(seeds, devices):
     """One batch in four is compiled with fast_math (the rewrites that are not bit-exact),
     one in eight runs the CUDA kernels that the precompiled library would serve as
@@ -561,7 +569,8 @@ def run_batch(seeds, devices, exclude=frozenset(), shrink_budget=0.0, shrunk=(),
     """Generate, check, and shrink the first finding of each signature not in ``shrunk``:
     (programs, findings)."""
     progs = programs_for(seeds, exclude, **kw)
-    found = check(progs, devices, batch_options(seeds, devices), exclude)
+    found = [f for f in check(progs, devices, batch_options(seeds, devices), exclude)
+             if not any(k in KNOWN and KNOWN[k](f) for k in (x[6:] for x in exclude if x.startswith("known:")))]
     if shrink_budget:
         seen, out = set(shrunk), []
         for f in found:
