@@ -138,7 +138,7 @@ class CpuBackend(Backend):
     graph_cache = True
 
     def __init__(self):
-        self._uncached: set[str] = set()   # build directories of libraries compiled without a cache
+        self._build_dirs: set[str] = set()   # build directories to remove once their library is loaded
 
     def missing(self) -> list[str]:
         """What this machine lacks for the cpu backend, each with how to get it."""
@@ -183,15 +183,24 @@ class CpuBackend(Backend):
         report.info["memory"] = {"arena_bytes": layout.plan.arena_bytes, "naive_bytes": layout.plan.naive_bytes,
                                  "lower_bound_bytes": layout.plan.lower_bound_bytes}
         with report.stage("c compile") as st:
-            lib_path, hit = self._compile(source, fn.name, rt, units, prelude)
+            lib_path, hit, load_path = self._compile(source, fn.name, rt, units, prelude)
             st.note = ("cache hit" if hit else "cache miss") + (f", {len(units)} parallel units" if units else "")
             report.info["c_cache"] = "hit" if hit else "miss"
         with report.stage("load"):
-            mod = CompiledModule(lib_path, len(fn.params), layout.slots, layout.result_plan,
-                                 layout.plan.arena_bytes, kernels, source, layout.plan)
-        work = os.path.dirname(lib_path)
-        if work in self._uncached:       # not cached: nothing else will open it
-            self._uncached.discard(work)
+            args = (len(fn.params), layout.slots, layout.result_plan, layout.plan.arena_bytes, kernels, source,
+                    layout.plan)
+            try:
+                mod = CompiledModule(load_path, *args)
+            except OSError:
+                if not hit:
+                    raise
+                # the cached library was checked, then removed (a `cache clear` beside us): build it
+                lib_path, hit, load_path = self._compile(source, fn.name, rt, units, prelude)
+                mod = CompiledModule(load_path, *args)
+            mod.lib_path = lib_path
+        work = os.path.dirname(load_path)
+        if work in self._build_dirs:     # the build's own copy: mapped now, needed no more
+            self._build_dirs.discard(work)
             shutil.rmtree(work, ignore_errors=True)
         return mod
 
@@ -256,12 +265,14 @@ class CpuBackend(Backend):
         report.info["c_cache"] = "hit (graph)"
         return mod
 
-    def _compile(self, source: str, name: str, rt, units=None, prelude=None) -> tuple[str, bool]:
-        """The library of ``source`` from the cache, or compiled into it. ``units``:
+    def _compile(self, source: str, name: str, rt, units=None, prelude=None) -> tuple[str, bool, str]:
+        """(the library of ``source`` in the cache, or compiled into it; whether it was a
+        hit; the file to load). A fresh build is loaded from its build directory, which
+        the cache's maintenance never touches while it is fresh, so a `cache clear`
+        between the build and ``dlopen`` cannot take it away. ``units``:
         the same module as several translation units (``_render``), compiled by
         parallel compiler processes and linked; the cache key is ``source``'s."""
         import tempfile  # lazy: only a build needs it
-        import shutil  # lazy: only a build needs it
         import subprocess  # lazy: only a build needs it (a warm compile imports this module)
         cc, ccver = find_compiler()
         if rt is not None:
@@ -278,7 +289,7 @@ class CpuBackend(Backend):
                     os.utime(lib_path)  # LRU for `prune`
                 except OSError:
                     pass
-                return lib_path, True
+                return lib_path, True, lib_path
         lib_dir = cache.private_dir("cpu-lib", key[:2]) if cache.enabled else None
         # a build directory of our own with fixed file names: the compiler records the
         # names it is given, so two builds of one source give the same bytes (processes
@@ -299,12 +310,14 @@ class CpuBackend(Backend):
             lib_path = os.path.join(lib_dir, key + ".so")
             # the seal first, library last: a reader never pairs a new library with no seal
             with open(built, "rb") as fh:
-                if cache.seal_file(lib_path, fh.read()):
-                    os.replace(built, lib_path)
-                    shutil.rmtree(work, ignore_errors=True)
-                    return lib_path, False
-        self._uncached.add(work)        # removed once loaded (a mapped library needs no file)
-        return built, False
+                sealed = cache.seal_file(lib_path, fh.read())
+            if sealed:
+                os.link(built, os.path.join(work, "module.link"))        # a second name, moved into place
+                os.replace(os.path.join(work, "module.link"), lib_path)   # atomically
+                self._build_dirs.add(work)
+                return lib_path, False, built
+        self._build_dirs.add(work)      # removed once loaded (a mapped library needs no file)
+        return built, False, built
 
 
 def _compile_flags(rt) -> list[str]:
