@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import DTypeError, GradError, InputError, ShapeError
 from ..ir.build import *  # noqa: F401,F403  (the numpy-like API)
 from ..ir.build import _at, _default_array, _dtype, _short
-from ..ir.core import Value, apply, format_loc, user_location
+from ..ir.core import Value, ancestors, apply, format_loc, user_location
 from ..ir.types import cast_exactly, tensor_type
 
 # --------------------------------------------------------------------------- leaves
@@ -110,18 +110,3 @@ def grad(cost: Value, wrt, disconnected: str = "raise"):
     out = apply("grad", [cost] + wrt_list, {"disconnected": disconnected}, loc=loc)
     outs = [out] if isinstance(out, Value) else list(out)
     return outs[0] if single else outs
-
-
-def ancestors(v: Value) -> set[int]:
-    """ids of every Value that ``v`` depends on, ``v`` included."""
-    seen = {id(v)}
-    stack = [v]
-    while stack:
-        op = stack.pop().op
-        if op is None:
-            continue
-        for x in op.inputs:
-            if id(x) not in seen:
-                seen.add(id(x))
-                stack.append(x)
-    return seen

@@ -360,6 +360,21 @@ def rebuild(op: Op, inputs: Sequence[Value]) -> Op:
 
 
 # --------------------------------------------------------------------------- functions
+def ancestors(v: Value) -> set[int]:
+    """ids of every Value that ``v`` depends on, ``v`` included."""
+    seen = {id(v)}
+    stack = [v]
+    while stack:
+        op = stack.pop().op
+        if op is None:
+            continue
+        for x in op.inputs:
+            if id(x) not in seen:
+                seen.add(id(x))
+                stack.append(x)
+    return seen
+
+
 def toposort(results: Sequence[Value], params: Sequence[Value] = (), allow_free: bool = False) -> list[Op]:
     """Ops reachable from ``results``, each after its inputs; deterministic.
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import GradError, SymfuseError, VerifyError
-from .core import OPS, Region, format_loc, toposort
+from .core import OPS, Region, ancestors, format_loc
 
 
 def verify(fn: Region, types: bool = True) -> None:
@@ -61,9 +61,7 @@ def _check_connected(op) -> None:
     graph as written: later simplification may remove a path (``y ** 0``) whose
     gradient is then zero, not an error."""
     cost, wrt = op.inputs[0], op.inputs[1:]
-    reach = {id(cost)}
-    for o in toposort([cost], allow_free=True):
-        reach.update(id(v) for v in o.inputs)
+    reach = ancestors(cost)
     for w in wrt:
         if id(w) not in reach:
             where = format_loc(op.loc)

@@ -20,7 +20,7 @@ import numpy as np
 
 import symfuse as sf
 
-from .generate import FLOATS, INTS, U, Invalid, Program, amax, data_expr, generate, leaf_node, leaf_value, lit
+from .generate import FLOATS, _ancestors, INTS, U, Invalid, Program, amax, data_expr, generate, leaf_node, leaf_value, lit
 
 KF = 8          # forward tolerance, in propagated error bounds
 FD_H = 1e-5     # finite-difference step (the generator keeps kinks >= 1e-3 away)
@@ -344,7 +344,7 @@ def _subst(p: Program, old: str, new: str) -> Program:
 def _tidy(p: Program) -> Program | None:
     """Pruned, the gradient dropped where its inputs are gone; None if no longer valid."""
     if p.cost is not None:
-        reach = _reach(p, p.cost)
+        reach = _ancestors(p, p.cost)
         wrt = [w for w in p.wrt if w in reach and p.node(w).leaf in ("input", "shared")]
         p = replace(p, wrt=wrt) if wrt else replace(p, cost=None, wrt=[], sgd=0, order2=False)
     if not p.outputs and p.cost is None and not p.updates:
@@ -355,16 +355,6 @@ def _tidy(p: Program) -> Program | None:
     except Invalid:
         return None
     return p
-
-
-def _reach(p, name):
-    nodes, seen, stack = {n.name: n for n in p.nodes}, {name}, [name]
-    while stack:
-        for a in nodes[stack.pop()].args:
-            if a not in seen:
-                seen.add(a)
-                stack.append(a)
-    return seen
 
 
 def candidates(p: Program):
