@@ -19,6 +19,7 @@ from .frontend.api import (  # noqa: F401
     matmul, max, maximum, mean, min, minimum, multiply, negative, not_equal, ones, ones_like, pad, power,
     prod, reciprocal, relu, reshape, round, rsqrt, shared, sigmoid, sign, sin, softplus, sqrt, square,
     squeeze, stack, std, subtract, sum, tanh, tensor, transpose, var, where, zeros, zeros_like,
+    cond, scan, stop_gradient, while_loop,
 )
 from .frontend.nn_api import (  # noqa: F401
     avg_pool2d, conv2d, log_softmax, logsumexp, max_pool2d, one_hot, softmax,

@@ -7,13 +7,21 @@ that the simplifier then cleans up like any other.
 """
 from __future__ import annotations
 
-from ..errors import GradError
-from ..ir.core import Function, Op, Value, location, toposort
-from .walk import map_ops
 from ..ir import build as F
+from ..ir.backprop import backprop
+from ..ir.core import Function, Value, location, rebuild
+from .walk import map_ops, through_regions
 
 
 def differentiate(fn: Function, stats: dict | None = None) -> Function:
+    stats = stats if stats is not None else {}
+    fn = through_regions(_expand)(fn, stats)
+    if stats.get("grad_ops_expanded"):
+        fn = through_regions(_share_saved_forward)(fn, stats)
+    return fn
+
+
+def _expand(fn: Function, stats: dict) -> Function:
     if not any(op.opdef.name == "grad" for op in fn.ops):
         return fn
     expanded = 0
@@ -26,45 +34,48 @@ def differentiate(fn: Function, stats: dict | None = None) -> Function:
         return reverse_mode(new.inputs[0], list(new.inputs[1:]), op.loc)
 
     fn = map_ops(fn, visit)
-    if stats is not None:
-        stats["grad_ops_expanded"] = expanded
+    stats["grad_ops_expanded"] = stats.get("grad_ops_expanded", 0) + expanded
     return fn
 
 
+def _share_saved_forward(fn: Function, stats: dict) -> Function:
+    """A scan whose gradient was taken has a twin that also saves what reverse mode
+    reads (its VJP builds it on the same operands and body); the twin's leading
+    results replace the original's, so the forward runs once."""
+    twins = {_twin_key(op): op for op in fn.ops if op.opdef.name == "scan" and op.attrs["save"]}
+    if not twins:
+        return fn
+    built: dict = {}     # key -> the twin rebuilt on this walk's operands
+
+    def visit(op, new):
+        if op.opdef.name != "scan":
+            return None
+        key = _twin_key(op)
+        if key not in twins:
+            return None
+        twin = built.get(key)
+        if op.attrs["save"]:
+            if twin is None:
+                built[key] = new
+                return None
+            return twin.outputs
+        if twin is None:
+            twin = built[key] = rebuild(twins[key], new.inputs)
+        stats["forward_shared"] = stats.get("forward_shared", 0) + 1
+        return twin.outputs[:len(op.outputs)]
+
+    return map_ops(fn, visit)
+
+
+def _twin_key(op):
+    attrs = tuple((k, v) for k, v in op.attrs.items() if k != "save")
+    return op.opdef.name, tuple(v.id for v in op.inputs), attrs, tuple(id(r) for r in op.regions)
+
+
 def reverse_mode(cost: Value, wrt: list[Value], loc=None) -> list[Value]:
-    ops = toposort([cost], allow_free=True)
-    active: set[int] = {id(w) for w in wrt}
-    path: list[Op] = []
-    for op in ops:
-        if any(id(v) in active for v in op.inputs):
-            path.append(op)
-            for o in op.outputs:
-                active.add(id(o))
-    with location(loc):
-        cts: dict[int, Value] = {id(cost): F.ones_like(cost)}
-    for op in reversed(path):
-        out_cts = [cts.get(id(o)) for o in op.outputs]
-        if all(c is None for c in out_cts) or op.opdef.vjp is None:
-            continue  # no cotangent flows here, or a piecewise-constant op: zero gradient
-        with location(op.loc):
-            if len(out_cts) > 1 and any(c is None for c in out_cts):
-                out_cts = [c if c is not None else F.zeros_like(o) for c, o in zip(out_cts, op.outputs)]
-            in_cts = op.opdef.vjp(op, out_cts)
-            for v, g in zip(op.inputs, in_cts):
-                if g is None or id(v) not in active or not v.dtype.is_float:
-                    continue
-                if g.type is not v.type:
-                    raise GradError(f"internal: VJP of {op.opdef.name} produced {g.type} for operand {v.type}")
-                prev = cts.get(id(v))
-                cts[id(v)] = g if prev is None else prev + g
     # whether the cost depends on each wrt at all was checked on the graph as written
     # (sf.grad and the verifier); a path removed since then by simplification
     # (where(c, x, x), y ** 0) was proven to contribute nothing: its gradient is zero
-    out = []
-    for w in wrt:
-        g = cts.get(id(w))
-        if g is None:
-            with location(loc):
-                g = F.zeros_like(w)
-        out.append(g)
-    return out
+    with location(loc):
+        seed = F.ones_like(cost)
+    return backprop([cost], [seed], wrt, loc)

@@ -41,3 +41,29 @@ def map_ops(fn: Function, visit: Visit, pinned: set[int] | None = None) -> Funct
     if not changed:
         return fn
     return Function(fn.params, [subst.get(id(r), r) for r in fn.results], fn.name)
+
+
+def map_regions(fn: Function, transform: Callable[[Function], Function]) -> Function:
+    """``fn`` with every op's region bodies replaced by ``transform`` of them (as
+    Functions over the same parameters); ``fn`` itself when none changed."""
+    if not any(op.regions for op in fn.ops):
+        return fn
+
+    def visit(op, new):
+        if not new.regions:
+            return None
+        bodies = tuple(transform(Function(r.params, r.results, "region")) for r in new.regions)
+        if all(b.ops == r.ops and b.results == r.results for b, r in zip(bodies, new.regions)):
+            return None
+        return Op(new.opdef, new.inputs, new.attrs, [o.type for o in new.outputs], bodies, new.loc).outputs
+
+    return map_ops(fn, visit)
+
+
+def through_regions(pass_fn: Callable) -> Callable:
+    """``pass_fn(fn, *args)`` run inside every region body (innermost first), then on
+    ``fn``: regions are closed, so each body is a function of its own parameters."""
+    def run(fn: Function, *args):
+        return pass_fn(map_regions(fn, lambda body: run(body, *args)), *args)
+    run.__name__ = getattr(pass_fn, "__name__", "pass")
+    return run

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import DTypeError, GradError, InputError, ShapeError
 from ..ir.build import *  # noqa: F401,F403  (the numpy-like API)
+from ..ir.build_control import cond, scan, stop_gradient, while_loop  # noqa: F401
 from ..ir.build import _at, _default_array, _dtype, _short
 from ..ir.core import Value, ancestors, apply, format_loc, user_location
 from ..ir.types import cast_exactly, tensor_type

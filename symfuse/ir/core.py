@@ -78,7 +78,7 @@ def format_loc(loc) -> str:
 
 
 # --------------------------------------------------------------------------- op definitions
-FUSION_CLASSES = ("pointwise", "view", "reduce", "constant", "library")
+FUSION_CLASSES = ("pointwise", "view", "reduce", "constant", "library", "control")
 
 
 @dataclass
@@ -96,7 +96,8 @@ class OpDef:
     fusion: how kernel fusion treats the op -- "pointwise" (fused into its
         consumer's loop), "view" (index arithmetic on a load), "reduce" (a
         reduction loop with a fused prologue and epilogue), "constant", or
-        "library" (one call of a runtime library function). Default: pointwise
+        "library" (one call of a runtime library function), or "control" (an op
+        with regions that a backend runs as a loop or branch). Default: pointwise
         for elementwise ops, library for the rest.
     reduction: for a fusable reduction, (identity, C statement combining ``x``
         into ``acc``); the identity may name ``{lo}`` / ``{hi}``, the dtype's
@@ -104,6 +105,7 @@ class OpDef:
     arity: the number of operands, where it is fixed (elementwise ops).
     gemm_like: a matrix-product-shaped library op (matmul, the convolutions): its
         kernels cost a GEMM's compile and run time (NVRTC unit balancing).
+    regions: the number of nested bodies (``Region``) the op takes: control flow.
     differentiable: False for an op with no VJP because its gradient is zero or
         undefined (comparisons, rounding, argmax, random draws: piecewise
         constant); differentiation treats it as zero gradient. A
@@ -127,6 +129,9 @@ class OpDef:
     arity: int | None = None
     gemm_like: bool = False
     differentiable: bool = True
+    # nested bodies the op takes (control flow); its ``infer`` and ``ref`` then also
+    # receive the op's regions: infer(types, attrs, regions), ref(arrays, attrs, regions)
+    regions: int = 0
     attrs_to_text: Callable | None = None    # (attrs) -> attrs for printing
     attrs_from_text: Callable | None = None  # (attrs, out_types) -> attrs after parsing
     doc: str = ""
@@ -337,13 +342,29 @@ def apply(opdef: OpDef | str, inputs: Sequence[Value], attrs: dict | None = None
             raise TypeError(f"{opdef.name}: operand {i} is {type(v).__name__}, not a symbolic tensor")
     if loc is None:
         loc = user_location()
+    if len(regions) != opdef.regions:
+        raise VerifyError(f"{opdef.name}: takes {opdef.regions} region(s), got {len(regions)}")
     try:
-        out_types = opdef.infer(tuple(v.type for v in inputs), a)
+        out_types = infer_types(opdef, tuple(v.type for v in inputs), a, regions)
     except SymfuseError as e:
         where = format_loc(loc)
         raise type(e)(f"{opdef.name}: {e}" + (f" (at {where})" if where else "")) from None
     op = Op(opdef, inputs, a, out_types, regions, loc)
     return op.outputs[0] if len(op.outputs) == 1 else op.outputs
+
+
+def infer_types(opdef: OpDef, types: tuple, attrs: dict, regions=()) -> tuple:
+    """The op's type rule (with its regions, for an op that takes some)."""
+    if opdef.regions:
+        return opdef.infer(types, attrs, tuple(regions))
+    return opdef.infer(types, attrs)
+
+
+def run_ref(op: "Op", arrays: list):
+    """The op's numpy semantics on ``arrays`` (with its regions, for an op that takes some)."""
+    if op.regions:
+        return op.opdef.ref(arrays, op.attrs, op.regions)
+    return op.opdef.ref(arrays, op.attrs)
 
 
 def rebuild(op: Op, inputs: Sequence[Value]) -> Op:

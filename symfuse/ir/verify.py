@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import GradError, SymfuseError, VerifyError
-from .core import OPS, Region, ancestors, format_loc
+from .core import OPS, Region, ancestors, format_loc, infer_types
 
 
 def verify(fn: Region, types: bool = True) -> None:
@@ -40,7 +40,7 @@ def _verify_region(region: Region, defined: set[int], types: bool = True) -> Non
                 defined.add(id(o))
             continue
         try:
-            rule = op.opdef.infer(tuple(v.type for v in op.inputs), dict(op.attrs))
+            rule = infer_types(op.opdef, tuple(v.type for v in op.inputs), dict(op.attrs), op.regions)
         except SymfuseError as e:
             raise VerifyError(f"{where}: {e}") from None
         got = tuple(o.type for o in op.outputs)

@@ -3,35 +3,11 @@
 This is the semantics every pass and backend must match."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
-from ..errors import SymfuseError
-from ..ir.core import Function, format_loc
+from ..ir.core import Function
+from ..ir.evaluate import evaluate  # noqa: F401  (the interpreter's semantics)
 from .backend import Backend, Program
-
-
-def evaluate(fn: Function, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-    env: dict[int, np.ndarray] = {id(p): a for p, a in zip(fn.params, args)}
-    with np.errstate(all="ignore"):
-        for op in fn.ops:
-            try:
-                out = op.opdef.ref([env[id(v)] for v in op.inputs], op.attrs)
-            except SymfuseError:
-                raise
-            except Exception as e:  # a reference failing is a bug or bad data: say which op
-                where = format_loc(op.loc)
-                raise SymfuseError(f"interpreter: {op.opdef.name} failed: {e}"
-                                   + (f" (at {where})" if where else "")) from e
-            if len(op.outputs) == 1:
-                out = (out,)
-            for v, a in zip(op.outputs, out):
-                a = np.asarray(a)
-                if a.dtype != v.type.dtype.np or a.shape != v.type.shape:
-                    a = np.asarray(a, dtype=v.type.dtype.np).reshape(v.type.shape)
-                env[id(v)] = a
-    return [env[id(r)] for r in fn.results]
 
 
 class InterpProgram(Program):
