@@ -15,11 +15,15 @@ from ..ir.verify import verify
 from .autodiff import differentiate
 from .passes import REWRITES, RewriteContext
 from .passes.basic import cse, dce, fold_constants
+from .passes.control import simplify_control
 from .passes.rewrite import apply_rewrites
 from .options import Options  # noqa: F401  (part of the pipeline's interface)
 from .report import CompileReport
+from .walk import through_regions
 
 MAX_ITERATIONS = 16
+_FOLD, _CSE, _CONTROL, _REWRITE = (through_regions(p) for p in (fold_constants, cse, simplify_control,
+                                                                 apply_rewrites))
 
 
 def _fixpoint(fn: Function, opts: Options, report: CompileReport, label: str) -> Function:
@@ -27,7 +31,10 @@ def _fixpoint(fn: Function, opts: Options, report: CompileReport, label: str) ->
     table = REWRITES.table(include=tags)
     if opts.disabled:
         table = {k: [r for r in v if r.name not in opts.disabled] for k, v in table.items()}
-    passes = [("fold", fold_constants), ("rewrite", None), ("cse", cse)]
+    # each pass also runs inside loop and branch bodies (regions are closed functions)
+    passes = [("fold", _FOLD), ("rewrite", None), ("cse", _CSE)]
+    if any(op.regions for op in fn.ops):
+        passes.append(("control", _CONTROL))
     passes = [(n, p) for n, p in passes if n not in opts.disabled]
     ctx = RewriteContext()
     for it in range(MAX_ITERATIONS):
@@ -35,7 +42,7 @@ def _fixpoint(fn: Function, opts: Options, report: CompileReport, label: str) ->
         for name, p in passes:
             counts: Counter = Counter()
             with report.stage(f"{label}.{name}", ops_before=len(fn.ops)) as st:
-                fn = apply_rewrites(fn, table, ctx, counts) if p is None else p(fn, counts)
+                fn = _REWRITE(fn, table, ctx, counts) if p is None else p(fn, counts)
                 st.ops_after = len(fn.ops)
                 st.rewrites = dict(counts)
             progress |= bool(counts)

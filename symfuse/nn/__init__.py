@@ -20,6 +20,7 @@ from .layers import (  # noqa: F401
     Lambda, LeakyReLU, LogSoftmax, MaxPool2D, Model, Module, ReLU, Sequential, Sigmoid, Softmax, Tanh,
     get_activation, leaky_relu, linear, log_softmax, relu, sigmoid, softmax, softplus, tanh,
 )
+from .recurrent import GRU, LSTM, RNN, Embedding  # noqa: F401
 from .optim import SGD, Adam, AdamW, RMSProp  # noqa: F401
 from .train import History, evaluate, fit, predict, save_samples_png, write_png  # noqa: F401
 from .zoo import ZOO, ZooModel  # noqa: F401

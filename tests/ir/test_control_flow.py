@@ -230,3 +230,38 @@ def test_branches_that_disagree_and_sequences_of_different_lengths():
         sf.scan(lambda c, x: c, x, sf.tensor("s", (2, 3)))
     with pytest.raises(sf.ShapeError, match="structure"):
         sf.cond(x.sum() > 0, lambda a: (a, a), lambda a: a, x)
+
+
+def _body_ops(fn):
+    return [o.opdef.name for op in fn.ops for r in op.regions for o in r.ops]
+
+
+def test_simplifications_keep_values():
+    """Loop-invariant code leaves the body, a constant predicate picks its branch, a
+    length-1 scan is its body; each result equals the unoptimised program's."""
+    x = sf.tensor("x", (5, 3), "float64")
+    W = sf.tensor("W", (3, 3), "float64")
+    h, ys = sf.scan(lambda h, e: (sf.tanh(h @ sf.exp(W) + e), h.sum()), sf.zeros((3,), "float64"), x)
+    c = sf.cond(sf.constant(True), lambda a: a * 2.0, lambda a: a - 1.0, h)
+    one, _ = sf.scan(lambda s, e: (s * e, s), c, x[:1])
+    outs = [one, sf.grad(one.sum(), W)]
+    f = sf.function([x, W], outs, device="interp")
+    plain = sf.function([x, W], outs, device="interp", optimize_graph=False)
+    names = [op.opdef.name for op in f.function.ops]
+    assert "cond" not in names and names.count("scan") == 2       # the forward (saving) and the backward
+    assert "exp" not in _body_ops(f.function) and "exp" in names
+    rng = np.random.default_rng(0)
+    xv, Wv = rng.normal(size=(5, 3)), rng.normal(size=(3, 3)) * 0.3
+    for a, b in zip(f(xv, Wv), plain(xv, Wv)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_gradient_runs_the_forward_loop_once():
+    x = sf.tensor("x", (6, 3), "float64")
+    W = sf.shared(np.eye(3) * 0.2, name="W")
+    h, _ = sf.scan(lambda h, e: (sf.tanh(h @ W + e), h.sum()), sf.zeros((3,), "float64"), x)
+    loss = (h ** 2).sum()
+    f = sf.function([x], [loss, sf.grad(loss, W)], device="interp")
+    scans = [op for op in f.function.ops if op.opdef.name == "scan"]
+    assert len(scans) == 2 and sorted(op.attrs["reverse"] for op in scans) == [False, True]
+    assert [op.attrs["save"] for op in scans if not op.attrs["reverse"]] == [True]
