@@ -4,9 +4,11 @@
     python -m symfuse.nn mlp --data mnist:/data/mnist   # MLP 784-512-512-10 on MNIST IDX files
     python -m symfuse.nn rbm --samples rbm.png          # RBM on the 8x8 digits, then a PNG of samples
     python -m symfuse.nn lenet --save lenet.npz         # save the trained weights
+    python -m symfuse.nn seqdigits                      # an LSTM reading the 8x8 digits row by row
+    python -m symfuse.nn charlstm --epochs 3            # a character LSTM on the shipped text, with samples
 
 Data: ``digits`` (the 8x8 digits shipped with symfuse; 28x28 for LeNet), ``mnist:DIR`` or
-``synthetic``. Prints the compile report, a progress bar and one line per epoch.
+``synthetic``; for ``charlstm``, ``text`` (the shipped corpus) or ``text:FILE``. Prints the compile report, a progress bar and one line per epoch.
 """
 from __future__ import annotations
 
@@ -22,6 +24,12 @@ from . import optim, train, zoo
 
 
 def _load(spec: str, model: str):
+    if model == "charlstm":
+        if spec in ("digits", "text"):
+            return D.text()
+        if spec.startswith("text:"):
+            return D.text(spec[len("text:"):])
+        raise InputError(f"unknown --data {spec!r} for charlstm: use text or text:FILE")
     size = 28 if model == "lenet" else 8
     if spec == "digits":
         return D.digits(size=size, box=20 if size == 28 else None)
@@ -51,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", default=None, help="rbm: write a PNG of Gibbs samples here")
     a = ap.parse_args(argv)
 
+    if a.model == "charlstm":
+        return _train_charlstm(a, _load(a.data, a.model))
     split = _load(a.data, a.model)
     per_sample = split.x_train.shape[1:]
     kw: dict = {"seed": a.seed}
@@ -66,6 +76,8 @@ def main(argv=None) -> int:
         kw.update(dims=(math.prod(per_sample), 512, 512, split.classes or 10), input_shape=per_sample)
     elif a.model == "lenet":
         kw.update(input_shape=per_sample, classes=split.classes or 10)
+    elif a.model == "seqdigits":
+        kw.update(rows=per_sample[-1])
     else:
         kw.update(n_visible=math.prod(per_sample), n_hidden=500 if math.prod(per_sample) > 100 else 64)
     lr_var, augment = None, None
@@ -95,6 +107,32 @@ def main(argv=None) -> int:
             start = np.resize(start, (64, m.model.n_visible))
         train.save_samples_png(a.samples, f(start), (side, side), ncols=8)
         print(f"wrote 64 samples after 100 Gibbs steps to {a.samples}")
+    return 0
+
+
+def _train_charlstm(a, corpus) -> int:
+    """Train the character LSTM on windows of the corpus, printing a sample after each epoch."""
+    kw: dict = {"seed": a.seed, "corpus": None if a.data in ("digits", "text") else a.data[len("text:"):]}
+    if a.batch:
+        kw["batch"] = a.batch
+    if a.optimizer or a.lr:
+        kw["optimizer"] = optim.get(a.optimizer or "adam", **({"lr": a.lr} if a.lr else {}))
+    m = zoo.get("charlstm", **kw)
+    if a.load:
+        m.model.load(a.load)
+    steps = m.input_shape[0]
+    split = corpus.windows("train", steps, stride=steps // 2 + 1)
+    sampler = zoo.charlstm_sample_function(m, corpus.decode(corpus.valid[:24]), 160, temperature=0.8,
+                                           device=a.device)
+
+    def show(rec):
+        text = corpus.decode(sampler(np.int64(a.seed * 1000 + rec["epoch"])))
+        print(f"sample after epoch {rec['epoch']}: {text!r}")
+    train.fit(m, split, epochs=a.epochs, device=a.device, progress=not a.no_progress, seed=a.seed,
+              on_epoch_end=show)
+    if a.save:
+        m.model.save(a.save)
+        print(f"saved {len(m.model.named_variables())} variables to {a.save}")
     return 0
 
 

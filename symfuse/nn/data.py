@@ -45,6 +45,7 @@ class Split:
 
 # --------------------------------------------------------------------------- splitting, resizing
 DIGITS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets", "digits.csv.gz")
+TEXT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets", "proverbs.txt.gz")
 
 def split(x, y=None, test_fraction: float = 0.2, seed: int = 0, stratify: bool = True, name: str = "") -> Split:
     """A seeded train/test split; with labels and ``stratify``, each class is split in
@@ -124,6 +125,66 @@ def digits(size: int = 8, test_fraction: float = 0.2, seed: int = 0, box: int | 
     s = split(x, y, test_fraction, seed, name=f"digits{size}" + (f"-box{inner}" if inner != size else ""))
     s.classes = 10
     return s
+
+
+@dataclass
+class Text:
+    """A character corpus as int32 ids: ``train`` and ``valid`` (the last
+    ``valid_fraction`` of the text), and the alphabet (``chars[i]`` is id i)."""
+    train: np.ndarray
+    valid: np.ndarray
+    chars: str
+
+    @property
+    def vocab(self) -> int:
+        return len(self.chars)
+
+    def encode(self, s: str) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.chars)}
+        unknown = sorted({c for c in s if c not in index})
+        if unknown:
+            raise DataError(f"text: characters {unknown!r} are not in the corpus's alphabet")
+        return np.array([index[c] for c in s], np.int32)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
+
+    def windows(self, part: str, steps: int, stride: int | None = None) -> Split:
+        """Next-character pairs ``x = ids[i:i+steps]``, ``y = ids[i+1:i+steps+1]`` every
+        ``stride`` characters of ``part`` ("train" or "valid"), as a Split whose test
+        half is the valid part's windows."""
+        def cut(ids):
+            st = stride or steps
+            starts = np.arange(0, len(ids) - steps - 1, st)
+            idx = starts[:, None] + np.arange(steps + 1)
+            w = ids[idx] if len(starts) else np.zeros((0, steps + 1), np.int32)
+            return w[:, :-1], w[:, 1:]
+        xt, yt = cut(self.train if part == "train" else self.valid)
+        xv, yv = cut(self.valid)
+        return Split(xt, yt, xv, yv, classes=self.vocab, name=f"text{steps}")
+
+
+def text(path: str | None = None, valid_fraction: float = 0.1) -> Text:
+    """A character corpus: by default the one shipped with symfuse (the Books of
+    Proverbs and Ecclesiastes, King James Version; public domain; 108 KB), or any
+    UTF-8 text file (``.gz`` read compressed). Comment lines starting with ``#``
+    at the top are skipped."""
+    p = path or TEXT_FILE
+    if not os.path.isfile(p):
+        raise DataError(f"text: no file {p!r}")
+    opener = gzip.open if p.endswith(".gz") else open
+    with opener(p, "rt", encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    body = "\n".join(lines).strip("\n") + "\n"
+    chars = "".join(sorted(set(body)))
+    ids = np.frombuffer(body.encode("utf-32-le"), np.uint32)
+    table = np.zeros(int(ids.max()) + 1, np.int32)
+    table[[ord(c) for c in chars]] = np.arange(len(chars), dtype=np.int32)
+    ids = table[ids]
+    cut = int(len(ids) * (1 - valid_fraction))
+    return Text(ids[:cut], ids[cut:], chars)
 
 
 # --------------------------------------------------------------------------- IDX / MNIST

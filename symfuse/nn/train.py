@@ -125,6 +125,8 @@ def classification_metrics(probs, y) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of class probabilities against integer labels."""
     if len(y) == 0:
         return float("nan"), float("nan")
+    y = np.asarray(y).reshape(-1)               # sequence models: one label per step
+    probs = np.asarray(probs).reshape(len(y), -1)
     p = np.clip(probs[np.arange(len(y)), y].astype(np.float64), 1e-12, 1.0)
     return float(-np.log(p).mean()), float((probs.argmax(axis=1) == y).mean())
 

@@ -45,7 +45,7 @@ class ZooModel:
     """
 
     name: str
-    kind: str                              # "classifier" or "rbm"
+    kind: str                              # "classifier", "language" (next-token classifier) or "rbm"
     model: L.Module
     inputs: list
     train_outputs: list
@@ -108,6 +108,9 @@ class ZooModel:
         x = rng.uniform(0.0, 1.0, (self.batch, *self.input_shape)).astype(self.dtype)
         if self.kind == "rbm":
             return ((x > 0.5).astype(self.dtype),)
+        if self.kind == "language":
+            ids = rng.integers(0, self.classes, (self.batch, *self.input_shape), dtype=np.int32)
+            return ids, np.roll(ids, -1, axis=1)
         return x, rng.integers(0, self.classes, self.batch).astype(np.int32)
 
 
@@ -297,7 +300,96 @@ def rbm_sample_function(zm: ZooModel, n_chains: int, steps: int = 1, device=None
     return function([v], vp, device=device, name="rbm_sample")
 
 
-ZOO: dict[str, Callable[..., ZooModel]] = {"mlp": mlp, "lenet": lenet, "rbm": rbm}
+# --------------------------------------------------------------------------- sequences
+def seqdigits(batch: int = 32, rows: int = 8, hidden: int = 64, cell: str = "lstm", optimizer=None, seed: int = 0,
+              dtype="float32") -> ZooModel:
+    """A sequence classifier on the digits read row by row: each image
+    ``(1, rows, rows)`` is ``rows`` steps of one row each through an LSTM (or
+    ``cell="gru"``/``"rnn"``), whose last output feeds a dense layer to 10 logits.
+    ``rows=8``: the shipped 8x8 digits; ``rows=28``: the same digits in MNIST framing.
+    Default optimiser: Adam(0.01)."""
+    from .recurrent import GRU, LSTM, RNN
+    rng = np.random.default_rng(seed)
+    rnn = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[cell](rows, hidden, return_sequences=False, rng=rng, dtype=dtype)
+    model = L.Sequential([L.Lambda(lambda x: F.reshape(x, (x.shape[0], rows, rows))), rnn,
+                          L.Dense(hidden, 10, rng=rng, dtype=dtype)], name="seqdigits")
+    opt = optim.get(optimizer) if optimizer is not None else optim.Adam(0.01)
+    return _classifier("seqdigits", model, int(batch), (1, rows, rows), 10, opt, dtype)
+
+
+class CharLSTM(L.Module):
+    """Embedding -> LSTM -> dense logits over the alphabet, at every step."""
+
+    default_name = "charlstm"
+
+    def __init__(self, vocab: int, embed: int, hidden: int, layers: int, rng, dtype):
+        super().__init__()
+        from .recurrent import LSTM, Embedding
+        self.embed = Embedding(vocab, embed, rng=rng, dtype=dtype)
+        self.lstm = LSTM(embed, hidden, num_layers=layers, rng=rng, dtype=dtype)
+        self.out = L.Dense(hidden, vocab, rng=rng, dtype=dtype)
+
+    def run(self, ids, state=None):
+        """(logits (batch, time, vocab), final LSTM state)."""
+        seq, state = self.lstm.run(self.embed(ids), state)
+        return self.out(seq), state
+
+    def forward(self, ids, train):
+        return self.run(ids)[0]
+
+
+def charlstm(batch: int = 32, steps: int = 64, embed: int = 32, hidden: int = 128, layers: int = 1, optimizer=None,
+             seed: int = 0, corpus: str | None = None, dtype="float32") -> ZooModel:
+    """A character-level LSTM language model on a text corpus (by default the one
+    shipped with symfuse, ``nn.data.text()``): ids ``(batch, steps)`` predict the
+    next character at every step; loss and accuracy are per character. Sample with
+    :func:`charlstm_sample_function`. Default optimiser: Adam(0.005)."""
+    from . import data as D
+    corpus_text = D.text(corpus)
+    rng = np.random.default_rng(seed)
+    model = CharLSTM(corpus_text.vocab, embed, hidden, layers, rng, dtype)
+    x = F.tensor("x", (batch, steps), "int32")
+    y = F.tensor("y", (batch, steps), "int32")
+    flat = F.reshape(model(x, train=True), (batch * steps, corpus_text.vocab))
+    labels = F.reshape(y, (batch * steps,))
+    loss = losses.softmax_cross_entropy(flat, labels)
+    opt = optim.get(optimizer) if optimizer is not None else optim.Adam(0.005)
+    zm = ZooModel("charlstm", "language", model, [x, y], [loss, losses.accuracy(flat, labels)], ["loss", "accuracy"],
+                  opt.updates(loss, model.params), int(batch), (int(steps),), "int32", corpus_text.vocab, opt,
+                  predict_graph=lambda v: L.softmax(model(v, train=False)))
+    zm.corpus = corpus_text
+    return zm
+
+
+def charlstm_sample_function(zm: ZooModel, prime: str, length: int, temperature: float = 1.0, device=None):
+    """Compiled ``seed -> ids``: ``length`` characters drawn after ``prime``, one per step
+    of a scan (the prime runs through the LSTM first; each step draws from the
+    softmax at ``temperature`` by the Gumbel-max trick with the counter-based
+    generator, seeded by the int64 ``seed`` and the step). ``zm.corpus.decode`` turns
+    the ids into text."""
+    from ..frontend import random as R
+    model: CharLSTM = zm.model
+    if not prime:
+        raise ValueError("charlstm_sample_function: prime must be at least one character")
+    ids = F.constant(zm.corpus.encode(prime)[None])
+    seed = F.tensor("seed", (), "int64")
+    logits, state = model.run(ids)
+    V = zm.corpus.vocab
+
+    def step(carry, t):
+        last, st = carry
+        u = R.uniform((1, V), seed * 1_000_003 + t, dtype=zm.model.out.W.dtype.name)
+        gumbel = -F.log(-F.log(F.maximum(u, 1e-20)))
+        nxt = F.argmax(last * (1.0 / temperature) + gumbel, axis=1)        # (1,)
+        out, st = model.run(F.reshape(nxt, (1, 1)), st)
+        return (out[:, 0], st), nxt[0]
+
+    _, drawn = F.scan(step, (logits[:, -1], state), F.constant(np.arange(length, dtype=np.int64)))
+    return function([seed], drawn, device=device, name="charlstm_sample")
+
+
+ZOO: dict[str, Callable[..., ZooModel]] = {"mlp": mlp, "lenet": lenet, "rbm": rbm, "seqdigits": seqdigits,
+                                           "charlstm": charlstm}
 
 
 def get(name: str, **kw) -> ZooModel:
@@ -309,4 +401,5 @@ def get(name: str, **kw) -> ZooModel:
     return builder(**kw)
 
 
-__all__ = ["ZooModel", "ZOO", "get", "mlp", "lenet", "rbm", "RBM", "rbm_sample_function"]
+__all__ = ["ZooModel", "ZOO", "get", "mlp", "lenet", "rbm", "RBM", "rbm_sample_function", "seqdigits", "charlstm",
+           "CharLSTM", "charlstm_sample_function"]
