@@ -238,7 +238,17 @@ class RBM(L.Module):
         """Mean squared error per pixel between v and its mean-field reconstruction."""
         return losses.mean_squared_error(self.forward(v, False), v)
 
-    def cd(self, v0, k: int = 1, persistent: SharedVariable | None = None):
+    def gibbs_hvh(self, hs, t):
+        """One Gibbs step h -> v -> h' of the chain's step ``t`` (an integer or an int64
+        scalar tensor): its draws are seeded by the counter and ``t``, so a step draws
+        the same numbers in a scan and unrolled. Returns (v_sample, h_prob, h_sample)."""
+        from ..frontend import random as R
+        seed = self.counter * CHAIN_SEED_STRIDE + t
+        vs = R.bernoulli(self.propdown(hs), seed, dtype=self.dtype, salt=CHAIN_SALT)
+        hp = self.propup(vs)
+        return vs, hp, R.bernoulli(hp, seed, dtype=self.dtype, salt=CHAIN_SALT + 1)
+
+    def cd(self, v0, k: int = 1, persistent: SharedVariable | None = None, unroll: bool = False):
         """Contrastive divergence CD-k (PCD-k when ``persistent`` holds the chain's
         hidden samples). Returns ``(grads, recon_error, chain_updates)`` where
         ``grads`` are the gradients of the *negative* log-likelihood estimate for
@@ -247,17 +257,22 @@ class RBM(L.Module):
             dW = -(v0^T h0 - vk^T hk) / batch,  dhbias = -mean(h0 - hk),  dvbias = -mean(v0 - vk)
 
         with h0, hk the hidden probabilities given v0 and the chain end vk (a sample).
-        These equal ``sf.grad(mean(F(v0)) - mean(F(vk)), params)`` with vk constant;
-        symfuse has no stop-gradient op, so they are written out (the tests check the
-        two agree)."""
+        These equal ``sf.grad(mean(F(v0)) - mean(F(vk)), params)`` with vk constant
+        (the tests check it with ``sf.stop_gradient``). The k Gibbs steps are one
+        ``sf.scan`` (one compiled body for any k); ``unroll=True`` writes them out
+        instead, drawing the same numbers."""
         if k < 1:
             raise ValueError(f"cd: k must be >= 1, got {k}")
         n = v0.shape[0]
         h0p, h0s = self.sample_h(v0)
         hs = persistent if persistent is not None else h0s
-        for _ in range(k):
-            vp, vs = self.sample_v(hs)
-            hkp, hs = self.sample_h(vs)
+        if unroll:
+            for t in range(k):
+                vs, hkp, hs = self.gibbs_hvh(hs, np.int64(t))
+        else:
+            zero_v = F.zeros(v0.shape, self.dtype)
+            (vs, hkp, hs), _ = F.scan(lambda c, t: (self.gibbs_hvh(c[2], t), None), (zero_v, h0p, hs),
+                                      F.constant(np.arange(k, dtype=np.int64)))
         vk = vs
         dW = (v0.T @ h0p - vk.T @ hkp) * (1.0 / n)
         dhb = F.mean(h0p - hkp, axis=0)
@@ -265,6 +280,11 @@ class RBM(L.Module):
         recon = losses.mean_squared_error(self.propdown(h0s), v0)
         chain = [(persistent, hs)] if persistent is not None else []
         return [-dW, -dhb, -dvb], recon, chain
+
+
+# a Gibbs step's draws: seed = counter * CHAIN_SEED_STRIDE + step, under their own salts
+CHAIN_SEED_STRIDE = 1 << 16
+CHAIN_SALT = 1 << 21
 
 
 def rbm(batch: int = 20, n_visible: int = 784, n_hidden: int = 500, k: int = 1, persistent: bool = False,
@@ -280,7 +300,7 @@ def rbm(batch: int = 20, n_visible: int = 784, n_hidden: int = 500, k: int = 1, 
     chain = None
     if persistent:
         chain = F.shared(np.zeros((batch, n_hidden), dtype), name="rbm.persistent_chain")
-    grads, recon, chain_updates = model.cd(x, k, chain)
+    grads, recon, chain_updates = model.cd(x, k, chain, unroll=True)
     opt = optim.get(optimizer) if optimizer is not None else optim.SGD(lr)
     updates = opt.updates(grads, model.params) + chain_updates
     zm = ZooModel("rbm", "rbm", model, [x], [recon], ["recon_error"], updates, int(batch), (n_visible,), dtype,

@@ -25,12 +25,12 @@ def _batches(zm, n, seed=0):
 
 # --------------------------------------------------------------------------- registry and API
 def test_registry_and_unknown_name():
-    assert sorted(zoo.ZOO) == ["lenet", "mlp", "rbm"]
+    assert sorted(zoo.ZOO) == ["charlstm", "lenet", "mlp", "rbm", "seqdigits"]
     assert nn.ZOO is zoo.ZOO
     with pytest.raises(nn.UnknownModelError) as ei:
         zoo.get("resnet50")
     msg = str(ei.value)
-    assert "resnet50" in msg and "['lenet', 'mlp', 'rbm']" in msg and isinstance(ei.value, KeyError)
+    assert "resnet50" in msg and "['charlstm', 'lenet', 'mlp', 'rbm', 'seqdigits']" in msg and isinstance(ei.value, KeyError)
     m = zoo.get("mlp", **SMALL["mlp"])
     assert isinstance(m, zoo.ZooModel) and m.name == "mlp" and m.kind == "classifier"
 
@@ -78,9 +78,12 @@ def test_training_steps_agree_on_cpu_and_interpreter(name):
     assert len(set(losses["cpu"])) > 1
 
 
+RBM_SCAN_DEVICES = ["interp"]
+
+
 def test_rbm_cd_gradient_equals_free_energy_gradient():
     """The written-out CD-k gradient equals sf.grad of F(v0) - F(vk) with the chain end
-    held constant (a Bernoulli sample has no gradient)."""
+    held constant by sf.stop_gradient (a Bernoulli sample has no gradient)."""
     rng = np.random.default_rng(0)
     model = zoo.RBM(12, 7, rng=0, seed=11, dtype="float64")
     v0 = sf.tensor("v", (5, 12), "float64")
@@ -89,10 +92,9 @@ def test_rbm_cd_gradient_equals_free_energy_gradient():
     model.stream = sf.random.RandomStream(model.counter, salt=1 << 20)
     _, h0s = model.sample_h(v0)
     hs = h0s
-    for _ in range(2):
-        _, vs = model.sample_v(hs)
-        _, hs = model.sample_h(vs)
-    cost = model.free_energy(v0).mean() - model.free_energy(vs).mean()
+    for t in range(2):
+        vs, _, hs = model.gibbs_hvh(hs, np.int64(t))
+    cost = model.free_energy(v0).mean() - model.free_energy(sf.stop_gradient(vs)).mean()
     auto = sf.grad(cost, model.params)
     f = sf.function([v0], grads + auto + [recon], device="interp")
     model.counter.default_update = None          # keep the same draws for this check
@@ -101,6 +103,22 @@ def test_rbm_cd_gradient_equals_free_energy_gradient():
     for a, b in zip(out[:3], out[3:6]):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     assert np.abs(out[0]).max() > 1e-3 and 0 < out[6] < 1
+
+
+@pytest.mark.parametrize("device", RBM_SCAN_DEVICES)
+def test_rbm_cd5_in_a_scan_equals_the_unrolled_chain_bit_for_bit(device):
+    outs = []
+    for unroll in (False, True):
+        model = zoo.RBM(16, 9, rng=0, seed=5)
+        v0 = sf.tensor("v", (6, 16))
+        grads, recon, _ = model.cd(v0, k=5, unroll=unroll)
+        f = sf.function([v0], grads + [recon], device=device)
+        vv = (np.random.default_rng(1).uniform(size=(6, 16)) > 0.5).astype(np.float32)
+        outs.append([f(vv), f(vv)])                  # two calls: the counter advances
+    for a, b in zip(outs[0], outs[1]):
+        for x, y in zip(a, b):
+            assert x.tobytes() == y.tobytes()
+    assert not np.array_equal(outs[0][0][0], outs[0][1][0])
 
 
 # --------------------------------------------------------------------------- fit
