@@ -357,7 +357,7 @@ CASES = [
         r"refusing to use it .*; compiling without caching$"),
     # ---- the command line: usage errors exit 2, errors in a model file exit 1 with its file:line
     cli("cli-unknown-model", "symfuse compile nosuch", 2,
-        r"Invalid value for MODEL: unknown model 'nosuch'; zoo models: lenet, mlp, rbm"),
+        r"Invalid value for MODEL: unknown model 'nosuch'; zoo models: charlstm, lenet, mlp, rbm, seqdigits"),
     cli("cli-missing-file", "symfuse compile missing.py:build", 2,
         r"Invalid value for MODEL: no such file: missing\.py"),
     cli("cli-missing-function", "symfuse compile model.py:nothere", 2,
