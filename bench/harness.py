@@ -151,9 +151,11 @@ class Study:
         d = tempfile.mkdtemp(prefix=f"{tag}-", dir=self.scratch)
         return d
 
-    def run(self, job: dict, cache_root: str, timeout: float | None = None, what: str = "") -> dict:
+    def run(self, job: dict, cache_root: str, timeout: float | None = None, what: str = "",
+            script: str | None = None) -> dict:
+        """script: the child's builder module (default bench/peers.py; study_rnn uses peers_rnn.py)."""
         timeout = timeout or self.args.timeout
-        res = run_child(job, child_env(cache_root, self.args.threads), timeout)
+        res = run_child(job, child_env(cache_root, self.args.threads), timeout, script)
         if res.get("versions"):
             self.meta["versions"].setdefault(res["framework"], res["versions"])
         info = res.get("info") or {}
