@@ -28,22 +28,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..install_dirs import C_TEMPLATE_DIR
-from .c_module import c_literal
-from .index import row_major_strides
+from .index import collapse_dims, row_major_strides, split_axis
+from .kernel import c_literal, c_type, value_literal
 
 INCLUDE_DIR = C_TEMPLATE_DIR
 RUNTIME_HEADER = os.path.join(INCLUDE_DIR, "runtime.h")
 COMPILE_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 REQUIRED_LIBS = ["scipy_openblas"]
-
-
-def c_type(dtype) -> str:
-    """C element type of a dtype (numpy bools are one byte: uint8_t)."""
-    if dtype.is_bool:
-        return "uint8_t"
-    if dtype.name == "float16":
-        return "_Float16"
-    return dtype.c_type
 
 
 def suffix(dtype) -> str:
@@ -75,46 +66,8 @@ def _arr(xs) -> str:
     return "(const int64_t[]){" + ", ".join(_lit(x) for x in xs) + "}"
 
 
-def _float_lit(x, dtype) -> str:
-    f = float(x)
-    if math.isnan(f):
-        return "NAN"
-    if math.isinf(f):
-        return "INFINITY" if f > 0 else "(-INFINITY)"
-    return repr(f) + ("f" if dtype.name == "float32" else "")
-
-
-def _value_lit(x, dtype) -> str:
-    """A Python number converted to ``dtype`` as numpy's np.full would."""
-    if dtype.is_bool:
-        return "1" if x else "0"
-    if dtype.is_float:
-        return _float_lit(x, dtype)
-    return f"(({c_type(dtype)}){int(x)})"
-
-
 def _empty(op) -> bool:
     return any(o.type.size == 0 for o in op.outputs)
-
-
-def _split(shape, axis):
-    """[outer, n, inner] view of ``shape`` around ``axis``."""
-    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
-
-
-def _collapse(shape, *strides):
-    """Drop size-1 dims and merge adjacent dims that are contiguous in every stride
-    list: the same element mapping with fewer dims. Returns (shape, strides...)."""
-    dims = [(s, [st[d] for st in strides]) for d, s in enumerate(shape) if s != 1]
-    out: list = []
-    for s, st in dims:
-        if out:
-            ps, pst = out[-1]
-            if all(p == q * s for p, q in zip(pst, st)):
-                out[-1] = (ps * s, st)
-                continue
-        out.append((s, st))
-    return [s for s, _ in out], *[[st[k] for _, st in out] for k in range(len(strides))]
 
 
 EMPTY = "/* empty result: nothing to do */;"
@@ -147,7 +100,7 @@ def _gemm_args(op, hints) -> str | None:
         mat = shape[-2] * shape[-1]
         return [0 if d == 1 else s * mat for d, s in zip(bs, st)]
 
-    bshape, ast, bst = _collapse(batch, batch_strides(a_shape), batch_strides(b_shape))
+    bshape, ast, bst = collapse_dims(batch, batch_strides(a_shape), batch_strides(b_shape))
     if len(bshape) == 1 and not ta and bst[0] == 0 and ast[0] == M * K:
         M, bshape, ast, bst = M * bshape[0], [], [], []   # shared B: one gemm over all rows of A
     return f"{len(bshape)}, {_arr(bshape)}, {_arr(ast)}, {_arr(bst)}, {M}, {N}, {K}, {int(ta)}, {int(tb)}"
@@ -179,7 +132,7 @@ def _rowwise(name):
         x = op.inputs[0].type
         if _empty(op) or x.size == 0:
             return EMPTY
-        outer, n, inner = _split(x.shape, op.attrs["axis"])
+        outer, n, inner = split_axis(x.shape, op.attrs["axis"])
         sfx = _float_sfx(x.dtype, op)
         args = ", ".join(ins + outs)
         return f"sf_{name}_{sfx}({args}, {outer}, {n}, {inner});"
@@ -190,7 +143,7 @@ def _rowwise(name):
 @dataclass(frozen=True)
 class Helper:
     """A shape-specialised C function a library call passes to the runtime,
-    rendered from ``templates/c/<template>`` with ``params`` by c_module (its
+    rendered from ``templates/c/<template>`` with ``params`` by the C renderer (its
     definition is guarded, so kernels sharing one define it once a unit)."""
     name: str
     template: str
@@ -312,7 +265,7 @@ def lower_take(op, ins, outs, hints) -> str:
     x, idx = op.inputs
     if _empty(op):
         return EMPTY
-    pre, n, post = _split(x.shape, op.attrs["axis"])
+    pre, n, post = split_axis(x.shape, op.attrs["axis"])
     rb = post * x.dtype.itemsize
     return (f"sf_take_{suffix(idx.dtype)}((const void*)({ins[0]}), {ins[1]}, (void*)({outs[0]}), "
             f"{pre}, {n}, {idx.size}, {rb});")
@@ -342,7 +295,7 @@ def _arg(name):
     def lower(op, ins, outs, hints) -> str:
         x = op.inputs[0].type
         ax = op.attrs["axis"]
-        outer, n, inner = (1, x.size, 1) if ax is None else _split(x.shape, ax)
+        outer, n, inner = (1, x.size, 1) if ax is None else split_axis(x.shape, ax)
         return f"sf_{name}_{_numeric_sfx(x.dtype, op)}({ins[0]}, {outs[0]}, {outer}, {n}, {inner});"
     return lower
 
@@ -370,7 +323,7 @@ def lower_random_bernoulli(op, ins, outs, hints) -> str:
     shape = out.shape
     ps = (1,) * (len(shape) - p.ndim) + p.shape
     pst = [0 if d == 1 else s for d, s in zip(ps, row_major_strides(ps))]
-    oshape, pst = _collapse(shape, pst)
+    oshape, pst = collapse_dims(shape, pst)
     if not oshape:
         oshape, pst = [1], [0]
     pdouble = {"float32": 0, "float64": 1}.get(p.dtype.name)
@@ -383,7 +336,7 @@ def lower_random_bernoulli(op, ins, outs, hints) -> str:
 # =========================================================================== data movement
 def _copy(src, dst, shape, sst, dst_st, es) -> str:
     """One sf_strided_copy (or memcpy) call; strides in elements."""
-    shape, sst, dst_st = _collapse(shape, sst, dst_st)
+    shape, sst, dst_st = collapse_dims(shape, sst, dst_st)
     if not shape:
         shape, sst, dst_st = [1], [1], [1]
     if len(shape) == 1 and sst == [1] and dst_st == [1]:
@@ -397,7 +350,7 @@ def lower_concatenate(op, ins, outs, hints) -> str:
         return EMPTY
     ax = op.attrs["axis"]
     es = out.dtype.itemsize
-    outer, total, inner = _split(out.shape, ax)
+    outer, total, inner = split_axis(out.shape, ax)
     stmts, off = [], 0
     for e, v in zip(ins, op.inputs):
         n = v.type.shape[ax]
@@ -415,7 +368,8 @@ def lower_pad(op, ins, outs, hints) -> str:
         return EMPTY
     dt, es = out.dtype, out.dtype.itemsize
     a = op.attrs
-    stmts = [f"sf_fill_bytes((void*)({outs[0]}), {out.size}, {es}, &({c_type(dt)}){{{_value_lit(a['value'], dt)}}});"]
+    fill = value_literal(a["value"], dt)
+    stmts = [f"sf_fill_bytes((void*)({outs[0]}), {out.size}, {es}, &({c_type(dt)}){{{fill}}});"]
     if x.size:
         ost = row_major_strides(out.shape)
         base = sum(lo * s for lo, s in zip(a["lo"], ost))

@@ -5,9 +5,11 @@ compile cost for a parallel build. Renders only: compiling and loading are the
 backend's (``runtime/cpu.py``)."""
 from __future__ import annotations
 
-from ..compiler.layout import materialised
-from . import c_module
-from .c_library import LIBRARY
+from ..install_dirs import C_TEMPLATE_DIR
+from .kernel import c_literal, c_type
+from .lower import lower_partition
+from .render_c import CRenderer
+from .templates_cache import template
 
 # A parallel build (one compiler process per unit, then a link) pays a process
 # start, the headers and a share of the link (~30 ms) per unit; gcc -O2 spends
@@ -48,23 +50,22 @@ def split_units(kernels, workers: int) -> list[list]:
     return [[k for i, k in enumerate(kernels) if unit[i] == u] for u in range(n)]
 
 
-
 def render_program(fn, part, lay, version: str, runtime_header="sf_unit_inline.h", profile=False, workers=1):
-    """(the module as one translation unit, its kernels, and the same module as
-    several units for a parallel build, or None when one unit is best)."""
-    kernels, calls, constants, const_names = [], [], [], {}
+    """(the module as one translation unit, its kernels (``KernelInfo``), and the
+    same module as several units for a parallel build, or None when one unit is best)."""
+    renderer = CRenderer()
+    kernels, signatures, calls, constants, const_names = [], {}, [], [], {}
     nparams = len(fn.params)
-    names: dict[str, int] = {}
 
     def ptr(v, const: bool) -> str:
-        ct = c_module.c_type(v.dtype)
+        ct = c_type(v.dtype)
         kind = lay.where.get(id(v))
         if kind is None:  # a constant read as a buffer
             name = const_names.get(id(v))
             if name is None:
                 name = const_names[id(v)] = f"c{len(constants)}"
                 constants.append({"name": name, "ctype": ct, "size": max(v.type.size, 1),
-                                  "data": c_module.constant_data(v.op.attrs["value"], v.dtype) or "0"})
+                                  "data": constant_data(v.op.attrs["value"], v.dtype) or "0"})
             return f"(const {ct}*){name}"
         q = "const " if const else ""
         if kind[0] == "param":
@@ -73,24 +74,47 @@ def render_program(fn, part, lay, version: str, runtime_header="sf_unit_inline.h
             return f"({q}{ct}*)args[{nparams + kind[1]}]"
         return f"({q}{ct}*)(arena + {kind[1]})"
 
-    for g in part.groups:
-        spec = c_module.build_kernel(g, part, lambda v: materialised(v, part.folded_views), LIBRARY)
-        n = names.get(spec.name, 0)
-        names[spec.name] = n + 1
-        if n:
-            spec.name = f"{spec.name}_{n}"
-        spec.aliased = any(id(v) in lay.aliased for v in spec.outputs)
-        c_module.render_kernel(spec)
-        kernels.append(spec)
-        args = [ptr(v, True) for v in spec.inputs] + [ptr(v, False) for v in spec.outputs]
-        calls.append(f"{spec.name}({', '.join(args)});")
-    source = c_module.render_module(fn.name, version, kernels, calls, constants, lay.plan.arena_bytes,
-                                    runtime_header, profile)
+    for kernel, inputs, outputs in lower_partition(part, renderer):
+        aliased = any(id(v) in lay.aliased for v in outputs)
+        k = renderer.render(kernel, aliased)
+        kernels.append(k)
+        signatures[k.name] = renderer.signature(kernel, aliased)
+        args = [ptr(v, True) for v in inputs] + [ptr(v, False) for v in outputs]
+        calls.append(f"{k.name}({', '.join(args)});")
+    source = render_module(fn.name, version, kernels, calls, constants, lay.plan.arena_bytes, runtime_header, profile)
     groups = split_units(kernels, workers)
     if len(groups) == 1:
         return source, kernels, None
     # the entry and constants go with the first (least loaded) unit's kernels
     mine = {id(k) for k in groups[0]}
-    entry = c_module.render_module(fn.name, version, groups[0], calls, constants, lay.plan.arena_bytes,
-                                   runtime_header, profile, extern_kernels=[k for k in kernels if id(k) not in mine])
-    return source, kernels, [entry] + [c_module.render_unit(fn.name, version, g, runtime_header) for g in groups[1:]]
+    entry = render_module(fn.name, version, groups[0], calls, constants, lay.plan.arena_bytes, runtime_header,
+                          profile, extern_kernels=[(k.name, signatures[k.name]) for k in kernels if id(k) not in mine])
+    return source, kernels, [entry] + [render_unit(fn.name, version, g, runtime_header) for g in groups[1:]]
+
+
+def render_module(name, version, kernels, calls, constants, arena_bytes, runtime_header="sf_unit_inline.h",
+                  profile=False, extern_kernels=()) -> str:
+    """``runtime_header``: the one header the unit includes first (so that it
+    can be precompiled): "sf_unit_inline.h" compiles the runtime library into
+    the unit; "sf_unit.h" (``c_runtime.unit_prelude``) declares the prebuilt one.
+    ``extern_kernels``: (name, signature) of the kernels defined in other units
+    (``render_unit``), declared here."""
+    return _template("module.c.j2").render(name=name, version=version, kernels=kernels, calls=calls,
+                                           constants=constants, arena_bytes=arena_bytes,
+                                           runtime_header=runtime_header, profile=profile,
+                                           extern_kernels=list(extern_kernels))
+
+
+def render_unit(name, version, kernels, runtime_header) -> str:
+    """Kernels of a parallel build: defined with hidden visibility for the entry unit to call."""
+    return _template("unit.c.j2").render(name=name, version=version, kernels=kernels, runtime_header=runtime_header)
+
+
+def constant_data(arr, dtype) -> str:
+    """The elements of a constant array as a C initialiser list."""
+    flat = arr.reshape(-1)
+    return ", ".join(c_literal(x, dtype) for x in flat.tolist())
+
+
+def _template(name: str):
+    return template(C_TEMPLATE_DIR, name)

@@ -101,3 +101,23 @@ def _flip(idx, op):
 
 VIEW_MAPS = {"reshape": _reshape, "transpose": _transpose, "broadcast_to": _broadcast,
              "slice": _slice, "flip": _flip}
+
+
+def split_axis(shape, axis):
+    """[outer, n, inner] view of ``shape`` around ``axis``."""
+    return prod(shape[:axis]), shape[axis], prod(shape[axis + 1:])
+
+
+def collapse_dims(shape, *strides):
+    """Drop size-1 dims and merge adjacent dims that are contiguous in every stride
+    list: the same element mapping with fewer dims. Returns (shape, strides...)."""
+    dims = [(s, [st[d] for st in strides]) for d, s in enumerate(shape) if s != 1]
+    out: list = []
+    for s, st in dims:
+        if out:
+            ps, pst = out[-1]
+            if all(p == q * s for p, q in zip(pst, st)):
+                out[-1] = (ps * s, st)
+                continue
+        out.append((s, st))
+    return [s for s, _ in out], *[[st[k] for _, st in out] for k in range(len(strides))]

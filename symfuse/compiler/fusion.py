@@ -15,6 +15,8 @@ Op classes come from ``OpDef.fusion`` (no lists of op names here):
 * library — everything else (matmul, conv, pooling, row-wise softmax family,
   gather, random, ...): one call into the C runtime library per op, chosen in
   Python and emitted as a call with literal shapes.
+* control — scan, while_loop, cond: a group of its own that reads whole buffers;
+  the backend runs its regions (each compiled like a function) in a loop or branch.
 
 Kernel arguments are bounded by MAX_KERNEL_INPUTS: a group that would read
 more distinct buffers stops absorbing producers (C has no hard limit, CUDA's
@@ -40,6 +42,8 @@ from dataclasses import dataclass, field
 from ..ir.core import Function, Op, Value
 
 MAX_KERNEL_INPUTS = 64
+# groups that read their operands as whole buffers: nothing is fused into them
+_OPAQUE = ("library", "control")
 
 
 def op_class(op: Op) -> str:
@@ -48,7 +52,7 @@ def op_class(op: Op) -> str:
 
 @dataclass
 class KernelGroup:
-    kind: str                       # pointwise | reduce | library
+    kind: str                       # pointwise | reduce | library | control | multi
     root: Op                        # the op whose output defines the iteration space
     ops: list[Op] = field(default_factory=list)   # members in topological order
     index: int = -1
@@ -93,7 +97,7 @@ def fuse(fn: Function, horizontal: bool = False) -> Partition:
         cons = users.get(id(out), [])
         is_result = id(out) in result_ids
         if cls == "view" and not is_result and cons and not any(id(c) in lib_reshapes for c in cons) and all(
-                id(c) in folded or (id(c) in group_of and group_of[id(c)].kind != "library") for c in cons):
+                id(c) in folded or (id(c) in group_of and group_of[id(c)].kind not in _OPAQUE) for c in cons):
             folded.add(id(op))
             continue
         if (op.opdef.name == "reshape" and not is_result and cons
@@ -128,7 +132,8 @@ def fuse(fn: Function, horizontal: bool = False) -> Partition:
                     if is_result:               # also written out: a second output of the kernel
                         g.extra_outputs.append(out)
         if target is None:
-            kind = {"pointwise": "pointwise", "view": "pointwise", "reduce": "reduce"}.get(cls, "library")
+            kind = {"pointwise": "pointwise", "view": "pointwise", "reduce": "reduce", "control": "control"}.get(
+                cls, "library")
             target = KernelGroup(kind, op)
             groups.append(target)
         target.ops.append(op)
@@ -250,7 +255,7 @@ def _space(g: KernelGroup) -> int:
 
 
 def _can_join(op: Op, consumers: list[Op], g: KernelGroup) -> bool:
-    if g.kind == "library":
+    if g.kind in _OPAQUE:
         return False
     if op.outputs[0].type.size != _space(g):
         return False  # broadcast into a larger space would recompute: materialise instead

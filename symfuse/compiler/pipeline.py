@@ -1,5 +1,6 @@
 """The pass pipeline: verify -> simplify+stabilise -> differentiate ->
-simplify+stabilise -> DCE, each stage timed into the CompileReport.
+simplify+stabilise -> DCE, each stage timed into the CompileReport; then, for a
+compiled target, its lowering passes (``lower``).
 
 Stabilisation runs *before* differentiation as well as after: the gradient of
 ``log_softmax`` is stable, the gradient of ``log(softmax)`` is not, so the
@@ -16,6 +17,7 @@ from .autodiff import differentiate
 from .passes import REWRITES, RewriteContext
 from .passes.basic import cse, dce, fold_constants
 from .passes.control import simplify_control
+from .passes.lowering import LOWERINGS
 from .passes.rewrite import apply_rewrites
 from .options import Options  # noqa: F401  (part of the pipeline's interface)
 from .report import CompileReport
@@ -89,4 +91,16 @@ def _optimize(fn: Function, opts: Options | None, report: CompileReport | None) 
     if opts.verify:
         with report.stage("verify", ops_before=len(fn.ops), ops_after=len(fn.ops)):
             verify(fn, types=False)
+    return fn
+
+
+def lower(fn: Function, tags, report: CompileReport) -> Function:
+    """``fn`` through the target's lowering passes: those of the lowering database
+    (``passes/lowering.py``) carrying one of ``tags``, in order of position, each
+    a report stage named after the pass."""
+    for p in LOWERINGS.query(tags):
+        counts: Counter = Counter()
+        with report.stage(p.name, ops_before=len(fn.ops)) as st:
+            fn = p.fn(fn, counts)
+            st.ops_after, st.rewrites = len(fn.ops), dict(counts)
     return fn

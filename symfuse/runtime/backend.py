@@ -1,7 +1,13 @@
 """The interface every device implements: ``Backend`` (what ``sf.function`` asks
 of a device) and ``Program`` (what a compile returns and a call runs). A backend
-overrides only what differs from these defaults."""
+overrides only what differs from these defaults.
+
+``Backend.compile`` runs the one pipeline of a compiled target, lower -> fuse ->
+plan -> emit -> build -> load, with its report stages, and asks the backend
+through hooks for what differs (see ``compile``)."""
 from __future__ import annotations
+
+import time
 
 from .cache import DiskCache, environment_cache
 
@@ -59,7 +65,90 @@ class Backend:
         """One-time work before a compile (building a runtime library), shown in the
         report as a stage of its own rather than inside the graph-cache lookup."""
 
+    # -------------------------------------------------------------- the compile
     def compile(self, fn, options: dict, report) -> Program:
+        """The optimised ``fn`` as a Program: the target's lowering passes, fusion,
+        the memory plan, the code generator, the toolchain and the loader, each a
+        report stage ("blas", ..., "fusion", "memory plan", "codegen", then the
+        stages ``build`` and ``load_built`` record)."""
+        t0 = time.perf_counter()
+        # the compile path is imported here, not with the backend: a graph-cache hit
+        # (``load``) needs none of it (fusion, Jinja and a code generator: ~30-60 ms)
+        from ..compiler.fusion import fuse
+        from ..compiler.layout import layout
+        from ..compiler.pipeline import lower
+        self.import_codegen()
+        report.add_if_slow("import codegen", t0, f"once per process: fusion, Jinja, the {self.name} code generator")
+        job = CompileJob(fn, options, report)
+        self.begin(job)
+        job.fn = lower(job.fn, self.lower_passes(options), report)
+        with report.stage("fusion", ops_before=len(job.fn.ops)) as st:
+            job.partition = fuse(job.fn, **self.fuse_options(options))
+            st.ops_after = len(job.partition.groups)
+            st.note = f"{len(job.fn.ops)} ops -> {len(job.partition.groups)} kernels"
+        if self.codegen_before_plan:
+            with report.stage("codegen"):
+                job.kernels = self.kernels(job)
+        scratch = self.scratch(job)
+        with report.stage("memory plan") as st:
+            job.layout = layout(job.fn, job.partition, scratch)
+            st.note = job.layout.plan.table().splitlines()[0]
+        plan = job.layout.plan
+        report.info["memory"] = {"arena_bytes": plan.arena_bytes, "naive_bytes": plan.naive_bytes,
+                                 "lower_bound_bytes": plan.lower_bound_bytes}
+        if self.codegen_before_plan:
+            emitted = self.emit(job)
+        else:
+            with report.stage("codegen"):
+                emitted = self.emit(job)
+        built = self.build(job, emitted)
+        if self.load_stage is None:
+            return self.load_built(job, emitted, built)
+        with report.stage(self.load_stage):
+            return self.load_built(job, emitted, built)
+
+    # Hooks of ``compile``, in the order it calls them.
+    codegen_before_plan = False   # kernels() runs before the memory plan (their workspace feeds it)
+    load_stage: str | None = "load"   # the stage load_built runs in (None: it records its own, or none)
+
+    def import_codegen(self) -> None:
+        """Import the code generator (timed with fusion's import as "import codegen")."""
+
+    def begin(self, job: "CompileJob") -> None:
+        """What a compile needs before lowering: checks of its options, a toolchain
+        to load, a runtime library to find (each may record a stage of its own)."""
+
+    def lower_passes(self, options: dict) -> tuple[str, ...]:
+        """Tags of the lowering passes (``compiler/passes/lowering.py``) this target runs before fusion."""
+        return ()
+
+    def fuse_options(self, options: dict) -> dict:
+        """Keywords of ``compiler.fusion.fuse`` for this target."""
+        return {"horizontal": True}
+
+    def kernels(self, job: "CompileJob") -> list:
+        """With ``codegen_before_plan``: the kernels of ``job.partition``, built in
+        the "codegen" stage before the memory plan; ``emit`` then assembles them."""
+        raise NotImplementedError
+
+    def scratch(self, job: "CompileJob") -> dict:
+        """Arena bytes each group needs beyond its values (a library kernel's
+        workspace), by group index: what the memory plan places for it."""
+        return {}
+
+    def emit(self, job: "CompileJob"):
+        """The program's source and whatever ``build`` and ``load_built`` need of it,
+        from ``job.partition`` and ``job.layout`` ("codegen" stage, unless the
+        kernels were built before the plan)."""
+        raise NotImplementedError
+
+    def build(self, job: "CompileJob", emitted):
+        """``emitted`` compiled (or found in the cache); records its own stages
+        ("c compile", "nvrtc", ...), whose names differ by toolchain."""
+        raise NotImplementedError
+
+    def load_built(self, job: "CompileJob", emitted, built) -> Program:
+        """The Program over what ``build`` made, in the ``load_stage``."""
         raise NotImplementedError
 
     def identity(self) -> str:
@@ -73,3 +162,19 @@ class Backend:
     def load(self, entry: dict, report) -> Program | None:
         """A program from a graph-cache entry, or None when it cannot be used (a miss)."""
         return None
+
+
+class CompileJob:
+    """One compile as it passes from hook to hook: the Function (the lowered one
+    once lowering ran), its partition and layout once made, the kernels when they
+    are built before the plan, and whatever a backend's hooks hand each other
+    (one backend object serves every thread that compiles, so a compile's state
+    lives here, never on the backend)."""
+
+    def __init__(self, fn, options: dict, report):
+        self.fn = fn
+        self.options = options
+        self.report = report
+        self.partition = None
+        self.layout = None
+        self.kernels: list | None = None

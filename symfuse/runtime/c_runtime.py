@@ -26,8 +26,10 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..errors import CompileError
 from ..install_dirs import BUILD_DIR, C_TEMPLATE_DIR as INCLUDE_DIR
-from .cache import artefact_ok, cache_key, environment_cache, seal_artefact, warn_once
+from .cache import cache_key, environment_cache, warn_once
+from .shared_object import Recipe, SharedObject, in_directory, intact, put_file
 from .toolchain import blas_link_flags, find_compiler
 
 log = logging.getLogger("symfuse.cpu")
@@ -57,28 +59,6 @@ def _build_dirs():
         yield d
 
 
-def _writable_dir(d: str) -> bool:
-    try:
-        os.makedirs(d, mode=0o755, exist_ok=True)
-        return os.access(d, os.W_OK)
-    except OSError:
-        return False
-
-
-def _intact(path: str) -> bool:
-    return os.path.exists(path) and artefact_ok(path, environment_cache())
-
-
-def _install(tmp: str, final: str) -> bool:
-    """Seal ``tmp``'s bytes as ``final``'s, then move it there (a reader never sees a
-    file without its seal); False when the seal cannot be written."""
-    with open(tmp, "rb") as fh:
-        if not seal_artefact(final, fh.read(), environment_cache()):
-            return False
-    os.replace(tmp, final)
-    return True
-
-
 @functools.lru_cache(maxsize=None)
 def header_bytes() -> bytes:
     """runtime.h and kernel.h: what a build or a unit depends on besides its own text."""
@@ -95,59 +75,59 @@ def runtime_library(cc: str, ccver: str) -> RuntimeLibrary | None:
     when this compiler cannot produce the API header."""
     if "clang" in ccver.lower():   # no -aux-info
         return None
-    header = header_bytes()
     flags = LIBRARY_FLAGS + list(blas_link_flags())
-    key = cache_key(header, ccver, " ".join(flags))[:20]
-    for d in _build_dirs():
-        lib = os.path.join(d, key, "libsymfuse_rt.so")
-        if _intact(lib) and _intact(os.path.join(d, key, "sf_runtime_api.h")):
-            return RuntimeLibrary(lib, os.path.dirname(lib), key)
-    for d in _build_dirs():
-        if _writable_dir(os.path.join(d, key)):
-            warn_once(f"symfuse: building the C runtime library once for this installation and compiler "
-                      f"(~{BUILD_SECONDS_HINT} s) in {os.path.join(d, key)}")
-            t0 = time.perf_counter()
-            if _build(cc, flags, os.path.join(d, key)):
-                lib = os.path.join(d, key, "libsymfuse_rt.so")
-                return RuntimeLibrary(lib, os.path.dirname(lib), key, time.perf_counter() - t0)
-            return None
-    log.warning("symfuse: no writable directory for the C runtime library; compiling it into each unit")
-    return None
-
-
-def _build(cc: str, flags: list[str], out_dir: str) -> bool:
-    import tempfile  # lazy: only a build needs it
-    import shutil  # lazy: only a build needs it
-    import subprocess  # lazy: only a build needs it
-    work = tempfile.mkdtemp(prefix=".build-", dir=out_dir)
-    src = os.path.join(work, "runtime_lib.c")
-    with open(src, "w") as fh:
-        fh.write('#define SF_RUNTIME_LIBRARY 1\n#include "runtime.h"\n')
-    aux = os.path.join(work, "aux.h")
-    tmp_lib = os.path.join(work, "libsymfuse_rt.so")
-    proc = subprocess.run([cc, src, "-o", tmp_lib, "-I", INCLUDE_DIR, f"-aux-info={aux}", *flags, "-lm"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0 or not os.path.exists(aux):
+    key = cache_key(header_bytes(), ccver, " ".join(flags))[:20]
+    # header first, library last: readers test for the library, so they never see half a build
+    lib = SharedObject("libsymfuse_rt.so", [in_directory(os.path.join(d, key)) for d in _build_dirs()],
+                       companions=("sf_runtime_api.h",))
+    found = lib.find()
+    if found is not None:
+        return RuntimeLibrary(found.path, os.path.dirname(found.path), key)
+    if lib.place() is None:
+        log.warning("symfuse: no writable directory for the C runtime library; compiling it into each unit")
+        return None
+    warn_once(f"symfuse: building the C runtime library once for this installation and compiler "
+              f"(~{BUILD_SECONDS_HINT} s) in {lib.place()}")
+    t0 = time.perf_counter()
+    recipe = Recipe(cc, (("runtime_lib.c", '#define SF_RUNTIME_LIBRARY 1\n#include "runtime.h"\n'),),
+                    ("-I", INCLUDE_DIR, "-aux-info=aux.h", *flags, "-lm"), output="libsymfuse_rt.so",
+                    what="building the C runtime library")
+    try:
+        built = lib.build(recipe, finish=_write_api_header, keep_failed=False)
+    except CompileError as e:
         log.warning("symfuse: building the C runtime library failed (%s); compiling it into each unit:\n%s",
-                    cc, proc.stderr[-2000:])
-        return False
+                    cc, _compiler_output(e))
+        return None
+    built.done()
+    if not built.stored:
+        return None
+    return RuntimeLibrary(built.path, os.path.dirname(built.path), key, time.perf_counter() - t0)
+
+
+def _compiler_output(e: CompileError) -> str:
+    """What the compiler said, without the build directory the message names (removed)."""
+    return str(e).split("\n", 1)[-1][-2000:]
+
+
+def _write_api_header(work: str) -> None:
+    """``sf_runtime_api.h``: the prototypes of the library's exported functions,
+    from what ``-aux-info`` wrote of the build."""
+    try:
+        with open(os.path.join(work, "aux.h")) as fh:
+            lines = fh.readlines()
+    except OSError:
+        raise CompileError("building the C runtime library failed: the compiler wrote no -aux-info") from None
     protos = []
-    with open(aux) as fh:
-        for line in fh:
-            # "/* runtime.h:123:NF */ extern void sf_x (...); /* (...) ... */": the exported definitions
-            if "runtime.h:" in line and "F */ extern" in line:
-                decl = line.split("*/", 1)[1].split("/*", 1)[0].strip()
-                if decl.split("(", 1)[0].split()[-1].lstrip("*").startswith("sf_"):
-                    protos.append(decl)
+    for line in lines:
+        # "/* runtime.h:123:NF */ extern void sf_x (...); /* (...) ... */": the exported definitions
+        if "runtime.h:" in line and "F */ extern" in line:
+            decl = line.split("*/", 1)[1].split("/*", 1)[0].strip()
+            if decl.split("(", 1)[0].split()[-1].lstrip("*").startswith("sf_"):
+                protos.append(decl)
     api = ("/* Exported by libsymfuse_rt (generated from runtime.h by gcc -aux-info). */\n"
            "#include <stddef.h>\n#include <stdint.h>\n" + "\n".join(protos) + "\n")
     with open(os.path.join(work, "sf_runtime_api.h"), "w") as fh:
         fh.write(api)
-    # header first, library last: readers test for the library, so they never see half a build
-    ok = (_install(os.path.join(work, "sf_runtime_api.h"), os.path.join(out_dir, "sf_runtime_api.h"))
-          and _install(tmp_lib, os.path.join(out_dir, "libsymfuse_rt.so")))
-    shutil.rmtree(work, ignore_errors=True)
-    return ok
 
 
 UNIT_PRELUDE = ("/* What every generated C unit includes first: the kernel prelude and the\n"
@@ -169,43 +149,28 @@ def unit_prelude(rt: RuntimeLibrary, cc: str, flags: tuple[str, ...]) -> tuple[s
     dirs = [os.path.join(d, "unit-" + key) for d in (rt.header_dir, environment_cache().private_dir("runtime"))
             if d is not None]
     for d in dirs:
-        if _intact(os.path.join(d, "sf_unit.h")):
-            if os.path.exists(os.path.join(d, "sf_unit.h.gch")) and not _intact(os.path.join(d, "sf_unit.h.gch")):
+        if intact(os.path.join(d, "sf_unit.h")):
+            if os.path.exists(os.path.join(d, "sf_unit.h.gch")) and not intact(os.path.join(d, "sf_unit.h.gch")):
                 break                  # a damaged precompiled header: build both again
             return d, 0.0
-    for d in dirs:
-        if _writable_dir(d):
-            t0 = time.perf_counter()
-            _precompile_prelude(cc, flags, d, rt.header_dir)
-            return d, time.perf_counter() - t0
-    return None, 0.0
-
-
-def _precompile_prelude(cc: str, flags, out: str, api_dir: str) -> None:
-    import tempfile  # lazy: only a build needs it
-    import subprocess  # lazy: only a build needs it
-    header = os.path.join(out, "sf_unit.h")
-    fd, tmp = tempfile.mkstemp(suffix=".h", prefix=".tmp-", dir=out)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(UNIT_PRELUDE)
-    os.chmod(tmp, 0o644)             # like the library: readable by every user of the installation
-    tmp_gch = tmp + ".gch"
-    proc = subprocess.run([cc, "-x", "c-header", tmp, "-o", tmp_gch, "-I", INCLUDE_DIR, "-I", api_dir, *flags],
-                          capture_output=True, text=True)
-    if proc.returncode == 0:      # the precompiled header first: whoever sees sf_unit.h sees its .gch too
-        if not _install(tmp_gch, header + ".gch"):
-            os.remove(tmp_gch)
-    else:
+    pch = SharedObject("sf_unit.h.gch", map(in_directory, dirs), companions=("sf_unit.h",))
+    d = pch.place()
+    if d is None:
+        return None, 0.0
+    t0 = time.perf_counter()
+    recipe = Recipe(cc, (("sf_unit.h", UNIT_PRELUDE),), ("-I", INCLUDE_DIR, "-I", rt.header_dir, *flags),
+                    output="sf_unit.h.gch", language="c-header", what="precompiling the unit header")
+    try:
+        pch.build(recipe, keep_failed=False).done()
+    except CompileError as e:
         log.warning("symfuse: precompiling the unit header failed (%s); units parse it as text:\n%s",
-                    cc, proc.stderr[-2000:])
-        if os.path.exists(tmp_gch):
-            os.remove(tmp_gch)
+                    cc, _compiler_output(e))
         try:
-            os.remove(header + ".gch")     # a stale one would be used with the new text
+            os.remove(os.path.join(d, "sf_unit.h.gch"))     # a stale one would be used with the new text
         except OSError:
             pass
-    if not _install(tmp, header):
-        os.remove(tmp)
+        put_file(os.path.join(d, "sf_unit.h"), UNIT_PRELUDE.encode(), environment_cache())
+    return d, time.perf_counter() - t0
 
 
 if __name__ == "__main__":   # python -m symfuse.runtime.c_runtime: build it ahead of the first compile

@@ -2,7 +2,7 @@
 
 Entries live at ``root/namespace/key[:2]/key``; the key is a hash of
 everything that determines the artefact (``cache_key``), so an entry never
-needs invalidating, only evicting (``prune``).
+needs invalidating, only evicting (``prune``; ``cache_maintenance.py``).
 
 The cache is a trust boundary (threat model: ``docs/cache.md``). Its root and
 every level below it that symfuse creates or reads must be a real directory
@@ -35,8 +35,10 @@ import os
 import re
 import stat
 import struct
-import time
 from dataclasses import dataclass
+
+from . import cache_maintenance
+from .cache_maintenance import _TMP_PREFIX, PRUNE_KEEPS, parse_size  # noqa: F401  (the cache's names)
 
 log = logging.getLogger("symfuse.cache")
 
@@ -46,9 +48,6 @@ _HEADER = struct.Struct(">4sHQ32s")     # magic, format version, payload length,
 KEY_FILE = "hmac.key"
 MAC_SUFFIX = ".mac"
 _KEY_BYTES = 32
-_TMP_PREFIX = ".tmp-"
-PRUNE_KEEPS = frozenset({"runtime"})
-_STALE_TMP_S = 3600      # a temporary file this old belongs to a writer that died, not one in progress
 # namespaces and keys become path components: keep them to a safe alphabet
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -109,73 +108,12 @@ def file_digest(fh) -> bytes:
         return hashlib.sha256(m).digest()
 
 
-def artefact_ok(path: str, cache: "DiskCache") -> bool:
-    """A file symfuse built may be used: inside the cache, ``cache.file_verified``;
-    elsewhere (the installation's ``_build``, as trusted as symfuse's own code) its
-    ``.sha256`` sidecar matches, so a damaged build is rebuilt, never loaded."""
-    if cache._relative(path) is not None:
-        return cache.file_verified(path)
-    try:
-        with open(path + ".sha256", "rb") as fh:
-            want = fh.read(100)
-        with open(path, "rb") as fh:
-            got = file_digest(fh).hex().encode()
-    except OSError:
-        return False
-    if not hmac.compare_digest(got, want.strip()):
-        warn_once(f"symfuse: {path} is damaged (checksum mismatch); rebuilding it")
-        return False
-    return True
-
-
-def seal_artefact(path: str, data: bytes, cache: "DiskCache", staged: str | None = None) -> bool:
-    """Write what ``artefact_ok`` checks for ``path`` holding ``data`` (before the file
-    itself is moved into place): True when written."""
-    import tempfile  # lazy: only writes need it (import symfuse stays light)
-    if cache._relative(path) is not None:
-        return cache.seal_file(path, data, staged)
-    side = (staged or path) + ".sha256"
-    try:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(side), prefix=_TMP_PREFIX)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(hashlib.sha256(data).hexdigest())
-        os.chmod(tmp, 0o644)               # the installation's files are readable by its users
-        os.replace(tmp, side)
-    except OSError:
-        return False
-    return True
-
-
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from "1024", "500M", "2G", "10KiB", "1.5 GB", "64k".
-
-    K/M/G/T with or without "i"/"iB"/"B" are binary (1024-based), like most
-    cache-size settings (ccache's "Gi", du -h): the distinction between "GB"
-    and "GiB" is too easily blurred by users to be worth enforcing.
-    """
-    m = _SIZE_RE.match(str(text))
-    if not m or (m.group(3) and not m.group(2) and m.group(3).lower() != "b"):
-        raise ValueError(f"not a size: {text!r} (expected e.g. 1024, 500M, 2G, 10KiB)")
-    return int(round(float(m.group(1)) * _UNITS[m.group(2).lower()]))
-
-
 @dataclass
 class CacheStats:
     hits: int = 0
     misses: int = 0      # includes corrupt entries
     corrupt: int = 0     # entries that failed validation or could not be read
     writes: int = 0
-
-
-def _is_real_dir(path: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _nofollow(path, flags):
@@ -466,96 +404,14 @@ class DiskCache:
 
     # -- maintenance ---------------------------------------------------------
 
-    def _walk(self):
-        """(namespace, path, stat) of every entry and stale temporary file."""
-        try:
-            namespaces = sorted(os.listdir(self.root)) if self.readable else []
-        except OSError:
-            return
-        for ns in namespaces:
-            nsdir = os.path.join(self.root, ns)
-            if not _is_real_dir(nsdir):
-                continue
-            for sub in sorted(os.listdir(nsdir)):
-                subdir = os.path.join(nsdir, sub)
-                if not _is_real_dir(subdir):
-                    continue
-                for name in sorted(os.listdir(subdir)):
-                    p = os.path.join(subdir, name)
-                    try:
-                        st = os.lstat(p)
-                    except OSError:
-                        continue           # removed concurrently
-                    if stat.S_ISREG(st.st_mode):
-                        yield ns, p, st
-
-    def _remove_stale_build_dirs(self) -> None:
-        """Build directories (``.tmp-build-*``) of writers that died (kill -9) long ago."""
-        import shutil  # lazy: only maintenance needs it
-        now = time.time()
-        for ns in (os.listdir(self.root) if self.readable and _is_real_dir(self.root) else ()):
-            nsdir = os.path.join(self.root, ns)
-            if not _is_real_dir(nsdir):
-                continue
-            for sub in os.listdir(nsdir):
-                subdir = os.path.join(nsdir, sub)
-                if not _is_real_dir(subdir):
-                    continue
-                for name in os.listdir(subdir):
-                    p = os.path.join(subdir, name)
-                    try:
-                        st = os.lstat(p)
-                    except OSError:
-                        continue
-                    if (name.startswith(_TMP_PREFIX) and stat.S_ISDIR(st.st_mode)
-                            and now - st.st_mtime >= _STALE_TMP_S):
-                        shutil.rmtree(p, ignore_errors=True)
-
     def info(self) -> dict:
-        namespaces: dict[str, dict] = {}
-        for ns, p, st in self._walk():
-            if os.path.basename(p).startswith(_TMP_PREFIX):
-                continue
-            e = namespaces.setdefault(ns, {"entries": 0, "bytes": 0})
-            e["entries"] += 1
-            e["bytes"] += st.st_size
-        return {"root": self.root, "enabled": self.enabled, "readable": self.readable,
-                "entries": sum(e["entries"] for e in namespaces.values()),
-                "bytes": sum(e["bytes"] for e in namespaces.values()),
-                "namespaces": namespaces}
+        return cache_maintenance.info(self)
 
     def clear(self) -> int:
         """Remove every entry (and stale temporary files); returns entries removed."""
-        self._remove_stale_build_dirs()
-        removed = 0
-        now = time.time()
-        for _, p, st in list(self._walk()):
-            if os.path.basename(p).startswith(_TMP_PREFIX) and now - st.st_mtime < _STALE_TMP_S:
-                continue                   # another process is writing it right now
-            try:
-                os.remove(p)
-            except OSError:
-                continue
-            removed += not os.path.basename(p).startswith(_TMP_PREFIX)
-        return removed
+        return cache_maintenance.clear(self)
 
     def prune(self, max_bytes: int) -> int:
-        """Remove least-recently-used entries (oldest mtime first; get() touches
-        the mtime) until the total size is at most max_bytes. The runtime build
-        (``runtime/``) is not an entry: every compiled library links against it,
-        so it is never pruned (``clear`` removes it)."""
-        self._remove_stale_build_dirs()
-        entries = [(st.st_mtime_ns, p, st.st_size) for ns, p, st in self._walk()
-                   if not os.path.basename(p).startswith(_TMP_PREFIX) and ns not in PRUNE_KEEPS]
-        total = sum(size for _, _, size in entries)
-        removed = 0
-        for _, p, size in sorted(entries):
-            if total <= max_bytes:
-                break
-            try:
-                os.remove(p)
-            except OSError:
-                continue
-            total -= size
-            removed += 1
-        return removed
+        """Remove least-recently-used entries until the total size is at most max_bytes
+        (``cache_maintenance.prune``)."""
+        return cache_maintenance.prune(self, max_bytes)

@@ -1,8 +1,8 @@
 """``device="cpu"``: fused C kernels in one translation unit, compiled by the
 system C compiler, cached on disk, loaded with ctypes; one call per step.
 
-Stages (each timed in the CompileReport): fusion -> memory plan -> codegen ->
-C compile (or cache hit) -> load.
+Stages (each timed in the CompileReport; ``Backend.compile`` runs them): blas ->
+fusion -> memory plan -> codegen -> c compile (or cache hit) -> load.
 """
 from __future__ import annotations
 
@@ -11,17 +11,14 @@ import logging
 import mmap
 import os
 import time
-from collections import Counter
 
 import numpy as np
 
-from ..compiler.kernel_info import KernelInfo
-from ..errors import CompileError
 from ..install_dirs import C_TEMPLATE_DIR
-from ..ir.core import Function
 from .c_runtime import header_bytes, runtime_library, unit_prelude
 from .backend import Backend, Program
-from .cache import _TMP_PREFIX, cache_key, jinja_bytecode_dir
+from .cache import cache_key, jinja_bytecode_dir
+from .shared_object import Recipe, SharedObject, in_cache, object_flags
 from .toolchain import VERSION, blas_available, blas_link_flags, configure_openmp_env, find_compiler, workers as _workers
 
 log = logging.getLogger("symfuse.cpu")
@@ -137,9 +134,6 @@ class CpuBackend(Backend):
     options = frozenset({"profile"})
     graph_cache = True
 
-    def __init__(self):
-        self._build_dirs: set[str] = set()   # build directories to remove once their library is loaded
-
     def missing(self) -> list[str]:
         """What this machine lacks for the cpu backend, each with how to get it."""
         out = []
@@ -149,59 +143,56 @@ class CpuBackend(Backend):
             out.append("OpenBLAS (pip install scipy-openblas32)")
         return out
 
-
-    def compile(self, fn: Function, options: dict, report):
-        import shutil  # lazy: only a build needs it
-        # the compile path's modules are imported here: a graph-cache hit (load) needs
-        # none of them (Jinja and the code generator: ~30-60 ms)
-        t0 = time.perf_counter()
+    # hooks of Backend.compile
+    def import_codegen(self) -> None:
         from ..codegen import templates_cache
-        from ..codegen.c_program import render_program
-        from ..compiler.fusion import fuse
-        from ..compiler.layout import layout as plan_layout
-        from ..compiler.passes.blas import lower_blas
-        report.add_if_slow("import codegen", t0, "once per process: fusion, Jinja, the C code generator")
+        from ..codegen.c_program import render_program  # noqa: F401  (timed with the imports)
         templates_cache.fallback_dir = jinja_bytecode_dir
-        with report.stage("blas", ops_before=len(fn.ops)) as st:
-            counts: Counter = Counter()
-            fn = lower_blas(fn, counts)
-            st.ops_after, st.rewrites = len(fn.ops), dict(counts)
-        with report.stage("fusion", ops_before=len(fn.ops)) as st:
-            part = fuse(fn, horizontal=True)
-            st.ops_after = len(part.groups)
-            st.note = f"{len(fn.ops)} ops -> {len(part.groups)} kernels"
-        with report.stage("memory plan") as st:
-            layout = plan_layout(fn, part)
-            st.note = layout.plan.table().splitlines()[0] if hasattr(layout.plan, "table") else ""
-        rt, prelude = self._runtime(report)
-        with report.stage("codegen") as st:
-            source, kernels, units = render_program(fn, part, layout, VERSION,
-                                                    "sf_unit.h" if prelude else "sf_unit_inline.h",
-                                                    bool(options.get("profile")), _workers() if rt else 1)
-        report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
-                                   "bytes_read": k.bytes_read, "bytes_written": k.bytes_written} for k in kernels]
-        report.info["memory"] = {"arena_bytes": layout.plan.arena_bytes, "naive_bytes": layout.plan.naive_bytes,
-                                 "lower_bound_bytes": layout.plan.lower_bound_bytes}
-        with report.stage("c compile") as st:
-            lib_path, hit, load_path = self._compile(source, fn.name, rt, units, prelude)
-            st.note = ("cache hit" if hit else "cache miss") + (f", {len(units)} parallel units" if units else "")
-            report.info["c_cache"] = "hit" if hit else "miss"
-        with report.stage("load"):
-            args = (len(fn.params), layout.slots, layout.result_plan, layout.plan.arena_bytes, kernels, source,
-                    layout.plan)
-            try:
-                mod = CompiledModule(load_path, *args)
-            except OSError:
-                if not hit:
-                    raise
-                # the cached library was checked, then removed (a `cache clear` beside us): build it
-                lib_path, hit, load_path = self._compile(source, fn.name, rt, units, prelude)
-                mod = CompiledModule(load_path, *args)
-            mod.lib_path = lib_path
-        work = os.path.dirname(load_path)
-        if work in self._build_dirs:     # the build's own copy: mapped now, needed no more
-            self._build_dirs.discard(work)
-            shutil.rmtree(work, ignore_errors=True)
+
+    def begin(self, job) -> None:
+        job.runtime = self._runtime(job.report)
+
+    def lower_passes(self, options: dict) -> tuple[str, ...]:
+        # OpenBLAS's one epilogue, C = alpha * A @ B + beta * C (compiler/passes/blas.py)
+        return ("blas",)
+
+    def emit(self, job):
+        """(the module's source, its kernels, the same module as parallel units or None)."""
+        from ..codegen.c_program import render_program
+        fn, part, layout, options = job.fn, job.partition, job.layout, job.options
+        rt, prelude = job.runtime
+        source, kernels, units = render_program(fn, part, layout, VERSION,
+                                                "sf_unit.h" if prelude else "sf_unit_inline.h",
+                                                bool(options.get("profile")), _workers() if rt else 1)
+        job.report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
+                                       "bytes_read": k.bytes_read, "bytes_written": k.bytes_written}
+                                      for k in kernels]
+        return source, kernels, units
+
+    def build(self, job, emitted):
+        source, _, units = emitted
+        rt, prelude = job.runtime
+        with job.report.stage("c compile") as st:
+            built = self._compile(source, job.fn.name, rt, units, prelude)
+            st.note = ("cache hit" if built.hit else "cache miss") + (f", {len(units)} parallel units" if units else "")
+            job.report.info["c_cache"] = "hit" if built.hit else "miss"
+        return built
+
+    def load_built(self, job, emitted, built) -> "CompiledModule":
+        source, kernels, units = emitted
+        lay = job.layout
+        args = (len(job.fn.params), lay.slots, lay.result_plan, lay.plan.arena_bytes, kernels, source, lay.plan)
+        try:
+            mod = CompiledModule(built.load_path, *args)
+        except OSError:
+            if not built.hit:
+                raise
+            # the cached library was checked, then removed (a `cache clear` beside us): build it
+            rt, prelude = job.runtime
+            built = self._compile(source, job.fn.name, rt, units, prelude)
+            mod = CompiledModule(built.load_path, *args)
+        mod.lib_path = built.path
+        built.done()                 # a fresh build's own copy: mapped now, needed no more
         return mod
 
     def prepare(self, report) -> None:
@@ -248,7 +239,7 @@ class CpuBackend(Backend):
         """The graph-cache entry of a compiled module (plain data, ``runtime/plain.py``)."""
         return {"lib_path": mod.lib_path, "param_count": mod.param_count, "slots": mod.slots,
                 "result_plan": mod.result_plan, "arena_bytes": mod.arena_bytes, "source": mod.source,
-                "kernels": [KernelInfo.of(k) for k in mod.kernels],
+                "kernels": list(mod.kernels),
                 "info": {k: report.info[k] for k in ("kernels", "memory") if k in report.info}}
 
     def load(self, entry: dict, report) -> CompiledModule | None:
@@ -265,95 +256,23 @@ class CpuBackend(Backend):
         report.info["c_cache"] = "hit (graph)"
         return mod
 
-    def _compile(self, source: str, name: str, rt, units=None, prelude=None) -> tuple[str, bool, str]:
-        """(the library of ``source`` in the cache, or compiled into it; whether it was a
-        hit; the file to load). A fresh build is loaded from its build directory, which
-        the cache's maintenance never touches while it is fresh, so a `cache clear`
-        between the build and ``dlopen`` cannot take it away. ``units``:
-        the same module as several translation units (``_render``), compiled by
-        parallel compiler processes and linked; the cache key is ``source``'s."""
-        import tempfile  # lazy: only a build needs it
-        import subprocess  # lazy: only a build needs it (a warm compile imports this module)
+    def _compile(self, source: str, name: str, rt, units=None, prelude=None):
+        """The library of ``source`` (``shared_object.Built``): found in the cache,
+        checked against its seal, or compiled into it. ``units``: the same module as
+        several translation units (``render_program``), compiled by parallel
+        compiler processes and linked; the cache key is ``source``'s."""
         cc, ccver = find_compiler()
         if rt is not None:
             flags = (["-I", prelude] if prelude else []) + FAST_FLAGS + ["-I", rt.header_dir] + rt.link_flags()
         else:
             flags = FAST_FLAGS + list(blas_link_flags())
         key = cache_key(source, header_bytes(), ccver, " ".join(flags), VERSION, os.uname().machine)
-        cache = self.cache
-        lib_dir = cache.private_dir("cpu-lib", key[:2], create=False)
-        if lib_dir is not None:
-            lib_path = os.path.join(lib_dir, key + ".so")
-            if cache.file_verified(lib_path):
-                try:
-                    os.utime(lib_path)  # LRU for `prune`
-                except OSError:
-                    pass
-                return lib_path, True, lib_path
-        lib_dir = cache.private_dir("cpu-lib", key[:2]) if cache.enabled else None
-        # a build directory of our own with fixed file names: the compiler records the
-        # names it is given, so two builds of one source give the same bytes (processes
-        # compiling one function at once write identical files, and their seals agree)
-        work = tempfile.mkdtemp(prefix=_TMP_PREFIX + "build-", dir=lib_dir)
-        with open(os.path.join(work, "module.c"), "w") as f:
-            f.write(source)
-        if units:
-            _build_units(cc, units, work, flags, name)
-        else:
-            proc = subprocess.run([cc, "module.c", "-o", "module.so", "-I", C_TEMPLATE_DIR, *flags, "-lm"],
-                                  capture_output=True, text=True, cwd=work)
-            if proc.returncode != 0:
-                raise CompileError(f"C compilation of @{name} failed ({cc}); source saved at "
-                                   f"{os.path.join(work, 'module.c')}:\n" + proc.stderr[-4000:])
-        built = os.path.join(work, "module.so")
-        if lib_dir is not None:
-            lib_path = os.path.join(lib_dir, key + ".so")
-            # the seal first, library last: a reader never pairs a new library with no seal
-            with open(built, "rb") as fh:
-                sealed = cache.seal_file(lib_path, fh.read())
-            if sealed:
-                os.link(built, os.path.join(work, "module.link"))        # a second name, moved into place
-                os.replace(os.path.join(work, "module.link"), lib_path)   # atomically
-                self._build_dirs.add(work)
-                return lib_path, False, built
-        self._build_dirs.add(work)      # removed once loaded (a mapped library needs no file)
-        return built, False, built
+        unit_files = tuple(f"module.u{i}.c" for i in range(len(units or ())))
+        recipe = Recipe(cc, (("module.c", source), *zip(unit_files, units or ())),
+                        ("-I", C_TEMPLATE_DIR, *flags, "-lm"), units=unit_files, what=f"C compilation of @{name}")
+        return SharedObject(key + ".so", [in_cache("cpu-lib", key[:2])], self.cache).get(recipe)
 
 
 def _compile_flags(rt) -> list[str]:
     """The flags of a unit's compile to an object (what its precompiled prelude is made with)."""
-    return _object_flags(FAST_FLAGS + ["-I", rt.header_dir])
-
-
-def _object_flags(flags) -> list[str]:
-    return [f for f in flags if f != "-shared" and not f.startswith(("-L", "-l", "-Wl,"))]
-
-
-def _build_units(cc, units, work, flags, name):
-    """Compile each unit to an object with its own compiler process, all at once,
-    then link them into ``work/module.so`` (file names relative to ``work``: see
-    ``CpuBackend._compile``)."""
-    import subprocess  # lazy: only a build needs it (a warm compile imports this module)
-    compile_flags = _object_flags(flags)
-    link_flags = [f for f in flags if f in ("-shared", "-fopenmp") or f.startswith(("-L", "-l", "-Wl,"))]
-    paths = []
-    for i, text in enumerate(units):
-        path = f"module.u{i}.c"
-        with open(os.path.join(work, path), "w") as fh:
-            fh.write(text)
-        paths.append(path)
-    procs = [subprocess.Popen([cc, "-c", p, "-o", p[:-2] + ".o", "-I", C_TEMPLATE_DIR, *compile_flags],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work) for p in paths]
-    errors = []
-    for p, proc in zip(paths, procs):
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            errors.append(f"{p}:\n{err[-3000:]}")
-    if not errors:
-        proc = subprocess.run([cc, *[p[:-2] + ".o" for p in paths], "-o", "module.so", *link_flags, "-lm"],
-                              capture_output=True, text=True, cwd=work)
-        if proc.returncode != 0:
-            errors.append(f"link:\n{proc.stderr[-3000:]}")
-    if errors:
-        raise CompileError(f"C compilation of @{name} failed ({cc}); unit sources saved in {work}:\n"
-                           + "\n".join(errors))
+    return object_flags(FAST_FLAGS + ["-I", rt.header_dir])

@@ -18,8 +18,9 @@ installation, NVRTC and arch; under cuda-emu a shared object of the same
 source); the function's own NVRTC units hold the rest. ``sf.function(...,
 library=False)`` keeps every kernel shape-specialised in the units.
 
-Stages in the CompileReport: fusion, codegen, memory plan, cuda library
-(note "built" or "found"), nvrtc (or emu compile). Both backends use the
+Stages in the CompileReport (``Backend.compile`` runs them): fusion, codegen
+(the kernels: their workspace feeds the plan), memory plan, cuda library (note
+"built" or "found"), nvrtc (or emu compile). Both backends use the
 graph-level cache (``runtime/function.py``): an entry holds the unit, the
 kernels' plain data, the launch schedule, the run-time layout, the constants,
 the CUBIN and which library build its library launches need (a miss when that
@@ -33,17 +34,15 @@ import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..codegen import cuda_module, templates_cache
-from ..compiler.fusion import fuse
-from ..compiler.layout import layout, materialised
 from ..errors import CompileError, InputError
 from ..ir.core import OPS
-from .backend import Backend, Program
+from .backend import Backend
 from .cache import jinja_bytecode_dir
+from .cuda_program import CudaProgram, RunLayout, emu_factory
 from .toolchain import VERSION, gpu_arch, nvrtc_identity, workers as _workers
 
 DEFAULT_ARCH = "sm_90"
@@ -115,78 +114,6 @@ def _emu_identity() -> str:
                      header, os.uname().machine, str(EMU_MAX_BLOCKS)])
 
 
-@dataclass
-class RunLayout:
-    """What the executors need of a Layout (``compiler/layout.py``), as plain data."""
-    slots: list             # (shape, numpy dtype) of each result buffer the kernels write
-    result_plan: list       # per function result: ("slot", k) | ("param", p) | ("const", array)
-    arena_bytes: int
-
-    @classmethod
-    def of(cls, lay) -> "RunLayout":
-        return cls(list(lay.slots), list(lay.result_plan), lay.plan.arena_bytes)
-
-
-class CudaProgram(Program):
-    """What a compile produces, with or without a GPU: the unit, its CUBIN and
-    the launch schedule. Calling it runs the schedule on an executor.
-    ``emu_module``: the EmuModule under cuda-emu (None on cuda, or with no launches);
-    ``memory_plan``: the arena's MemoryPlan (None after a graph-cache hit)."""
-
-    def __init__(self, source, kernels, launches, layout_, params, arch, images, executor_factory, name="main",
-                 constants=(), emu_module=None, memory_plan=None, unit_of=None, library=None, emu_library=None):
-        self.name = name
-        self.source = source
-        self.kernels = kernels          # CudaKernel per group, schedule order
-        self.launches = launches        # [(LaunchSpec, [argument refs])] in order
-        self.layout = layout_           # RunLayout
-        self.param_count = params
-        self.arch = arch
-        self.images = list(images or ())    # CUBIN of each compiled unit (none under emulation)
-        self.unit_of = dict(unit_of or {})  # kernel name -> index of the unit (CUBIN) that holds it
-        self.constants = list(constants)    # arrays uploaded once, in "const" ref order
-        self.emu_module = emu_module
-        self.library = library              # cuda_runtime.CudaLibrary the library launches run from (cuda)
-        self.emu_library = emu_library      # EmuModule of the library (cuda-emu)
-        self.memory_plan = memory_plan
-        self._factory = executor_factory
-        self._executor = None
-        self.cuda_graph = False             # PyCUDA executor: replay the launches as one CUDA graph
-        # results of the PyCUDA executor stay in GPU memory (runtime/cuda_exec.GpuArray)
-        self.device_values = executor_factory is _pycuda_factory
-        for k in kernels:
-            k.program = self
-
-    def cubin_of(self, kernel: str) -> bytes | None:
-        """The CUBIN holding ``kernel`` (a CudaKernel name)."""
-        return self.images[self.unit_of.get(kernel, 0)] if self.images else None
-
-    def library_image(self, kernel: str) -> bytes | None:
-        """The library CUBIN holding library kernel ``kernel``."""
-        return self.library.image(kernel) if self.library is not None else None
-
-    def ptx_of(self, kernel) -> str:
-        """The PTX listing holding CudaKernel ``kernel``: its unit's, or the library
-        kernels' own source compiled alone, for compute_XY (NVRTC, cached)."""
-        from . import nvrtc         # lazy: loading NVRTC costs ~90 ms, and only inspection needs it here
-        if kernel.in_library:
-            src = cuda_module.library_source([ln.kernel for ln in kernel.launches])
-            name = "symfuse_cuda_library_ptx"
-        else:
-            src, name = self.source, self.name
-        return nvrtc.ptx_for(src, name, arch=self.arch, include_dirs=[cuda_module.TEMPLATE_DIR])
-
-    @staticmethod
-    def sass_of(cubin: bytes) -> str:
-        from . import nvrtc         # lazy, as in ptx_of
-        return nvrtc.sass(cubin)
-
-    def __call__(self, arrays):
-        if self._executor is None:
-            self._executor = self._factory(self)
-        return self._executor.run(arrays)
-
-
 def _arg_refs(k, lay, constants):
     """How each kernel parameter is found at run time."""
     refs = []
@@ -201,7 +128,7 @@ def _arg_refs(k, lay, constants):
     return refs
 
 
-ENTRY_FORMAT = 3      # of the graph-cache entry written by CudaBackend.export
+ENTRY_FORMAT = 4      # of the graph-cache entry written by CudaBackend.export
 
 
 class CudaBackend(Backend):
@@ -222,21 +149,67 @@ class CudaBackend(Backend):
         """Can call (not only compile) here: for ``cuda``, PyCUDA and a GPU."""
         return self.available() and (self.emulate or gpu_arch() is not None)
 
-    def compile(self, fn, options: dict, report):
+    # hooks of Backend.compile
+    codegen_before_plan = True    # a library kernel's workspace is known once the kernel is built
+    load_stage = None             # the executor loads on the first call (cuda-emu: in "emu compile")
+
+    def begin(self, job) -> None:
         templates_cache.fallback_dir = jinja_bytecode_dir
-        arch = options.get("arch") or (None if self.emulate else gpu_arch()) or DEFAULT_ARCH
+        job.arch = job.options.get("arch") or (None if self.emulate else gpu_arch()) or DEFAULT_ARCH
         if not self.emulate:     # a bad arch is the caller's mistake: say so before any work
             from . import nvrtc
-            with report.stage("nvrtc load") as st:    # importing cuda.bindings and libnvrtc: ~130 ms once
+            with job.report.stage("nvrtc load") as st:    # importing cuda.bindings and libnvrtc: ~130 ms once
                 try:
-                    nvrtc._validate_arch(arch, "cubin")
+                    nvrtc._validate_arch(job.arch, "cubin")
                 except CompileError as e:
                     raise InputError(str(e)) from None
                 st.note = "NVRTC %d.%d" % nvrtc.nvrtc_version()
-        kernels, source, launches, lay, consts = self._lower(fn, options, report)
-        run_lay = RunLayout.of(lay)
-        lib_kernels = [k for k in kernels if k.in_library]
-        unit_kernels = [k for k in kernels if not k.in_library and k.launches]
+
+    def kernels(self, job) -> list:
+        """The kernel records, each with the IR Values it is bound to (``lower.Lowered``)."""
+        from ..codegen.lower import lower_partition
+        from ..codegen.render_cuda import CudaRenderer
+        job.renderer = CudaRenderer(EMU_MAX_BLOCKS if self.emulate else GPU_MAX_BLOCKS,
+                                    library=bool(job.options.get("library", True)))
+        return lower_partition(job.partition, job.renderer)
+
+    def scratch(self, job) -> dict:
+        return {g.index: lk.kernel.scratch_bytes for g, lk in zip(job.partition.groups, job.kernels)
+                if lk.kernel.scratch_bytes}
+
+    def emit(self, job):
+        """(the unit's source, the launches with their argument refs, the constant buffers)."""
+        lowered, lay = job.kernels, job.layout
+        # rendered once the plan says which outputs are written over an input (no
+        # __restrict__ there); from here on job.kernels are what f.kernels shows
+        job.kernels = kernels = [job.renderer.render(lk.kernel, any(id(v) in lay.aliased for v in lk.outputs))
+                                 for lk in lowered]
+        source = cuda_module.render_module(job.fn.name, VERSION, kernels)
+        constants: dict[int, tuple] = {}
+        launches = []
+        for g, lk, k in zip(job.partition.groups, lowered, kernels):
+            refs = _arg_refs(lk, lay, constants)
+            for launch in k.launches:
+                extra = []
+                if launch.scratch:
+                    extra = [("arena", lay.scratch[g.index], k.scratch_bytes, np.uint8) if k.scratch_bytes
+                             else NULL_REF]
+                extra += [("scalar", v, 0, SCALAR_DTYPES[t]) for v, t in launch.args]
+                launches.append((launch, refs + extra))
+        job.report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
+                                       "launches": len(k.launches), "bytes_read": k.bytes_read,
+                                       "bytes_written": k.bytes_written} for k in kernels]
+        consts = [a for _, a in sorted(constants.values(), key=lambda t: t[0])]
+        return source, launches, consts
+
+    def build(self, job, emitted):
+        """cuda-emu: (the unit's EmuModule or None, the library's or None), compiled and
+        loaded; cuda: (the library or None, the NVRTC units, their results), or None
+        with nothing to launch."""
+        source, launches, _ = emitted
+        lib_kernels = [k for k in job.kernels if k.in_library]
+        unit_kernels = [k for k in job.kernels if not k.in_library and k.launches]
+        report = job.report
         if self.emulate:
             lib_mod = None
             if lib_kernels:
@@ -246,82 +219,56 @@ class CudaBackend(Backend):
                     st.note = "emu: " + ("built" if built else "found")
             with report.stage("emu compile") as st:
                 from .cuda_emu import EmuModule
-                mod = EmuModule(source, name=fn.name, include_dirs=[cuda_module.TEMPLATE_DIR]) if unit_kernels \
+                mod = EmuModule(source, name=job.fn.name, include_dirs=[cuda_module.TEMPLATE_DIR]) if unit_kernels \
                     else None
                 if mod is not None:
                     st.note = "cache hit" if mod.cache_hit else "cache miss"
                     report.info["emu_cache"] = "hit" if mod.cache_hit else "miss"
-            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), "emu", None,
-                               _emu_factory, fn.name, consts, mod, lay.plan, emu_library=lib_mod)
+            return mod, lib_mod
         if not launches:    # nothing to compute on the device (results are inputs or constants)
-            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, None,
-                               _emu_factory, fn.name, consts, None, lay.plan)
-        lib = None
-        if lib_kernels:
-            from . import cuda_runtime
-            with report.stage("cuda library") as st:
-                lib = cuda_runtime.library(arch)
-                st.note = f"{arch}: " + (f"built ({len(lib.images)} parts in parallel)" if lib.build_seconds
-                                         else "found")
-                report.info["cuda_library"] = {"path": lib.path, "built": bool(lib.build_seconds),
-                                               "kernels": sorted({ln.kernel for k in lib_kernels
-                                                                  for ln in k.launches})}
-        units, results = self._nvrtc(fn.name, source, unit_kernels, arch, report)
+            return None
+        lib = self._library(job.arch, lib_kernels, report) if lib_kernels else None
+        units, results = self._nvrtc(job.fn.name, source, unit_kernels, job.arch, report)
+        return lib, units, results
+
+    def load_built(self, job, emitted, built) -> "CudaProgram":
+        source, launches, consts = emitted
+        fn, kernels, lay = job.fn, job.kernels, job.layout
+        run_lay = RunLayout.of(lay)
+        if self.emulate:
+            mod, lib_mod = built
+            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), "emu", None,
+                               emu_factory, fn.name, consts, mod, lay.plan, emu_library=lib_mod)
+        if built is None:
+            return CudaProgram(source, kernels, launches, run_lay, len(fn.params), job.arch, None,
+                               emu_factory, fn.name, consts, None, lay.plan)
+        lib, units, results = built
         resources = {n: r for res in results for n, r in res.resources.items()}
         if lib is not None:     # the library kernels this function launches, from the library's ptxas log
-            resources.update({ln.kernel: lib.resources.get(ln.kernel) for k in lib_kernels for ln in k.launches})
+            resources.update({ln.kernel: lib.resources.get(ln.kernel) for k in kernels if k.in_library
+                              for ln in k.launches})
         unit_of = {k.name: i for i, u in enumerate(units) for k in u}
         for k in kernels:
             k.resources = {ln.kernel: resources.get(ln.kernel) for ln in k.launches}
-        report.info["resources"] = {name: vars(r) for name, r in resources.items() if r is not None}
-        prog = CudaProgram(source, kernels, launches, run_lay, len(fn.params), arch, [r.cubin for r in results],
-                           _pycuda_factory, fn.name, consts, None, lay.plan, unit_of, library=lib)
-        prog.cuda_graph = bool(options.get("cuda_graph"))
+        job.report.info["resources"] = {name: vars(r) for name, r in resources.items() if r is not None}
+        prog = CudaProgram(source, kernels, launches, run_lay, len(fn.params), job.arch,
+                           [r.cubin for r in results], _pycuda_factory, fn.name, consts, None, lay.plan, unit_of,
+                           library=lib)
+        prog.cuda_graph = bool(job.options.get("cuda_graph"))
         return prog
 
-    def _lower(self, fn, options, report):
-        """Fusion, the kernels, the memory plan and the launch schedule:
-        (kernels, unit source, launches with their argument refs, layout, constants)."""
-        with report.stage("fusion", ops_before=len(fn.ops)) as st:
-            part = fuse(fn, horizontal=True)
-            st.ops_after = len(part.groups)
-            st.note = f"{len(fn.ops)} ops -> {len(part.groups)} kernels"
-        resolve = lambda v: materialised(v, part.folded_views)  # noqa: E731
-        names: dict[str, int] = {}
-
-        def unique(n):
-            c = names.get(n, 0)
-            names[n] = c + 1
-            return f"{n}_{c}" if c else n
-
-        max_blocks = EMU_MAX_BLOCKS if self.emulate else GPU_MAX_BLOCKS
-        use_lib = bool(options.get("library", True))
-        with report.stage("codegen"):
-            kernels = [cuda_module.build(g, part, resolve, max_blocks, unique, use_lib) for g in part.groups]
-        with report.stage("memory plan") as st:
-            lay = layout(fn, part, {k.group.index: k.scratch_bytes for k in kernels if k.scratch_bytes})
-            st.note = lay.plan.table().splitlines()[0]
-        for k in kernels:   # an output written over its input (in-place plan) must not be __restrict__
-            if any(id(v) in lay.aliased for v in k.outputs):
-                k.source = k.source.replace(" __restrict__", "")
-        source = cuda_module.render_module(fn.name, VERSION, kernels)
-        constants: dict[int, tuple] = {}
-        launches = []
-        for k in kernels:
-            refs = _arg_refs(k, lay, constants)
-            for launch in k.launches:
-                extra = []
-                if launch.scratch:
-                    extra = [("arena", lay.scratch[k.group.index], k.scratch_bytes, np.uint8) if k.scratch_bytes
-                             else NULL_REF]
-                extra += [("scalar", v, 0, SCALAR_DTYPES[t]) for v, t in launch.args]
-                launches.append((launch, refs + extra))
-        report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops, "launches": len(k.launches),
-                                   "bytes_read": k.bytes_read, "bytes_written": k.bytes_written} for k in kernels]
-        report.info["memory"] = {"arena_bytes": lay.plan.arena_bytes, "naive_bytes": lay.plan.naive_bytes,
-                                 "lower_bound_bytes": lay.plan.lower_bound_bytes}
-        consts = [a for _, a in sorted(constants.values(), key=lambda t: t[0])]
-        return kernels, source, launches, lay, consts
+    @staticmethod
+    def _library(arch, lib_kernels, report):
+        """The precompiled library for ``arch`` (built here the first time)."""
+        from . import cuda_runtime
+        with report.stage("cuda library") as st:
+            lib = cuda_runtime.library(arch)
+            st.note = f"{arch}: " + (f"built ({len(lib.images)} parts in parallel)" if lib.build_seconds
+                                     else "found")
+            report.info["cuda_library"] = {"path": lib.path, "built": bool(lib.build_seconds),
+                                           "kernels": sorted({ln.kernel for k in lib_kernels
+                                                              for ln in k.launches})}
+        return lib
 
     def _nvrtc(self, name, source, unit_kernels, arch, report):
         """The unit kernels compiled by NVRTC (cached), in parallel units when they
@@ -365,7 +312,7 @@ class CudaBackend(Backend):
         it back from the cuda-emu cache by its path."""
         index = {id(ln): (i, j) for i, k in enumerate(prog.kernels) for j, ln in enumerate(k.launches)}
         return {"format": ENTRY_FORMAT, "backend": self.name, "name": prog.name, "source": prog.source,
-                "kernels": [k.to_plain() for k in prog.kernels],
+                "kernels": list(prog.kernels),
                 "launches": [(*index[id(ln)], list(refs)) for ln, refs in prog.launches],
                 "layout": {"slots": prog.layout.slots, "result_plan": prog.layout.result_plan,
                            "arena_bytes": prog.layout.arena_bytes},
@@ -384,7 +331,7 @@ class CudaBackend(Backend):
         if entry.get("format") != ENTRY_FORMAT or entry.get("backend") != self.name:
             return None
         launches_at = entry["launches"]
-        unit_launches = any(not entry["kernels"][i]["launches"][j][5] for i, j, _ in launches_at)
+        unit_launches = any(not entry["kernels"][i].launches[j].library for i, j, _ in launches_at)
         if self.emulate and unit_launches and not (entry["emu_lib"] and os.path.exists(entry["emu_lib"])):
             return None
         if not self.emulate and unit_launches and not (
@@ -392,7 +339,7 @@ class CudaBackend(Backend):
             return None
         name, source, arch = entry["name"], entry["source"], entry["arch"]
         lib = lib_mod = None
-        lib_launches = any(entry["kernels"][i]["launches"][j][5] for i, j, _ in launches_at)
+        lib_launches = any(entry["kernels"][i].launches[j].library for i, j, _ in launches_at)
         if lib_launches and not (entry["emu_library"] if self.emulate else entry["library"]):
             return None     # launches of a library that was only in memory (nowhere to write it)
         if lib_launches:
@@ -416,12 +363,12 @@ class CudaBackend(Backend):
                 st.note = f"{arch}: cache hit (graph entry)"
             report.info["nvrtc_calls"] = 0
         with report.stage("load") as st:
-            kernels = [cuda_module.CudaKernel.from_plain(d) for d in entry["kernels"]]
+            kernels = list(entry["kernels"])
             launches = [(kernels[i].launches[j], [tuple(r) for r in refs]) for i, j, refs in launches_at]
             lay = RunLayout(**entry["layout"])
             mod, factory = None, _pycuda_factory
             if self.emulate or not launches:
-                factory = _emu_factory
+                factory = emu_factory
             if self.emulate and unit_launches:
                 from .cuda_emu import EmuModule
                 mod = EmuModule(source, name=name, include_dirs=[cuda_module.TEMPLATE_DIR])
@@ -434,48 +381,6 @@ class CudaBackend(Backend):
         return prog
 
 
-def _emu_factory(prog: CudaProgram):
-    return _EmuExecutor(prog, prog.emu_module, prog.constants, prog.emu_library)
-
-
 def _pycuda_factory(prog: CudaProgram):
     from .cuda_exec import PyCudaExecutor
     return PyCudaExecutor(prog, prog.constants, gpu_arch, cuda_graph=prog.cuda_graph)
-
-
-class _EmuExecutor:
-    """Runs the launch schedule with the emulator: host memory is device memory."""
-
-    def __init__(self, prog: CudaProgram, mod, consts, lib_mod=None):
-        self.prog, self.mod = prog, mod
-        self.arena = np.zeros(prog.layout.arena_bytes + 64, np.uint8)
-        self.consts = consts
-        self.funcs = [(lib_mod if launch.library else mod).get_function(launch.kernel) for launch, _ in prog.launches]
-
-    def _buffer(self, ref, params, results):
-        kind, x, nbytes, dt = ref
-        if kind == "param":
-            return params[x]
-        if kind == "result":
-            return results[x]
-        if kind == "const":
-            return self.consts[x]
-        if kind == "scalar":
-            return x
-        if kind == "null":
-            return None
-        return self.arena[x:x + max(nbytes, np.dtype(dt).itemsize)].view(dt)
-
-    def run(self, arrays):
-        params = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
-        results = [np.empty(shape, dt) for shape, dt in self.prog.layout.slots]
-        for f, (launch, refs) in zip(self.funcs, self.prog.launches):
-            f(launch.grid, launch.block, [self._buffer(r, params, results) for r in refs], launch.shared_bytes)
-        return _results(self.prog.layout, arrays, results)
-
-
-def _results(lay, arrays, results):
-    out = []
-    for kind, x in lay.result_plan:
-        out.append(results[x] if kind == "slot" else arrays[x].copy() if kind == "param" else x.copy())
-    return out

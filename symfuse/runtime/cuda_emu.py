@@ -41,15 +41,13 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 import threading
 
 import numpy as np
 
 from ..errors import CompileError, InputError, SymfuseError
-from .cache import _TMP_PREFIX, DiskCache, artefact_ok, cache_key, environment_cache, seal_artefact
+from .cache import DiskCache, cache_key, environment_cache
+from .shared_object import Recipe, SharedObject, in_cache, in_directory
 from .toolchain import configure_openmp_env, find_program
 
 __all__ = ["EmuModule", "EmuFunction", "EmuError", "parse_kernels", "preprocess"]
@@ -337,13 +335,11 @@ class EmuModule:
         self.kernel_names = list(sigs)
         # errors and barrier reports name "<name>.cu" and the lines of the caller's source
         self.source = f'#line 1 "{_safe(name)}.cu"\n' + preprocess(source) + _trampolines(sigs)
-        self.lib_path, self.cache_hit = _compile(self.source, name, [os.path.abspath(d) for d in include_dirs],
-                                                 lib_dirs)
+        built = _compile(self.source, name, [os.path.abspath(d) for d in include_dirs], lib_dirs)
+        self.lib_path, self.cache_hit = built.path, built.hit
         configure_openmp_env()       # before libgomp is loaded, which reads it then
-        lib = ctypes.CDLL(self.lib_path)
-        build_dir = os.path.dirname(self.lib_path)
-        if os.path.basename(build_dir).startswith(_TMP_PREFIX + "build-"):
-            shutil.rmtree(build_dir, ignore_errors=True)   # built without a cache: mapped now, needed no more
+        lib = ctypes.CDLL(built.load_path)
+        built.done()                 # a fresh build's own copy: mapped now, needed no more
         if lib.sf_emu_abi_version() != 1:
             raise CompileError(f"cuda-emu: {self.lib_path} was built from another emu.h")
         lib.sf_emu_error.restype = ctypes.c_char_p
@@ -406,6 +402,11 @@ def _trampolines(sigs: dict[str, list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _header() -> bytes:
+    with open(HEADER, "rb") as f:
+        return f.read()
+
+
 def _precompiled_header(cxx: str, ver: str, cache: DiskCache) -> str:
     """emu.h to force-include: a copy beside its precompiled form (built once
     per header, compiler and flags; a small module then compiles in ~0.13 s
@@ -413,88 +414,35 @@ def _precompiled_header(cxx: str, ver: str, cache: DiskCache) -> str:
     GCC falls back to the copy's text by itself if the .gch does not fit."""
     if os.environ.get("SYMFUSE_EMU_PCH", "1") == "0" or "clang" in os.path.basename(cxx):
         return HEADER
-    with open(HEADER, "rb") as f:
-        header = f.read()
-    flags = [f for f in FLAGS if f != "-shared"]
-    pch = cache.private_dir("cuda-emu", "pch")
-    if pch is None:
-        return HEADER
-    d = os.path.join(pch, cache_key(header, ver, " ".join(flags), VERSION)[:32])
-    if cache.file_verified(os.path.join(d, "emu.h.gch")) and cache.file_verified(os.path.join(d, "emu.h")):
-        return os.path.join(d, "emu.h")
-    try:
-        tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=pch)
-        with open(os.path.join(tmp, "emu.h"), "wb") as f:
-            f.write(header)
-        proc = subprocess.run([cxx, *flags, "-x", "c++-header", os.path.join(tmp, "emu.h"),
-                               "-o", os.path.join(tmp, "emu.h.gch")], capture_output=True)
-        if proc.returncode == 0:
-            shutil.rmtree(d, ignore_errors=True)     # a damaged one: replaced, not used
-            with open(os.path.join(tmp, "emu.h.gch"), "rb") as f:
-                gch = f.read()
-            # sealed under the final name before the rename makes them visible
-            if (cache.seal_file(os.path.join(d, "emu.h"), header, staged=os.path.join(tmp, "emu.h"))
-                    and cache.seal_file(os.path.join(d, "emu.h.gch"), gch, staged=os.path.join(tmp, "emu.h.gch"))):
-                try:
-                    os.rename(tmp, d)          # atomic; fails if another process got there first
-                except OSError:
-                    pass
-        shutil.rmtree(tmp, ignore_errors=True)
-    except OSError:
-        pass
-    return os.path.join(d, "emu.h") if cache.file_verified(os.path.join(d, "emu.h.gch")) else HEADER
+    flags = tuple(f for f in FLAGS if f != "-shared")
+    key = cache_key(_header(), ver, " ".join(flags), VERSION)[:32]
+    pch = SharedObject("emu.h.gch", [in_cache("cuda-emu", "pch", key)], cache, companions=("emu.h",))
+    found = pch.find()
+    if found is None and pch.place() is not None:
+        try:
+            found = pch.build(Recipe(cxx, (("emu.h", _header()),), flags, output="emu.h.gch",
+                                     language="c++-header", what="precompiling emu.h"), keep_failed=False)
+        except (CompileError, OSError):     # a header that cannot be precompiled here is used as text
+            return HEADER
+        found.done()
+    return os.path.join(os.path.dirname(found.path), "emu.h") if found is not None and found.stored else HEADER
 
 
-def _writable(d: str) -> bool:
-    try:
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        return os.access(d, os.W_OK)
-    except OSError:
-        return False
-
-
-def _compile(source: str, name: str, include_dirs: list[str], lib_dirs=None) -> tuple[str, bool]:
+def _compile(source: str, name: str, include_dirs: list[str], lib_dirs=None):
+    """The shared object of ``source`` (``shared_object.Built``): found in one of
+    ``lib_dirs`` or the cache, or compiled into the first that can be written."""
     found = find_cxx()
     if found is None:
         raise CompileError("cuda-emu needs a C++ compiler (g++, c++ or clang++; or set $CXX)")
     cxx, ver = found
-    with open(HEADER, "rb") as f:
-        header = f.read()
     flags = FLAGS + [f"-I{d}" for d in include_dirs]
-    key = cache_key(source, header, ver, " ".join(flags), VERSION, os.uname().machine)
+    key = cache_key(source, _header(), ver, " ".join(flags), VERSION, os.uname().machine)
     cache = environment_cache()
-    for d in lib_dirs or ():
-        p = os.path.join(d, key + ".so")
-        if os.path.exists(p) and artefact_ok(p, cache):
-            return p, True
-    lib_dir = next((d for d in lib_dirs or () if _writable(d)), None)
-    if lib_dir is None:
-        lib_dir = cache.private_dir("cuda-emu", key[:2], create=False)
-        if lib_dir is not None and cache.file_verified(os.path.join(lib_dir, key + ".so")):
-            try:
-                os.utime(os.path.join(lib_dir, key + ".so"))             # LRU for prune
-            except OSError:
-                pass
-            return os.path.join(lib_dir, key + ".so"), True
-        lib_dir = cache.private_dir("cuda-emu", key[:2]) if cache.enabled else None
-    writable = lib_dir is not None
-    # fixed file names in a build directory of our own: the same source gives the same
-    # bytes, so processes building one module at once agree (see runtime/cpu.py)
-    work = tempfile.mkdtemp(prefix=_TMP_PREFIX + "build-", dir=lib_dir)
-    with open(os.path.join(work, "module.cu"), "w") as f:
-        f.write(source)
-    include = _precompiled_header(cxx, ver, cache) if writable else HEADER
-    cmd = [cxx, *flags, "-include", include, "-x", "c++", "module.cu", "-o", "module.so"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
-    if proc.returncode != 0:
-        raise CompileError(f"cuda-emu compilation of {name!r} failed ({cxx}); source saved at "
-                           f"{os.path.join(work, 'module.cu')}:\n" + proc.stderr[-6000:])
-    built = os.path.join(work, "module.so")
-    if writable:
-        lib_path = os.path.join(lib_dir, key + ".so")
-        with open(built, "rb") as fh:
-            if seal_artefact(lib_path, fh.read(), cache):      # the seal first, the library last
-                os.replace(built, lib_path)
-                shutil.rmtree(work, ignore_errors=True)
-                return lib_path, False
-    return built, False
+    lib = SharedObject(key + ".so", [*map(in_directory, lib_dirs or ()), in_cache("cuda-emu", key[:2])], cache)
+
+    def recipe():
+        # the precompiled header lives in the cache: not made for a module that is not kept
+        include = _precompiled_header(cxx, ver, cache) if lib.place() is not None else HEADER
+        return Recipe(cxx, (("module.cu", source),), (*flags, "-include", include), language="c++",
+                      what=f"cuda-emu compilation of {name!r}")
+    return lib.get(recipe)

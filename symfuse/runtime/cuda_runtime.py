@@ -1,5 +1,5 @@
 """The precompiled CUDA runtime library: the kernels of
-``codegen/cuda_library.LIB_KERNELS`` (matmul, conv2d and both gradients, the
+``codegen/cuda_lib_kernels.LIB_KERNELS`` (matmul, conv2d and both gradients, the
 split-K sum, pooling, one_hot, the warp-per-row softmax family) with their sizes
 as kernel arguments, compiled once per installation, NVRTC and arch -- the CUDA
 counterpart of ``c_runtime.py``.
@@ -64,7 +64,7 @@ def _template_dir() -> str:
 def parts() -> tuple[tuple[str, ...], ...]:
     """The library kernels in NVRTC units of balanced cost (GEMMs weigh 8, the
     rest 1), as many as the build has CPUs for, at most 4."""
-    from ..codegen.cuda_library import LIB_GEMM, LIB_KERNELS
+    from ..codegen.cuda_lib_kernels import LIB_GEMM, LIB_KERNELS
     n = max(1, min(4, workers()))
     load, units = [0] * n, [[] for _ in range(n)]
     for name, k in LIB_KERNELS.items():
@@ -90,7 +90,7 @@ def source_key() -> str:
     d = _template_dir()
     files = b""
     for path in [os.path.join(d, n) for n in ("runtime.cuh", "prelude.cuh", "lib_kernel.cu.j2", "lib.cu.j2")] + \
-            [os.path.join(os.path.dirname(d), "..", "codegen", "cuda_library.py")]:
+            [os.path.join(os.path.dirname(d), "..", "codegen", "cuda_lib_kernels.py")]:
         with open(path, "rb") as fh:
             files += fh.read()
     return cache_key(files, VERSION, LIB_VERSION)[:20]

@@ -294,7 +294,7 @@ class Executable:
 
     @property
     def kernels(self) -> list:
-        """The generated kernels (KernelSpec: name, fused ops, source, sizes); empty on interp."""
+        """The generated kernels (KernelInfo: name, fused ops, source, sizes); empty on interp."""
         return list(self._run.kernels)
 
     @property

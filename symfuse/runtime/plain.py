@@ -23,6 +23,8 @@ import numpy as np
 # tag -> "module:class" of the dataclasses an entry may hold (imported when decoded)
 CLASSES = {
     "KernelInfo": "symfuse.compiler.kernel_info:KernelInfo",
+    "LaunchSpec": "symfuse.compiler.kernel_info:LaunchSpec",
+    "KernelResources": "symfuse.compiler.kernel_info:KernelResources",
 }
 _CLASS_TAG = {v.rsplit(":", 1)[1]: k for k, v in CLASSES.items()}
 _NUMERIC_KINDS = "biufc"

@@ -20,7 +20,7 @@ import pytest
 
 import symfuse as sf
 from symfuse.codegen import c_library as L
-from symfuse.codegen import c_module
+from symfuse.codegen.render_c import CRenderer
 from symfuse.ir.core import apply
 from symfuse.runtime.toolchain import blas_link_flags
 
@@ -47,7 +47,7 @@ class Case:
         body = L.LIBRARY[op.opdef.name](op, ins, outs, self.hints)
         helpers = ""
         if isinstance(body, L.Call):
-            body, helpers = body.code, c_module.render_helpers(body.helpers) + "\n"
+            body, helpers = body.code, CRenderer().render_helpers(body.helpers) + "\n"
         return f"{helpers}/* {self.name} */\nvoid run_{self.index}(void** p) {{\n  {body}\n}}\n"
 
 

@@ -10,6 +10,7 @@ the float32 kernels must not spill.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -520,14 +521,13 @@ def test_deterministic_across_grids(modules):
     assert len(per_op) >= 15
     for c in picks:
         want = _run(c, modules[c.index])[0]
-        saved = [ln.grid for ln in c.lowering.launches]
+        saved = list(c.lowering.launches)
         try:
-            for ln in c.lowering.launches:
-                ln.grid = (max(1, ln.grid[0] // 3), ln.grid[1], max(1, ln.grid[2] // 2))
+            c.lowering.launches = [dataclasses.replace(ln, grid=(max(1, ln.grid[0] // 3), ln.grid[1],
+                                                                 max(1, ln.grid[2] // 2))) for ln in saved]
             got = _run(c, modules[c.index])[0]
         finally:
-            for ln, g in zip(c.lowering.launches, saved):
-                ln.grid = g
+            c.lowering.launches = saved
         np.testing.assert_array_equal(got, want, err_msg=c.name)
 
 

@@ -43,3 +43,55 @@ def test_a_missing_cc_is_named_once_and_the_default_compiler_is_used(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[2.0, 2.0, 2.0] [3.0, 3.0, 3.0]"
     assert out.stderr.count("$CC='no-such-cc-here' is not a program on PATH") == 1
+
+
+def test_a_backend_supplies_hooks_and_the_base_runs_the_pipeline(monkeypatch, tmp_path):
+    """Backend.compile runs lower -> fuse -> plan -> emit -> build -> load with the
+    report's stages; a backend's lowering passes are the lowering database's passes
+    carrying a tag it names, and only those."""
+    import numpy as np
+    from symfuse.compiler.passes.lowering import LOWERINGS, Lowering
+    from symfuse.runtime.backend import Backend, Program
+    from symfuse.runtime.interp import evaluate
+
+    seen = []
+    monkeypatch.setitem(LOWERINGS.passes, "test_lowering",
+                        Lowering("test_lowering", lambda fn, counts: (seen.append(fn.name), fn)[1], 5,
+                                 frozenset({"test_tag"})))
+
+    class Run(Program):
+        def __init__(self, fn):
+            self.fn = fn
+
+        def __call__(self, arrays):
+            return evaluate(self.fn, arrays)
+
+    class Toy(Backend):
+        name = "toy"
+
+        def lower_passes(self, options):
+            return ("test_tag",)
+
+        def emit(self, job):
+            return f"{len(job.partition.groups)} groups, arena {job.layout.plan.arena_bytes} B"
+
+        def build(self, job, emitted):
+            with job.report.stage("toy build"):
+                return emitted.upper()
+
+        def load_built(self, job, emitted, built):
+            assert built == emitted.upper()
+            return Run(job.fn)
+
+    from symfuse.runtime import backends as registry
+    monkeypatch.setitem(registry.BACKENDS, "toy", Toy())
+    x = sf.tensor("x", (4, 3))
+    f = sf.function([x], sf.tanh(x).sum(axis=1) * 2.0, device="toy")
+    xv = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    np.testing.assert_allclose(f(xv), np.tanh(xv).sum(axis=1) * 2.0, rtol=1e-6)
+    names = [s.name for s in f.report.stages]
+    order = ["test_lowering", "fusion", "memory plan", "codegen", "toy build", "load"]
+    assert [n for n in names if n in order] == order and seen == [f.function.name]
+    monkeypatch.setenv("SYMFUSE_CACHE_DIR", str(tmp_path))      # a compile, not a graph-cache hit
+    g = sf.function([x], sf.exp(x), device="cpu")     # the cpu names "blas" only
+    assert "test_lowering" not in {s.name for s in g.report.stages} and "blas" in {s.name for s in g.report.stages}

@@ -214,7 +214,7 @@ def test_entry_owned_by_another_user_is_refused(warm_cache):
 
 def test_plain_entries_round_trip_and_refuse_code():
     import numpy as np
-    from symfuse.codegen.c_module import KernelInfo
+    from symfuse.compiler.kernel_info import KernelInfo
     k = KernelInfo("E_1", "pointwise", ["add"], ["add f32[2]"], "src", 2, False, 8, 8, None)
     value = {"t": (1, 2.5, "s"), "b": b"\x00\xff", "dt": np.dtype("float32"), "sc": np.int32,
              "nd": np.arange(6, dtype=np.int64).reshape(2, 3), "k": [k], 3: None, "$x": True,

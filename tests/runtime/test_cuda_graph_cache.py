@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import symfuse as sf
+from symfuse.compiler.kernel_info import KernelInfo
 from symfuse.runtime import plain
 from symfuse.errors import DeviceUnavailable
 from symfuse.runtime import cuda as cuda_rt
@@ -157,7 +158,7 @@ def test_aot_second_compile_is_a_hit_that_skips_the_compiler(aot):
     assert warm.report.info["nvrtc_calls"] == 0
     note = next(s.note for s in warm.report.stages if s.name == "nvrtc")
     assert note.startswith("sm_90: cache hit") and "graph" in note
-    assert all(k.group is None for k in warm.kernels)      # restored from plain data, not rebuilt
+    assert all(isinstance(k, KernelInfo) for k in warm.kernels)      # restored from plain data, not rebuilt
 
 
 @needs_nvrtc

@@ -1,4 +1,5 @@
-"""BLAS lowering rewrites (tag "blas"), run by backends that call a BLAS.
+"""BLAS lowering rewrites (tag "blas"), run by backends that call a BLAS (they
+name the tag in ``Backend.lower_passes``; the lowering database runs it).
 
 ``gemm_accumulate`` turns ``z + c * (a @ b)`` (and ``z - ...``, ``... + z``,
 ``... - z``, with or without the scalar ``c``) into one ``gemm`` op, BLAS's
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ...ir.core import Function, apply
+from .lowering import lowering
 from .rewrite import REWRITES, RewriteContext, apply_rewrites, rewrite
 
 BLAS = ("blas",)
@@ -72,6 +74,7 @@ def gemm_accumulate(op, ctx):
     return None
 
 
+@lowering("blas", position=10, tags=BLAS)
 def lower_blas(fn: Function, counts: Counter) -> Function:
     """``fn`` with its BLAS-shaped patterns as gemm ops (one sweep: the patterns do not
     nest); ``counts`` gets the rewrites that fired."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ...ir import build as F
 from ...ir.core import apply
-from .algebraic import fit, out_type
+from .algebraic_common import fit, out_type
 from .rewrite import rewrite
 
 STABILISE = ("stabilise",)

@@ -258,3 +258,12 @@ defop("while_loop", kind="control", fusion="control", regions=2, attrs={"carries
 defop("stop_gradient", kind="elementwise", arity=1, infer=lambda types, attrs: (types[0],),
       ref=lambda xs, attrs: xs[0], c_expr="{0}", differentiable=False,
       doc="The identity whose gradient is zero: differentiation does not look through it.")
+
+
+# --------------------------------------------------------------------------- copy
+# A compiled loop body writes each result through its own pointer; a result that is a
+# parameter, a constant or a repeat is first copied (compiler/loops.py). Built by the
+# backends after optimisation, so no pass folds it away.
+defop("copy", kind="elementwise", arity=1, infer=lambda types, attrs: (types[0],),
+      ref=lambda xs, attrs: np.array(xs[0], copy=True), c_expr="{0}", vjp=lambda op, cts: [cts[0]],
+      doc="The identity as a kernel of its own: materialises its operand in a new buffer.")

@@ -1,0 +1,4 @@
+"""``python -m symfuse``: the ``symfuse`` command."""
+from .cli import main
+
+main()

@@ -1,0 +1,212 @@
+"""``symfuse compile``, ``inspect`` and ``time``: compiling a MODEL and
+looking at what came out (kernels, IR, PTX/SASS, resources, compile time)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import click
+
+from .common import _compile, _fail, arch_opt, batch_opt, json_opt, load_model, main, model_arg, target_opt, train_opt
+
+
+# ----------------------------------------------------------------------------- compile
+@main.command("compile")
+@model_arg
+@target_opt
+@arch_opt
+@batch_opt
+@train_opt
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="write kernels, IR, memory plan and report.json here")
+@json_opt
+def compile_cmd(model, target, arch, batch, train, out_dir, as_json):
+    """Compile MODEL ahead of time and print where the compile time went."""
+    graph = load_model(model, batch, train)
+    f = _compile(graph, target, arch)
+    if out_dir:
+        _write_artifacts(f, out_dir, target)
+    if as_json:
+        click.echo(f.report.to_json())
+    else:
+        click.echo(f.report.table())
+        click.echo(f"{len(f.kernels)} kernels" + (f"; artefacts in {out_dir}" if out_dir else ""))
+
+
+def _write_artifacts(f, out_dir: str, target: str) -> None:
+    from ..ir.printer import print_function
+    kdir = os.path.join(out_dir, "kernels")
+    os.makedirs(kdir, exist_ok=True)
+    ext = ".cu" if target.startswith("cuda") else ".c"
+    with open(os.path.join(out_dir, "ir_before.txt"), "w") as fh:
+        fh.write(print_function(f.source_function, True))
+    with open(os.path.join(out_dir, "ir_after.txt"), "w") as fh:
+        fh.write(f.ir(locations=True))
+    if f.source:
+        with open(os.path.join(out_dir, "module" + ext), "w") as fh:
+            fh.write(f.source)
+    for k in f.kernels:
+        with open(os.path.join(kdir, k.name + ext), "w") as fh:
+            fh.write(k.source)
+    run = f._run
+    if getattr(run, "lib_path", None):
+        shutil.copyfile(run.lib_path, os.path.join(out_dir, "module.so"))
+    images = getattr(run, "images", None)
+    if images:      # one CUBIN per NVRTC unit: module.cubin, or module_0.cubin, module_1.cubin, ...
+        for i, image in enumerate(images):
+            with open(os.path.join(out_dir, "module.cubin" if len(images) == 1 else f"module_{i}.cubin"), "wb") as fh:
+                fh.write(image)
+        try:
+            from ..runtime import nvrtc
+            with open(os.path.join(out_dir, "module.ptx"), "w") as fh:
+                fh.write(nvrtc.ptx_for(run.source, run.name, arch=run.arch,
+                                       include_dirs=[os.path.dirname(nvrtc.__file__) + "/../templates/cuda"]))
+        except Exception as e:  # noqa: BLE001 -- PTX is a bonus next to the CUBIN
+            click.echo(f"symfuse: PTX not written: {e}", err=True)
+    lib = getattr(run, "library", None)
+    if lib is not None:     # the precompiled library images the library launches run from
+        for i, image in enumerate(lib.images):
+            with open(os.path.join(out_dir, f"library_{i}.cubin"), "wb") as fh:
+                fh.write(image)
+    with open(os.path.join(out_dir, "memory_plan.json"), "w") as fh:
+        json.dump(f.report.info.get("memory", {}), fh, indent=2)
+    with open(os.path.join(out_dir, "report.json"), "w") as fh:
+        fh.write(f.report.to_json())
+
+
+# ----------------------------------------------------------------------------- inspect
+@main.command("inspect")
+@model_arg
+@target_opt
+@arch_opt
+@batch_opt
+@train_opt
+@click.option("--kernel", default=None, help="one kernel by name")
+@click.option("--ir", "what", flag_value="ir", help="the optimised IR")
+@click.option("--source", "what", flag_value="source", help="kernel source")
+@click.option("--ptx", "what", flag_value="ptx", help="PTX (cuda)")
+@click.option("--sass", "what", flag_value="sass", help="SASS (cuda, needs nvidia-cuda-nvdisasm)")
+@click.option("--resources", "what", flag_value="resources", help="registers, shared memory, spills (cuda)")
+@json_opt
+def inspect_cmd(model, target, arch, batch, train, kernel, what, as_json):
+    """List MODEL's kernels, or show one kernel's source, PTX, SASS or resources."""
+    graph = load_model(model, batch, train)
+    f = _compile(graph, target, arch)
+    if what == "ir":
+        click.echo(f.ir(), nl=False)
+        return
+    kernels = f.kernels
+    if kernel:
+        kernels = [k for k in kernels if k.name == kernel]
+        if not kernels:
+            raise click.BadParameter(f"no kernel {kernel!r}; kernels: {', '.join(k.name for k in f.kernels)}",
+                                     param_hint="--kernel")
+    if what in ("ptx", "sass", "resources") and not target.startswith("cuda"):
+        raise click.UsageError(f"--{what} needs --target cuda")
+    if what == "source":
+        for k in kernels:
+            click.echo(k.source)
+        return
+    if what in ("ptx", "sass"):
+        from ..errors import CompileError
+        for k in kernels:
+            try:
+                click.echo(getattr(k, what))
+            except CompileError as e:
+                _fail(str(e))
+        return
+    rows = []
+    for k in kernels:
+        row = {"name": k.name, "kind": k.kind, "ops": list(k.fused_ops), "provenance": list(k.provenance)}
+        if target.startswith("cuda"):     # GPU kernels: their launches and what ptxas reported
+            row["launches"] = k.launch_config
+            row["resources"] = {n: (vars(r) if r is not None else None) for n, r in k.resources.items()}
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        line = f"{row['name']:44} {row['kind']:9} {len(row['ops']):3} ops"
+        for n, r in (row.get("resources") or {}).items():
+            if r:
+                line += f"  {r['registers']} regs, {r['shared_bytes']} B smem, {r['spill_stores']} B spills"
+        click.echo(line)
+        if what == "resources" or kernel:
+            for ln in row.get("launches", []):
+                click.echo(f"    launch {ln['kernel']}: grid {ln['grid']} block {ln['block']} smem {ln['shared_bytes']}")
+            for p in row["provenance"]:
+                click.echo(f"    {p}")
+
+
+# ----------------------------------------------------------------------------- time
+@main.command("time")
+@model_arg
+@target_opt
+@arch_opt
+@batch_opt
+@train_opt
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="fresh processes per measurement (the median is shown)")
+@json_opt
+def time_cmd(model, target, arch, batch, train, repeat, as_json):
+    """Compile-time breakdown of MODEL, cold (empty cache) and warm, each the
+    median over REPEAT fresh processes."""
+    load_model(model, batch, train)   # validate MODEL here, with a usage error, not in the children
+    args = [model, "--target", target] + (["--arch", arch] if arch else []) + \
+           (["--batch", str(batch)] if batch else []) + (["--train"] if train else [])
+    results = {"cold": [], "warm": []}
+    with tempfile.TemporaryDirectory() as warm_dir:
+        _child(args, warm_dir)          # fills the warm cache
+        for _ in range(repeat):
+            with tempfile.TemporaryDirectory() as cold_dir:
+                results["cold"].append(_child(args, cold_dir))
+            results["warm"].append(_child(args, warm_dir))
+    summary = {}
+    for mode, runs in results.items():
+        stages = {}
+        for r in runs:
+            for name, sec in r["stages"].items():
+                stages.setdefault(name, []).append(sec)
+        summary[mode] = {"total_s": statistics.median(r["total"] for r in runs),
+                         "min_s": min(r["total"] for r in runs), "max_s": max(r["total"] for r in runs),
+                         "stages": {n: statistics.median(v) for n, v in stages.items()}}
+    if as_json:
+        click.echo(json.dumps({"model": model, "target": target, "repeat": repeat, **summary}, indent=2))
+        return
+    names = list(dict.fromkeys(list(summary["cold"]["stages"]) + list(summary["warm"]["stages"])))
+    click.echo(f"compile time of {model} ({'train' if train else 'predict'}, {target}), median of {repeat} "
+               f"fresh processes")
+    click.echo(f"{'stage':24} {'cold ms':>10} {'warm ms':>10}")
+    for n in names:
+        c, w = summary["cold"]["stages"].get(n), summary["warm"]["stages"].get(n)
+        click.echo(f"{n:24} {'' if c is None else f'{c * 1e3:10.2f}':>10} {'' if w is None else f'{w * 1e3:10.2f}':>10}")
+    click.echo(f"{'total':24} {summary['cold']['total_s'] * 1e3:10.2f} {summary['warm']['total_s'] * 1e3:10.2f}")
+
+
+def _child(args, cache_dir):
+    env = dict(os.environ, SYMFUSE_CACHE_DIR=cache_dir)
+    proc = subprocess.run([sys.executable, "-m", "symfuse.cli", "_time-child", *args], capture_output=True,
+                          text=True, env=env)
+    if proc.returncode != 0:
+        _fail(f"timing run failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@main.command("_time-child", hidden=True)
+@model_arg
+@target_opt
+@arch_opt
+@batch_opt
+@train_opt
+def time_child(model, target, arch, batch, train):
+    graph = load_model(model, batch, train)
+    f = _compile(graph, target, arch)
+    stages = {}
+    for s in f.report.stages:
+        stages[s.name] = stages.get(s.name, 0.0) + s.seconds
+    click.echo(json.dumps({"total": f.report.total_seconds, "stages": stages}))

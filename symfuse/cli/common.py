@@ -1,0 +1,161 @@
+"""What the ``symfuse`` subcommands share: the ``main`` group they are
+registered on, MODEL resolution (a zoo name or ``file.py:function``, whose
+errors are reported at the model file's line), compiling it for a target,
+and the common options."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import os
+import sys
+
+import click
+
+TARGETS = {"cpu": "cpu", "cuda": "cuda", "cuda-emu": "cuda-emu", "interp": "interp"}
+
+
+def _fail(msg: str, code: int = 1):
+    click.echo(f"symfuse: {msg}", err=True)
+    sys.exit(code)
+
+
+# ----------------------------------------------------------------------------- models
+class Graph:
+    """What a MODEL argument resolves to: a symbolic graph to compile. ``loc`` is the
+    (file, line) of a model file's return statement: sf.function's errors name it."""
+
+    def __init__(self, name, inputs, outputs, updates=(), zoo=None, loc=None, path=None):
+        self.name, self.inputs, self.outputs, self.updates, self.zoo = name, inputs, outputs, updates, zoo
+        self.loc, self.path = loc, path
+
+    def function(self, device, **options):
+        import symfuse as sf
+        from ..ir.core import location
+        with location(self.loc) if self.loc else contextlib.nullcontext():
+            return sf.function(self.inputs, self.outputs, updates=self.updates or None, device=device,
+                               name=self.name, **options)
+
+
+def _user_code(path: str, what: str, call):
+    """Run code from a model file. What it raises is a bug in that file, not a usage
+    error: exit code 1 and the file's own line, never a traceback through click."""
+    from ..errors import SymfuseError
+    try:
+        return call()
+    except SystemExit as e:
+        _fail(f"{_where(e, path)}: the model file called sys.exit({e.code!r}) while {what}; nothing was compiled")
+    except SymfuseError as e:
+        _fail(f"{_where(e, path)}: {type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 -- any error of the user's code, reported at its line
+        _fail(f"{_where(e, path)}: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e} (while {what})")
+
+
+def _where(e: BaseException, path: str) -> str:
+    """file:line of the innermost frame in the model file (a SyntaxError's own line)."""
+    real = os.path.realpath(path)
+    if isinstance(e, SyntaxError) and e.filename and os.path.realpath(e.filename) == real:
+        return f"{path}:{e.lineno}"
+    tb, line = e.__traceback__, None
+    while tb is not None:
+        if os.path.realpath(tb.tb_frame.f_code.co_filename) == real:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{path}:{line}" if line else path
+
+
+def _call_model(fn):
+    """``fn()`` and the (file, line) it returned from (a profile hook sees the return event)."""
+    code = getattr(fn, "__code__", None)
+    loc = [(code.co_filename, code.co_firstlineno) if code else None]
+
+    def hook(frame, event, arg):
+        if event == "return" and frame.f_code is code:
+            loc[0] = (code.co_filename, frame.f_lineno)
+    prev = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        return fn(), loc[0]
+    finally:
+        sys.setprofile(prev)
+
+
+def load_model(spec: str, batch: int | None, train: bool) -> Graph:
+    if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
+        path, func = spec.rsplit(":", 1)
+        if not os.path.isfile(path):
+            raise click.BadParameter(f"no such file: {path}", param_hint="MODEL")
+        name = f"symfuse_user_{abs(hash(os.path.abspath(path)))}"
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(mod_spec)
+        # as `python path.py` would: its directory importable, the module in sys.modules (dataclasses need it)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+        sys.modules[name] = module
+        _user_code(path, "it was imported", lambda: mod_spec.loader.exec_module(module))
+        fn = getattr(module, func, None)
+        if not callable(fn):
+            raise click.BadParameter(f"{path} has no function {func!r}", param_hint="MODEL")
+        try:
+            inspect.signature(fn).bind()
+        except TypeError:
+            raise click.BadParameter(f"{path}:{func} must take no arguments, it is {func}{inspect.signature(fn)}",
+                                     param_hint="MODEL") from None
+        except ValueError:      # no signature to inspect (a builtin): let the call decide
+            pass
+        res, loc = _user_code(path, f"{func}() ran", lambda: _call_model(fn))
+        if not isinstance(res, (tuple, list)) or len(res) not in (2, 3):
+            got = f"{len(res)} items" if isinstance(res, (tuple, list)) else type(res).__name__
+            raise click.BadParameter(f"{path}:{func} must return (inputs, outputs) or (inputs, outputs, updates), "
+                                     f"not {got}", param_hint="MODEL")
+        return Graph(func, *res, loc=loc, path=path)
+    from ..nn import zoo
+    if spec not in zoo.ZOO:
+        raise click.BadParameter(f"unknown model {spec!r}; zoo models: {', '.join(sorted(zoo.ZOO))}, "
+                                 "or path/to/file.py:function", param_hint="MODEL")
+    m = zoo.get(spec, **({"batch": batch} if batch else {}))
+    if train:
+        return Graph(f"{spec}_train", m.inputs, m.train_outputs, m.updates, zoo=m)
+    import symfuse as sf
+    x = sf.tensor("x", (m.batch,) + tuple(m.input_shape), m.dtype)
+    return Graph(f"{spec}_predict", [x], m.predict_graph(x), zoo=m)
+
+
+def _compile(graph: Graph, target: str, arch: str | None):
+    from ..errors import CompileError, DeviceUnavailable, InputError, SymfuseError
+    opts = {"arch": arch} if arch and target.startswith("cuda") else {}
+    try:
+        return graph.function(TARGETS[target], **opts)
+    except DeviceUnavailable as e:
+        _fail(f"{e}", 2)
+    except CompileError as e:
+        _fail(f"compile failed: {e}", 1)
+    except SymfuseError as e:
+        # an error in the model's graph names the model file (every such message ends in its
+        # location); an InputError without it is an option's fault (--arch): a usage error
+        mine = graph.loc is not None and f"(at {graph.loc[0]}:" in str(e)
+        where = f"{graph.path}:{graph.loc[1]}: " if mine else ""
+        _fail(f"{where}{type(e).__name__}: {e}", 2 if isinstance(e, InputError) and not mine else 1)
+
+
+def _arch(ctx, param, value):
+    # the cuda-emu target takes the option too, and would accept any text
+    from ..runtime.nvrtc import _ARCH_RE
+    if value is not None and not _ARCH_RE.match(value):
+        raise click.BadParameter(f"{value!r} is not a CUDA architecture like sm_90, sm_90a or compute_90")
+    return value
+
+
+model_arg = click.argument("model")
+target_opt = click.option("--target", type=click.Choice(sorted(TARGETS)), default="cpu", show_default=True,
+                          help="backend to compile for")
+arch_opt = click.option("--arch", default=None, callback=_arch,
+                        help="CUDA architecture, e.g. sm_90 (cuda targets)")
+batch_opt = click.option("--batch", type=click.IntRange(min=1), default=None, help="batch size (zoo models)")
+train_opt = click.option("--train", is_flag=True, help="the training step (default: inference)")
+json_opt = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="symfuse")
+def main():
+    """symfuse: a symbolic deep-learning graph compiler."""
