@@ -6,6 +6,9 @@ backend's (``runtime/cpu.py``)."""
 from __future__ import annotations
 
 from ..install_dirs import C_TEMPLATE_DIR
+from ..compiler.fusion import materialised
+from ..compiler.kernel_info import KernelInfo
+from .c_control import CONTROL, loop_label, render_region
 from .kernel import c_literal, c_type
 from .lower import lower_partition
 from .render_c import CRenderer
@@ -50,23 +53,36 @@ def split_units(kernels, workers: int) -> list[list]:
     return [[k for i, k in enumerate(kernels) if unit[i] == u] for u in range(n)]
 
 
-def render_program(fn, part, lay, version: str, runtime_header="sf_unit_inline.h", profile=False, workers=1):
-    """(the module as one translation unit, its kernels (``KernelInfo``), and the
-    same module as several units for a parallel build, or None when one unit is best)."""
-    renderer = CRenderer()
-    kernels, signatures, calls, constants, const_names = [], {}, [], [], {}
+class _Module:
+    """What the schedules of one module share: the renderer, the constants (each
+    read-only buffer once), and the functions of its region bodies."""
+
+    def __init__(self):
+        self.renderer = CRenderer()
+        self.constants: list[dict] = []
+        self.const_names: dict[int, str] = {}
+        self.regions = 0
+        self.signatures: dict[str, str] = {}     # kernel name -> its parameter list
+
+    def constant(self, v) -> str:
+        name = self.const_names.get(id(v))
+        if name is None:
+            name = self.const_names[id(v)] = f"c{len(self.constants)}"
+            self.constants.append({"name": name, "ctype": c_type(v.dtype), "size": max(v.type.size, 1),
+                                   "data": constant_data(v.op.attrs["value"], v.dtype) or "0"})
+        return name
+
+
+def _schedule(mod: _Module, fn, part, lay, loops, prefix: str = "") -> tuple[list, list[str]]:
+    """(kernels, calls) of one function's schedule, its parameters ``args[k]``, its
+    results ``args[len(params) + k]``, its intermediates in ``arena``."""
     nparams = len(fn.params)
 
     def ptr(v, const: bool) -> str:
         ct = c_type(v.dtype)
         kind = lay.where.get(id(v))
         if kind is None:  # a constant read as a buffer
-            name = const_names.get(id(v))
-            if name is None:
-                name = const_names[id(v)] = f"c{len(constants)}"
-                constants.append({"name": name, "ctype": ct, "size": max(v.type.size, 1),
-                                  "data": constant_data(v.op.attrs["value"], v.dtype) or "0"})
-            return f"(const {ct}*){name}"
+            return f"(const {ct}*){mod.constant(v)}"
         q = "const " if const else ""
         if kind[0] == "param":
             return f"({q}{ct}*)args[{kind[1]}]"
@@ -74,17 +90,63 @@ def render_program(fn, part, lay, version: str, runtime_header="sf_unit_inline.h
             return f"({q}{ct}*)args[{nparams + kind[1]}]"
         return f"({q}{ct}*)(arena + {kind[1]})"
 
-    for kernel, inputs, outputs in lower_partition(part, renderer):
-        aliased = any(id(v) in lay.aliased for v in outputs)
-        k = renderer.render(kernel, aliased)
+    kernels, calls = [], []
+    renderer = mod.renderer
+    for g, lk in zip(part.groups, lower_partition(part, renderer, prefix)):
+        if lk is None:
+            k, call = _control(mod, g, part, lay, loops[g.index], ptr)
+        else:
+            aliased = any(id(v) in lay.aliased for v in lk.outputs)
+            k = renderer.render(lk.kernel, aliased)
+            mod.signatures[k.name] = renderer.signature(lk.kernel, aliased)
+            args = [ptr(v, True) for v in lk.inputs] + [ptr(v, False) for v in lk.outputs]
+            call = f"{k.name}({', '.join(args)});"
         kernels.append(k)
-        signatures[k.name] = renderer.signature(kernel, aliased)
-        args = [ptr(v, True) for v in inputs] + [ptr(v, False) for v in outputs]
-        calls.append(f"{k.name}({', '.join(args)});")
+        calls.append(call)
+    return kernels, calls
+
+
+def _control(mod: _Module, group, part, lay, lp, ptr):
+    """A loop or branch: its regions as functions of the module (their kernels
+    first), and the block of the enclosing schedule that runs them."""
+    op = group.root
+    names, sources, parts = [], [], []
+    for body in lp.bodies:
+        name = f"sf_region{mod.regions}"
+        mod.regions += 1
+        kernels, calls = _schedule(mod, body.fn, body.part, body.lay, body.loops, prefix=f"R{name[9:]}_")
+        sources += [k.source for k in kernels]
+        sources.append(render_region(name, f"{loop_label(lp)}, region {len(names)}", calls))
+        names.append(name)
+        parts += kernels
+    resolve = lambda v: materialised(v, part.folded_views)  # noqa: E731
+    ins = [ptr(resolve(v), True) for v in op.inputs]
+    outs = [ptr(v, False) for v in op.outputs]
+    call = CONTROL[op.opdef.name](lp, ins, outs, f"(arena + {lay.scratch.get(group.index, 0)})", names)
+    name = f"L{mod.regions - len(names)}_{op.opdef.name}"
+    info = KernelInfo(name, op.opdef.name, [op.opdef.name], [loop_label(lp)], "\n".join(sources), 0, False,
+                      sum(v.type.nbytes for v in op.inputs), sum(v.type.nbytes for v in op.outputs), parts,
+                      scratch_bytes=lp.scratch_bytes)
+    return info, call
+
+
+def render_program(fn, part, lay, version: str, runtime_header="sf_unit_inline.h", profile=False, workers=1,
+                   loops=None):
+    """(the module as one translation unit, its kernels (``KernelInfo``; a loop's
+    body kernels are its ``parts``), and the same module as several units for a
+    parallel build, or None when one unit is best). ``loops``: the plans of the
+    control groups (``compiler/loops.py``), by group index."""
+    mod = _Module()
+    kernels, calls = _schedule(mod, fn, part, lay, loops or {})
+    constants = mod.constants
     source = render_module(fn.name, version, kernels, calls, constants, lay.plan.arena_bytes, runtime_header, profile)
-    groups = split_units(kernels, workers)
+    # a loop's region functions are static: they stay in the unit of the entry that calls them
+    pinned = [k for k in kernels if k.kind in CONTROL]
+    groups = split_units([k for k in kernels if k.kind not in CONTROL], workers)
     if len(groups) == 1:
         return source, kernels, None
+    groups[0] = pinned + groups[0]
+    signatures = mod.signatures
     # the entry and constants go with the first (least loaded) unit's kernels
     mine = {id(k) for k in groups[0]}
     entry = render_module(fn.name, version, groups[0], calls, constants, lay.plan.arena_bytes, runtime_header,

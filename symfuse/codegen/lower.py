@@ -32,17 +32,23 @@ class Lowered(NamedTuple):
     outputs: tuple                    # the Value written through out0, out1, ...
 
 
-def lower_partition(partition: Partition, renderer) -> list[Lowered]:
+def lower_partition(partition: Partition, renderer, prefix: str = "") -> list[Lowered | None]:
     """Every group of ``partition`` in schedule order, kernel names made unique
-    within the module (a second ``E_4x4_add`` is ``E_4x4_add_1``)."""
+    within the module (a second ``E_4x4_add`` is ``E_4x4_add_1``; ``prefix``
+    keeps a region body's apart from the enclosing program's). A control group
+    (a loop or branch, which a backend runs itself) has None in its place."""
     resolve = lambda v: materialised(v, partition.folded_views)  # noqa: E731
     names: dict[str, int] = {}
     out = []
     for g in partition.groups:
+        if g.kind == "control":
+            out.append(None)
+            continue
         lk = lower(g, partition, resolve, renderer)
-        n = names.get(lk.kernel.name, 0)
-        names[lk.kernel.name] = n + 1
-        out.append(lk._replace(kernel=lk.kernel.named(f"{lk.kernel.name}_{n}")) if n else lk)
+        name = prefix + lk.kernel.name
+        n = names.get(name, 0)
+        names[name] = n + 1
+        out.append(lk._replace(kernel=lk.kernel.named(f"{name}_{n}" if n else name)) if n or prefix else lk)
     return out
 
 

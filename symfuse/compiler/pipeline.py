@@ -97,10 +97,10 @@ def _optimize(fn: Function, opts: Options | None, report: CompileReport | None) 
 def lower(fn: Function, tags, report: CompileReport) -> Function:
     """``fn`` through the target's lowering passes: those of the lowering database
     (``passes/lowering.py``) carrying one of ``tags``, in order of position, each
-    a report stage named after the pass."""
+    a report stage named after the pass; each also runs inside region bodies."""
     for p in LOWERINGS.query(tags):
         counts: Counter = Counter()
         with report.stage(p.name, ops_before=len(fn.ops)) as st:
-            fn = p.fn(fn, counts)
+            fn = through_regions(p.fn)(fn, counts)
             st.ops_after, st.rewrites = len(fn.ops), dict(counts)
     return fn

@@ -300,7 +300,7 @@ def rbm(batch: int = 20, n_visible: int = 784, n_hidden: int = 500, k: int = 1, 
     chain = None
     if persistent:
         chain = F.shared(np.zeros((batch, n_hidden), dtype), name="rbm.persistent_chain")
-    grads, recon, chain_updates = model.cd(x, k, chain, unroll=True)
+    grads, recon, chain_updates = model.cd(x, k, chain)
     opt = optim.get(optimizer) if optimizer is not None else optim.SGD(lr)
     updates = opt.updates(grads, model.params) + chain_updates
     zm = ZooModel("rbm", "rbm", model, [x], [recon], ["recon_error"], updates, int(batch), (n_visible,), dtype,

@@ -90,6 +90,12 @@ class Backend:
             with report.stage("codegen"):
                 job.kernels = self.kernels(job)
         scratch = self.scratch(job)
+        if any(g.kind == "control" for g in job.partition.groups):
+            from ..compiler.loops import plan_loop    # lazy: only a program with loops needs it
+            with report.stage("loop bodies") as st:
+                job.loops = {g.index: plan_loop(g.root) for g in job.partition.groups if g.kind == "control"}
+                st.note = f"{sum(len(lp.bodies) for lp in job.loops.values())} region(s) fused and planned"
+            scratch = {**scratch, **{i: lp.scratch_bytes for i, lp in job.loops.items()}}
         with report.stage("memory plan") as st:
             job.layout = layout(job.fn, job.partition, scratch)
             st.note = job.layout.plan.table().splitlines()[0]
@@ -178,3 +184,4 @@ class CompileJob:
         self.partition = None
         self.layout = None
         self.kernels: list | None = None
+        self.loops: dict = {}             # group index -> LoopPlan of a control group (compiler/loops.py)

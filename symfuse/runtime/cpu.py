@@ -163,7 +163,7 @@ class CpuBackend(Backend):
         rt, prelude = job.runtime
         source, kernels, units = render_program(fn, part, layout, VERSION,
                                                 "sf_unit.h" if prelude else "sf_unit_inline.h",
-                                                bool(options.get("profile")), _workers() if rt else 1)
+                                                bool(options.get("profile")), _workers() if rt else 1, job.loops)
         job.report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
                                        "bytes_read": k.bytes_read, "bytes_written": k.bytes_written}
                                       for k in kernels]

@@ -6,7 +6,7 @@ import pytest
 import symfuse as sf
 from symfuse.ir.parser import parse
 
-DEVICES = ["interp"]
+DEVICES = ["interp", "cpu"]
 
 
 def _fd_check(build, shapes, devices=DEVICES, seed=0, eps=1e-6, rtol=1e-6, second=False):
@@ -173,8 +173,13 @@ def test_stop_gradient():
     np.testing.assert_allclose(sf.function([x], g, device="interp")(xv), xv)
 
 
+def _kernel_count(kernels) -> int:
+    return sum(1 + _kernel_count(k.parts or []) for k in kernels)
+
+
 def test_scan_compiles_to_the_same_program_for_any_length():
-    sizes = []
+    """A 1000-step scan is the same program, with the same kernels, as a 10-step one."""
+    sizes, kernels = [], []
     for n in (10, 1000):
         x = sf.tensor("x", (n, 4), "float64")
         W = sf.shared(np.eye(4) * 0.1, name="W")
@@ -182,7 +187,14 @@ def test_scan_compiles_to_the_same_program_for_any_length():
         loss = h.sum()
         f = sf.function([x], [loss, sf.grad(loss, W)], device="interp")
         sizes.append(len(f.function.ops) + sum(len(r.ops) for op in f.function.ops for r in op.regions))
+        if "cpu" in DEVICES:
+            c = sf.function([x], [loss, sf.grad(loss, W)], device="cpu")
+            kernels.append(_kernel_count(c.kernels))
+            xv = np.random.default_rng(0).normal(size=(n, 4))
+            for a, b in zip(c(xv), f(xv)):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     assert sizes[0] == sizes[1]
+    assert len(set(kernels)) <= 1 and all(k > 2 for k in kernels)
 
 
 def test_text_form_round_trips():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import symfuse as sf
+from symfuse.codegen.c_control import CONTROL as C_CONTROL
 from symfuse.codegen.c_library import LIBRARY
 from symfuse.codegen.cuda_library import CUDA_LIBRARY
 from symfuse.codegen.index import VIEW_MAPS
@@ -21,13 +22,12 @@ NO_LOWERING = {
     # sf.grad records it; the differentiate pass (compiler/autodiff.py) replaces it by the
     # gradient graph before fusion and codegen, on every backend
     "grad": "expanded by the differentiate pass before codegen",
-    "scan": "control flow runs on interp only so far",
-    "while_loop": "control flow runs on interp only so far",
-    "cond": "control flow runs on interp only so far",
 }
 # (op, target) -> why it has no lowering on that target only. Empty: gemm, which only the
 # cpu target's BLAS rewrite forms, also lowers on cuda (it can come from IR text).
-TARGET_ONLY: dict[tuple[str, str], str] = {}
+TARGET_ONLY: dict[tuple[str, str], str] = {
+    ("scan", "cuda"): "control flow on cuda: pending", ("while_loop", "cuda"): "control flow on cuda: pending",
+    ("cond", "cuda"): "control flow on cuda: pending"}
 
 OP_NAMES = sorted(OPS)
 
@@ -44,8 +44,8 @@ def lowering(opdef, target) -> str | None:
         return "reduction" if isinstance(r, tuple) and len(r) == 2 and all(isinstance(x, str) for x in r) else None
     if opdef.fusion == "constant":           # static data placed by compiler/layout.py
         return "static data"
-    if opdef.fusion == "control":            # regions: the backend's loop driver runs them
-        return None
+    if opdef.fusion == "control":            # regions: the target's loop driver runs them
+        return "loop driver" if opdef.name in (C_CONTROL if target == "cpu" else {}) else None
     assert opdef.fusion == "library", opdef.fusion
     return "library" if opdef.name in library else None
 

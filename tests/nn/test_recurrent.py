@@ -8,7 +8,7 @@ import pytest
 import symfuse as sf
 from symfuse import nn
 
-DEVICES = ["interp"]
+DEVICES = ["interp", "cpu"]
 
 
 def _sig(x):
@@ -107,7 +107,7 @@ def test_matches_torch_modules(kind):
     ref = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind](
         I, H, num_layers=layers, batch_first=True).double()
     m = LAYERS[kind](I, H, num_layers=layers, dtype="float64")
-    m.set_weights({f"{m.name}.{k}": v.detach().numpy() for k, v in ref.named_parameters()})
+    m.set_weights({k: v.detach().numpy() for k, v in ref.named_parameters()})
     xv = rng.normal(size=(B, T, I))
     xt = torch.tensor(xv, requires_grad=True)
     out_t, _ = ref(xt)

@@ -78,7 +78,7 @@ def test_training_steps_agree_on_cpu_and_interpreter(name):
     assert len(set(losses["cpu"])) > 1
 
 
-RBM_SCAN_DEVICES = ["interp"]
+RBM_SCAN_DEVICES = ["interp", "cpu"]
 
 
 def test_rbm_cd_gradient_equals_free_energy_gradient():

@@ -5,7 +5,7 @@ import numpy as np
 from symfuse.nn import data as D
 from symfuse.nn import train, zoo
 
-DEVICE = "interp"
+DEVICE = "cpu"
 
 
 def test_seqdigits_reaches_95_percent():
