@@ -11,11 +11,8 @@ byte before each step; a cond calls one of its two regions on the same arguments
 """
 from __future__ import annotations
 
-import os
-
 from ..compiler.loops import LoopPlan, slice_bytes
 from ..install_dirs import C_TEMPLATE_DIR
-from ..ir.core import format_loc
 from .templates_cache import template
 
 
@@ -24,13 +21,7 @@ def _template(name: str):
 
 
 def _label(lp: LoopPlan) -> str:
-    op = lp.op
-    where = format_loc(op.loc)
-    what = {"scan": f"scan of {op.attrs.get('length')} steps", "while_loop": "while loop", "cond": "cond"}.get(
-        op.opdef.name, op.opdef.name)
-    if where:
-        what += f" ({os.path.basename(where.rsplit(':', 1)[0])}:{where.rsplit(':', 1)[1]})"
-    return what
+    return lp.label
 
 
 def _void(p: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from ..install_dirs import C_TEMPLATE_DIR
 from ..compiler.fusion import materialised
-from ..compiler.kernel_info import KernelInfo
 from .c_control import CONTROL, loop_label, render_region
 from .kernel import c_literal, c_type
 from .lower import lower_partition
@@ -123,10 +122,8 @@ def _control(mod: _Module, group, part, lay, lp, ptr):
     ins = [ptr(resolve(v), True) for v in op.inputs]
     outs = [ptr(v, False) for v in op.outputs]
     call = CONTROL[op.opdef.name](lp, ins, outs, f"(arena + {lay.scratch.get(group.index, 0)})", names)
-    name = f"L{mod.regions - len(names)}_{op.opdef.name}"
-    info = KernelInfo(name, op.opdef.name, [op.opdef.name], [loop_label(lp)], "\n".join(sources), 0, False,
-                      sum(v.type.nbytes for v in op.inputs), sum(v.type.nbytes for v in op.outputs), parts,
-                      scratch_bytes=lp.scratch_bytes)
+    info = lp.info(f"L{mod.regions - len(names)}_{op.opdef.name}", parts)
+    info.source = "\n".join(sources)
     return info, call
 
 

@@ -123,3 +123,32 @@ class KernelResources:
     @property
     def spills(self) -> bool:
         return bool(self.spill_stores or self.spill_loads)
+
+
+@dataclass(frozen=True)
+class ControlStep:
+    """A loop or branch in a GPU program's launch schedule: the executor runs its
+    region bodies' schedules (``bodies``, each a tuple of launches and steps) once
+    per step or for the branch taken, with their parameters and results pointing
+    into the step's slices and the carry buffers of its scratch.
+
+    ``ins`` / ``outs``: argument refs of the op's operands and results;
+    ``scratch``: arena offset of its scratch (carries twice, then the body arena);
+    ``carry_offsets`` / ``carry_nbytes``: each carry in a carry buffer;
+    ``seq_step`` / ``out_step``: bytes of one step's slice of each sequence and of
+    each stacked output (the saved carries last)."""
+    op: str                           # scan | while_loop | cond
+    ins: tuple
+    outs: tuple
+    scratch: int
+    carry_offsets: tuple
+    carry_nbytes: tuple
+    carry_bytes: int
+    body_arena: int
+    seq_step: tuple = ()
+    out_step: tuple = ()
+    length: int = 0
+    reverse: bool = False
+    save: bool = False
+    max_iterations: int = 0
+    bodies: tuple = ()

@@ -11,9 +11,11 @@ constant, a value yielded twice) is therefore given a copy first.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from ..ir.core import Function, Op, Region, Value, get_opdef
+from ..ir.core import Function, Op, Region, Value, format_loc, get_opdef
+from .kernel_info import KernelInfo
 from .fusion import Partition, fuse
 from .layout import Layout, layout
 
@@ -27,6 +29,7 @@ class BodyPlan:
     part: Partition
     lay: Layout
     loops: dict[int, "LoopPlan"]        # group index -> plan of a nested control group
+    lowered: list | None = None         # what the target's ``prepare`` made of the partition
 
 
 @dataclass
@@ -37,6 +40,24 @@ class LoopPlan:
     bodies: list[BodyPlan]
     carry_offsets: list[int] = field(default_factory=list)
     carry_bytes: int = 0
+
+    @property
+    def label(self) -> str:
+        """What the loop is and where the user wrote it: "scan of 50 steps (model.py:12)"."""
+        op = self.op
+        what = f"scan of {op.attrs['length']} steps" if op.opdef.name == "scan" else op.opdef.name.replace("_", " ")
+        where = format_loc(op.loc)
+        if where:
+            path, line = where.rsplit(":", 1)
+            what += f" ({os.path.basename(path)}:{line})"
+        return what
+
+    def info(self, name: str, parts: list):
+        """The loop as ``f.kernels`` shows it: its body kernels as ``parts``."""
+        op = self.op
+        return KernelInfo(name, op.opdef.name, [op.opdef.name], [self.label], "", 0, False,
+                          sum(v.type.nbytes for v in op.inputs), sum(v.type.nbytes for v in op.outputs), parts,
+                          scratch_bytes=self.scratch_bytes)
 
     @property
     def body_arena_offset(self) -> int:
@@ -52,26 +73,30 @@ class ProgramPlan:
     part: Partition
     lay: Layout
     loops: dict[int, LoopPlan]
+    lowered: list | None = None
 
 
 def _aligned(n: int) -> int:
     return -(-max(n, 1) // ALIGN) * ALIGN
 
 
-def plan_program(fn: Function, horizontal: bool = True) -> ProgramPlan:
-    """Fusion and memory layout of ``fn`` and, recursively, of its regions."""
+def plan_program(fn: Function, horizontal: bool = True, prepare=None) -> ProgramPlan:
+    """Fusion and memory layout of ``fn`` and, recursively, of its regions.
+    ``prepare(partition) -> (scratch bytes by group index, lowered)``: a target's
+    work between fusion and the plan (kernels whose workspace the plan places)."""
     part = fuse(fn, horizontal=horizontal)
-    loops = {g.index: plan_loop(g.root) for g in part.groups if g.kind == "control"}
-    lay = layout(fn, part, {i: lp.scratch_bytes for i, lp in loops.items()})
-    return ProgramPlan(part, lay, loops)
+    scratch, lowered = prepare(part) if prepare is not None else ({}, None)
+    loops = {g.index: plan_loop(g.root, prepare) for g in part.groups if g.kind == "control"}
+    lay = layout(fn, part, {**scratch, **{i: lp.scratch_bytes for i, lp in loops.items()}})
+    return ProgramPlan(part, lay, loops, lowered)
 
 
-def plan_loop(op: Op) -> LoopPlan:
+def plan_loop(op: Op, prepare=None) -> LoopPlan:
     bodies = []
     for r in op.regions:
         fn = written_results(r)
-        p = plan_program(fn, horizontal=False)
-        bodies.append(BodyPlan(fn, p.part, p.lay, p.loops))
+        p = plan_program(fn, horizontal=False, prepare=prepare)
+        bodies.append(BodyPlan(fn, p.part, p.lay, p.loops, p.lowered))
     lp = LoopPlan(op, bodies)
     n = op.attrs.get("carries", 0)
     off = 0

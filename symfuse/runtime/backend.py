@@ -93,7 +93,9 @@ class Backend:
         if any(g.kind == "control" for g in job.partition.groups):
             from ..compiler.loops import plan_loop    # lazy: only a program with loops needs it
             with report.stage("loop bodies") as st:
-                job.loops = {g.index: plan_loop(g.root) for g in job.partition.groups if g.kind == "control"}
+                prepare = self.prepare_body(job)
+                job.loops = {g.index: plan_loop(g.root, prepare) for g in job.partition.groups
+                             if g.kind == "control"}
                 st.note = f"{sum(len(lp.bodies) for lp in job.loops.values())} region(s) fused and planned"
             scratch = {**scratch, **{i: lp.scratch_bytes for i, lp in job.loops.items()}}
         with report.stage("memory plan") as st:
@@ -136,6 +138,11 @@ class Backend:
         """With ``codegen_before_plan``: the kernels of ``job.partition``, built in
         the "codegen" stage before the memory plan; ``emit`` then assembles them."""
         raise NotImplementedError
+
+    def prepare_body(self, job: "CompileJob"):
+        """For a region body's partition, what the target does between fusion and the
+        memory plan: ``partition -> (scratch bytes by group index, lowered)``, or None."""
+        return None
 
     def scratch(self, job: "CompileJob") -> dict:
         """Arena bytes each group needs beyond its values (a library kernel's

@@ -29,6 +29,7 @@ and "load" stages instead of fusion, codegen and the compiler.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -38,11 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..codegen import cuda_module, templates_cache
+from ..compiler.kernel_info import ControlStep
 from ..errors import CompileError, InputError
 from ..ir.core import OPS
 from .backend import Backend
 from .cache import jinja_bytecode_dir
 from .cuda_program import CudaProgram, RunLayout, emu_factory
+from .cuda_schedule import launched_kernels
 from .toolchain import VERSION, gpu_arch, nvrtc_identity, workers as _workers
 
 DEFAULT_ARCH = "sm_90"
@@ -116,8 +119,12 @@ def _emu_identity() -> str:
 
 def _arg_refs(k, lay, constants):
     """How each kernel parameter is found at run time."""
+    return _refs(list(k.inputs) + list(k.outputs), lay, constants)
+
+
+def _refs(values, lay, constants):
     refs = []
-    for v in list(k.inputs) + list(k.outputs):
+    for v in values:
         w = lay.where.get(id(v))
         if w is None:       # a constant read as a buffer: uploaded once
             cid = constants.setdefault(id(v), (len(constants), np.ascontiguousarray(
@@ -126,6 +133,32 @@ def _arg_refs(k, lay, constants):
         else:
             refs.append((w[0], w[1], v.type.nbytes, v.dtype.np))
     return refs
+
+
+def _workspace(part, lowered) -> dict:
+    """Arena bytes each library kernel asks for, by group index."""
+    return {g.index: lk.kernel.scratch_bytes for g, lk in zip(part.groups, lowered)
+            if lk is not None and lk.kernel.scratch_bytes}
+
+
+def _loop_info(lp, name, parts):
+    return lp.info(name, parts)
+
+
+def _control_step(lp, group, part, lay, constants, bodies) -> ControlStep:
+    """The schedule step of a loop or branch (``compiler/loops.py``'s plan)."""
+    from ..compiler.fusion import materialised
+    from ..compiler.loops import slice_bytes
+    op = group.root
+    a = op.attrs
+    nc, nx = a.get("carries", 0), a.get("sequences", 0)
+    ins = _refs([materialised(v, part.folded_views) for v in op.inputs], lay, constants)
+    outs = _refs(list(op.outputs), lay, constants)
+    return ControlStep(op.opdef.name, tuple(ins), tuple(outs), lay.scratch.get(group.index, 0),
+                       tuple(lp.carry_offsets), tuple(v.type.nbytes for v in op.inputs[:nc]), lp.carry_bytes,
+                       lp.body_arena_offset, tuple(slice_bytes(v) for v in op.inputs[nc:nc + nx]),
+                       tuple(slice_bytes(v) for v in op.outputs[nc:]), a.get("length", 0), a.get("reverse", False),
+                       a.get("save", False), a.get("max_iterations", 0), tuple(bodies))
 
 
 ENTRY_FORMAT = 4      # of the graph-cache entry written by CudaBackend.export
@@ -166,28 +199,59 @@ class CudaBackend(Backend):
                 st.note = "NVRTC %d.%d" % nvrtc.nvrtc_version()
 
     def kernels(self, job) -> list:
-        """The kernel records, each with the IR Values it is bound to (``lower.Lowered``)."""
+        """The kernel records, each with the IR Values it is bound to (``lower.Lowered``;
+        None for a loop or branch, whose bodies ``prepare_body`` lowers)."""
         from ..codegen.lower import lower_partition
         from ..codegen.render_cuda import CudaRenderer
         job.renderer = CudaRenderer(EMU_MAX_BLOCKS if self.emulate else GPU_MAX_BLOCKS,
                                     library=bool(job.options.get("library", True)))
+        job.regions = 0
         return lower_partition(job.partition, job.renderer)
 
+    def prepare_body(self, job):
+        from ..codegen.lower import lower_partition
+
+        def prepare(part):
+            lowered = lower_partition(part, job.renderer, prefix=f"R{job.regions}_")
+            job.regions += 1
+            return _workspace(part, lowered), lowered
+        return prepare
+
     def scratch(self, job) -> dict:
-        return {g.index: lk.kernel.scratch_bytes for g, lk in zip(job.partition.groups, job.kernels)
-                if lk.kernel.scratch_bytes}
+        return _workspace(job.partition, job.kernels)
 
     def emit(self, job):
-        """(the unit's source, the launches with their argument refs, the constant buffers)."""
-        lowered, lay = job.kernels, job.layout
+        """(the unit's source, the launch schedule with argument refs, the constant buffers)."""
+        constants: dict[int, tuple] = {}
         # rendered once the plan says which outputs are written over an input (no
         # __restrict__ there); from here on job.kernels are what f.kernels shows
-        job.kernels = kernels = [job.renderer.render(lk.kernel, any(id(v) in lay.aliased for v in lk.outputs))
-                                 for lk in lowered]
-        source = cuda_module.render_module(job.fn.name, VERSION, kernels)
-        constants: dict[int, tuple] = {}
-        launches = []
-        for g, lk, k in zip(job.partition.groups, lowered, kernels):
+        job.kernels, launches, job.flat_kernels = self._schedule(job, job.partition, job.layout, job.kernels,
+                                                                  job.loops, constants)
+        source = cuda_module.render_module(job.fn.name, VERSION, job.flat_kernels)
+        job.report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
+                                       "launches": len(k.launches), "bytes_read": k.bytes_read,
+                                       "bytes_written": k.bytes_written} for k in job.kernels]
+        consts = [a for _, a in sorted(constants.values(), key=lambda t: t[0])]
+        return source, launches, consts
+
+    def _schedule(self, job, part, lay, lowered, loops, constants):
+        """(kernels as f.kernels shows them, the launch schedule, every launched kernel)
+        of one function: the program's, or a region body's (its refs relative to the
+        body's parameters, results and arena)."""
+        kernels, schedule, flat = [], [], []
+        for g, lk in zip(part.groups, lowered):
+            if lk is None:          # a loop or branch: its bodies' schedules inside one step
+                lp = loops[g.index]
+                bodies, parts = [], []
+                for body in lp.bodies:
+                    ks, sched, fl = self._schedule(job, body.part, body.lay, body.lowered, body.loops, constants)
+                    bodies.append(tuple(sched))
+                    parts += ks
+                    flat += fl
+                schedule.append(_control_step(lp, g, part, lay, constants, bodies))
+                kernels.append(_loop_info(lp, f"L{len(schedule) - 1}_{g.root.opdef.name}", parts))
+                continue
+            k = job.renderer.render(lk.kernel, any(id(v) in lay.aliased for v in lk.outputs))
             refs = _arg_refs(lk, lay, constants)
             for launch in k.launches:
                 extra = []
@@ -195,20 +259,18 @@ class CudaBackend(Backend):
                     extra = [("arena", lay.scratch[g.index], k.scratch_bytes, np.uint8) if k.scratch_bytes
                              else NULL_REF]
                 extra += [("scalar", v, 0, SCALAR_DTYPES[t]) for v, t in launch.args]
-                launches.append((launch, refs + extra))
-        job.report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
-                                       "launches": len(k.launches), "bytes_read": k.bytes_read,
-                                       "bytes_written": k.bytes_written} for k in kernels]
-        consts = [a for _, a in sorted(constants.values(), key=lambda t: t[0])]
-        return source, launches, consts
+                schedule.append((launch, refs + extra))
+            kernels.append(k)
+            flat.append(k)
+        return kernels, schedule, flat
 
     def build(self, job, emitted):
         """cuda-emu: (the unit's EmuModule or None, the library's or None), compiled and
         loaded; cuda: (the library or None, the NVRTC units, their results), or None
         with nothing to launch."""
         source, launches, _ = emitted
-        lib_kernels = [k for k in job.kernels if k.in_library]
-        unit_kernels = [k for k in job.kernels if not k.in_library and k.launches]
+        lib_kernels = [k for k in job.flat_kernels if k.in_library]
+        unit_kernels = [k for k in job.flat_kernels if not k.in_library and k.launches]
         report = job.report
         if self.emulate:
             lib_mod = None
@@ -245,10 +307,10 @@ class CudaBackend(Backend):
         lib, units, results = built
         resources = {n: r for res in results for n, r in res.resources.items()}
         if lib is not None:     # the library kernels this function launches, from the library's ptxas log
-            resources.update({ln.kernel: lib.resources.get(ln.kernel) for k in kernels if k.in_library
+            resources.update({ln.kernel: lib.resources.get(ln.kernel) for k in job.flat_kernels if k.in_library
                               for ln in k.launches})
         unit_of = {k.name: i for i, u in enumerate(units) for k in u}
-        for k in kernels:
+        for k in job.flat_kernels:
             k.resources = {ln.kernel: resources.get(ln.kernel) for ln in k.launches}
         job.report.info["resources"] = {name: vars(r) for name, r in resources.items() if r is not None}
         prog = CudaProgram(source, kernels, launches, run_lay, len(fn.params), job.arch,
@@ -310,10 +372,10 @@ class CudaBackend(Backend):
         """The graph-cache entry of a compiled program: plain data (pickled by the
         caller), no IR objects. The emulator library is not in it: ``load`` gets
         it back from the cuda-emu cache by its path."""
-        index = {id(ln): (i, j) for i, k in enumerate(prog.kernels) for j, ln in enumerate(k.launches)}
+        index = {id(ln): (i, j) for i, k in enumerate(prog.launched) for j, ln in enumerate(k.launches)}
         return {"format": ENTRY_FORMAT, "backend": self.name, "name": prog.name, "source": prog.source,
                 "kernels": list(prog.kernels),
-                "launches": [(*index[id(ln)], list(refs)) for ln, refs in prog.launches],
+                "launches": _export_schedule(prog.launches, index),
                 "layout": {"slots": prog.layout.slots, "result_plan": prog.layout.result_plan,
                            "arena_bytes": prog.layout.arena_bytes},
                 "constants": prog.constants, "param_count": prog.param_count, "arch": prog.arch,
@@ -330,8 +392,9 @@ class CudaBackend(Backend):
         library build its library launches run from)."""
         if entry.get("format") != ENTRY_FORMAT or entry.get("backend") != self.name:
             return None
-        launches_at = entry["launches"]
-        unit_launches = any(not entry["kernels"][i].launches[j].library for i, j, _ in launches_at)
+        launches_at = list(_exported_launches(entry["launches"]))
+        flat = launched_kernels(entry["kernels"])
+        unit_launches = any(not flat[i].launches[j].library for i, j, _ in launches_at)
         if self.emulate and unit_launches and not (entry["emu_lib"] and os.path.exists(entry["emu_lib"])):
             return None
         if not self.emulate and unit_launches and not (
@@ -339,7 +402,7 @@ class CudaBackend(Backend):
             return None
         name, source, arch = entry["name"], entry["source"], entry["arch"]
         lib = lib_mod = None
-        lib_launches = any(entry["kernels"][i].launches[j].library for i, j, _ in launches_at)
+        lib_launches = any(flat[i].launches[j].library for i, j, _ in launches_at)
         if lib_launches and not (entry["emu_library"] if self.emulate else entry["library"]):
             return None     # launches of a library that was only in memory (nowhere to write it)
         if lib_launches:
@@ -364,7 +427,7 @@ class CudaBackend(Backend):
             report.info["nvrtc_calls"] = 0
         with report.stage("load") as st:
             kernels = list(entry["kernels"])
-            launches = [(kernels[i].launches[j], [tuple(r) for r in refs]) for i, j, refs in launches_at]
+            launches = _import_schedule(entry["launches"], launched_kernels(kernels))
             lay = RunLayout(**entry["layout"])
             mod, factory = None, _pycuda_factory
             if self.emulate or not launches:
@@ -379,6 +442,41 @@ class CudaBackend(Backend):
             prog.cuda_graph = entry.get("cuda_graph", False)
         report.info.update(entry["info"])
         return prog
+
+
+def _export_schedule(schedule, index) -> list:
+    """The schedule as plain data: a launch as (kernel, launch) indices into the
+    launched kernels and its refs; a loop with its bodies' schedules the same way."""
+    out = []
+    for item in schedule:
+        if isinstance(item, ControlStep):
+            out.append(dataclasses.replace(item, bodies=tuple(tuple(_export_schedule(b, index))
+                                                              for b in item.bodies)))
+        else:
+            ln, refs = item
+            out.append((*index[id(ln)], list(refs)))
+    return out
+
+
+def _exported_launches(schedule):
+    for item in schedule:
+        if isinstance(item, ControlStep):
+            for b in item.bodies:
+                yield from _exported_launches(b)
+        else:
+            yield item
+
+
+def _import_schedule(schedule, flat) -> list:
+    out = []
+    for item in schedule:
+        if isinstance(item, ControlStep):
+            out.append(dataclasses.replace(item, bodies=tuple(tuple(_import_schedule(b, flat))
+                                                              for b in item.bodies)))
+        else:
+            i, j, refs = item
+            out.append((flat[i].launches[j], [tuple(r) for r in refs]))
+    return out
 
 
 def _pycuda_factory(prog: CudaProgram):

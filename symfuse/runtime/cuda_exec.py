@@ -9,6 +9,10 @@ schedule on GPU 0.
   reuse the allocations the previous step released instead of calling
   cudaMalloc/cudaFree for each.
 * Host inputs are copied into one staging buffer per parameter, made once.
+* Loops and branches (``cuda_schedule.py``) launch their bodies' kernels from
+  the host, per step; under ``cuda_graph=True`` a program whose loops are all
+  scans is captured with them unrolled, and one with a while loop or cond (the
+  host reads a flag to go on) runs eagerly.
 * ``cuda_graph=True`` (an ``sf.function`` option) captures the kernel
   launches once as a CUDA graph (PyCUDA's ``Stream.begin_capture``) and
   replays it: one launch per step instead of one per kernel. A graph fixes
@@ -26,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DeviceUnavailable
+from .cuda_schedule import Frame, ScheduleRunner, has_control, has_host_decisions
 from .device_values import DeviceValue
 
 
@@ -55,7 +60,7 @@ class GpuArray(DeviceValue):
         return f"<GpuArray {self.dtype}{list(self.shape)} at 0x{int(self.alloc):x}>"
 
 
-class PyCudaExecutor:
+class PyCudaExecutor(ScheduleRunner):
     """Loads the program's CUBINs (and the runtime library's) and runs its
     schedule. ``run(arrays)`` takes host arrays or GpuArrays (of this executor
     or another) and returns GpuArrays or, for results that are constants, host
@@ -74,11 +79,12 @@ class PyCudaExecutor:
         modules = [drv.module_from_buffer(im) for im in prog.images]
         lib = prog.library
         lib_modules = [drv.module_from_buffer(im) for im in lib.images] if lib is not None else []
-        unit = {ln.kernel: prog.unit_of.get(k.name, 0) for k in prog.kernels for ln in k.launches
-                if not getattr(ln, "library", False)}
-        self.funcs = [lib_modules[lib.kernel_image[ln.kernel]].get_function(ln.kernel)
-                      if getattr(ln, "library", False) else modules[unit[ln.kernel]].get_function(ln.kernel)
-                      for ln, _ in prog.launches]
+        self.modules, self.lib_modules = modules, lib_modules
+        self.unit = {ln.kernel: prog.unit_of.get(k.name, 0) for k in prog.launched for ln in k.launches
+                     if not getattr(ln, "library", False)}
+        self._funcs: dict = {}
+        self.control = has_control(prog.launches)
+        self.funcs = [] if self.control else [self._function(ln) for ln, _ in prog.launches]
         lay = prog.layout
         self.arena = drv.mem_alloc(max(lay.arena_bytes, 1))
         self.consts = [drv.to_device(c) for c in consts]
@@ -87,7 +93,12 @@ class PyCudaExecutor:
         # per launch: the arguments that do not change between calls (scalars, the arena, constants)
         base = int(self.arena)
         self.fixed = []
-        for _, refs in prog.launches:
+        self._stream = None                      # the stream a capture records into
+        if self.control:
+            self.flag_buffer = drv.mem_alloc(64)
+            self.flag_address = int(self.flag_buffer)
+            self._flag_host = np.zeros(1, np.uint8)
+        for _, refs in ([] if self.control else prog.launches):
             fixed = {}
             for i, (kind, x, _, dt) in enumerate(refs):
                 if kind == "scalar":
@@ -101,10 +112,40 @@ class PyCudaExecutor:
             self.fixed.append(fixed)
         self.staging: dict[int, object] = {}     # param index -> device buffer host inputs are copied into
         self.graph = None
-        self.use_graph = cuda_graph
+        # a loop is unrolled into the captured graph; a while loop or cond needs the host to
+        # read a flag between launches, which a graph cannot do: such a program runs eagerly
+        self.use_graph = cuda_graph and not has_host_decisions(prog.launches)
         if cuda_graph:
             self.stream = drv.Stream()
             self.result_fixed = [drv.mem_alloc(max(n, 1)) for n in self.slot_bytes]
+
+    def _function(self, ln):
+        key = (getattr(ln, "library", False), ln.kernel)
+        f = self._funcs.get(key)
+        if f is None:
+            lib = self.prog.library
+            f = self._funcs[key] = (self.lib_modules[lib.kernel_image[ln.kernel]].get_function(ln.kernel) if key[0]
+                                    else self.modules[self.unit[ln.kernel]].get_function(ln.kernel))
+        return f
+
+    # ScheduleRunner's device memory (a program with loops runs through it)
+    def copy(self, dst: int, src: int, nbytes: int) -> None:
+        if not nbytes:
+            return
+        if self._stream is not None:
+            self.drv.memcpy_dtod_async(int(dst), int(src), nbytes, self._stream)
+        else:
+            self.drv.memcpy_dtod(int(dst), int(src), nbytes)
+
+    def flag(self, address: int) -> bool:
+        self.drv.memcpy_dtoh(self._flag_host, int(address))
+        return bool(self._flag_host[0])
+
+    def const_address(self, k: int) -> int:
+        return int(self.consts[k])
+
+    def launch(self, ln, args) -> None:
+        self._function(ln)(*args, grid=ln.grid, block=ln.block, shared=ln.shared_bytes, stream=self._stream)
 
     # ------------------------------------------------------------------ memory
     def allocate(self, nbytes: int):
@@ -133,6 +174,14 @@ class PyCudaExecutor:
 
     # ------------------------------------------------------------------ running
     def _launch(self, params, results, stream=None):
+        if self.control:
+            self._stream = stream
+            try:
+                self.run_schedule(self.prog.launches, Frame([int(p) for p in params], [int(r) for r in results],
+                                                            int(self.arena)))
+            finally:
+                self._stream = None
+            return
         for f, (launch, refs), fixed in zip(self.funcs, self.prog.launches, self.fixed):
             args = [fixed[i] if i in fixed else params[x] if kind == "param" else results[x]
                     for i, (kind, x, _, _) in enumerate(refs)]

@@ -4,12 +4,14 @@ runs the schedule on the CPU; the PyCUDA executor is ``cuda_exec.py``. The
 backend that makes these is ``cuda.py``."""
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..codegen import cuda_module
 from .backend import Program
+from .cuda_schedule import Frame, ScheduleRunner, has_control, launched_kernels
 
 
 @dataclass
@@ -34,8 +36,8 @@ class CudaProgram(Program):
                  constants=(), emu_module=None, memory_plan=None, unit_of=None, library=None, emu_library=None):
         self.name = name
         self.source = source
-        self.kernels = kernels          # CudaKernel per group, schedule order
-        self.launches = launches        # [(LaunchSpec, [argument refs])] in order
+        self.kernels = kernels          # KernelInfo per group, schedule order
+        self.launches = launches        # [(LaunchSpec, [argument refs]) or ControlStep] in order
         self.layout = layout_           # RunLayout
         self.param_count = params
         self.arch = arch
@@ -51,7 +53,8 @@ class CudaProgram(Program):
         self.cuda_graph = False             # PyCUDA executor: replay the launches as one CUDA graph
         # results of the PyCUDA executor stay in GPU memory (runtime/cuda_exec.GpuArray)
         self.device_values = executor_factory is not emu_factory
-        for k in kernels:
+        self.launched = launched_kernels(kernels)     # loops list their bodies' kernels as parts
+        for k in self.launched:
             k.program = self
 
     def cubin_of(self, kernel: str) -> bytes | None:
@@ -88,14 +91,27 @@ def emu_factory(prog: CudaProgram):
     return _EmuExecutor(prog, prog.emu_module, prog.constants, prog.emu_library)
 
 
-class _EmuExecutor:
+class _EmuExecutor(ScheduleRunner):
     """Runs the launch schedule with the emulator: host memory is device memory."""
 
     def __init__(self, prog: CudaProgram, mod, consts, lib_mod=None):
-        self.prog, self.mod = prog, mod
+        self.prog, self.mod, self.lib_mod = prog, mod, lib_mod
         self.arena = np.zeros(prog.layout.arena_bytes + 64, np.uint8)
         self.consts = consts
-        self.funcs = [(lib_mod if launch.library else mod).get_function(launch.kernel) for launch, _ in prog.launches]
+        self.control = has_control(prog.launches)
+        self._funcs: dict = {}
+        if not self.control:
+            self.funcs = [self._function(launch) for launch, _ in prog.launches]
+        else:
+            self._flag = np.zeros(64, np.uint8)
+            self.flag_address = self._flag.ctypes.data
+
+    def _function(self, launch):
+        key = (launch.library, launch.kernel)
+        f = self._funcs.get(key)
+        if f is None:
+            f = self._funcs[key] = (self.lib_mod if launch.library else self.mod).get_function(launch.kernel)
+        return f
 
     def _buffer(self, ref, params, results):
         kind, x, nbytes, dt = ref
@@ -111,9 +127,27 @@ class _EmuExecutor:
             return None
         return self.arena[x:x + max(nbytes, np.dtype(dt).itemsize)].view(dt)
 
+    # ScheduleRunner's device memory: host addresses
+    def copy(self, dst: int, src: int, nbytes: int) -> None:
+        if nbytes:
+            ctypes.memmove(int(dst), int(src), nbytes)
+
+    def flag(self, address: int) -> bool:
+        return bool(ctypes.c_uint8.from_address(int(address)).value)
+
+    def const_address(self, k: int) -> int:
+        return self.consts[k].ctypes.data
+
+    def launch(self, launch, args) -> None:
+        self._function(launch)(launch.grid, launch.block, args, launch.shared_bytes)
+
     def run(self, arrays):
         params = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
         results = [np.empty(shape, dt) for shape, dt in self.prog.layout.slots]
+        if self.control:
+            self.run_schedule(self.prog.launches, Frame([a.ctypes.data for a in params],
+                                                        [r.ctypes.data for r in results], self.arena.ctypes.data))
+            return _results(self.prog.layout, arrays, results)
         for f, (launch, refs) in zip(self.funcs, self.prog.launches):
             f(launch.grid, launch.block, [self._buffer(r, params, results) for r in refs], launch.shared_bytes)
         return _results(self.prog.layout, arrays, results)

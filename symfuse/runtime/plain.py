@@ -25,6 +25,7 @@ CLASSES = {
     "KernelInfo": "symfuse.compiler.kernel_info:KernelInfo",
     "LaunchSpec": "symfuse.compiler.kernel_info:LaunchSpec",
     "KernelResources": "symfuse.compiler.kernel_info:KernelResources",
+    "ControlStep": "symfuse.compiler.kernel_info:ControlStep",
 }
 _CLASS_TAG = {v.rsplit(":", 1)[1]: k for k, v in CLASSES.items()}
 _NUMERIC_KINDS = "biufc"

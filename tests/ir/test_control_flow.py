@@ -6,7 +6,7 @@ import pytest
 import symfuse as sf
 from symfuse.ir.parser import parse
 
-DEVICES = ["interp", "cpu"]
+DEVICES = ["interp", "cpu", "cuda-emu"]
 
 
 def _fd_check(build, shapes, devices=DEVICES, seed=0, eps=1e-6, rtol=1e-6, second=False):

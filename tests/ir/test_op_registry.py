@@ -10,6 +10,7 @@ import pytest
 
 import symfuse as sf
 from symfuse.codegen.c_control import CONTROL as C_CONTROL
+from symfuse.runtime.cuda_schedule import ScheduleRunner
 from symfuse.codegen.c_library import LIBRARY
 from symfuse.codegen.cuda_library import CUDA_LIBRARY
 from symfuse.codegen.index import VIEW_MAPS
@@ -25,9 +26,7 @@ NO_LOWERING = {
 }
 # (op, target) -> why it has no lowering on that target only. Empty: gemm, which only the
 # cpu target's BLAS rewrite forms, also lowers on cuda (it can come from IR text).
-TARGET_ONLY: dict[tuple[str, str], str] = {
-    ("scan", "cuda"): "control flow on cuda: pending", ("while_loop", "cuda"): "control flow on cuda: pending",
-    ("cond", "cuda"): "control flow on cuda: pending"}
+TARGET_ONLY: dict[tuple[str, str], str] = {}
 
 OP_NAMES = sorted(OPS)
 
@@ -45,7 +44,8 @@ def lowering(opdef, target) -> str | None:
     if opdef.fusion == "constant":           # static data placed by compiler/layout.py
         return "static data"
     if opdef.fusion == "control":            # regions: the target's loop driver runs them
-        return "loop driver" if opdef.name in (C_CONTROL if target == "cpu" else {}) else None
+        runs = opdef.name in C_CONTROL if target == "cpu" else hasattr(ScheduleRunner, "_" + opdef.name)
+        return "loop driver" if runs else None
     assert opdef.fusion == "library", opdef.fusion
     return "library" if opdef.name in library else None
 

@@ -8,7 +8,7 @@ import pytest
 import symfuse as sf
 from symfuse import nn
 
-DEVICES = ["interp", "cpu"]
+DEVICES = ["interp", "cpu", "cuda-emu"]
 
 
 def _sig(x):

@@ -388,3 +388,28 @@ def test_cli_compile_and_inspect_on_a_hit(tmp_path):
     assert all(r["launches"] and r["resources"] for r in rows)
     k = next(r["name"] for r in rows if r["kind"] == "pointwise")
     assert f".entry {k}" in sym("inspect", *base, "--kernel", k, "--ptx")
+
+
+@needs_cxx
+def test_loops_come_back_from_the_graph_cache(tmp_path):
+    """A program with a scan (and its gradient's reverse scan), a while loop and a cond:
+    the second compile restores the nested schedule from the entry, and runs the same."""
+    def build():
+        x = sf.tensor("x", (6, 3))
+        W = sf.shared(np.eye(3, dtype=np.float32) * 0.4, name="W")
+        h, ys = sf.scan(lambda c, e: (sf.tanh(c @ W + e), c.sum()), sf.zeros((3,)), x, reverse=True)
+        loss = (h ** 2).sum() + ys.sum()
+        k = sf.while_loop(lambda c: c.sum() < 20.0, lambda c: c * 1.5 + 1.0, h, max_iterations=30)
+        r = sf.cond(loss > 1.0, lambda a: a * 2.0, lambda a: a - 1.0, k)
+        return sf.function([x], [loss, sf.grad(loss, W), r], device="cuda-emu")
+
+    xv = np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)
+    with cache_at(tmp_path):
+        cold = build()
+        warm = build()
+    assert cold.report.info["graph_cache"] == "miss" and warm.report.info["graph_cache"] == "hit"
+    assert "fusion" not in [s.name for s in warm.report.stages]
+    for a, b in zip(cold(xv), warm(xv)):
+        np.testing.assert_array_equal(a, b)
+    assert [k.kind for k in warm.kernels] == [k.kind for k in cold.kernels]
+    assert any(k.kind == "scan" and k.parts for k in warm.kernels)

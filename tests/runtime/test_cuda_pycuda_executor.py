@@ -36,9 +36,10 @@ def gpu(monkeypatch, tmp_path):
 def _emulate(f, modules):
     """Make the fake GPU able to run ``f``'s kernels: its own, and the library's."""
     prog = f._run
-    if any(not ln.library for ln, _ in prog.launches):
+    launches = [ln for k in prog.launched for ln in k.launches]
+    if any(not ln.library for ln in launches):
         modules.append(EmuModule(prog.source, name=prog.name, include_dirs=[cuda_module.TEMPLATE_DIR]))
-    if any(ln.library for ln, _ in prog.launches):
+    if any(ln.library for ln in launches):
         modules.append(cuda_runtime.emu_library()[0])
 
 
@@ -140,3 +141,31 @@ def test_without_pycuda_calling_names_device_cpu(monkeypatch, tmp_path):
     f = sf.function(inputs, loss, updates=ups, device="cuda", arch="sm_90")
     with pytest.raises(sf.errors.DeviceUnavailable, match="device='cpu'"):
         f(*_data())
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_loops_and_branches_on_the_fake_gpu(gpu, graph):
+    """A scan (its gradient: a saving scan and a reverse one), a while loop and a cond
+    run from the PyCUDA executor's schedule; with cuda_graph a program of scans only is
+    captured (the loop unrolled into the graph), one with a while loop runs eagerly."""
+    drv, modules = gpu
+    x = sf.tensor("x", (5, 3), "float32")
+    W = sf.shared(np.eye(3, dtype=np.float32) * 0.5, name="W")
+    h, ys = sf.scan(lambda c, e: (sf.tanh(c @ W + e), c.sum()), sf.zeros((3,)), x)
+    loss = (h ** 2).sum() + ys.sum()
+    scans = [loss, sf.grad(loss, W)]
+    n, v = sf.while_loop(lambda c: c[1] < 50.0, lambda c: (c[0] + 1, c[1] * 2.0),
+                         (sf.constant(0, "int32"), x.sum() * 0.0 + 1.5))
+    picked = sf.cond(h.sum() > 0, lambda a: a * 2.0, lambda a: a - 1.0, h)
+    xv = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    for outs, captured in ((scans, graph), ([n, v, picked], False)):
+        want = sf.function([x], outs, device="interp")(xv)
+        f = sf.function([x], outs, device="cuda", arch="sm_90", cuda_graph=graph)
+        _emulate(f, modules)
+        before = drv.stats.captures
+        for _ in range(2):
+            got = f(xv)
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(np.asarray(a), b, rtol=1e-5, atol=1e-6)
+        assert drv.stats.captures - before == (1 if captured else 0)
+    assert int(got[0]) == 6 and float(got[1]) == 96.0
