@@ -249,3 +249,20 @@ def test_a_model_file_imports_its_neighbours_and_may_use_dataclasses(tmp_path):
                  "    return [x], [x.sum() * Cfg().scale]\n")
     out = sym("compile", f"{f}:model", "--target", "interp", cache=tmp_path / "c")
     assert out.returncode == 0, out.stderr
+
+
+def test_inspect_nests_a_loops_body_kernels_and_trains_the_recurrent_models(tmp_path):
+    out = sym("inspect", "seqdigits", "--train", "--json", cache=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    loops = [r for r in rows if r["kind"] == "scan"]
+    assert len(loops) == 2 and all(r["body"] for r in loops)          # the forward scan and the backward one
+    assert all(b["name"].startswith("R") for r in loops for b in r["body"])
+    text = sym("inspect", "seqdigits", "--train", cache=tmp_path).stdout
+    assert "scan of 8 steps" in text and "\n  R0_" in text
+    body = loops[0]["body"][0]["name"]
+    src = sym("inspect", "seqdigits", "--train", "--kernel", body, "--source", cache=tmp_path)
+    assert src.returncode == 0 and body in src.stdout
+    tr = sym("train", "seqdigits", "--epochs", "1", "--no-progress", cache=tmp_path)
+    assert tr.returncode == 0, tr.stderr
+    assert "epoch 1/1" in tr.stdout and "test_accuracy" in tr.stdout

@@ -50,7 +50,7 @@ def _write_artifacts(f, out_dir: str, target: str) -> None:
     if f.source:
         with open(os.path.join(out_dir, "module" + ext), "w") as fh:
             fh.write(f.source)
-    for k in f.kernels:
+    for k in _all_kernels(f.kernels):
         with open(os.path.join(kdir, k.name + ext), "w") as fh:
             fh.write(k.source)
     run = f._run
@@ -102,7 +102,7 @@ def inspect_cmd(model, target, arch, batch, train, kernel, what, as_json):
         return
     kernels = f.kernels
     if kernel:
-        kernels = [k for k in kernels if k.name == kernel]
+        kernels = [k for k in _all_kernels(kernels) if k.name == kernel]
         if not kernels:
             raise click.BadParameter(f"no kernel {kernel!r}; kernels: {', '.join(k.name for k in f.kernels)}",
                                      param_hint="--kernel")
@@ -120,27 +120,58 @@ def inspect_cmd(model, target, arch, batch, train, kernel, what, as_json):
             except CompileError as e:
                 _fail(str(e))
         return
+    rows = _rows(kernels, target)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _print_rows(rows, bool(what == "resources" or kernel))
+
+
+def _is_loop(k) -> bool:
+    """A loop or branch: its region bodies' kernels are its parts (a multi kernel's
+    parts are pieces of one kernel)."""
+    return bool(k.parts) and not k.launches and k.kind != "multi"
+
+
+def _all_kernels(kernels):
+    for k in kernels:
+        yield k
+        if _is_loop(k):
+            yield from _all_kernels(k.parts)
+
+
+def _rows(kernels, target: str) -> list[dict]:
     rows = []
     for k in kernels:
         row = {"name": k.name, "kind": k.kind, "ops": list(k.fused_ops), "provenance": list(k.provenance)}
         if target.startswith("cuda"):     # GPU kernels: their launches and what ptxas reported
             row["launches"] = k.launch_config
             row["resources"] = {n: (vars(r) if r is not None else None) for n, r in k.resources.items()}
+        if _is_loop(k):                   # a loop's body kernels, nested under it
+            row["body"] = _rows(k.parts, target)
         rows.append(row)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
+    return rows
+
+
+def _print_rows(rows, detail: bool, depth: int = 0) -> None:
+    pad = "  " * depth
     for row in rows:
-        line = f"{row['name']:44} {row['kind']:9} {len(row['ops']):3} ops"
+        if "body" in row:
+            click.echo(f"{pad}{row['name']:{44 - len(pad)}} {row['kind']:9} {row['provenance'][0]}, "
+                       f"{len(row['body'])} kernel(s) per step:")
+            _print_rows(row["body"], detail, depth + 1)
+            continue
+        line = f"{pad}{row['name']:{44 - len(pad)}} {row['kind']:9} {len(row['ops']):3} ops"
         for n, r in (row.get("resources") or {}).items():
             if r:
                 line += f"  {r['registers']} regs, {r['shared_bytes']} B smem, {r['spill_stores']} B spills"
         click.echo(line)
-        if what == "resources" or kernel:
+        if detail:
             for ln in row.get("launches", []):
-                click.echo(f"    launch {ln['kernel']}: grid {ln['grid']} block {ln['block']} smem {ln['shared_bytes']}")
+                click.echo(f"{pad}    launch {ln['kernel']}: grid {ln['grid']} block {ln['block']} "
+                           f"smem {ln['shared_bytes']}")
             for p in row["provenance"]:
-                click.echo(f"    {p}")
+                click.echo(f"{pad}    {p}")
 
 
 # ----------------------------------------------------------------------------- time
