@@ -29,5 +29,10 @@ def evaluate(fn: Region, args: Sequence[np.ndarray]) -> list[np.ndarray]:
                 a = np.asarray(a)
                 if a.dtype != v.type.dtype.np or a.shape != v.type.shape:
                     a = np.asarray(a, dtype=v.type.dtype.np).reshape(v.type.shape)
+                if op.opdef.fusion == "constant":
+                    # the op's own array, which a loop may pass through to a result:
+                    # read-only here, so whoever hands it out knows to copy it
+                    a = a.view()
+                    a.flags.writeable = False
                 env[id(v)] = a
     return [env[id(r)] for r in fn.results]

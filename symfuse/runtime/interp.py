@@ -13,13 +13,12 @@ from .backend import Backend, Program
 class InterpProgram(Program):
     def __init__(self, fn: Function):
         self.function = fn
-        # a constant's value is the op's own attribute array: the caller owns its results
-        # and may write into them, so those are handed out as copies
-        self._constant = [r.op is not None and r.op.opdef.name == "constant" for r in fn.results]
 
     def __call__(self, arrays):
-        out = evaluate(self.function, arrays)
-        return [np.array(v, copy=True) if c else v for v, c in zip(out, self._constant)]
+        # a constant's value is the op's own attribute array, also when a loop passes it
+        # through unchanged (evaluate makes it read-only): the caller owns its results
+        # and may write into them, so those are handed out as copies
+        return [v if v.flags.writeable else np.array(v, copy=True) for v in evaluate(self.function, arrays)]
 
 
 class InterpBackend(Backend):

@@ -28,7 +28,7 @@ def isolated(seeds, devices, exclude):
     for d in devices:
         with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
             try:
-                out += ex.submit(run.task, seeds, [d], exclude, 0.0).result()
+                out += ex.submit(run.task, seeds, [d], exclude, 0.0).result()[0]
             except BrokenProcessPool:
                 out.append(run.Finding(d, "crash", "process died", list(seeds),
                                        message="the process running this batch died (signal)"))
@@ -53,7 +53,8 @@ def parse(argv):
     ap.add_argument("--batch", type=int, default=8, help="programs per compiled function")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (0: run in this process)")
     ap.add_argument("--shrink-budget", type=float, default=120.0, help="seconds per shrunk finding")
-    ap.add_argument("--exclude", default="", help="comma-separated recipes/tags the generator must not use, "
+    ap.add_argument("--exclude", default="", help="comma-separated recipes/tags the generator must not use "
+                    "(also TAG:VARIANT, a variant of a control-flow recipe, as the summary lists them: cond:untaken_nan), "
                     "checks to skip (scribble:DEVICE: writing into that device's results) and known "
                     "findings to ignore (known:F2; see run.KNOWN)")
     ap.add_argument("--replay", type=int, default=None, help="print and check one program seed")
@@ -72,7 +73,7 @@ def fuzz(a):
     devices, exclude = a.devices, a.exclude
 
     if a.replay is not None:
-        p = run.programs_for([a.replay], frozenset(exclude))[0]
+        p = run.programs_for([a.replay], frozenset(exclude) | run.pending(devices))[0]
         print("\n".join(p.statements()[0]))
         # alone, with the options of a batch that starts with it
         found = run.check([p], devices, run.batch_options([a.replay], devices), frozenset(exclude))
@@ -87,11 +88,13 @@ def fuzz(a):
           f"jobs {a.jobs}, cache {os.environ['SYMFUSE_CACHE_DIR']}", flush=True)
     batches = [list(range(s, min(s + a.batch, seed + a.programs))) for s in range(seed, seed + a.programs, a.batch)]
     stats = {d: {"programs": 0, "mismatch": 0, "crash": 0} for d in devices + ["build"]}
-    findings, shrunk = [], set()
+    findings, shrunk, tags = [], set(), {}
     t0 = last = time.monotonic()
 
-    def account(seeds, found):
+    def account(seeds, found, counts=None):
         nonlocal last
+        for t, k in (counts or {}).items():
+            tags[t] = tags.get(t, 0) + k
         for d in devices:
             stats[d]["programs"] += len(seeds)
         for f in found:
@@ -110,9 +113,9 @@ def fuzz(a):
 
     if a.jobs == 0:
         for seeds in batches:
-            found = run.task(seeds, devices, exclude, a.shrink_budget, shrunk)
+            found, counts = run.task(seeds, devices, exclude, a.shrink_budget, shrunk)
             shrunk.update(f.signature for f in found if f.source)
-            account(seeds, found)
+            account(seeds, found, counts)
     else:
         pending = list(batches)
         while pending:
@@ -135,10 +138,10 @@ def fuzz(a):
                             futs = {}
                             break
                         for fu in done:
-                            found = fu.result()
+                            found, counts = fu.result()
                             seeds = futs.pop(fu)
                             shrunk.update(f.signature for f in found if f.source)
-                            account(seeds, found)
+                            account(seeds, found, counts)
                 except BrokenProcessPool:
                     # a worker died: pin it on a batch by re-running the unfinished ones alone
                     for seeds in futs.values():
@@ -149,6 +152,16 @@ def fuzz(a):
     for d, s in stats.items():
         if d in devices or s["crash"]:
             print(f"{d:10} {s['programs']:9} {s['mismatch']:11} {s['crash']:8} {s['programs'] / dt:11.2f}")
+    if tags:
+        skipped = sorted(run.pending(devices))
+        print(f"programs with control flow: {tags.get('control flow', 0)}"
+              + (f" (none on {', '.join(d for d in devices if d in run.PENDING)}: "
+                 f"{', '.join(skipped)} left out, {run.PENDING[next(d for d in devices if d in run.PENDING)][1]})"
+                 if skipped else ""))
+        for t in run.CONTROL_TAGS:
+            if t in tags:
+                parts = sorted((k.split(":", 1)[1], v) for k, v in tags.items() if k.startswith(t + ":"))
+                print(f"  {t:14} {tags[t]:7}  " + " ".join(f"{k} {v}" for k, v in parts))
     for f in findings:
         print(f"  {f.summary()}")
     return 1 if findings else 0

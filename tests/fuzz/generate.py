@@ -12,6 +12,15 @@ the floating-point error any backend may make. That error is bounded per node by
 first-order propagation (``err``: operand errors times local derivatives plus the
 op's own rounding), which also gives the comparison tolerances.
 
+Control flow (``r_scan``, ``r_cond``, ``r_while_loop``): a loop body or branch is a small
+random tree of the same recipes (unary/binary ops, reductions, products, selects, a cond or a
+scan nested in it) over the carry, the slice and outer nodes it closes over; its twin walks
+the tree step by step in plain numpy, checking every domain and margin and propagating the
+error bound through every step. Loop and branch predicates keep CF_FLOOR from their
+thresholds, so a finite-difference step never changes a trip count or a branch. A loop's
+several results are one node of dtype "tuple" and a projection node each. ``stop_gradient``
+is a unary recipe; the twin's finite differences hold its value fixed (``Program.frozen``).
+
 Deterministic per seed: all choices come from one numpy Generator.
 """
 from __future__ import annotations
@@ -57,6 +66,10 @@ class Node:
     data: np.ndarray | None = None  # leaves: the values (short decimals; rounded to dtype when used)
     data_src: str = ""          # leaves too large for a literal: the numpy expression of data
     tag: str = ""               # recipe name (for exclusions and statistics)
+    parts: tuple = ()           # dtype "tuple" (a loop's or branch's several results): their dtypes
+    feats: tuple = ()           # variants of the recipe (statistics)
+    inert: tuple = ()           # positions of args the graph does not depend on (a closure the body
+                                # does not read, the branch a Python bool predicate drops)
 
     def expr(self) -> str:
         return self.src.format(*self.args)
@@ -88,7 +101,10 @@ def leaf_node(name, data, dtype, kind, data_src="") -> Node:
 
 
 def eval_node(n: Node, vals, errs, strict=True):
-    """(value, error bound) of a non-leaf node; strict: Invalid outside the safe domain."""
+    """(value, error bound) of a non-leaf node; strict: Invalid outside the safe domain.
+    A node of dtype "tuple" has a tuple of values and one of error bounds."""
+    if n.dtype == "tuple":
+        return eval_tuple(n, vals, errs, strict)
     with np.errstate(all="ignore"):
         y = np.asarray(n.f(*vals))
         if strict and n.check is not None and not n.check(vals, errs):
@@ -109,6 +125,27 @@ def eval_node(n: Node, vals, errs, strict=True):
     if not math.isfinite(e):
         raise Invalid(n.name)
     return y, e
+
+
+def eval_tuple(n: Node, vals, errs, strict):
+    with np.errstate(all="ignore"):
+        ys = tuple(np.asarray(y).astype(np.float64 if dt in FLOATS else np.int64 if dt in INTS else bool)
+                   for y, dt in zip(n.f(*vals), n.parts))
+        if not strict:
+            return ys, tuple(0.0 for _ in ys)
+        if n.check is not None and not n.check(vals, errs):
+            raise Invalid(n.name)
+        es = n.errf(vals, errs, ys)
+    out = []
+    for y, e, dt in zip(ys, es, n.parts):
+        lim = MAXV if dt in FLOATS else MAXI
+        if y.size and (not np.all(np.isfinite(y)) or np.max(np.abs(y)) > lim):
+            raise Invalid(n.name)
+        e = float(e) + 4 * TINY[dt] if dt in FLOATS else 0.0
+        if not math.isfinite(e):
+            raise Invalid(n.name)
+        out.append(e)
+    return ys, tuple(out)
 
 
 def amax(a) -> float:
@@ -281,6 +318,8 @@ UNARY = {
     "log_1m_sigmoid": ("sf.log(1 - sf.sigmoid({0}))", lambda x: -np.logaddexp(0, x), "exp", 32),
     "log1p_neg_sigmoid": ("sf.log1p(-sf.sigmoid({0}))", lambda x: -np.logaddexp(0, x), "exp", 32),
     "minus_1_plus_exp": ("-1.0 + sf.exp({0})", np.expm1, "exp", 32),
+    # the identity whose gradient is zero: the finite differences hold it fixed (Program.frozen)
+    "stop_gradient": ("sf.stop_gradient({0})", lambda x: x, None, 0),
 }
 
 POSITIVE = [  # ways to make an operand >= 0.1
@@ -291,6 +330,65 @@ POSITIVE = [  # ways to make an operand >= 0.1
     ("sf.sigmoid({0}) + 0.2", lambda x: expit(x) + 0.2, None, 32),
     ("1 + sf.exp({0})", lambda x: 1 + np.exp(x), "exp", 32),
 ]
+
+# the naive forms above: over constants alone, symfuse folds them as written (F4)
+NAIVE = {"log_sigmoid", "log1p_exp", "log1p_exp2", "exp_minus_1", "log_exp", "log_1m_sigmoid", "log1p_neg_sigmoid",
+         "minus_1_plus_exp"}
+
+# ----------------------------------------------------------------------------- loop bodies and branches
+# A body is a tree: ("var", name) or ("op", template, numpy f, check, errf, *operands).
+BODY_UNARY = [k for k in UNARY if k != "stop_gradient"]   # the twin's finite differences would move it
+SAFE_POSITIVE = POSITIVE[1:]     # >= 0.1 whatever the operand (sf.exp is not)
+GUARD = 100                      # a while_loop without max_iterations also stops after this many trips
+CF_FLOOR = 1e-2                  # a loop's or branch's predicate is this far (relative) from its threshold
+
+
+def render(t, names) -> str:
+    """Python source of a body tree; names: variable -> its source in the lambda."""
+    if t[0] == "var":
+        return names[t[1]]
+    return t[1].format(*(render(a, names) if a[0] == "var" else f"({render(a, names)})" for a in t[5:]))
+
+
+def bvars(t) -> set:
+    """The variables a body tree reads."""
+    return {t[1]} if t[0] == "var" else set().union(*(bvars(a) for a in t[5:]))
+
+
+def tree_feats(*trees) -> set:
+    """What the body trees hold (statistics)."""
+    out = set()
+    for t in trees:
+        if t is None or t[0] == "var":
+            continue
+        out |= {k for k, w in (("matmul", "@"), ("where", "sf.where("), ("nested_cond", "sf.cond("), ("nested_scan", "sf.scan("),
+                               ("reduce", "keepdims=True)"), ("reduce", "sf.sum({0})"), ("reduce", "sf.mean({0})"),
+                               ("reduce", "sf.max({0})")) if w in t[1]}
+        out |= tree_feats(*t[5:])
+    return out
+
+
+def bev(t, env, strict):
+    """(value, error bound) of a body tree by numpy alone; env: variable -> (value, bound).
+    strict: Invalid where a domain or margin fails or a value leaves the safe range."""
+    if t[0] == "var":
+        return env[t[1]]
+    _, src, f, check, errf, *args = t
+    ins = [bev(a, env, strict) for a in args]
+    vs, es = [v for v, _ in ins], [e for _, e in ins]
+    with np.errstate(all="ignore"):
+        y = np.asarray(f(*vs), np.float64)
+        if not strict:
+            return y, 0.0
+        if check is not None and not check(vs, es):
+            raise Invalid(src)
+        if not np.all(np.isfinite(y)) or (y.size and np.max(np.abs(y)) > MAXV):
+            raise Invalid(src)
+        e = float(errf(vs, es, y))
+    if not math.isfinite(e):
+        raise Invalid(src)
+    return y, e
+
 
 BINARY = {
     "add": ("{0} + {1}", np.add, 4), "sub": ("{0} - {1}", np.subtract, 4),
@@ -332,12 +430,15 @@ class Program:
         return next(n for n in self.nodes if n.name == name)
 
     def evaluate(self, override=None, strict=True):
-        """float64 values and error bounds of every node (override: leaf name -> value).
+        """float64 values and error bounds of every node (override: node name -> value; a
+        leaf's, or a non-leaf's held fixed, as stop_gradient's for finite differences).
         strict: raise Invalid where a domain or margin no longer holds."""
         vals, errs = {}, {}
         for n in self.nodes:
-            if n.leaf:
-                vals[n.name] = override[n.name] if override and n.name in override else leaf_value(n)
+            if override and n.name in override:
+                vals[n.name], errs[n.name] = override[n.name], 0.0
+            elif n.leaf:
+                vals[n.name] = leaf_value(n)
                 errs[n.name] = 0.0
             else:
                 vals[n.name], errs[n.name] = eval_node(n, [vals[a] for a in n.args], [errs[a] for a in n.args], strict)
@@ -350,6 +451,11 @@ class Program:
     @property
     def shared(self):
         return [n for n in self.nodes if n.leaf == "shared"]
+
+    def frozen(self, vals):
+        """The values that differentiation does not see change: stop_gradient's (an
+        override for the twin's finite differences)."""
+        return {n.name: vals[n.name] for n in self.nodes if n.tag == "stop_gradient"}
 
     @property
     def fd_ok(self):
@@ -410,6 +516,8 @@ class Gen:
         floor = 1e-3 if self.grad and self.dtype == "float64" else 1e-5
         self.p = Program(seed, self.dtype, floor)
         self.vals, self.errs, self.count = {}, {}, 0
+        self.feats = set()          # variants of the control-flow recipe being built
+        self.const_vars = set()     # its body variables computed from constants alone
         self.n_ops = int(rng.integers(2, 31)) if n_ops is None else n_ops
         # sizes 1-6; one program in ten has dimensions up to 40, for the vectorised,
         # tiled and multi-threaded paths of the kernels
@@ -462,7 +570,7 @@ class Gen:
         """An existing node (recent ones preferred) of ``dtype`` satisfying pred, else a new
         leaf of a shape that satisfies it (pred may look at shapes only), else None."""
         dtype = dtype or self.dtype
-        cands = [n for n in self.p.nodes if n.dtype == dtype and pred(n)]
+        cands = [n for n in self.p.nodes if n.dtype == dtype and self.vals[n.name].size and pred(n)]
         if cands and not self.chance(p_new):
             w = np.arange(1, len(cands) + 1, dtype=float) ** 2
             return cands[int(self.rng.choice(len(cands), p=w / w.sum()))]
@@ -478,13 +586,15 @@ class Gen:
     def val(self, n):
         return self.vals[n.name]
 
-    def add(self, src, args, f, dtype=None, check=None, errf=None, c=4, tag=""):
-        """Append a node if its values stay in the safe domain; None otherwise."""
-        if any(a is None for a in args) or tag in self.exclude:
+    def add(self, src, args, f, dtype=None, check=None, errf=None, c=4, tag="", feats=(), inert=()):
+        """Append a node if its values stay in the safe domain; None otherwise. Excluded:
+        its tag, or "tag:variant" for one of its variants ``feats``."""
+        if any(a is None for a in args) or tag in self.exclude or any(f"{tag}:{v}" in self.exclude for v in feats):
             return None
         dtype = dtype or args[0].dtype
         n = Node(self.fresh("v"), src, tuple(a.name for a in args), f, dtype, check,
-                 errf or (ew_err(f, max(c, 1), dtype) if dtype in FLOATS else None), tag=tag)
+                 errf or (ew_err(f, max(c, 1), dtype) if dtype in FLOATS else None), tag=tag,
+                 feats=tuple(sorted(feats)), inert=inert)
         try:
             y, e = eval_node(n, [self.vals[a] for a in n.args], [self.errs[a] for a in n.args])
         except Invalid:
@@ -537,12 +647,19 @@ class Gen:
         return "float32" if self.dtype == "float64" else "float64"
 
     # ------------------------------------------------------------------ recipes
+    def constant_only(self, x) -> bool:
+        """x is computed from constants alone (symfuse folds it before any rewrite)."""
+        p = Program(0, self.dtype, 0.0, nodes=self.p.nodes)
+        return all(self.p.node(a).leaf in ("", "const") for a in _ancestors(p, x.name))
+
     def r_unary(self):
         name = self.choice(list(UNARY))
         src, f, dom, c = UNARY[name]
         x = self.float_node()
         if dom == "pos":
             x = self.positive(x)
+        if name in NAIVE and x is not None and self.constant_only(x):
+            return None     # folded as written, before the stabiliser rewrites it (F4)
         return self.add(src, [x], f, check=self.domain_check(dom), c=c, tag=name)
 
     def r_binary(self):
@@ -1034,11 +1151,558 @@ class Gen:
         check = (lambda v, e: self.margin(top2_gap(v[0], -1), e, always=False)) if need else None
         return self.add(src, [x], f, check=check, errf=errf, tag="huge_" + name)
 
+    # ------------------------------------------------------------------ loops and branches
+    # A body (of a scan, a while_loop, a cond branch) is a small tree over named variables
+    # (see ``render``/``bev``) drawn from the unary/binary recipes, reductions, products and
+    # selects; its numpy twin walks the tree in plain Python loops, checking every op's
+    # domain and margins and propagating its error bound at every step.
+    def bop(self, src, f, args, dt, check=None, errf=None, c=4):
+        errf = errf or ew_err(f, max(c, 1), dt)
+        return ("op", src, f, check, lambda v, e, y: errf(v, e, y) + 4 * TINY[dt], *args)
+
+    def b_positive(self, t, dt):
+        src, f, dom, c = self.choice(SAFE_POSITIVE)
+        return self.bop(src, f, [t], dt, self.domain_check(dom), c=c)
+
+    def b_unary(self, t, dt):
+        name = self.choice(BODY_UNARY)
+        if name in NAIVE and bvars(t) <= self.const_vars:      # F4
+            name = "tanh"
+        src, f, dom, c = UNARY[name]
+        if dom == "pos":
+            t = self.b_positive(t, dt)
+        return self.bop(src, f, [t], dt, self.domain_check(dom), c=c)
+
+    def b_binary(self, t, other, dt):
+        """t (of the body's full shape) with other (broadcasting into it; None: a Python scalar)."""
+        name = self.choice(list(BINARY))
+        src, f, c = BINARY[name]
+        mm = name in ("maximum", "minimum")
+        if other is None:
+            s = float(self.choice([0.5, 2.0, -1.0, 3.0, 0.0, 1.0, 0.1]))
+            s = 2.0 if name in ("div", "pow") and s == 0.0 else s
+            check = (lambda v, e: self.margin(np.abs(v[0] - s), e, always=False)) if mm else None
+            if name == "pow":
+                t = self.b_positive(t, dt)
+            if self.chance(0.5) and name not in ("div", "pow"):
+                return self.bop(src.format("{}", "{0}").replace("{}", repr(s), 1), lambda x: f(s, x), [t], dt, check, c=c)
+            return self.bop(src.format("{0}", repr(s)), lambda x: f(x, s), [t], dt, check, c=c)
+        if name == "div":
+            other = self.b_positive(other, dt)
+        if name == "pow":
+            t = self.b_positive(t, dt)
+            other = self.bop("sf.tanh({0}) * 2", lambda x: np.tanh(x) * 2, [other], dt, c=32)
+        check = (lambda v, e: self.margin(np.abs(v[0] - v[1]), e, always=False)) if mm else None
+        return self.bop(src, f, [t, other], dt, check, c=c)
+
+    def b_reduce(self, t, shape, dt, full=None):
+        """A reduction of t: to a scalar, or over the last axis keeping it (broadcasts back)."""
+        name = self.choice(["sum", "mean", "max"])
+        full = full if full is not None else (not shape or self.chance(0.5))
+        ax, kd = (None, False) if full else (-1, True)
+        n = int(np.prod(shape)) if full else shape[-1]
+        g = {"sum": np.sum, "mean": np.mean, "max": np.max}[name]
+        src = f"sf.{name}({{0}})" if full else f"sf.{name}({{0}}, axis=-1, keepdims=True)"
+        check, errf = None, sum_err(n, dt)
+        if name == "mean":
+            errf = lambda v, e, y: e[0] + 4 * n * U[dt] * amax(v[0])  # noqa: E731
+        if name == "max":
+            errf = view_err
+            check = lambda v, e: self.margin(top2_gap(v[0], ax), e, always=False)  # noqa: E731
+        return self.bop(src, lambda a: g(a, axis=ax, keepdims=kd), [t], dt, check, errf)
+
+    def b_operand(self, full, small, t, shape, dt):
+        r = self.rng.random()
+        if r < 0.5:
+            return ("var", self.choice(full + small))
+        if r < 0.7:
+            return None
+        if r < 0.85:
+            return self.b_reduce(t, shape, dt)
+        if r < 0.9 and shape and "scan" not in self.exclude:     # a scan nested in the body, over the rows of t
+            return self.b_scan_rows(t, shape, dt)
+        return self.b_unary(("var", self.choice(full + small)), dt)
+
+    def b_scan_rows(self, t, shape, dt):
+        """d = tanh(0.5 d + row) over the rows of t from its first: shape[1:], broadcasts back."""
+        def f(a):
+            d = a[0]
+            for row in a:
+                d = np.tanh(0.5 * d + row)
+            return d
+        return self.bop("sf.scan(lambda d, e: (sf.tanh(d * 0.5 + e), d.sum()), {0}[0], {0})[0]", f, [t], dt,
+                        errf=lambda v, e, y: 2 * e[0] + 128 * U[dt] * (1 + amax(v[0])))
+
+    def btree(self, full, small, shape, dt, steps, mat=False):
+        """A random composition of ``steps`` ops with the shape of the ``full`` variables;
+        ``small`` variables broadcast into it; ``mat``: a matrix "W" (last axis, square)."""
+        t = ("var", self.choice(full))
+        for _ in range(steps):
+            r = self.rng.random()
+            if r < 0.35:
+                t = self.b_unary(t, dt)
+            elif r < 0.75:
+                t = self.b_binary(t, self.b_operand(full, small, t, shape, dt), dt)
+            elif r < 0.85 and mat:
+                t = self.bop("{0} @ {1}", np.matmul, [t, ("var", "W")], dt, errf=dot_err(shape[-1], dt))
+                if self.chance(0.7):
+                    t = self.bop("sf.tanh({0})", np.tanh, [t], dt, c=32)
+            elif r < 0.92:
+                t = self.b_binary(t, self.b_reduce(t, shape, dt), dt)
+            elif r < 0.96 and "cond" not in self.exclude:    # a cond in the body: its predicate changes per step
+                n = max(int(np.prod(shape)), 1)
+                other = self.b_unary(t, dt) if self.chance(0.5) else \
+                    self.b_binary(t, self.b_operand(full, small, t, shape, dt), dt)
+                t = self.bop("sf.cond(sf.sum({0}) > 0.0, lambda: {0}, lambda: {1})",
+                             lambda a, b: a if np.sum(a) > 0 else b, [t, other], dt,
+                             check=lambda v, e: self.cf_margin(abs(np.sum(v[0])), n * (e[0] + 4 * U[dt] * amax(v[0])), 0),
+                             errf=lambda v, e, y: e[0] if np.sum(v[0]) > 0 else e[1])
+            else:
+                o = self.b_operand(full, small, t, shape, dt) or ("var", self.choice(full))
+                t = self.bop("sf.where({0} > 0.25, {0}, {1})", lambda a, b: np.where(a > 0.25, a, b), [t, o], dt,
+                             check=lambda v, e: self.margin(np.abs(v[0] - 0.25), e))
+        return t
+
+    def cf_margin(self, dist, err, thr):
+        """A loop's or branch's predicate: its distance to the threshold exceeds the error
+        bounds, the program's floor and CF_FLOOR (finite differences move whole loops)."""
+        return float(np.min(dist)) > max(M_ERR * err, self.p.floor, CF_FLOOR * (1 + abs(thr)))
+
+    def reducer(self, shape, dt):
+        """A scalar of a tensor: (template, numpy, error bound of the result from the operand's)."""
+        n = max(int(np.prod(shape)), 1)
+        forms = [("sf.mean({0})", np.mean, lambda v, e: e + 4 * n * U[dt] * amax(v)),
+                 ("sf.sum({0})", np.sum, lambda v, e: n * (e + 4 * U[dt] * amax(v))),
+                 ("{0}.sum()", np.sum, lambda v, e: n * (e + 4 * U[dt] * amax(v))),
+                 ("sf.max({0})", np.max, lambda v, e: e), ("sf.min({0})", np.min, lambda v, e: e)]
+        if n == 1:
+            forms.append(("{0}", lambda a: np.reshape(a, ()), lambda v, e: e))
+        return self.choice(forms)
+
+    @staticmethod
+    def inert(args, role, live):
+        """Positions of the args that no live role (variable) refers to."""
+        used = {role[r] for r in live if r in role}
+        return tuple(i for i in range(len(args)) if i not in used)
+
+    def add_tuple(self, src, args, f, errf, parts, tag, inert=()):
+        """A node of several results (``parts``: (source of the projection, dtype, tag)) and
+        one projection node each; the projections, or None."""
+        if tag in self.exclude or any(f"{tag}:{v}" in self.exclude for v in self.feats):
+            return None
+        n = Node(self.fresh("v"), src, tuple(a.name for a in args), f, "tuple", None, errf, tag=tag,
+                 parts=tuple(p[1] for p in parts), feats=tuple(sorted(self.feats)), inert=inert)
+        try:
+            y, e = eval_node(n, [self.vals[a] for a in n.args], [self.errs[a] for a in n.args])
+        except Invalid:
+            return None
+        if sum(a.size for a in y) > self.max_size:
+            return None
+        self.p.nodes.append(n)
+        self.vals[n.name], self.errs[n.name] = y, e
+        return [self.add(psrc, [n], lambda t, k=k: t[k], dt, errf=lambda v, e, y, k=k: e[0][k], tag=ptag)
+                for k, (psrc, dt, ptag) in enumerate(parts)]
+
+    def r_scan(self):
+        """sf.scan: carry' = g(carry, x_t) over the slices of a node along axis 0 (or a
+        length), g a random body that may read outer nodes; per-step outputs stacked;
+        reverse; length 0 and 1; a tuple carry (an accumulator or an int counter)."""
+        if "scan" in self.exclude:
+            return None
+        dt = self.dtype if self.chance(0.85) else self.other_dtype()
+        self.feats = set()
+        lmax = 12 if self.big else 8
+        args, role = [], {}
+
+        def ph(r, node):
+            if node.name not in [a.name for a in args]:
+                args.append(node)
+            role[r] = [a.name for a in args].index(node.name)
+            return "{%d}" % role[r]
+
+        with_xs = self.chance(0.85)
+        X = None
+        if with_xs:
+            xs = self.pick(lambda m: self.val(m).ndim >= 1 and 1 <= self.val(m).shape[0] <= lmax, dtype=dt,
+                           fresh_shape=lambda: (int(self.rng.integers(1, 7)),) + self.shape(int(self.rng.integers(0, 3))))
+            if xs is None:
+                return None
+            X, n = self.shape_of(xs)[1:], self.shape_of(xs)[0]
+        else:
+            n = int(self.rng.integers(0, 7))
+            self.feats.add("length")
+        cut = self.rng.random()
+        if with_xs and cut < 0.06:
+            n, cut = 0, "[:0]"
+        elif with_xs and cut < 0.12 and n > 1:
+            n, cut = 1, "[:1]"
+        else:
+            cut = ""
+        self.feats.add("len0" if n == 0 else "len1" if n == 1 else "len")
+        c0 = self.pick(lambda m: X is None or _bcast(self.shape_of(m), X) is not None, dtype=dt,
+                       fresh_shape=lambda: X if X is not None else self.shape())
+        if c0 is None:
+            return None
+        C = self.shape_of(c0)
+        size = int(np.prod(C))
+        if (n + 2) * size > self.max_size:
+            return None
+        init = ph("c0", c0)
+        variant = self.choice(["plain"] * 5 + ["acc"] * 3 + ["count"] * 2)
+        lst = variant == "acc" and self.chance(0.3)       # a list, not a tuple
+        if variant == "acc":
+            c1 = self.pick(lambda m: self.shape_of(m) == (), dtype=dt, fresh_shape=lambda: ())
+            if c1 is None:
+                return None
+            init = f"[{init}, {ph('c1', c1)}]" if lst else f"({init}, {ph('c1', c1)})"
+            if lst:
+                self.feats.add("list_carry")
+        elif variant == "count":
+            init = f"({init}, sf.constant(0, 'int32'))"
+        if variant != "plain":
+            self.feats.add("tuple_" + variant)
+        xs_src = ph("xs", xs) + cut if with_xs else None
+        xs2 = None
+        if with_xs and self.chance(0.25):             # two sequences: xs a tuple
+            n0 = self.shape_of(xs)[0]
+            xs2 = self.pick(lambda m: self.val(m).ndim >= 1 and self.val(m).shape[0] == n0
+                            and _bcast(C, self.val(m).shape[1:]) is not None, dtype=dt,
+                            fresh_shape=lambda: (n0,) + self.compatible(C), p_new=0.3)
+        if xs2 is not None:
+            xs_src = f"({xs_src}, {ph('xs2', xs2)}{cut})"
+            self.feats.add("two_sequences")
+        k = W = None
+        if self.chance(0.5):
+            k = self.pick(lambda m: _bcast(C, self.shape_of(m)) is not None, dtype=dt,
+                          fresh_shape=lambda: self.compatible(C), p_new=0.3)
+        if k is not None:
+            ph("k", k)
+            self.feats.add("closure")
+        if C and self.chance(0.35):
+            W = self.matrix(dt, (C[-1], C[-1]))
+        if W is not None:
+            ph("W", W)
+            self.feats.add("closure")
+        # (a scan of length 0 or 1 is inlined: its carry and slice fold too)
+        outer = [("k", k), ("W", W)] + ([("c0", c0), ("c1", c1 if variant == "acc" else None),
+                                         ("x", xs if with_xs else None), ("x2", xs2)] if n <= 1 else [])
+        self.const_vars = {r for r, m in outer if m is not None and self.constant_only(m)}
+        shapes = {"c0": C, "x": X if with_xs else None, "k": self.shape_of(k) if k is not None else None,
+                  "x2": self.shape_of(xs2)[1:] if xs2 is not None else None}
+        full = [v for v, s in shapes.items() if s == C]
+        small = [v for v, s in shapes.items() if s is not None and s != C]
+        t = ("var", "c0")
+        if W is not None and self.chance(0.8):          # h @ W (+ x_t ...): a recurrent layer
+            t = self.bop("{0} @ {1}", np.matmul, [t, ("var", "W")], dt, errf=dot_err(C[-1], dt))
+            self.feats.add("matmul")
+        if with_xs and self.chance(0.7):
+            t = self.b_binary(t, ("var", "x"), dt)
+        e = self.btree(full, small, C, dt, int(self.rng.integers(0, 3)), W is not None)
+        t = self.b_binary(t, e, dt) if e != t and self.chance(0.5) else e if self.chance(0.5) else t
+        squash = self.choice(["tanh", "tanh", "mix", "plain"])
+        new0 = (self.bop("sf.tanh({0})", np.tanh, [t], dt, c=32) if squash == "tanh" else
+                self.bop("{0} * 0.5 + {1} * 0.5", lambda a, b: a * 0.5 + b * 0.5, [("var", "c0"), t], dt)
+                if squash == "mix" else t)
+        new1 = None
+        if variant == "acc":
+            red = self.b_reduce(self.choice([("var", "c0"), new0]), C, dt, full=True)
+            src, f = self.choice([("{0} * 0.5 + {1}", lambda a, b: a * 0.5 + b), ("{0} + {1}", np.add)])
+            new1 = self.bop(src, f, [("var", "c1"), red], dt)
+        yk = self.choice(["new", "new", "sum", "old", "expr"] + (["acc"] if variant == "acc" else []))
+        y = {"new": new0, "sum": self.bop("sf.sum({0})", np.sum, [new0], dt, errf=sum_err(max(size, 1), dt)),
+             "old": ("var", "c0"), "expr": t, "acc": new1}[yk]
+        yshape = () if yk in ("sum", "acc") else C
+        ys_t = [(y, yshape)]
+        if self.chance(0.25):                         # two per-step outputs: ys a tuple
+            ys_t.append(self.choice([(("var", "c0"), C), (t, C), (self.b_reduce(t, C, dt, full=True), ())]))
+            self.feats.add("two_outputs")
+        reverse = self.chance(0.3)
+        if reverse:
+            self.feats.add("reverse")
+        tup = variant != "plain"
+        names = {"c0": "c[0]" if tup else "c", "c1": "c[1]", "x": "x[0]" if xs2 is not None else "x", "x2": "x[1]",
+                 "k": "{%d}" % role.get("k", 0), "W": "{%d}" % role.get("W", 0)}
+        carry = render(new0, names)
+        if tup:
+            carry = f"{carry}, {render(new1, names) if variant == 'acc' else 'c[1] + 1'}"
+            carry = f"[{carry}]" if lst else f"({carry})"
+        ysrc = render(y, names) if len(ys_t) == 1 else f"({', '.join(render(q, names) for q, _ in ys_t)})"
+        lam = f"lambda c, {'x' if with_xs else '_'}: ({carry}, {ysrc})"
+        src = (f"sf.scan({lam}, {init}, {xs_src}" if with_xs else f"sf.scan({lam}, {init}, length={n}") + \
+            (", reverse=True)" if reverse else ")")
+
+        def run(vals, errs, strict):
+            env = {r: (vals[i], errs[i]) for r, i in role.items()}
+            c, acc = env["c0"], env.get("c1")
+            ys, yerr = [[None] * n for _ in ys_t], [0.0 for _ in ys_t]
+            for s in (range(n - 1, -1, -1) if reverse else range(n)):
+                step = {**env, "c0": c, "c1": acc}
+                for x, seq in (("x", "xs"), ("x2", "xs2")):
+                    if seq in env:
+                        step[x] = (env[seq][0][s], env[seq][1])
+                for j, (q, _) in enumerate(ys_t):
+                    ys[j][s], ye = bev(q, step, strict)
+                    yerr[j] = max(yerr[j], ye)
+                c, acc = bev(new0, step, strict), bev(new1, step, strict) if variant == "acc" else acc
+            out = [c] + ([acc] if variant == "acc" else [(np.array(n), 0.0)] if variant == "count" else [])
+            stacked = tuple(np.stack(q) if n else np.zeros((0,) + sh) for q, (_, sh) in zip(ys, ys_t))
+            return tuple(v for v, _ in out) + stacked, tuple(e for _, e in out) + tuple(yerr)
+
+        proj = [("{0}[0][0]" if tup else "{0}[0]", dt, "scan_carry")]
+        if tup:
+            proj.append(("{0}[0][1]", "int32" if variant == "count" else dt, "scan_" + variant))
+        proj += [("{0}[1]", dt, "scan_ys")] if len(ys_t) == 1 else [("{0}[1][%d]" % j, dt, "scan_ys") for j in range(2)]
+        live = {"c0", "c1", "xs", "xs2"} | bvars(new0) | set().union(*(bvars(q) for q, _ in ys_t)) | \
+            (bvars(new1) if new1 else set())
+        self.feats |= tree_feats(new0, new1, *(q for q, _ in ys_t))
+        out = self.add_tuple(src, args, lambda *v: run(v, [0.0] * len(v), False)[0],
+                             lambda v, e, y: run(v, e, True)[1], proj, "scan", self.inert(args, role, live))
+        return out[0] if out else None
+
+    def r_cond(self):
+        """sf.cond on a reduced node compared with a threshold at a margin (also as an int
+        or a float compared with zero), branches drawn from the recipes, reading operands or
+        outer nodes; one result or two; a Python bool; a branch not taken that would be NaN."""
+        if {"cond", "cond_pybool"} <= self.exclude:
+            return None
+        dt = self.dtype if self.chance(0.85) else self.other_dtype()
+        self.feats = set()
+        args, role = [], {}
+
+        def ph(r, node):
+            if node.name not in [a.name for a in args]:
+                args.append(node)
+            role[r] = [a.name for a in args].index(node.name)
+            return "{%d}" % role[r]
+
+        pybool = "cond" in self.exclude or (self.chance(0.15) and "cond_pybool" not in self.exclude)
+        if not pybool:
+            p = self.float_node()
+            if p is None:
+                return None
+            pv = self.val(p)
+            rsrc, rf, rerr = self.reducer(pv.shape, p.dtype)
+            rv = float(rf(pv))
+            thr = float(f"{rv + self.choice([-1, 1]) * self.rng.uniform(0.05, 1.0) * (1 + abs(rv)):.4g}")
+            form = self.choice(["bool"] * 6 + ["int", "relu"])
+            cmp = ">" if form == "relu" else self.choice([">", "<", ">=", "<="])
+            cf = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal}[cmp]
+            red = rsrc.format(ph("p", p))
+            pred = {"bool": f"{red} {cmp} {thr!r}", "int": f"({red} {cmp} {thr!r}).astype('int32')",
+                    "relu": f"sf.relu({red} - {thr!r})"}[form]
+            self.feats.add("pred_" + form)
+        else:
+            taken_py = self.chance(0.5)
+            pred = repr(taken_py)
+            self.feats.add("pybool")
+        a = self.pick(dtype=dt)
+        if a is None:
+            return None
+        S = self.shape_of(a)
+        b = k = None
+        if self.chance(0.6):
+            b = self.pick(lambda m: _bcast(S, self.shape_of(m)) is not None, dtype=dt,
+                          fresh_shape=lambda: self.compatible(S))
+        if self.chance(0.35):
+            k = self.pick(lambda m: _bcast(S, self.shape_of(m)) is not None, dtype=dt,
+                          fresh_shape=lambda: self.compatible(S), p_new=0.3)
+        no_ops = self.chance(0.15)
+        ops = [r for r, m in (("a", a), ("b", b)) if m is not None]
+        for r in ops:
+            ph(r, {"a": a, "b": b}[r])
+        if k is not None:
+            ph("k", k)
+            self.feats.add("closure")
+        if no_ops:
+            self.feats.add("no_operands")
+        self.const_vars = {r for r, m in (("a", a), ("b", b), ("k", k)) if m is not None and self.constant_only(m)}
+        shapes = {"a": S, "b": self.shape_of(b) if b is not None else None, "k": self.shape_of(k) if k is not None else None}
+        full = [v for v, s in shapes.items() if s == S]
+        small = [v for v, s in shapes.items() if s is not None and s != S]
+        two = self.chance(0.25)
+        if two:
+            self.feats.add("two_results")
+        lazy = not pybool and self.chance(0.1)
+
+        def branch(nan=False):
+            t = (self.bop("sf.log({0} * 0.0 - 1.0)", lambda x: np.log(x * 0.0 - 1.0), [("var", "a")], dt) if nan else
+                 self.btree(full, small, S, dt, int(self.rng.integers(1, 4))))
+            if not two:
+                return [t]
+            return [t, self.b_reduce(self.btree(full, small, S, dt, 1), S, dt, full=True)]
+
+        tb, fb = branch(), branch()
+        if lazy:
+            self.feats.add("untaken_nan")
+        names = {r: (("{%d}" % role[r]) if no_ops or r == "k" else r) for r in role}
+        params = "" if no_ops else ", ".join(ops)
+
+        def lam(br):
+            body = ", ".join(render(t, names) for t in br)
+            return f"lambda {params}: ({body})" if two else f"lambda {params}: {body}"
+
+        def run(vals, errs, strict):
+            env = {r: (vals[i], errs[i]) for r, i in role.items()}
+            if pybool:
+                taken = taken_py
+            else:
+                pv = vals[role["p"]]
+                rv = float(rf(pv))
+                taken = bool(cf(rv, thr))
+                if strict and not self.cf_margin(abs(rv - thr), rerr(pv, errs[role["p"]]), thr):
+                    raise Invalid("cond")
+            if strict and not pybool and not lazy:      # both branches stay in their domains
+                [bev(t, env, True) for t in (fb if taken else tb)]
+            out = [bev(t, env, strict) for t in (tb if taken else fb)]
+            return tuple(v for v, _ in out), tuple(e for _, e in out)
+
+        if lazy:     # the NaN branch is the one not taken
+            if cf(rv, thr):
+                fb = branch(nan=True)
+            else:
+                tb = branch(nan=True)
+        src = f"sf.cond({pred}, {lam(tb)}, {lam(fb)}{''.join(', {%d}' % role[r] for r in ops) if not no_ops else ''})"
+        f = lambda *v: run(v, [0.0] * len(v), False)[0]  # noqa: E731
+        errf = lambda v, e, y: run(v, e, True)[1]  # noqa: E731
+        tag = "cond_pybool" if pybool else "cond"
+        live = set().union(*(bvars(t) for t in (tb if taken_py else fb))) if pybool else \
+            {"p"} | (set() if no_ops else set(ops)) | set().union(*(bvars(t) for t in tb + fb))
+        inert = self.inert(args, role, live)
+        self.feats |= tree_feats(*tb, *fb)
+        if two:
+            out = self.add_tuple(src, args, f, errf, [("{0}[0]", dt, tag + "_0"), ("{0}[1]", dt, tag + "_1")], tag,
+                                 inert)
+            return out[0] if out else None
+        return self.add(src, args, lambda *v: f(*v)[0], dt, errf=lambda v, e, y: errf(v, e, y)[0], tag=tag,
+                        feats=self.feats, inert=inert)
+
+    def r_while_loop(self):
+        """sf.while_loop: multiply (and nudge) a node until a reduction of it crosses a
+        threshold, met at a margin; the trip count (0-6) depends on the data; with
+        max_iterations (always when differentiated; sometimes below the trip count) and an
+        int counter carry."""
+        if "while_loop" in self.exclude:
+            return None
+        dt = self.dtype if self.chance(0.85) else self.other_dtype()
+        self.feats = set()
+        args, role = [], {}
+
+        def ph(r, node):
+            if node.name not in [a.name for a in args]:
+                args.append(node)
+            role[r] = [a.name for a in args].index(node.name)
+            return "{%d}" % role[r]
+
+        v0 = self.pick(lambda m: self.val(m).size <= 64, dtype=dt)
+        if v0 is None:
+            return None
+        C = self.shape_of(v0)
+        ph("c0", v0)
+        k = None
+        if self.chance(0.4):
+            k = self.pick(lambda m: _bcast(C, self.shape_of(m)) is not None, dtype=dt,
+                          fresh_shape=lambda: self.compatible(C), p_new=0.3)
+        if k is not None:
+            ph("k", k)
+            self.feats.add("closure")
+        self.const_vars = {"k"} if k is not None and self.constant_only(k) else set()
+        fac = float(self.choice([1.25, 1.5, 2.0, 0.5, 0.75]))
+        if self.chance(0.6):
+            full = ["c0"] + (["k"] if k is not None and self.shape_of(k) == C else [])
+            small = ["k"] if k is not None and self.shape_of(k) != C else []
+            g = self.btree(full, small, C, dt, int(self.rng.integers(1, 3)))
+            body = self.bop(f"{{0}} * {fac!r} + sf.tanh({{1}}) * 0.1", lambda a, b: a * fac + np.tanh(b) * 0.1,
+                            [("var", "c0"), g], dt, c=32)
+        else:
+            body = self.bop(f"{{0}} * {fac!r}", lambda a: a * fac, [("var", "c0")], dt)
+        rsrc, rf, rerr = self.reducer(C, dt)
+        # the reductions along the loop run without a condition, to place the threshold
+        env = {r: (self.vals[args[i].name], self.errs[args[i].name]) for r, i in role.items()}
+        rs, v = [], env["c0"]
+        for _ in range(8):
+            rs.append(float(rf(v[0])))
+            try:
+                v = bev(body, {**env, "c0": v}, True)
+            except Invalid:
+                break
+        plans = []
+        for up in (True, False):          # loop while r < thr (r grows) or while r > thr
+            s = 1 if up else -1
+            for m in range(min(7, len(rs))):
+                lo = max((s * r for r in rs[:m]), default=None)
+                hi = s * rs[m]
+                if lo is None:
+                    plans.append((up, m, s * (hi - self.rng.uniform(0.1, 1.0) * (1 + abs(hi)))))
+                elif hi > lo:
+                    plans.append((up, m, s * (lo + hi) / 2))
+        plans = [q for q in plans if q[1] > 0] if self.chance(0.85) else plans     # no trip at all: rarely
+        if not plans:
+            return None
+        up, m, thr = plans[int(self.rng.integers(len(plans)))]
+        thr = float(f"{thr:.4g}")
+        cmp = self.choice(["<", "<="] if up else [">", ">="])
+        cf = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal}[cmp]
+        count = self.chance(0.5)
+        cap = None
+        if self.grad or not count or self.chance(0.6):
+            cap = int(self.rng.integers(1, m)) if m > 1 and self.chance(0.2) else max(1, m + int(self.rng.integers(0, 3)))
+            self.feats.add("capped" if cap < m else "bounded")
+        else:
+            self.feats.add("unbounded")
+        if count:
+            self.feats.add("tuple_count")
+        self.feats.add(f"trips{min(m, cap or m)}")
+        names = {"c0": "c[1]" if count else "c", "k": "{%d}" % role.get("k", 0)}
+        red = rsrc.format(names["c0"])
+        shift = self.pick(lambda m: self.shape_of(m) == (), dtype=dt, fresh_shape=lambda: (), p_new=0.3) \
+            if self.chance(0.3) else None
+        if shift is not None:    # the condition reads an outer node: red - t < thr - t
+            thr = float(f"{thr - float(self.val(shift)):.4g}")
+            red = f"{red} - {ph('t', shift)}"
+            self.feats.add("cond_closure")
+        test = f"lambda c: {red} {cmp} {thr!r}"
+        if cap is None:     # without a bound, the counter ends the loop should symfuse not (a hang)
+            test = f"lambda c: ({red} {cmp} {thr!r}) & (c[0] < {GUARD})"
+        step = render(body, names)
+        bound = f", max_iterations={cap}" if cap else ""
+        src = (f"sf.while_loop({test}, lambda c: (c[0] + 1, {step}), (sf.constant(0, 'int32'), {{0}}){bound})"
+               if count else f"sf.while_loop({test}, lambda c: {step}, {{0}}{bound})")
+
+        def run(vals, errs, strict):
+            env = {r: (vals[i], errs[i]) for r, i in role.items()}
+            v, i = env["c0"], 0
+            tv, te = env["t"] if "t" in env else (0.0, 0.0)
+            while cap is None or i < cap:
+                r = float(rf(v[0])) - float(tv)
+                if strict and not self.cf_margin(abs(r - thr), rerr(v[0], v[1]) + te, thr):
+                    raise Invalid("while_loop")
+                if not cf(r, thr) or (cap is None and i >= GUARD):
+                    break
+                if i >= 64:
+                    if strict:
+                        raise Invalid("while_loop")
+                    break
+                v, i = bev(body, {**env, "c0": v}, strict), i + 1
+            return ((np.array(i), v[0]), (0.0, v[1])) if count else ((v[0],), (v[1],))
+
+        f = lambda *v: run(v, [0.0] * len(v), False)[0]  # noqa: E731
+        errf = lambda v, e, y: run(v, e, True)[1]  # noqa: E731
+        inert = self.inert(args, role, {"c0", "t"} | bvars(body))
+        self.feats |= tree_feats(body)
+        if count:
+            out = self.add_tuple(src, args, f, errf, [("{0}[0]", "int32", "while_count"), ("{0}[1]", dt, "while_carry")],
+                                 "while_loop", inert)
+            return out[1] if out else None
+        return self.add(src, args, lambda *v: f(*v)[0], dt, errf=lambda v, e, y: errf(v, e, y)[0], tag="while_loop",
+                        feats=self.feats, inert=inert)
+
     RECIPES = {"huge": 0.15, "unary": 8, "binary": 8, "compare": 3, "reduce": 4, "view": 5, "views": 2, "matmul": 2,
-               "gemm": 2, "conv": 1, "pool": 1, "softmax": 2, "pattern": 2, "take": 1, "int": 1.5, "cast": 1}
+               "gemm": 2, "conv": 1, "pool": 1, "softmax": 2, "pattern": 2, "take": 1, "int": 1.5, "cast": 1,
+               "scan": 1.5, "cond": 1.5, "while_loop": 1}
 
     def generate(self) -> Program:
-        names = [r for r in self.RECIPES if r not in self.exclude]
+        # (with "cond" excluded, the cond recipe still makes conds on a Python bool: no cond op)
+        names = [r for r in self.RECIPES if r not in self.exclude or r == "cond"]
         w = np.array([self.RECIPES[r] for r in names])
         for _ in range(int(self.rng.integers(1, 3))):
             self.leaf(self.shape(), const=False)
@@ -1055,7 +1719,7 @@ class Gen:
     def finish(self):
         p, nodes = self.p, self.p.nodes
         used = {a for n in nodes for a in n.args}
-        inner = [n for n in nodes if not n.leaf]
+        inner = [n for n in nodes if not n.leaf and n.dtype != "tuple"]
         sinks = [n.name for n in inner if n.name not in used]
         extra = [n.name for n in inner if n.name in used and self.chance(0.15)]
         p.outputs = (sinks + extra)[:8] or [nodes[-1].name]
@@ -1079,7 +1743,7 @@ class Gen:
                 p.updates.append((s.name, self.choice(cands).name))
         if not self.grad:
             return
-        terms = [o for o in p.outputs if p.node(o).dtype == self.dtype][:4]
+        terms = [o for o in p.outputs if p.node(o).dtype == self.dtype and self.vals[o].size][:4]
         cost = None
         for t in terms:
             s = self.shape_of(p.node(t))
@@ -1135,7 +1799,8 @@ def _ancestors(p: Program, name: str) -> set:
     seen, stack = {name}, [name]
     nodes = {n.name: n for n in p.nodes}
     while stack:
-        for a in nodes[stack.pop()].args:
+        n = nodes[stack.pop()]
+        for a in (a for i, a in enumerate(n.args) if i not in n.inert):
             if a not in seen:
                 seen.add(a)
                 stack.append(a)

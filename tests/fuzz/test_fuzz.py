@@ -12,8 +12,9 @@ from . import run
 
 # Recipes/tags the CI generator leaves out, and checks it skips, because they hit a known,
 # reported finding (bench/results/fuzz.md); each entry names its finding. Long runs use none.
-# F1 (the interpreter handed out a constant's own array) and F2 (a float4 copy of input in1
-# named like input 14) are fixed: nothing is excluded now.
+# F1 (the interpreter handed out a constant's own array), F2 (a float4 copy of input in1
+# named like input 14) and F3 (F1 again where a loop passes a constant carry through) are
+# fixed. Control flow (scan, cond, while_loop) runs on every device.
 EXCLUDE: frozenset = frozenset()
 
 SEED = int(os.environ.get("SYMFUSE_FUZZ_SEED") or int.from_bytes(os.urandom(4), "little"))

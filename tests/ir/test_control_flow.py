@@ -277,3 +277,16 @@ def test_gradient_runs_the_forward_loop_once():
     scans = [op for op in f.function.ops if op.opdef.name == "scan"]
     assert len(scans) == 2 and sorted(op.attrs["reverse"] for op in scans) == [False, True]
     assert [op.attrs["save"] for op in scans if not op.attrs["reverse"]] == [True]
+
+
+def test_a_constant_passed_through_a_loop_is_handed_out_as_a_copy():
+    """Fuzzer finding F3: the interpreter returned a constant's own array when a loop
+    passed a constant carry through unchanged; writing into that result changed the
+    next call's."""
+    x = sf.tensor("x", (), "float32")
+    n, v = sf.while_loop(lambda c: c[1] < -1.0, lambda c: (c[0] + 1, c[1] * 2.0), (sf.constant(0, "int32"), x))
+    for dev in DEVICES:
+        f = sf.function([x], [n, v], device=dev)
+        r = f(np.float32(1.0))
+        r[0][...] = 123
+        assert int(f(np.float32(1.0))[0]) == 0, dev
