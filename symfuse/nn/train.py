@@ -202,28 +202,9 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
             f"{len(x_train)} samples, {nb} steps of {batch} per epoch, compiled in {compile_s:.2f} s")
     rng = np.random.default_rng(seed)
     for epoch in range(1, epochs + 1):
-        bar = _bar(nb, f"epoch {epoch}/{epochs}", progress)
-        sums = np.zeros(len(names))
-        steps = 0
-        t = time.perf_counter()
-        for b in D.minibatches(x_train, y_train, batch, shuffle=True, seed=rng):
-            if augment is not None:
-                xb = np.ascontiguousarray(augment(b[0] if isinstance(b, tuple) else b, rng), dtype=xin.dtype.np)
-                b = (xb, b[1]) if isinstance(b, tuple) else xb
-            out = train_fn(*(b if isinstance(b, tuple) else (b,)))
-            vals = [float(v) for v in (out if isinstance(out, list) else [out])][:len(names)]
-            sums[:len(vals)] += vals
-            steps += 1
-            if bar is not None:
-                bar.set_postfix_str(" ".join(f"{n}={v:.4f}" for n, v in zip(names, vals)), refresh=False)
-                bar.update(1)
-        elapsed = time.perf_counter() - t
-        if bar is not None:
-            bar.close()
-        rec = {"epoch": epoch, "time_s": elapsed, "steps": steps}
-        means = sums / max(steps, 1)
-        for n, v in zip(names, means):
-            rec[n] = float(v)
+        rec = _epoch(train_fn, x_train, y_train, batch, names, augment, rng, _bar(nb, f"epoch {epoch}/{epochs}",
+                                                                                 progress))
+        rec["epoch"] = epoch
         if predict_fn is not None and len(split.x_test):
             out = predict(predict_fn, split.x_test)
             if unsupervised:
@@ -237,8 +218,34 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
         if verbose:
             log(f"epoch {epoch}/{epochs}  " + "  ".join(
                 f"{k} {v:.4f}" for k, v in rec.items() if k not in ("epoch", "time_s", "steps"))
-                + f"  ({elapsed:.2f} s)")
+                + f"  ({rec['time_s']:.2f} s)")
     return history
+
+
+def _epoch(train_fn, x_train, y_train, batch, names, augment, rng, bar) -> dict:
+    """One pass over the shuffled training data: its wall time, steps and mean metrics."""
+    dt = train_fn.inputs[0].dtype.np
+    sums = np.zeros(len(names))
+    steps = 0
+    t = time.perf_counter()
+    for b in D.minibatches(x_train, y_train, batch, shuffle=True, seed=rng):
+        if augment is not None:
+            xb = np.ascontiguousarray(augment(b[0] if isinstance(b, tuple) else b, rng), dtype=dt)
+            b = (xb, b[1]) if isinstance(b, tuple) else xb
+        out = train_fn(*(b if isinstance(b, tuple) else (b,)))
+        vals = [float(v) for v in (out if isinstance(out, list) else [out])][:len(names)]
+        sums[:len(vals)] += vals
+        steps += 1
+        if bar is not None:
+            bar.set_postfix_str(" ".join(f"{n}={v:.4f}" for n, v in zip(names, vals)), refresh=False)
+            bar.update(1)
+    elapsed = time.perf_counter() - t
+    if bar is not None:
+        bar.close()
+    rec = {"epoch": 0, "time_s": elapsed, "steps": steps}
+    for n, v in zip(names, sums / max(steps, 1)):
+        rec[n] = float(v)
+    return rec
 
 
 # --------------------------------------------------------------------------- PNG
