@@ -161,3 +161,15 @@ def test_weight_decay_folds_into_beta_and_momentum_keeps_its_fused_update():
     V.set_value(np.zeros_like(w0))
     fi(xv, tv)
     np.testing.assert_allclose(got, W.get_value(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_large_column_sum_is_a_matrix_vector_product():
+    """sum over the leading axes of many rows: BLAS's gemv, not a strided reduction."""
+    import symfuse as sf
+    x = sf.tensor("x", (64, 40, 96))
+    f = sf.function([x], sf.sum(x, axis=(0, 1)), device="cpu")
+    assert any("matmul" in k.fused_ops for k in f.kernels) and not any(k.kind == "reduce" for k in f.kernels)
+    xv = np.random.default_rng(0).normal(size=(64, 40, 96)).astype(np.float32)
+    np.testing.assert_allclose(f(xv), xv.astype(np.float64).sum(axis=(0, 1)), rtol=1e-4, atol=1e-3)
+    small = sf.function([x], sf.sum(x, axis=2), device="cpu")            # not leading axes: a reduction
+    assert any(k.kind == "reduce" for k in small.kernels)

@@ -290,3 +290,25 @@ def test_a_constant_passed_through_a_loop_is_handed_out_as_a_copy():
         r = f(np.float32(1.0))
         r[0][...] = 123
         assert int(f(np.float32(1.0))[0]) == 0, dev
+
+
+def test_weight_gradients_leave_the_backward_loop():
+    """The weight and bias gradients of backpropagation through time, carried as
+    accumulators (acc + transpose(h_t) @ dz_t, acc + sum(dz_t, 0)), become one product
+    and one reduction after the loop; the values are those of the unoptimised program."""
+    x = sf.tensor("x", (7, 5, 3), "float64")
+    W = sf.tensor("W", (4, 4), "float64")
+    U = sf.tensor("U", (3, 4), "float64")
+    b = sf.tensor("b", (4,), "float64")
+    h, _ = sf.scan(lambda h, e: (sf.tanh(h @ W + e @ U + b), h.sum()), sf.zeros((5, 4), "float64"), x)
+    loss = (h ** 2).sum()
+    outs = [loss] + sf.grad(loss, [W, U, b])
+    f = sf.function([x, W, U, b], outs, device="interp")
+    back = [op for op in f.function.ops if op.opdef.name == "scan" and op.attrs["reverse"]]
+    assert len(back) == 1 and back[0].attrs["carries"] == 1        # only the cotangent of h is carried
+    rng = np.random.default_rng(3)
+    args = [rng.normal(size=s) * 0.5 for s in ((7, 5, 3), (4, 4), (3, 4), (4,))]
+    want = sf.function([x, W, U, b], outs, device="interp", optimize_graph=False)(*args)
+    for dev in DEVICES:
+        for a, w in zip(sf.function([x, W, U, b], outs, device=dev)(*args), want):
+            np.testing.assert_allclose(a, w, rtol=1e-10, atol=1e-12)

@@ -10,11 +10,16 @@ into a copy of ``W``, instead of a GEMM that writes the gradient and a pass
 that reads it back. PyTensor's Gemm rewrite does the same. The product is
 rounded once more or less than before (BLAS may fuse ``alpha * acc + C``), so
 this runs only when lowering for such a backend, not in the portable passes.
+``column_sum_gemv`` computes a large sum over leading axes as a matrix-vector
+product (``COLUMN_SUM_ROWS``).
 """
 from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
+
+from ...ir import build as F
 from ...ir.core import Function, apply
 from .lowering import lowering
 from .rewrite import REWRITES, RewriteContext, apply_rewrites, rewrite
@@ -72,6 +77,29 @@ def gemm_accumulate(op, ctx):
             z, beta = scaled[0], beta * scaled[1]
         return apply("gemm", [mm.inputs[0], mm.inputs[1], z], {"alpha": alpha_sign * alpha, "beta": beta})
     return None
+
+
+# a sum over the leading axes of at least this many rows (and this many columns) is a
+# product with a row of ones: the reduction kernel reads each column with the row stride
+# (the bias gradient of a recurrent layer, 3200 x 1024: 20 ms as a reduction, 1.5 ms as gemv)
+COLUMN_SUM_ROWS = 1024
+COLUMN_SUM_COLS = 64
+
+
+@rewrite("column_sum_gemv", "sum", tags=BLAS)
+def column_sum_gemv(op, ctx):
+    """sum(x, leading axes) of a large float x -> ones(1, rows) @ reshape(x, (rows, cols)):
+    BLAS's matrix-vector product streams the rows (another summation order)."""
+    x = op.inputs[0]
+    axes = tuple(op.attrs["axis"])
+    k = len(axes)
+    if not x.dtype.is_float or op.attrs["keepdims"] or axes != tuple(range(k)) or k == x.ndim or x.dtype.name == "float16":
+        return None
+    rows, cols = int(np.prod(x.shape[:k])), int(np.prod(x.shape[k:]))
+    if rows < COLUMN_SUM_ROWS or cols < COLUMN_SUM_COLS:
+        return None
+    ones = F.constant(np.ones((1, rows), x.dtype.np))
+    return F.reshape(F.matmul(ones, F.reshape(x, (rows, cols))), op.outputs[0].shape)
 
 
 @lowering("blas", position=10, tags=BLAS)

@@ -5,6 +5,9 @@
   passes its carries through (its stacked outputs are empty);
 * ``scan_unused_outputs``: per-step outputs no one reads are not stacked;
 * ``scan_unused_constants``: a constant the body no longer reads is not passed;
+* ``scan_accumulation``: a carry that only sums a per-step ``transpose(x_t) @ y_t``
+  or ``sum(y_t, axis=0)`` becomes one product or reduction of the stacked values
+  after the loop (the weight gradients of backpropagation through time);
 * ``loop_invariant``: what a scan or while body computes from its constants alone
   is computed once before the loop and passed in (loop-invariant code motion).
 
@@ -103,6 +106,74 @@ def scan_unused_outputs(op, old, uses):
     return out if len(keep) < ny else None
 
 
+def _accumulated(t: Value, seqs: list[Value]):
+    """How per-step term ``t`` sums over the steps: ("sum", None, y) for ``sum(y, axis=0)``,
+    ("matmul", j, y) for ``transpose(x_j) @ y`` with ``x_j`` sequence j's slice; else None."""
+    op = t.op
+    if op is None:
+        return None
+    if op.opdef.name == "sum" and tuple(op.attrs["axis"]) == (0,) and not op.attrs["keepdims"] \
+            and op.inputs[0].ndim == 2:
+        return "sum", None, op.inputs[0]
+    if op.opdef.name == "matmul" and all(v.ndim == 2 for v in op.inputs):
+        a, y = op.inputs
+        if a.op is not None and a.op.opdef.name == "transpose" and tuple(a.op.attrs["perm"]) == (1, 0):
+            for j, x in enumerate(seqs):
+                if a.op.inputs[0] is x:
+                    return "matmul", j, y
+    return None
+
+
+def scan_accumulation(op, old, uses):
+    """A carry that only adds up a per-step term, ``acc' = acc + transpose(x_t) @ y_t``
+    (``x`` a sequence) or ``acc' = acc + sum(y_t, axis=0)``: the sum over the steps is one
+    matrix product (or reduction) of the stacked values after the loop. In
+    backpropagation through time these are the weight and bias gradients: one large
+    product instead of a small one per step, and no accumulator carried. The sum's
+    order changes (as any reassociation of a float sum does)."""
+    a = op.attrs
+    if a["save"]:
+        return None
+    nc, nx = a["carries"], a["sequences"]
+    body = op.regions[0]
+    use = Counter(id(v) for o in body.ops for v in o.inputs)
+    use.update(id(v) for v in body.results)
+    seq_params = list(body.params[nc:nc + nx])
+    for i in range(nc):
+        r, p = body.results[i], body.params[i]
+        if r.op is None or r.op.opdef.name != "add" or use[id(p)] != 1 or not any(v is p for v in r.op.inputs):
+            continue
+        t = r.op.inputs[1] if r.op.inputs[0] is p else r.op.inputs[0]
+        found = _accumulated(t, seq_params) if t.type is p.type else None
+        if found is not None:
+            return _without_accumulator(op, i, found)
+    return None
+
+
+def _without_accumulator(op, i: int, found):
+    kind, j, y = found
+    a, body = op.attrs, op.regions[0]
+    nc, n = a["carries"], a["length"]
+    ys = list(body.results[nc:])
+    q = next((k for k, v in enumerate(ys) if v is y), None)
+    if q is None:
+        ys.append(y)
+        q = len(ys) - 1
+    params = [v for k, v in enumerate(body.params) if k != i]
+    region = Region(params, [v for k, v in enumerate(body.results[:nc]) if k != i] + ys)
+    inputs = [v for k, v in enumerate(op.inputs) if k != i]
+    new = _as_list(apply("scan", inputs, {**a, "carries": nc - 1}, [region]))
+    stacked = F.reshape(new[nc - 1 + q], (n * y.shape[0], y.shape[1]))
+    if kind == "sum":
+        total = F.sum(stacked, axis=0)
+    else:
+        x = op.inputs[nc + j]
+        total = F.matmul(F.transpose(F.reshape(x, (n * x.shape[1], x.shape[2]))), stacked)
+    carries = new[:nc - 1]
+    out = carries[:i] + [op.inputs[i] + total] + carries[i:]
+    return out + new[nc - 1:nc - 1 + len(body.results) - nc]
+
+
 def _hoist(region: Region, fixed: int, operands: list[Value]):
     """(values to compute before the loop, the region reading them as new trailing
     parameters) for the ops of ``region`` that read only its parameters from
@@ -184,7 +255,7 @@ def while_invariant(op, old, uses):
 _RULES = {
     "cond": [("cond_constant", cond_constant)],
     "scan": [("scan_trivial", scan_trivial), ("scan_unused_outputs", scan_unused_outputs),
-             ("scan_unused_constants", scan_unused_constants),
+             ("scan_unused_constants", scan_unused_constants), ("scan_accumulation", scan_accumulation),
              ("loop_invariant", scan_invariant)],
     "while_loop": [("loop_invariant", while_invariant)],
 }
