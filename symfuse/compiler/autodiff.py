@@ -40,8 +40,9 @@ def _expand(fn: Function, stats: dict) -> Function:
 
 def _share_saved_forward(fn: Function, stats: dict) -> Function:
     """A scan whose gradient was taken has a twin that also saves what reverse mode
-    reads (its VJP builds it on the same operands and body); the twin's leading
-    results replace the original's, so the forward runs once."""
+    reads (its VJP builds it on the same operands, over the same body parameters,
+    yielding the same results and then its residuals); the twin's leading results
+    replace the original's, so the forward runs once."""
     twins = {_twin_key(op): op for op in fn.ops if op.opdef.name == "scan" and op.attrs["save"]}
     if not twins:
         return fn
@@ -51,25 +52,36 @@ def _share_saved_forward(fn: Function, stats: dict) -> Function:
         if op.opdef.name != "scan":
             return None
         key = _twin_key(op)
-        if key not in twins:
-            return None
-        twin = built.get(key)
-        if op.attrs["save"]:
-            if twin is None:
-                built[key] = new
-                return None
-            return twin.outputs
+        twin = twins.get(key)
         if twin is None:
-            twin = built[key] = rebuild(twins[key], new.inputs)
+            return None
+        if op.attrs["save"]:
+            first = built.setdefault(key, new)
+            if first is new or not _yields_prefix(first.regions[0], new.regions[0], exact=True):
+                return None
+            return first.outputs
+        if not _yields_prefix(twin.regions[0], op.regions[0]):
+            return None
+        rebuilt = built.get(key)
+        if rebuilt is None:
+            rebuilt = built[key] = rebuild(twin, new.inputs)
         stats["forward_shared"] = stats.get("forward_shared", 0) + 1
-        return twin.outputs[:len(op.outputs)]
+        return rebuilt.outputs[:len(op.outputs)]
 
     return map_ops(fn, visit)
 
 
+def _yields_prefix(long, short, exact: bool = False) -> bool:
+    """``long``'s body yields ``short``'s results first (the same values), and no more when ``exact``."""
+    a, b = long.results, short.results
+    if len(a) < len(b) or (exact and len(a) != len(b)):
+        return False
+    return all(x is y for x, y in zip(a, b))
+
+
 def _twin_key(op):
     attrs = tuple((k, v) for k, v in op.attrs.items() if k != "save")
-    return op.opdef.name, tuple(v.id for v in op.inputs), attrs, tuple(id(r) for r in op.regions)
+    return op.opdef.name, tuple(v.id for v in op.inputs), attrs, tuple(id(p) for r in op.regions for p in r.params)
 
 
 def reverse_mode(cost: Value, wrt: list[Value], loc=None) -> list[Value]:

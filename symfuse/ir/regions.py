@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from . import core
-from .core import Region, Value, rebuild
+from .core import Region, Value, rebuild, toposort
 
 
 # --------------------------------------------------------------------------- trees
@@ -138,11 +138,28 @@ def _close(results: list[Value], params: list[Value], mark: int):
     return [subst.get(id(r), r) for r in results], outer, cparams
 
 
-def inline(region: Region, args: Sequence[Value]) -> list[Value]:
-    """The region's results with its parameters replaced by ``args`` (its ops rebuilt)."""
+def inline(region: Region, args: Sequence[Value], clones: dict | None = None) -> list[Value]:
+    """The region's results with its parameters replaced by ``args`` (its ops rebuilt);
+    ``clones``, if given, receives id(value of the region) -> its rebuilt value."""
     subst: dict[int, Value] = {id(p): a for p, a in zip(region.params, args)}
     for op in region.ops:
         new = rebuild(op, [subst.get(id(v), v) for v in op.inputs])
         for o, n in zip(op.outputs, new.outputs):
             subst[id(o)] = n
+    if clones is not None:
+        clones.update(subst)
     return [subst.get(id(r), r) for r in region.results]
+
+
+def substitute(values: Sequence[Value], subst: dict[int, Value]) -> list[Value]:
+    """``values`` with the values in ``subst`` (by id) replaced, the ops between rebuilt."""
+    memo = dict(subst)
+    for op in toposort(list(values), allow_free=True):
+        if id(op.outputs[0]) in memo:
+            continue
+        ins = [memo.get(id(v), v) for v in op.inputs]
+        if any(a is not b for a, b in zip(ins, op.inputs)):
+            new = rebuild(op, ins)
+            for o, n in zip(op.outputs, new.outputs):
+                memo[id(o)] = n
+    return [memo.get(id(v), v) for v in values]

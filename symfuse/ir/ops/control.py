@@ -26,9 +26,9 @@ import numpy as np
 from ...errors import DTypeError, GradError, ShapeError
 from .. import build as F
 from ..backprop import backprop
-from ..core import Region, Value, apply, defop
+from ..core import Region, Value, apply, defop, toposort
 from ..evaluate import evaluate
-from ..regions import inline
+from ..regions import inline, substitute
 from ..types import bool_, tensor_type
 
 
@@ -96,25 +96,52 @@ def _scan_ref(xs, attrs, regions):
     return tuple(carry) + tuple(stacked)
 
 
-def _saving_scan(op) -> list[Value]:
-    """The carries entering each step, stacked: the op's own ``save`` results, or those
-    of a copy of it that saves them (recomputing the forward)."""
+def _saving_scan(op, residuals=()) -> tuple[list[Value], list[Value]]:
+    """(the carries entering each step, stacked; each of ``residuals`` (values of the
+    body) stacked): the op's own ``save`` results, or those of a copy of it that also
+    saves them (the forward runs once: the differentiate pass makes the copy stand for
+    the op, autodiff._share_saved_forward)."""
     nc, ny = op.attrs["carries"], len(op.regions[0].results) - op.attrs["carries"]
     if op.attrs["save"]:
-        return list(op.outputs[nc + ny:])
-    out = apply("scan", list(op.inputs), {**op.attrs, "save": True}, op.regions)
-    return list(out[nc + ny:])
+        return list(op.outputs[nc + ny:]), []
+    body = op.regions[0]
+    region = Region(body.params, list(body.results) + list(residuals)) if residuals else body
+    out = apply("scan", list(op.inputs), {**op.attrs, "save": True}, [region])
+    nr = len(residuals)
+    return list(out[nc + ny + nr:]), list(out[nc + ny:nc + ny + nr])
+
+
+# a value of a loop body that the backward pass reads is saved per step rather than
+# recomputed when its op is one of these fusion classes (a matrix product, a library
+# call, a nested loop): elementwise work is recomputed, fused into the backward kernels
+_SAVED_FUSION = ("library", "control")
+
+
+def _residuals(body: Region, clones: dict, backward: list[Value]) -> list[Value]:
+    """Values of ``body`` worth saving: computed by a library op or a loop, and read
+    (through their clones in the backward body) by the backward computation."""
+    needed = {id(op) for op in toposort(backward, allow_free=True)}
+    out = []
+    for op in body.ops:
+        if op.opdef.fusion in _SAVED_FUSION:
+            for o in op.outputs:
+                c = clones.get(id(o))
+                if c is not None and c.op is not None and id(c.op) in needed:
+                    out.append(o)
+    return out
 
 
 def _scan_vjp(op, cts):
     """Backpropagation through time: a scan over the steps in the other direction whose
-    carry is the carries' cotangent and the constants' accumulated gradient."""
+    carry is the carries' cotangent and the constants' accumulated gradient. The
+    forward saves the carry entering each step and what its matrix products and
+    library calls computed (``_residuals``); the backward recomputes the rest."""
     a, body = op.attrs, op.regions[0]
     nc, nx = a["carries"], a["sequences"]
     carries, seqs, consts = _scan_split(list(op.inputs), a)
-    saved = _saving_scan(op)
     ny = len(body.results) - nc
-    if a["save"]:           # the saved carries are outputs too (a grad of a grad reads them)
+    saving = not a["save"]
+    if not saving:          # the saved carries are outputs too (a grad of a grad reads them)
         body = Region(body.params, list(body.results) + list(body.params[:nc]))
         ny += nc
     y_cts = [(j, c) for j, c in enumerate(cts[nc:nc + ny]) if c is not None]
@@ -123,18 +150,25 @@ def _scan_vjp(op, cts):
     fk = [i for i, k in enumerate(consts) if k.dtype.is_float]
     init = [cts[i] if cts[i] is not None else F.zeros_like(carries[i]) for i in fc] + \
         [F.zeros_like(consts[i]) for i in fk]
-    sequences = saved + seqs + [c for _, c in y_cts]
     p_ct = [Value(carries[i].type, name=f"ct{i}") for i in fc]
     p_acc = [Value(consts[i].type, name=f"acc{i}") for i in fk]
     p_c = [Value(c.type, name=f"c{i}") for i, c in enumerate(carries)]
     p_x = [Value(tensor_type(s.dtype, s.shape[1:]), name=f"x{i}") for i, s in enumerate(seqs)]
     p_yct = [Value(tensor_type(c.dtype, c.shape[1:]), name=f"dy{j}") for j, c in y_cts]
     p_k = [Value(k.type, name=f"k{i}") for i, k in enumerate(consts)]
-    out = inline(body, p_c + p_x + p_k)
+    clones: dict = {}
+    out = inline(body, p_c + p_x + p_k, clones)
     wrt = [p_c[i] for i in fc] + [p_x[i] for i in fx] + [p_k[i] for i in fk]
     g = backprop([out[i] for i in fc] + [out[nc + j] for j, _ in y_cts], p_ct + p_yct, wrt)
     g_c, g_x, g_k = g[:len(fc)], g[len(fc):len(fc) + len(fx)], g[len(fc) + len(fx):]
-    bwd = Region(p_ct + p_acc + p_c + p_x + p_yct + p_k, g_c + [s + d for s, d in zip(p_acc, g_k)] + g_x)
+    results = g_c + [s + d for s, d in zip(p_acc, g_k)] + g_x
+    residuals = _residuals(body, clones, results) if saving else []
+    saved, stacked = _saving_scan(op, residuals)
+    p_r = [Value(r.type, name=f"r{k}") for k, r in enumerate(residuals)]
+    if residuals:
+        results = substitute(results, {id(clones[id(r)]): p for r, p in zip(residuals, p_r)})
+    sequences = saved + seqs + [c for _, c in y_cts] + stacked
+    bwd = Region(p_ct + p_acc + p_c + p_x + p_yct + p_r + p_k, results)
     res = apply("scan", init + sequences + consts,
                 {"carries": len(init), "sequences": len(sequences), "length": a["length"],
                  "reverse": not a["reverse"], "save": False}, [bwd])
