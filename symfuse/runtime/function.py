@@ -19,7 +19,6 @@ from ..errors import DeviceUnavailable, DTypeError, InputError, ShapeError
 from ..frontend.api import SharedVariable, as_tensor
 from ..ir.core import Function, Value, format_loc, is_builtin, opdef_fingerprint, user_location
 from ..ir.printer import print_function
-from ..ir.parser import parse
 from ..ir.types import cast_exactly
 from . import plain
 from .backends import get_backend
@@ -289,6 +288,7 @@ class Executable:
     def function(self) -> Function:
         """The optimised Function (parsed from the cached text after a graph-cache hit)."""
         if isinstance(self._function, str):
+            from ..ir.parser import parse   # lazy: only inspecting a cache hit's function parses
             self._function = parse(self._function)
         return self._function
 
