@@ -20,6 +20,17 @@ def _template(name: str):
     return template(C_TEMPLATE_DIR, name)
 
 
+# a loop whose steps do less work than this runs on one thread: every parallel region of
+# a step would wake the other threads again (GOMP_SPINCOUNT is short, see
+# runtime/toolchain.py), which cost a small recurrent step 15x its serial time (the
+# seqdigits training step, 2 cores: 11 ms with two threads, 0.7 ms with one)
+SERIAL_STEP_WORK = 1 << 22
+
+
+def _serial(lp: LoopPlan) -> bool:
+    return lp.step_work < SERIAL_STEP_WORK
+
+
 def _label(lp: LoopPlan) -> str:
     return lp.label
 
@@ -51,7 +62,8 @@ def render_scan(lp: LoopPlan, ins, outs, scratch: str, regions: list[str]) -> st
              for k, c in enumerate(carries)] if op.attrs["save"] else []
     return _template("scan.c.j2").render(
         label=_label(lp), scratch=scratch, carry_bytes=lp.carry_bytes, body_arena=lp.body_arena_offset,
-        carries=carries, length=n, reverse=op.attrs["reverse"], saved=saved, args=args, body=regions[0])
+        carries=carries, length=n, reverse=op.attrs["reverse"], saved=saved, args=args, body=regions[0],
+        serial=_serial(lp))
 
 
 def render_while(lp: LoopPlan, ins, outs, scratch: str, regions: list[str]) -> str:
@@ -63,7 +75,8 @@ def render_while(lp: LoopPlan, ins, outs, scratch: str, regions: list[str]) -> s
     return _template("while.c.j2").render(
         label=_label(lp), scratch=scratch, carry_bytes=lp.carry_bytes, body_arena=lp.body_arena_offset,
         carries=carries, max_iterations=op.attrs["max_iterations"], test_args=cur + consts + ["&sf_go"],
-        args=cur + consts + [f"sf_nxt + {c['off']}" for c in carries], test=regions[0], body=regions[1])
+        args=cur + consts + [f"sf_nxt + {c['off']}" for c in carries], test=regions[0], body=regions[1],
+        serial=_serial(lp))
 
 
 def render_cond(lp: LoopPlan, ins, outs, scratch: str, regions: list[str]) -> str:

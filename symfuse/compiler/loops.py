@@ -60,6 +60,18 @@ class LoopPlan:
                           scratch_bytes=self.scratch_bytes)
 
     @property
+    def step_work(self) -> int:
+        """Element operations of one step of the bodies (a matrix product counts m*n*k):
+        whether splitting a step's kernels over threads can pay for waking them."""
+        total = 0
+        for b in self.bodies:
+            for op in b.fn.ops:
+                out = op.outputs[0].type
+                k = op.inputs[0].shape[-1] if op.opdef.gemm_like and op.inputs and op.inputs[0].ndim else 1
+                total += out.size * k
+        return total
+
+    @property
     def body_arena_offset(self) -> int:
         return 2 * self.carry_bytes
 

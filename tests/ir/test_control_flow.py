@@ -312,3 +312,17 @@ def test_weight_gradients_leave_the_backward_loop():
     for dev in DEVICES:
         for a, w in zip(sf.function([x, W, U, b], outs, device=dev)(*args), want):
             np.testing.assert_allclose(a, w, rtol=1e-10, atol=1e-12)
+
+
+def test_a_loop_of_small_steps_runs_on_one_thread():
+    """Each parallel region of a step wakes the other threads again: a loop whose steps
+    are small runs on one thread (the C block says so), a loop of large steps does not."""
+    from symfuse.codegen.c_control import SERIAL_STEP_WORK
+    for n, serial in ((16, True), (512, False)):
+        x = sf.tensor("x", (4, 64, n))
+        W = sf.shared(np.eye(n, dtype=np.float32) * 0.1, name="W")
+        h, _ = sf.scan(lambda c, e: (sf.tanh(c @ W + e), c.sum()), sf.zeros((64, n)), x)
+        f = sf.function([x], h, device="cpu")
+        assert ("omp_set_num_threads(1)" in f.source) is serial, (n, SERIAL_STEP_WORK)
+        xv = np.random.default_rng(0).normal(size=(4, 64, n)).astype(np.float32)
+        np.testing.assert_allclose(f(xv), sf.function([x], h, device="interp")(xv), rtol=1e-5, atol=1e-5)

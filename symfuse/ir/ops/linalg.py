@@ -72,5 +72,5 @@ def _gemm_vjp(op, cts):
             g if beta == 1.0 else g * beta]
 
 
-defop("gemm", kind="linalg", infer=_gemm_infer, ref=_gemm_ref, vjp=_gemm_vjp,
+defop("gemm", kind="linalg", gemm_like=True, infer=_gemm_infer, ref=_gemm_ref, vjp=_gemm_vjp,
       attrs={"alpha": 1.0, "beta": 1.0}, transposable_operands=(0, 1))
