@@ -98,7 +98,8 @@ def column_sum_gemv(op, ctx):
     rows, cols = int(np.prod(x.shape[:k])), int(np.prod(x.shape[k:]))
     if rows < COLUMN_SUM_ROWS or cols < COLUMN_SUM_COLS:
         return None
-    ones = F.constant(np.ones((1, rows), x.dtype.np))
+    # a broadcast scalar, filled at run time: a literal array would grow the source with x
+    ones = F.broadcast_to(F.constant(np.ones((), x.dtype.np)), (1, rows))
     return F.reshape(F.matmul(ones, F.reshape(x, (rows, cols))), op.outputs[0].shape)
 
 
