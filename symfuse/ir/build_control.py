@@ -11,8 +11,13 @@ from typing import Callable
 from ..errors import DTypeError, InputError, ShapeError
 from .build import _at, as_tensor, reshape
 from .core import Region, Value, apply
-from .regions import Tree, flatten, trace, unflatten
 from .types import tensor_type
+
+
+def _regions():
+    # the tracer is imported by the first loop or branch, not by `import symfuse`
+    from . import regions
+    return regions
 
 
 def _leaf(x) -> Value:
@@ -26,7 +31,7 @@ def _list(out) -> list[Value]:
     return [out] if isinstance(out, Value) else list(out)
 
 
-def _same_carry(what: str, tree: Tree, leaves, traced) -> None:
+def _same_carry(what: str, tree, leaves, traced) -> None:
     if traced.tree != tree:
         raise ShapeError(f"{what} returns a carry shaped {traced.tree.describe()}, it enters as "
                          f"{tree.describe()}{_at()}")
@@ -42,8 +47,8 @@ def scan(fn: Callable, init, xs=None, length: int | None = None, reverse: bool =
     ``xs``, ``length`` steps run with ``x = None``."""
     if not callable(fn):
         raise InputError(f"scan: fn must be callable, got {type(fn).__name__}{_at()}")
-    carry, ctree = flatten(init, _leaf)
-    seqs, xtree = flatten(xs, _leaf)
+    carry, ctree = _regions().flatten(init, _leaf)
+    seqs, xtree = _regions().flatten(xs, _leaf)
     lengths = {s.shape[0] if s.ndim else None for s in seqs}
     if None in lengths:
         raise ShapeError(f"scan: xs holds a 0-d tensor; every sequence is sliced along its first axis{_at()}")
@@ -65,7 +70,7 @@ def scan(fn: Callable, init, xs=None, length: int | None = None, reverse: bool =
             raise InputError(f"scan: fn must return a pair (carry, y), got {type(out).__name__}{_at()}")
         return out
 
-    tr = trace(body, [(ctree, [c.type for c in carry]), (xtree, slices)], _leaf, "s")
+    tr = _regions().trace(body, [(ctree, [c.type for c in carry]), (xtree, slices)], _leaf, "s")
     new_tree, ytree = tr.tree.children
     nc = len(carry)
     head = type(tr)(tr.params, tr.results[:nc], new_tree, [], [])
@@ -73,7 +78,7 @@ def scan(fn: Callable, init, xs=None, length: int | None = None, reverse: bool =
     region = Region(tr.params + tr.capture_params, tr.results)
     out = _list(apply("scan", carry + seqs + tr.captures,
                       {"carries": nc, "sequences": len(seqs), "length": n, "reverse": bool(reverse)}, [region]))
-    return unflatten(ctree, out[:nc]), unflatten(ytree, out[nc:])
+    return _regions().unflatten(ctree, out[:nc]), _regions().unflatten(ytree, out[nc:])
 
 
 def _predicate(pred, what: str) -> Value:
@@ -94,10 +99,10 @@ def cond(pred, true_fn: Callable, false_fn: Callable, *operands):
     if isinstance(pred, (bool, int)) and not isinstance(pred, Value):
         return (true_fn if pred else false_fn)(*operands)     # known now: no branch op
     p = _predicate(pred, "cond")
-    ops, otree = flatten(tuple(operands), _leaf)
+    ops, otree = _regions().flatten(tuple(operands), _leaf)
     types = [v.type for v in ops]
-    t = trace(lambda args: true_fn(*args), [(otree, types)], _leaf, "a")
-    f = trace(lambda args: false_fn(*args), [(otree, types)], _leaf, "a")
+    t = _regions().trace(lambda args: true_fn(*args), [(otree, types)], _leaf, "a")
+    f = _regions().trace(lambda args: false_fn(*args), [(otree, types)], _leaf, "a")
     if t.tree != f.tree:
         raise ShapeError(f"cond: the branches return different structures: {t.tree.describe()} and "
                          f"{f.tree.describe()}{_at()}")
@@ -110,7 +115,7 @@ def cond(pred, true_fn: Callable, false_fn: Callable, *operands):
     then = Region(t.params + t.capture_params + pad_t, t.results)
     other = Region(f.params + pad_f + f.capture_params, f.results)
     out = _list(apply("cond", [p] + ops + t.captures + f.captures, {}, [then, other]))
-    return unflatten(t.tree, out)
+    return _regions().unflatten(t.tree, out)
 
 
 def while_loop(cond_fn: Callable, body_fn: Callable, init, max_iterations: int | None = None):
@@ -122,10 +127,10 @@ def while_loop(cond_fn: Callable, body_fn: Callable, init, max_iterations: int |
             raise InputError(f"while_loop: {label} must be callable, got {type(f).__name__}{_at()}")
     if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
         raise InputError(f"while_loop: max_iterations must be a positive int, got {max_iterations!r}{_at()}")
-    carry, ctree = flatten(init, _leaf)
+    carry, ctree = _regions().flatten(init, _leaf)
     types = [c.type for c in carry]
-    t = trace(lambda c: _predicate(cond_fn(c), "while_loop: cond_fn"), [(ctree, types)], _leaf, "c")
-    b = trace(body_fn, [(ctree, types)], _leaf, "c")
+    t = _regions().trace(lambda c: _predicate(cond_fn(c), "while_loop: cond_fn"), [(ctree, types)], _leaf, "c")
+    b = _regions().trace(body_fn, [(ctree, types)], _leaf, "c")
     _same_carry("while_loop: body_fn", ctree, carry, b)
     pad_t = [Value(v.type) for v in b.captures]
     pad_b = [Value(v.type) for v in t.captures]
@@ -133,7 +138,7 @@ def while_loop(cond_fn: Callable, body_fn: Callable, init, max_iterations: int |
     body = Region(b.params + pad_b + b.capture_params, b.results)
     out = _list(apply("while_loop", carry + t.captures + b.captures,
                       {"carries": len(carry), "max_iterations": max_iterations or 0}, [test, body]))
-    return unflatten(ctree, out)
+    return _regions().unflatten(ctree, out)
 
 
 def stop_gradient(x) -> Value:

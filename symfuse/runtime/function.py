@@ -14,17 +14,12 @@ from typing import Sequence
 import numpy as np
 
 from ..compiler.options import Options
-from ..compiler.report import CompileReport
 from ..errors import DeviceUnavailable, DTypeError, InputError, ShapeError
 from ..frontend.api import SharedVariable, as_tensor
 from ..ir.core import Function, Value, format_loc, is_builtin, opdef_fingerprint, user_location
 from ..ir.printer import print_function
 from ..ir.types import cast_exactly
-from . import plain
-from .backends import get_backend
 from .device_values import DeviceValue, host
-from .toolchain import code_identity
-from .cache import cache_key
 
 # the IR's symbol syntax (``func @name``): a name also appears in generated C and CUDA comments
 FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}\Z")
@@ -42,7 +37,15 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
     if not isinstance(name, str) or not FUNCTION_NAME.match(name):
         raise InputError(f"function: name {name!r} is not a function name: letters, digits, '_' and '.', "
                          f"starting with a letter or '_', at most 128 characters{at}")
+    # the compile machinery (report, backends, toolchain, cache) is imported by the first
+    # compile, not by `import symfuse`: later calls find the modules loaded
+    t0 = time.perf_counter()
+    from ..compiler.report import CompileReport
+    from . import plain
+    from .backends import get_backend
     report = CompileReport(name)
+    report.t0 = t0                  # the compile began before its report could be made
+    report.add_if_slow("import runtime", t0, "once per process: the backends, the cache, the report")
     with report.stage("build graph") as st:
         try:
             inputs = list(inputs) if not isinstance(inputs, Value) else [inputs]
@@ -116,6 +119,8 @@ def _graph_key(fn, backend, opts, options) -> str:
     locations (a hit with new ones rewrites the provenance: ``_relocated``), every
     option, user op definitions, and what the backend says decides its output
     (compiler, flags, version)."""
+    from .cache import cache_key
+    from .toolchain import code_identity
     user_ops = sorted({op.opdef.name: op.opdef for op in fn.ops if not is_builtin(op.opdef)}.items())
     return cache_key(print_function(fn, locations=False), backend.name, backend.identity(), code_identity(),
                      repr([(name, opdef_fingerprint(d)) for name, d in user_ops]),
@@ -126,6 +131,7 @@ def _graph_cache_load(backend, key, report, fn):
     """(run, optimised IR text) from the graph cache, or (None, None) on a miss.
     An entry that cannot be used (damaged, from an older layout, its library
     pruned) is a miss: the caller compiles and overwrites it."""
+    from . import plain
     data = backend.cache.get("graph", key)
     if data is None:
         return None, None

@@ -25,10 +25,7 @@ import numpy as np
 
 from ...errors import DTypeError, GradError, ShapeError
 from .. import build as F
-from ..backprop import backprop
 from ..core import Region, Value, apply, defop, toposort
-from ..evaluate import evaluate
-from ..regions import inline, substitute
 from ..types import bool_, tensor_type
 
 
@@ -80,6 +77,7 @@ def _scan_infer(types, attrs, regions):
 
 
 def _scan_ref(xs, attrs, regions):
+    from ..evaluate import evaluate     # lazy, as every region helper here: `import symfuse` stays light
     body, n, nc = regions[0], attrs["length"], attrs["carries"]
     carry, seqs, consts = _scan_split(list(xs), attrs)
     ys = [[None] * n for _ in body.results[nc:]]
@@ -136,6 +134,8 @@ def _scan_vjp(op, cts):
     carry is the carries' cotangent and the constants' accumulated gradient. The
     forward saves the carry entering each step and what its matrix products and
     library calls computed (``_residuals``); the backward recomputes the rest."""
+    from ..backprop import backprop
+    from ..regions import inline, substitute
     a, body = op.attrs, op.regions[0]
     nc, nx = a["carries"], a["sequences"]
     carries, seqs, consts = _scan_split(list(op.inputs), a)
@@ -203,10 +203,13 @@ def _cond_infer(types, attrs, regions):
 
 
 def _cond_ref(xs, attrs, regions):
+    from ..evaluate import evaluate
     return tuple(evaluate(regions[0] if bool(xs[0]) else regions[1], list(xs[1:])))
 
 
 def _branch_vjp(region: Region, operands, cts) -> Region:
+    from ..backprop import backprop
+    from ..regions import inline
     ps = [Value(v.type, name=f"x{i}") for i, v in enumerate(operands)]
     pc = [Value(c.type, name=f"dy{j}") for j, c in enumerate(cts)]
     out = inline(region, ps)
@@ -247,6 +250,7 @@ def _while_infer(types, attrs, regions):
 
 
 def _while_ref(xs, attrs, regions):
+    from ..evaluate import evaluate
     nc, cap = attrs["carries"], attrs["max_iterations"]
     carry, consts = list(xs[:nc]), list(xs[nc:])
     test, body = regions
@@ -260,6 +264,7 @@ def _while_ref(xs, attrs, regions):
 def _while_as_scan(op) -> Value:
     """The bounded loop as a scan of ``max_iterations`` steps whose carry also holds
     whether the loop still runs: a step after the loop stopped passes the carry on."""
+    from ..regions import inline
     nc = op.attrs["carries"]
     test, body = op.regions
     ps = [Value(v.type, name=f"c{i}") for i, v in enumerate(op.inputs)]
