@@ -273,6 +273,8 @@ CASES = [
         r"^function: name '../evil' is not a function name" + AT),
     api("input-function-option-cpu", I, 'sf.function([x], x, device="cpu", profle=True)',
         r"^function: unknown option 'profle' for device 'cpu' \(did you mean 'profile'\?\)" + AT),
+    api("input-function-option-type", I, 'sf.function([x], x, device="cpu", profile="yes")',
+        r"^function: option profile='yes' for device 'cpu' must be a bool, got str" + AT),
     api("input-function-input-twice", I, "sf.function([x, x], x)", r"^function: input 1 \(x\) is listed twice" + AT),
     api("input-function-free-input", I, "sf.function([x], v.sum())",
         r"^function: the outputs depend on input v f32\[4\], which is not in the inputs list" + AT),

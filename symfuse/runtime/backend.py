@@ -36,13 +36,14 @@ class Program:
 class Backend:
     """A device ``sf.function`` can compile for.
 
-    ``options``: the keyword options ``sf.function`` accepts for it (anything else
-    is an error naming the closest one). ``graph_cache``: its compiles can be
+    ``options``: the keyword options ``sf.function`` accepts for it and the type
+    of each value (any other name, or a value of another type, is an error naming
+    the option). ``graph_cache``: its compiles can be
     stored in and restored from the graph cache (``identity``, ``export``,
     ``load``)."""
 
     name: str = ""
-    options: frozenset = frozenset()
+    options: dict = {}        # option name -> the type its value must have
     graph_cache: bool = False
 
     def missing(self) -> list[str]:

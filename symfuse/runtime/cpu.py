@@ -131,7 +131,7 @@ class CompiledModule(Program):
 
 class CpuBackend(Backend):
     name = "cpu"
-    options = frozenset({"profile"})
+    options = {"profile": bool}
     graph_cache = True
 
     def missing(self) -> list[str]:

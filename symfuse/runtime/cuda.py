@@ -165,7 +165,7 @@ ENTRY_FORMAT = 4      # of the graph-cache entry written by CudaBackend.export
 
 
 class CudaBackend(Backend):
-    options = frozenset({"arch", "library", "cuda_graph"})
+    options = {"arch": str, "library": bool, "cuda_graph": bool}
     graph_cache = True
 
     def __init__(self, emulate: bool = False):

@@ -80,13 +80,18 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
             backend = get_backend(device)
         except DeviceUnavailable as e:
             raise DeviceUnavailable(f"function: {e}{at}") from None
-        unknown = sorted(set(options) - backend.options)
+        unknown = sorted(set(options) - set(backend.options))
         if unknown:
             import difflib  # lazy: only an error needs it
             hint = difflib.get_close_matches(unknown[0], sorted(backend.options), n=1)
             raise InputError(f"function: unknown option {unknown[0]!r} for device {backend.name!r}"
                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
                              + f"; its options: {', '.join(sorted(backend.options)) or 'none'}{at}")
+        for key, value in options.items():
+            want = backend.options[key]
+            if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+                raise InputError(f"function: option {key}={value!r} for device {backend.name!r} must be a "
+                                 f"{want.__name__}, got {type(value).__name__}{at}")
         opts = Options(optimize=optimize_graph, fast_math=fast_math, extra=options)
     run, optimized, gkey = None, None, None
     backend.prepare(report)
