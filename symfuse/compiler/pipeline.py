@@ -34,7 +34,7 @@ def _fixpoint(fn: Function, opts: Options, report: CompileReport, label: str) ->
     if opts.disabled:
         table = {k: [r for r in v if r.name not in opts.disabled] for k, v in table.items()}
     # each pass also runs inside loop and branch bodies (regions are closed functions)
-    passes = [("fold", _FOLD), ("rewrite", None), ("cse", _CSE)]
+    passes = [("rewrite", None), ("fold", _FOLD), ("cse", _CSE)]
     if any(op.regions for op in fn.ops):
         passes.append(("control", _CONTROL))
     passes = [(n, p) for n, p in passes if n not in opts.disabled]

@@ -190,3 +190,18 @@ def test_float4_kernel_with_sixteen_inputs(device, rng):
     vals = [rng.standard_normal(8).astype(np.float32) for _ in xs]
     want = vals[0] + sum(v * (k + 1) for k, v in enumerate(vals[1:], 1))
     np.testing.assert_allclose(f(*vals), want, rtol=1e-5, atol=1e-5)
+
+
+def test_constants_are_stabilised_before_they_are_folded():
+    """Fuzzer finding F4: folding ran before the stabilising rewrites, so a naive form
+    over constants was computed as written (exp(1e-10) - 1 with a relative error of
+    8e-8, log(1 + exp(-40)) as 0); the rewrites now see the form first."""
+    import symfuse as sf
+    c = sf.constant(np.array(1e-10), "float64")
+    d = sf.constant(np.array(-40.0), "float64")
+    x = sf.tensor("x", (), "float64")
+    outs = [sf.exp(c) - 1 + x * 0, sf.log(1 + sf.exp(d)) + x * 0]
+    for dev in ("interp", "cpu"):
+        a, b = sf.function([x], outs, device=dev)(0.0)
+        assert abs(float(a) - np.expm1(1e-10)) <= 1e-15 * 1e-10, dev
+        assert abs(float(b) - np.log1p(np.exp(-40.0))) <= 1e-15 * np.exp(-40.0), dev
