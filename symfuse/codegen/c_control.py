@@ -31,10 +31,6 @@ def _serial(lp: LoopPlan) -> bool:
     return lp.step_work < SERIAL_STEP_WORK
 
 
-def _label(lp: LoopPlan) -> str:
-    return lp.label
-
-
 def _void(p: str) -> str:
     return f"(void*)({p})"
 
@@ -61,7 +57,7 @@ def render_scan(lp: LoopPlan, ins, outs, scratch: str, regions: list[str]) -> st
     saved = [{"out": outs[nc + ny + k], "off": c["off"], "nbytes": c["nbytes"]}
              for k, c in enumerate(carries)] if op.attrs["save"] else []
     return _template("scan.c.j2").render(
-        label=_label(lp), scratch=scratch, carry_bytes=lp.carry_bytes, body_arena=lp.body_arena_offset,
+        label=lp.label, scratch=scratch, carry_bytes=lp.carry_bytes, body_arena=lp.body_arena_offset,
         carries=carries, length=n, reverse=op.attrs["reverse"], saved=saved, args=args, body=regions[0],
         serial=_serial(lp))
 
@@ -73,14 +69,14 @@ def render_while(lp: LoopPlan, ins, outs, scratch: str, regions: list[str]) -> s
     cur = [f"sf_cur + {c['off']}" for c in carries]
     consts = [_void(p) for p in ins[nc:]]
     return _template("while.c.j2").render(
-        label=_label(lp), scratch=scratch, carry_bytes=lp.carry_bytes, body_arena=lp.body_arena_offset,
+        label=lp.label, scratch=scratch, carry_bytes=lp.carry_bytes, body_arena=lp.body_arena_offset,
         carries=carries, max_iterations=op.attrs["max_iterations"], test_args=cur + consts + ["&sf_go"],
         args=cur + consts + [f"sf_nxt + {c['off']}" for c in carries], test=regions[0], body=regions[1],
         serial=_serial(lp))
 
 
 def render_cond(lp: LoopPlan, ins, outs, scratch: str, regions: list[str]) -> str:
-    return _template("cond.c.j2").render(label=_label(lp), pred=ins[0], scratch=scratch,
+    return _template("cond.c.j2").render(label=lp.label, pred=ins[0], scratch=scratch,
                                          args=[_void(p) for p in ins[1:]] + [_void(p) for p in outs],
                                          then=regions[0], other=regions[1])
 
@@ -91,7 +87,3 @@ CONTROL = {"scan": render_scan, "while_loop": render_while, "cond": render_cond}
 
 def render_region(name: str, label: str, calls: list[str]) -> str:
     return _template("region.c.j2").render(name=name, label=label, calls=calls)
-
-
-def loop_label(lp: LoopPlan) -> str:
-    return _label(lp)

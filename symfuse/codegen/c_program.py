@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..install_dirs import C_TEMPLATE_DIR
 from ..compiler.fusion import materialised
-from .c_control import CONTROL, loop_label, render_region
+from .c_control import CONTROL, render_region
 from .kernel import c_literal, c_type
 from .lower import lower_partition
 from .render_c import CRenderer
@@ -115,7 +115,7 @@ def _control(mod: _Module, group, part, lay, lp, ptr):
         mod.regions += 1
         kernels, calls = _schedule(mod, body.fn, body.part, body.lay, body.loops, prefix=f"R{name[9:]}_")
         sources += [k.source for k in kernels]
-        sources.append(render_region(name, f"{loop_label(lp)}, region {len(names)}", calls))
+        sources.append(render_region(name, f"{lp.label}, region {len(names)}", calls))
         names.append(name)
         parts += kernels
     resolve = lambda v: materialised(v, part.folded_views)  # noqa: E731

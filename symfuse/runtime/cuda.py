@@ -141,10 +141,6 @@ def _workspace(part, lowered) -> dict:
             if lk is not None and lk.kernel.scratch_bytes}
 
 
-def _loop_info(lp, name, parts):
-    return lp.info(name, parts)
-
-
 def _control_step(lp, group, part, lay, constants, bodies) -> ControlStep:
     """The schedule step of a loop or branch (``compiler/loops.py``'s plan)."""
     from ..compiler.fusion import materialised
@@ -249,7 +245,7 @@ class CudaBackend(Backend):
                     parts += ks
                     flat += fl
                 schedule.append(_control_step(lp, g, part, lay, constants, bodies))
-                kernels.append(_loop_info(lp, f"L{len(schedule) - 1}_{g.root.opdef.name}", parts))
+                kernels.append(lp.info(f"L{len(schedule) - 1}_{g.root.opdef.name}", parts))
                 continue
             k = job.renderer.render(lk.kernel, any(id(v) in lay.aliased for v in lk.outputs))
             refs = _arg_refs(lk, lay, constants)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ...ir import build as F
 from ...ir.core import Function, Op, Region, Value, apply, location
+from ...ir.ops.control import scan_split
 from ...ir.regions import inline
 from ..walk import map_ops
 
@@ -69,8 +70,7 @@ def cond_constant(op, old, uses):
 
 # --------------------------------------------------------------------------- scan
 def _split(op):
-    nc, nx = op.attrs["carries"], op.attrs["sequences"]
-    return list(op.inputs[:nc]), list(op.inputs[nc:nc + nx]), list(op.inputs[nc + nx:])
+    return scan_split(list(op.inputs), op.attrs)
 
 
 def scan_trivial(op, old, uses):

@@ -47,7 +47,8 @@ def _check_carries(what: str, given: list, returned: list) -> None:
 
 
 # --------------------------------------------------------------------------- scan
-def _scan_split(xs, attrs):
+def scan_split(xs, attrs):
+    """(carries, sequences, constants) of a scan's operands (or their types)."""
     nc, nx = attrs["carries"], attrs["sequences"]
     return xs[:nc], xs[nc:nc + nx], xs[nc + nx:]
 
@@ -60,7 +61,7 @@ def _scan_infer(types, attrs, regions):
     nc, nx, n = attrs["carries"], attrs["sequences"], attrs["length"]
     if nc < 0 or nx < 0 or nc + nx > len(types) or n < 0:
         raise ShapeError(f"scan: carries={nc}, sequences={nx}, length={n} do not fit {len(types)} operands")
-    carries, seqs, consts = _scan_split(types, attrs)
+    carries, seqs, consts = scan_split(types, attrs)
     for i, s in enumerate(seqs):
         if s.ndim == 0 or s.shape[0] != n:
             raise ShapeError(f"scan: sequence {i} is {s}, the scan has {n} steps: every sequence is sliced "
@@ -79,7 +80,7 @@ def _scan_infer(types, attrs, regions):
 def _scan_ref(xs, attrs, regions):
     from ..evaluate import evaluate     # lazy, as every region helper here: `import symfuse` stays light
     body, n, nc = regions[0], attrs["length"], attrs["carries"]
-    carry, seqs, consts = _scan_split(list(xs), attrs)
+    carry, seqs, consts = scan_split(list(xs), attrs)
     ys = [[None] * n for _ in body.results[nc:]]
     saved = [[None] * n for _ in carry] if attrs["save"] else []
     for t in (range(n - 1, -1, -1) if attrs["reverse"] else range(n)):
@@ -138,7 +139,7 @@ def _scan_vjp(op, cts):
     from ..regions import inline, substitute
     a, body = op.attrs, op.regions[0]
     nc, nx = a["carries"], a["sequences"]
-    carries, seqs, consts = _scan_split(list(op.inputs), a)
+    carries, seqs, consts = scan_split(list(op.inputs), a)
     ny = len(body.results) - nc
     saving = not a["save"]
     if not saving:          # the saved carries are outputs too (a grad of a grad reads them)
