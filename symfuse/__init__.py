@@ -30,3 +30,11 @@ from .ir.core import apply, defop  # noqa: F401  (user ops: docs/custom_ops.md)
 from .runtime.function import function  # noqa: F401
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # subpackages with optional dependencies load on first use: import time is a headline number
+    if name in ("onnx", "nn"):
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'symfuse' has no attribute {name!r}")
