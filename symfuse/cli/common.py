@@ -80,7 +80,29 @@ def _call_model(fn):
         sys.setprofile(prev)
 
 
+def _onnx_model(path: str, batch: int | None, train: bool) -> Graph:
+    if not os.path.isfile(path):
+        raise click.BadParameter(f"no such file: {path}", param_hint="MODEL")
+    if train:
+        raise click.BadParameter(f"{path}: an ONNX model has no training step (no loss or updates) to compile; "
+                                 "fine-tune it from Python with sf.onnx.load (docs/onnx.md)", param_hint="--train")
+    from ..onnx import OnnxError, load
+    from ..onnx.errors import OnnxMissingDependency
+    from ..onnx.support import input_shapes
+    try:
+        m = load(path, shapes=input_shapes(path, batch))
+    except OnnxMissingDependency as e:
+        _fail(str(e), 2)
+    except OnnxError as e:
+        hint = " (on the command line, --batch N gives a symbolic first axis its size)" \
+            if "symbolic size" in str(e) and batch is None else ""
+        _fail(f"{e}{hint}", 1)
+    return Graph(m.name, m.inputs, m.outputs, path=path)
+
+
 def load_model(spec: str, batch: int | None, train: bool) -> Graph:
+    if spec.endswith(".onnx"):
+        return _onnx_model(spec, batch, train)
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         path, func = spec.rsplit(":", 1)
         if not os.path.isfile(path):
@@ -111,7 +133,7 @@ def load_model(spec: str, batch: int | None, train: bool) -> Graph:
     from ..nn import zoo
     if spec not in zoo.ZOO:
         raise click.BadParameter(f"unknown model {spec!r}; zoo models: {', '.join(sorted(zoo.ZOO))}, "
-                                 "or path/to/file.py:function", param_hint="MODEL")
+                                 "path/to/file.py:function, or path/to/model.onnx", param_hint="MODEL")
     m = zoo.get(spec, **({"batch": batch} if batch else {}))
     if train:
         return Graph(f"{spec}_train", m.inputs, m.train_outputs, m.updates, zoo=m)
@@ -150,7 +172,8 @@ target_opt = click.option("--target", type=click.Choice(sorted(TARGETS)), defaul
                           help="backend to compile for")
 arch_opt = click.option("--arch", default=None, callback=_arch,
                         help="CUDA architecture, e.g. sm_90 (cuda targets)")
-batch_opt = click.option("--batch", type=click.IntRange(min=1), default=None, help="batch size (zoo models)")
+batch_opt = click.option("--batch", type=click.IntRange(min=1), default=None,
+                         help="batch size (zoo models; an ONNX model's symbolic first axis)")
 train_opt = click.option("--train", is_flag=True, help="the training step (default: inference)")
 json_opt = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 
