@@ -72,7 +72,9 @@ def check(source, shapes=None, constants=None) -> Report:
     error = ""
     if all(r.supported for r in rows):
         try:
-            load(model, shapes=shapes, constants=constants)
+            # a trial at batch 1 wherever a size is symbolic: support does not depend on it
+            load(model, shapes=shapes if shapes is not None else input_shapes(model, None, fill=1),
+                 constants=constants)
         except OnnxUnsupported as e:
             error = str(e)
             rows = [_mark(r, e) for r in rows]
@@ -88,9 +90,10 @@ def _mark(row: NodeSupport, e: OnnxUnsupported) -> NodeSupport:
     return row
 
 
-def input_shapes(source, batch: int | None) -> dict:
+def input_shapes(source, batch: int | None, fill: int | None = None) -> dict:
     """Input name -> static shape, with ``batch`` for a symbolic (or unknown) size on
-    axis 0; inputs whose other sizes are symbolic are left to ``load`` to report."""
+    axis 0 and ``fill`` for any other; inputs left with symbolic sizes are left to
+    ``load`` to report."""
     model, _, _ = read_model(source)
     inits = {t.name for t in model.graph.initializer}
     out = {}
@@ -104,6 +107,8 @@ def input_shapes(source, batch: int | None) -> dict:
         elif batch is not None and sizes and sizes[0] != batch:
             raise OnnxError(f"{source}: input {vi.name!r} has a fixed batch size {sizes[0]} in the model, "
                             f"--batch asks for {batch}")
+        if fill is not None:
+            sizes = [fill if s is None else s for s in sizes]
         if None not in sizes:
             out[vi.name] = tuple(sizes)
     return out
