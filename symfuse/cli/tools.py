@@ -37,7 +37,8 @@ def train_cmd(model, device, epochs, data, batch, lr, seed, samples, save, load_
     if device == "cuda":
         from ..runtime.backends import get_backend
         if not get_backend("cuda").runnable():
-            _fail("--device cuda needs an NVIDIA GPU and PyCUDA (pip install 'symfuse[cuda]'); "
+            _fail("--device cuda needs an NVIDIA GPU with its driver and PyCUDA (pip install 'symfuse[gpu]', "
+                  "which builds PyCUDA against an installed CUDA toolkit); "
                   "none here: use --device cpu", 2)
     if model == "rbm" and samples is None:
         samples = "rbm_samples.png"

@@ -168,11 +168,14 @@ class CudaBackend(Backend):
         self.emulate = emulate
         self.name = "cuda-emu" if emulate else "cuda"
 
-    def available(self) -> bool:
+    def missing(self) -> list[str]:
         if self.emulate:
             from .cuda_emu import find_cxx
-            return find_cxx() is not None
-        return _nvrtc_available()
+            return [] if find_cxx() is not None else ["a C++ compiler (g++ or clang++) to build the emulated kernels"]
+        if not _nvrtc_available():
+            return ["NVRTC to compile CUDA: pip install 'symfuse[cuda]' (wheels only: no GPU, driver or CUDA "
+                    "toolkit needed)"]
+        return []
 
     def runnable(self) -> bool:
         """Can call (not only compile) here: for ``cuda``, PyCUDA and a GPU."""

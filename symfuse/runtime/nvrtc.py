@@ -49,7 +49,7 @@ from .cache import DiskCache, cache_key, environment_cache
 NAMESPACE = "nvrtc"
 NVRTC_CALLS = 0            # nvrtcCompileProgram calls made by this process
 _calls_lock = threading.Lock()
-_INSTALL = "pip install cuda-bindings nvidia-cuda-nvrtc"
+_INSTALL = "pip install 'symfuse[cuda]'"
 _ARCH_RE = re.compile(r"^(sm|compute)_(\d+)([af]?)$")   # sm_90, sm_90a, compute_100f, ...
 
 
