@@ -26,7 +26,7 @@ def read_model(source) -> tuple[object, str, str | None]:
     ``bytes`` or an ``onnx.ModelProto``."""
     onnx = require_onnx()
     if isinstance(source, onnx.ModelProto):
-        return source, "<onnx model>", None
+        return upgrade(source, "<onnx model>"), "<onnx model>", None
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _parse(bytes(source), "<onnx bytes>"), "<onnx bytes>", None
     if not isinstance(source, (str, os.PathLike)):
@@ -58,26 +58,35 @@ def _parse(data: bytes, label: str):
     if not model.HasField("graph"):
         raise OnnxError(f"{label}: not a valid ONNX model (it has no graph); the file may be truncated "
                         "or not an ONNX file")
-    check_opsets(model, label)
-    return model
+    return upgrade(model, label)
 
 
-def check_opsets(model, label: str) -> None:
+def upgrade(model, label: str):
+    """The model itself when its default-domain opset is one symfuse converts; an
+    older one upgraded to opset 13 by onnx's version converter (as onnxruntime
+    reads old models); a newer one than the onnx package knows is refused."""
     onnx = require_onnx()
     newest = onnx.defs.onnx_opset_version()
-    found = False
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            found = True
-            if o.version < MIN_OPSET:
-                raise OnnxUnsupported(f"{label}: opset {o.version} is older than symfuse reads (opset {MIN_OPSET} "
-                                      f"to {newest}); upgrade it with onnx.version_converter.convert_version",
-                                      reason=f"opset {o.version} < {MIN_OPSET}")
-            if o.version > newest:
-                raise OnnxUnsupported(f"{label}: opset {o.version} is newer than this onnx package knows "
-                                      f"(opset {newest})", reason=f"opset {o.version} > {newest}")
-    if not found:
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not versions:
         raise OnnxError(f"{label}: the model imports no opset of the default ONNX domain")
+    version = versions[0]
+    if version > newest:
+        raise OnnxUnsupported(f"{label}: opset {version} is newer than this onnx package knows (opset {newest})",
+                              reason=f"opset {version} > {newest}")
+    if version >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+    try:
+        up = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as e:  # noqa: BLE001 -- the converter's own message says which op it could not adapt
+        raise OnnxUnsupported(f"{label}: opset {version} is older than symfuse converts (opset {MIN_OPSET} to "
+                              f"{newest}) and onnx's version converter could not upgrade it: "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                              reason=f"opset {version}: version converter failed") from None
+    prop = up.metadata_props.add()
+    prop.key, prop.value = "symfuse.upgraded_from_opset", str(version)
+    return up
 
 
 def tensor_to_array(t, base_dir: str | None, label: str) -> np.ndarray:
