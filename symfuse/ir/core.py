@@ -110,6 +110,16 @@ class OpDef:
         undefined (comparisons, rounding, argmax, random draws: piecewise
         constant); differentiation treats it as zero gradient. A
         differentiable op must have a ``vjp``, so every new op says which it is.
+    onnx: how ``sf.onnx.save`` writes the op (None: it has no ONNX equivalent, and
+        exporting a graph that uses it is refused, naming the op and its line).
+        Either an ONNX op type (``"Relu"``) for an op whose operands, result and
+        semantics are ONNX's one-to-one with no attributes, or a rule
+        ``(g, op, names) -> list[str]``: ``names`` are the ONNX names of the op's
+        operands; it emits nodes through the export builder ``g``
+        (``symfuse.onnx.export.GraphBuilder``: ``g.node(op_type, inputs, outputs=1,
+        **attrs) -> names``, ``g.const(array) -> name``, ``g.ints``, ``g.scalar``,
+        ``g.dtype``, ``g.reduce``, ``g.inline``, ``g.subgraph``, ``g.unsupported``) and
+        returns one name per result. The IR never imports onnx: only ``g`` does.
     """
 
     name: str
@@ -134,6 +144,7 @@ class OpDef:
     regions: int = 0
     attrs_to_text: Callable | None = None    # (attrs) -> attrs for printing
     attrs_from_text: Callable | None = None  # (attrs, out_types) -> attrs after parsing
+    onnx: str | Callable | None = None       # ONNX export: an op type or a rule (g, op, names) -> names
     doc: str = ""
 
     def __post_init__(self):

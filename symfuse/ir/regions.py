@@ -106,21 +106,23 @@ def trace(fn: Callable, param_trees: Sequence[tuple[Tree, Sequence]], leaf: Call
 
 def _close(results: list[Value], params: list[Value], mark: int):
     """The body's results rebuilt over fresh parameters in place of the outer values it
-    reads (those made before ``mark``), and the outer values, in first-use order."""
+    reads (those made before ``mark``, and leaves made inside it: a shared variable
+    created while the body is traced is state of the enclosing function like any
+    other), and the outer values, in first-use order."""
     param_ids = {id(p) for p in params}
     captures: dict[int, Value] = {}
     for r in results:
-        if r.id < mark and id(r) not in param_ids:
+        if (r.id < mark or r.op is None) and id(r) not in param_ids:
             captures.setdefault(r.id, r)
     body: dict[int, core.Op] = {}
-    stack = [r for r in results if r.id >= mark]
+    stack = [r for r in results if r.id >= mark and r.op is not None]
     while stack:        # the body's ops: made after the mark (never walks the outer graph)
         op = stack.pop().op
-        if op is None or id(op) in body:
+        if id(op) in body:
             continue
         body[id(op)] = op
         for v in op.inputs:
-            if v.id >= mark:
+            if v.id >= mark and v.op is not None:
                 stack.append(v)
             elif id(v) not in param_ids:
                 captures.setdefault(v.id, v)

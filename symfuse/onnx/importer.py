@@ -21,7 +21,8 @@ from .errors import OnnxError, OnnxNeedsConstant, OnnxUnsupported
 from .registry import lookup
 
 # ONNX TensorProto element types symfuse represents exactly
-DTYPES = {1: "float32", 10: "float16", 11: "float64", 6: "int32", 7: "int64", 9: "bool"}
+DTYPES = {1: "float32", 10: "float16", 11: "float64", 6: "int32", 7: "int64", 9: "bool",
+          3: "int8", 5: "int16", 2: "uint8", 12: "uint32", 13: "uint64"}
 
 
 def dtype_name(code: int) -> str:

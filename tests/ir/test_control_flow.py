@@ -326,3 +326,26 @@ def test_a_loop_of_small_steps_runs_on_one_thread():
         assert ("omp_set_num_threads(1)" in f.source) is serial, (n, SERIAL_STEP_WORK)
         xv = np.random.default_rng(0).normal(size=(4, 64, n)).astype(np.float32)
         np.testing.assert_allclose(f(xv), sf.function([x], h, device="interp")(xv), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["interp", "cpu"])
+def test_shared_variable_made_inside_a_body_is_captured(device):
+    # a shared variable first created while a body is traced (a layer built lazily
+    # in a loop, an ONNX initializer first read inside a Loop) is the enclosing
+    # function's state, not a free value of the body
+    x = sf.tensor("x", (4, 3))
+    made = []
+
+    def body(c, row):
+        if not made:
+            made.append(sf.shared(np.arange(3, dtype=np.float32), name="w"))
+        return c + row * made[0], c.sum()
+
+    final, ys = sf.scan(body, sf.zeros((3,)), x)
+    f = sf.function([x], [final, ys], device=device)
+    xs = np.ones((4, 3), np.float32)
+    got_final, got_ys = f(xs)
+    np.testing.assert_allclose(got_final, 4 * np.arange(3))
+    np.testing.assert_allclose(got_ys, [0, 3, 6, 9])
+    made[0].set_value(np.ones(3, np.float32))
+    np.testing.assert_allclose(f(xs)[0], [4, 4, 4])

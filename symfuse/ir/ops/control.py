@@ -26,7 +26,7 @@ import numpy as np
 from ...errors import DTypeError, GradError, ShapeError
 from .. import build as F
 from ..core import Region, Value, apply, defop, toposort
-from ..types import bool_, tensor_type
+from ..types import bool_, int64, tensor_type
 
 
 def _types(vs) -> str:
@@ -184,9 +184,40 @@ def _scan_vjp(op, cts):
     return grads
 
 
+_SCALAR_BOOL, _SCALAR_INT64 = tensor_type(bool_, ()), tensor_type(int64, ())
+
+
+def _onnx_scan(g, op, names):
+    """An ONNX Loop of ``length`` trips: sequences are read at the step's index from the
+    enclosing graph (constants too), per-step outputs become the Loop's scan outputs."""
+    a, body = op.attrs, op.regions[0]
+    nc, n = a["carries"], a["length"]
+    carries, seqs, consts = scan_split(list(names), a)
+    saved = list(body.params[:nc]) if a["save"] else []
+    step_types = [r.type for r in body.results[nc:]] + [p.type for p in saved]
+    if n == 0:          # no trip: the carries as they came, empty stacks
+        return [g.node("Identity", [c])[0] for c in carries] + \
+            [g.const(np.zeros((0,) + t.shape, t.dtype.np)) for t in step_types]
+    sub = g.subgraph()
+    i = sub.input(_SCALAR_INT64, "i")
+    go = sub.input(_SCALAR_BOOL, "go")
+    cs = [sub.input(p.type, "carry") for p in body.params[:nc]]
+    t = sub.node("Sub", [sub.scalar(n - 1, "int64"), i])[0] if a["reverse"] else i
+    xs = [sub.node("Gather", [s, t], axis=0)[0] for s in seqs]
+    outs = sub.inline(body, cs + xs + consts)
+    types = [_SCALAR_BOOL] + [r.type for r in body.results] + [p.type for p in saved]
+    graph = sub.graph([go] + outs + cs[:len(saved)], types, "scan_body")
+    res = g.node("Loop", [g.scalar(n, "int64"), g.scalar(True, "bool")] + carries, outputs=nc + len(step_types),
+                 body=graph)
+    if a["reverse"] and len(res) > nc:    # a Loop stacks in trip order, a reverse scan by step
+        flip = [g.ints([-1]), g.ints([np.iinfo(np.int64).min]), g.ints([0]), g.ints([-1])]
+        res = res[:nc] + [g.node("Slice", [y] + flip)[0] for y in res[nc:]]
+    return res
+
+
 defop("scan", kind="control", fusion="control", regions=1,
       attrs={"carries": 0, "sequences": 0, "length": 0, "reverse": False, "save": False},
-      infer=_scan_infer, ref=_scan_ref, vjp=_scan_vjp, foldable=False)
+      infer=_scan_infer, ref=_scan_ref, vjp=_scan_vjp, foldable=False, onnx=_onnx_scan)
 
 
 # --------------------------------------------------------------------------- cond
@@ -228,8 +259,17 @@ def _cond_vjp(op, cts):
     return [None] + [next(it) if v.dtype.is_float else None for v in operands]
 
 
+def _onnx_cond(g, op, names):
+    """An ONNX If: each branch a graph reading the operands from the enclosing one."""
+    branches = []
+    for region, label in zip(op.regions, ("then", "else")):
+        sub = g.subgraph()
+        branches.append(sub.graph(sub.inline(region, names[1:]), [r.type for r in region.results], label))
+    return g.node("If", names[:1], outputs=len(op.outputs), then_branch=branches[0], else_branch=branches[1])
+
+
 defop("cond", kind="control", fusion="control", regions=2, infer=_cond_infer, ref=_cond_ref, vjp=_cond_vjp,
-      foldable=False)
+      foldable=False, onnx=_onnx_cond)
 
 
 # --------------------------------------------------------------------------- while_loop
@@ -290,13 +330,34 @@ def _while_vjp(op, cts):
     return grads[1:]
 
 
+def _onnx_while(g, op, names):
+    """An ONNX Loop whose condition is the test of the carries entering each trip (the
+    first one computed before the Loop); ``max_iterations`` is its trip count."""
+    nc, cap = op.attrs["carries"], op.attrs["max_iterations"]
+    test, body = op.regions
+    consts = list(names[nc:])
+
+    def holds(b, carries):
+        (ok,) = b.inline(test, carries + consts)
+        return ok if test.results[0].ndim == 0 else b.node("Reshape", [ok, b.ints([])])[0]
+
+    sub = g.subgraph()
+    sub.input(_SCALAR_INT64, "i")
+    sub.input(_SCALAR_BOOL, "go")
+    new = sub.inline(body, [sub.input(v.type, "carry") for v in op.inputs[:nc]] + consts)
+    types = [v.type for v in op.inputs[:nc]]
+    graph = sub.graph([holds(sub, new)] + new, [_SCALAR_BOOL] + types, "while_body")
+    trip = g.scalar(cap, "int64") if cap else ""
+    return g.node("Loop", [trip, holds(g, list(names[:nc]))] + list(names[:nc]), outputs=nc, body=graph)
+
+
 defop("while_loop", kind="control", fusion="control", regions=2, attrs={"carries": 0, "max_iterations": 0},
-      infer=_while_infer, ref=_while_ref, vjp=_while_vjp, foldable=False)
+      infer=_while_infer, ref=_while_ref, vjp=_while_vjp, foldable=False, onnx=_onnx_while)
 
 
 # --------------------------------------------------------------------------- stop_gradient
 defop("stop_gradient", kind="elementwise", arity=1, infer=lambda types, attrs: (types[0],),
-      ref=lambda xs, attrs: xs[0], c_expr="{0}", differentiable=False,
+      ref=lambda xs, attrs: xs[0], c_expr="{0}", differentiable=False, onnx="Identity",
       doc="The identity whose gradient is zero: differentiation does not look through it.")
 
 
@@ -305,5 +366,5 @@ defop("stop_gradient", kind="elementwise", arity=1, infer=lambda types, attrs: (
 # parameter, a constant or a repeat is first copied (compiler/loops.py). Built by the
 # backends after optimisation, so no pass folds it away.
 defop("copy", kind="elementwise", arity=1, infer=lambda types, attrs: (types[0],),
-      ref=lambda xs, attrs: np.array(xs[0], copy=True), c_expr="{0}", vjp=lambda op, cts: [cts[0]],
+      ref=lambda xs, attrs: np.array(xs[0], copy=True), c_expr="{0}", vjp=lambda op, cts: [cts[0]], onnx="Identity",
       doc="The identity as a kernel of its own: materialises its operand in a new buffer.")

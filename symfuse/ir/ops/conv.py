@@ -147,11 +147,49 @@ def _conv_grad_weight_vjp(op, cts):
     return [conv2d_grad_input(g, cts[0], x.shape, op.attrs), _conv(x, cts[0], op.attrs)]
 
 
+def _onnx_conv_attrs(op):
+    a = op.attrs
+    (ph, pw), kernel = a["padding"], list(op.inputs[1].shape[2:])
+    return dict(kernel_shape=kernel, pads=[ph, pw, ph, pw], strides=list(a["stride"]),
+                dilations=list(a["dilation"]), group=a["groups"])
+
+
+def _onnx_conv_grad_input(g, op, names):
+    # ONNX's ConvTranspose takes the forward weights as they are (C_in of the transpose = O);
+    # output_padding restores the input rows and columns past the last window
+    a, gy = op.attrs, op.inputs[0]
+    extra = [size - (s * (o - 1) + d * (k - 1) + 1 - 2 * p) for size, s, o, d, k, p in
+             zip(a["input_shape"][2:], a["stride"], gy.shape[2:], a["dilation"], op.inputs[1].shape[2:], a["padding"])]
+    return g.node("ConvTranspose", names, output_padding=extra, **_onnx_conv_attrs(op))
+
+
+def _onnx_conv_grad_weight(g, op, names):
+    # per group, a convolution of x with g over the batch: x as (C, N, H, W), g as the
+    # kernel (O, N, Ho, Wo), stride and dilation trading places; rows past kh x kw cut off
+    a, gy = op.attrs, op.inputs[1]
+    o, i, kh, kw = a["weight_shape"]
+    groups, og = a["groups"], o // a["groups"]
+    (ph, pw), (sh, sw), (dh, dw) = a["padding"], a["stride"], a["dilation"]
+    xt, gt = (g.node("Transpose", [v], perm=[1, 0, 2, 3])[0] for v in names)
+    parts = []
+    for k in range(groups):
+        xk, gk = xt, gt
+        if groups > 1:
+            (xk,) = g.node("Slice", [xt, g.ints([k * i]), g.ints([(k + 1) * i]), g.ints([0])])
+            (gk,) = g.node("Slice", [gt, g.ints([k * og]), g.ints([(k + 1) * og]), g.ints([0])])
+        (w,) = g.node("Conv", [xk, gk], kernel_shape=list(gy.shape[2:]), pads=[ph, pw, ph, pw], strides=[dh, dw],
+                      dilations=[sh, sw])
+        (w,) = g.node("Slice", [w, g.ints([0, 0]), g.ints([kh, kw]), g.ints([2, 3])])
+        parts.append(g.node("Transpose", [w], perm=[1, 0, 2, 3])[0])
+    return g.node("Concat", parts, axis=0) if groups > 1 else parts
+
+
 defop("conv2d", kind="nn", gemm_like=True, attrs=dict(CONV_ATTRS), infer=_conv_infer, ref=_conv_ref, vjp=_conv_vjp,
+      onnx=lambda g, op, names: g.node("Conv", names, **_onnx_conv_attrs(op)),
       doc="2-D cross-correlation, x NCHW, w OIHW (I = C / groups).")
 defop("conv2d_grad_input", kind="nn", gemm_like=True, attrs={"input_shape": (), **CONV_ATTRS},
-      infer=_conv_grad_input_infer, ref=_conv_grad_input_ref, vjp=_conv_grad_input_vjp,
+      infer=_conv_grad_input_infer, ref=_conv_grad_input_ref, vjp=_conv_grad_input_vjp, onnx=_onnx_conv_grad_input,
       doc="Gradient of conv2d wrt x (a transposed convolution of g with w).")
 defop("conv2d_grad_weight", kind="nn", gemm_like=True, attrs={"weight_shape": (), **CONV_ATTRS},
-      infer=_conv_grad_weight_infer, ref=_conv_grad_weight_ref, vjp=_conv_grad_weight_vjp,
+      infer=_conv_grad_weight_infer, ref=_conv_grad_weight_ref, vjp=_conv_grad_weight_vjp, onnx=_onnx_conv_grad_weight,
       doc="Gradient of conv2d wrt w (correlation of x with g).")

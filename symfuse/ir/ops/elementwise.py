@@ -59,37 +59,55 @@ def _sign_ref(x):
     return np.sign(x)
 
 
+# ONNX has no op of these: compositions (log1p and expm1 lose the bits of their small
+# arguments in float32 that the fused functions keep)
+def _onnx_log1p(g, op, names):
+    return g.node("Log", g.node("Add", [names[0], g.scalar(1, op.inputs[0].dtype)]))
+
+
+def _onnx_expm1(g, op, names):
+    return g.node("Sub", g.node("Exp", names) + [g.scalar(1, op.inputs[0].dtype)])
+
+
+def _onnx_rsqrt(g, op, names):
+    return g.node("Reciprocal", g.node("Sqrt", names))
+
+
+def _onnx_ne(g, op, names):
+    return g.node("Not", g.node("Equal", names))
+
+
 # ---------------------------------------------------------------- unary table
-# name: (type rule, numpy reference, C expression, vjp(g, x, y) or None); None: the op is
-# piecewise constant (zero gradient), registered with differentiable=False
+# name: (type rule, numpy reference, C expression, vjp(g, x, y) or None, ONNX export); vjp None:
+# the op is piecewise constant (zero gradient), registered with differentiable=False
 UNARY = {
-    "neg": (_num_unary, np.negative, "(-{0})", lambda g, x, y: -g),
-    "exp": (_float_unary, np.exp, "sf_exp({0})", lambda g, x, y: g * y),
-    "log": (_float_unary, np.log, "sf_log({0})", lambda g, x, y: g / x),
-    "log1p": (_float_unary, np.log1p, "log1p({0})", lambda g, x, y: g / (x + 1)),
-    "expm1": (_float_unary, np.expm1, "expm1({0})", lambda g, x, y: g * (y + 1)),
-    "sqrt": (_float_unary, np.sqrt, "sqrt({0})", lambda g, x, y: g * 0.5 / y),
+    "neg": (_num_unary, np.negative, "(-{0})", lambda g, x, y: -g, "Neg"),
+    "exp": (_float_unary, np.exp, "sf_exp({0})", lambda g, x, y: g * y, "Exp"),
+    "log": (_float_unary, np.log, "sf_log({0})", lambda g, x, y: g / x, "Log"),
+    "log1p": (_float_unary, np.log1p, "log1p({0})", lambda g, x, y: g / (x + 1), _onnx_log1p),
+    "expm1": (_float_unary, np.expm1, "expm1({0})", lambda g, x, y: g * (y + 1), _onnx_expm1),
+    "sqrt": (_float_unary, np.sqrt, "sqrt({0})", lambda g, x, y: g * 0.5 / y, "Sqrt"),
     "rsqrt": (_float_unary, lambda x: 1 / np.sqrt(x), "(({T})1 / sqrt({0}))",
-              lambda g, x, y: g * (-0.5) * y / x),
-    "abs": (_num_unary, np.abs, "fabs({0})", lambda g, x, y: g * F.sign(x)),
-    "sign": (_num_unary, _sign_ref, "({0} != {0} ? {0} : ({T})(({0} > 0) - ({0} < 0)))", None),
-    "reciprocal": (_float_unary, lambda x: 1 / x, "(({T})1 / {0})", lambda g, x, y: -(g * y * y)),
-    "tanh": (_float_unary, np.tanh, "sf_tanh({0})", lambda g, x, y: g * (1 - y * y)),
+              lambda g, x, y: g * (-0.5) * y / x, _onnx_rsqrt),
+    "abs": (_num_unary, np.abs, "fabs({0})", lambda g, x, y: g * F.sign(x), "Abs"),
+    "sign": (_num_unary, _sign_ref, "({0} != {0} ? {0} : ({T})(({0} > 0) - ({0} < 0)))", None, "Sign"),
+    "reciprocal": (_float_unary, lambda x: 1 / x, "(({T})1 / {0})", lambda g, x, y: -(g * y * y), "Reciprocal"),
+    "tanh": (_float_unary, np.tanh, "sf_tanh({0})", lambda g, x, y: g * (1 - y * y), "Tanh"),
     "sigmoid": (_float_unary, lambda x: 1 / (1 + np.exp(-x)), "(({T})1 / (({T})1 + sf_exp(-{0})))",
-                lambda g, x, y: g * y * (1 - y)),
+                lambda g, x, y: g * y * (1 - y), "Sigmoid"),
     "relu": (_num_unary, lambda x: np.maximum(x, 0), "(({0} > ({T})0 || {0} != {0}) ? {0} : ({T})0)",
              # y > 0 exactly where x > 0: reading y lets x fuse away into relu's producer
-             lambda g, x, y: F.where(y > 0, g, F.zeros_like(g))),
+             lambda g, x, y: F.where(y > 0, g, F.zeros_like(g)), "Relu"),
     "softplus": (_float_unary, lambda x: np.logaddexp(x, 0).astype(x.dtype),
-                 "(fmax({0}, ({T})0) + log1p(exp(-fabs({0}))))", lambda g, x, y: g * F.sigmoid(x)),
+                 "(fmax({0}, ({T})0) + log1p(exp(-fabs({0}))))", lambda g, x, y: g * F.sigmoid(x), "Softplus"),
     "erf": (_float_unary, _erf, "erf({0})",
-            lambda g, x, y: g * (2 / math.sqrt(math.pi)) * F.exp(-(x * x))),
-    "sin": (_float_unary, np.sin, "sin({0})", lambda g, x, y: g * F.cos(x)),
-    "cos": (_float_unary, np.cos, "cos({0})", lambda g, x, y: -(g * F.sin(x))),
-    "floor": (_float_unary, np.floor, "floor({0})", None),
-    "ceil": (_float_unary, np.ceil, "ceil({0})", None),
-    "round": (_float_unary, np.round, "nearbyint({0})", None),
-    "logical_not": (lambda t, a: (_bool_only(t[0]),), np.logical_not, "(!{0})", None),
+            lambda g, x, y: g * (2 / math.sqrt(math.pi)) * F.exp(-(x * x)), "Erf"),
+    "sin": (_float_unary, np.sin, "sin({0})", lambda g, x, y: g * F.cos(x), "Sin"),
+    "cos": (_float_unary, np.cos, "cos({0})", lambda g, x, y: -(g * F.sin(x)), "Cos"),
+    "floor": (_float_unary, np.floor, "floor({0})", None, "Floor"),
+    "ceil": (_float_unary, np.ceil, "ceil({0})", None, "Ceil"),
+    "round": (_float_unary, np.round, "nearbyint({0})", None, "Round"),
+    "logical_not": (lambda t, a: (_bool_only(t[0]),), np.logical_not, "(!{0})", None, "Not"),
 }
 
 
@@ -106,10 +124,11 @@ def _unary_vjp(rule):
     return vjp
 
 
-for _name, (_infer, _ref, _c, _vjp) in UNARY.items():
+for _name, (_infer, _ref, _c, _vjp, _onnx) in UNARY.items():
     defop(_name, kind="elementwise", infer=_infer,
           ref=(lambda f: lambda xs, a: f(xs[0]))(_ref),
-          vjp=_unary_vjp(_vjp) if _vjp else None, differentiable=_vjp is not None, c_expr=_c, arity=1)
+          vjp=_unary_vjp(_vjp) if _vjp else None, differentiable=_vjp is not None, c_expr=_c, arity=1,
+          onnx=_onnx)
 
 
 # ---------------------------------------------------------------- binary table
@@ -119,31 +138,31 @@ def _pow_ref(a, b):
 
 
 BINARY = {
-    # name: (type rule, numpy ref, C expression, vjp(g, a, b, y) -> (ga, gb), commutative);
-    # vjp None: a comparison or logical op, differentiable=False
-    "add": (_num_binary, np.add, "({0} + {1})", lambda g, a, b, y: (g, g), True),
-    "sub": (_num_binary, np.subtract, "({0} - {1})", lambda g, a, b, y: (g, -g), False),
-    "mul": (_num_binary, np.multiply, "({0} * {1})", lambda g, a, b, y: (g * b, g * a), True),
+    # name: (type rule, numpy ref, C expression, vjp(g, a, b, y) -> (ga, gb), commutative, ONNX
+    # export); vjp None: a comparison or logical op, differentiable=False
+    "add": (_num_binary, np.add, "({0} + {1})", lambda g, a, b, y: (g, g), True, "Add"),
+    "sub": (_num_binary, np.subtract, "({0} - {1})", lambda g, a, b, y: (g, -g), False, "Sub"),
+    "mul": (_num_binary, np.multiply, "({0} * {1})", lambda g, a, b, y: (g * b, g * a), True, "Mul"),
     "div": (_float_binary, np.divide, "({0} / {1})",
-            lambda g, a, b, y: (g / b, -(g * y / b)), False),
+            lambda g, a, b, y: (g / b, -(g * y / b)), False, "Div"),
     "pow": (_float_binary, _pow_ref, "pow({0}, {1})",
             lambda g, a, b, y: (g * b * F.power(a, b - 1),
                                 g * F.where(a > 0, y * F.log(F.where(a > 0, a, F.ones_like(a))),
-                                            F.zeros_like(y))), False),
+                                            F.zeros_like(y))), False, "Pow"),
     "maximum": (_num_binary, np.maximum, "(({0} >= {1} || {0} != {0}) ? {0} : {1})",
                 lambda g, a, b, y: (F.where(a >= b, g, F.zeros_like(g)),
-                                    F.where(a >= b, F.zeros_like(g), g)), True),
+                                    F.where(a >= b, F.zeros_like(g), g)), True, "Max"),
     "minimum": (_num_binary, np.minimum, "(({0} <= {1} || {0} != {0}) ? {0} : {1})",
                 lambda g, a, b, y: (F.where(a <= b, g, F.zeros_like(g)),
-                                    F.where(a <= b, F.zeros_like(g), g)), True),
-    "lt": (_compare, np.less, "({0} < {1})", None, False),
-    "le": (_compare, np.less_equal, "({0} <= {1})", None, False),
-    "gt": (_compare, np.greater, "({0} > {1})", None, False),
-    "ge": (_compare, np.greater_equal, "({0} >= {1})", None, False),
-    "eq": (_compare, np.equal, "({0} == {1})", None, True),
-    "ne": (_compare, np.not_equal, "({0} != {1})", None, True),
-    "logical_and": (_logical, np.logical_and, "({0} && {1})", None, True),
-    "logical_or": (_logical, np.logical_or, "({0} || {1})", None, True),
+                                    F.where(a <= b, F.zeros_like(g), g)), True, "Min"),
+    "lt": (_compare, np.less, "({0} < {1})", None, False, "Less"),
+    "le": (_compare, np.less_equal, "({0} <= {1})", None, False, "LessOrEqual"),
+    "gt": (_compare, np.greater, "({0} > {1})", None, False, "Greater"),
+    "ge": (_compare, np.greater_equal, "({0} >= {1})", None, False, "GreaterOrEqual"),
+    "eq": (_compare, np.equal, "({0} == {1})", None, True, "Equal"),
+    "ne": (_compare, np.not_equal, "({0} != {1})", None, True, _onnx_ne),
+    "logical_and": (_logical, np.logical_and, "({0} && {1})", None, True, "And"),
+    "logical_or": (_logical, np.logical_or, "({0} || {1})", None, True, "Or"),
 }
 
 
@@ -162,10 +181,10 @@ def _binary_ref(f):
     return ref
 
 
-for _name, (_infer, _ref, _c, _vjp, _comm) in BINARY.items():
+for _name, (_infer, _ref, _c, _vjp, _comm, _onnx) in BINARY.items():
     defop(_name, kind="elementwise", infer=_infer, ref=_binary_ref(_ref),
           vjp=_binary_vjp(_vjp) if _vjp else None, differentiable=_vjp is not None, c_expr=_c,
-          commutative=_comm, arity=2)
+          commutative=_comm, arity=2, onnx=_onnx)
 
 
 # ---------------------------------------------------------------- where, cast
@@ -187,7 +206,7 @@ def _where_vjp(op, cts):
 
 defop("where", kind="elementwise", infer=_where_infer,
       ref=lambda xs, a: np.where(xs[0], xs[1], xs[2]),
-      vjp=_where_vjp, c_expr="({0} ? {1} : {2})")
+      vjp=_where_vjp, c_expr="({0} ? {1} : {2})", onnx="Where")
 
 
 def _cast_infer(types, attrs):
@@ -203,4 +222,5 @@ def _cast_vjp(op, cts):
 
 
 defop("cast", kind="elementwise", infer=_cast_infer, attrs={"dtype": None},
-      ref=lambda xs, a: xs[0].astype(a["dtype"].np), vjp=_cast_vjp, c_expr="(({T}){0})")
+      ref=lambda xs, a: xs[0].astype(a["dtype"].np), vjp=_cast_vjp, c_expr="(({T}){0})",
+      onnx=lambda g, op, names: g.node("Cast", names, to=g.dtype(op.attrs["dtype"])))

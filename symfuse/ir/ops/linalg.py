@@ -39,7 +39,7 @@ def _matmul_vjp(op, cts):
 
 
 defop("matmul", kind="linalg", gemm_like=True, infer=_matmul_infer,
-      ref=lambda xs, a: np.matmul(xs[0], xs[1]), vjp=_matmul_vjp, transposable_operands=(0, 1))
+      ref=lambda xs, a: np.matmul(xs[0], xs[1]), vjp=_matmul_vjp, transposable_operands=(0, 1), onnx="MatMul")
 
 
 # gemm: BLAS's C = alpha * A @ B + beta * C as one op. Not written by users: the
@@ -72,5 +72,17 @@ def _gemm_vjp(op, cts):
             g if beta == 1.0 else g * beta]
 
 
+def _onnx_gemm(g, op, names):
+    a, b, z = op.inputs
+    alpha, beta = op.attrs["alpha"], op.attrs["beta"]
+    if a.ndim == 2 and b.ndim == 2:
+        return g.node("Gemm", names, alpha=alpha, beta=beta)
+    (prod,) = g.node("MatMul", names[:2])     # ONNX's Gemm is 2-D only
+    if alpha != 1.0:
+        (prod,) = g.node("Mul", [prod, g.scalar(alpha, z.dtype)])
+    acc = names[2] if beta == 1.0 else g.node("Mul", [names[2], g.scalar(beta, z.dtype)])[0]
+    return g.node("Add", [prod, acc])
+
+
 defop("gemm", kind="linalg", gemm_like=True, infer=_gemm_infer, ref=_gemm_ref, vjp=_gemm_vjp,
-      attrs={"alpha": 1.0, "beta": 1.0}, transposable_operands=(0, 1))
+      attrs={"alpha": 1.0, "beta": 1.0}, transposable_operands=(0, 1), onnx=_onnx_gemm)

@@ -82,11 +82,58 @@ def _take_vjp(op, cts):
     return [apply("take_grad", [cts[0], idx], {"axis": ax, "size": x.shape[ax]}), None]
 
 
-defop("take", kind="nn", attrs={"axis": 0}, infer=_take_infer, ref=_take_ref, vjp=_take_vjp,
+def _onnx_index(g, idx, names):
+    """An index operand as int32/int64, the only index types of ONNX."""
+    if idx.dtype.name in ("int32", "int64"):
+        return names[0], idx.dtype
+    return g.node("Cast", names, to=g.dtype("int64"))[0], "int64"
+
+
+def _onnx_clamped(g, idx, name, n):
+    """``_clamp_index`` in the graph (ONNX's Gather and ScatterND take indices in [-n, n-1]
+    only); a constant index is clamped here."""
+    fixed = g.constant_value(idx)
+    if fixed is not None:
+        return g.const(_clamp_index(fixed, n).astype(np.int64))
+    i, dt = _onnx_index(g, idx, [name])
+    (shifted,) = g.node("Add", [i, g.scalar(n, dt)])
+    (i,) = g.node("Where", g.node("Less", [i, g.scalar(0, dt)]) + [shifted, i])
+    return g.node("Max", g.node("Min", [i, g.scalar(n - 1, dt)]) + [g.scalar(0, dt)])[0]
+
+
+def _onnx_take(g, op, names):
+    x, idx = op.inputs
+    ax = op.attrs["axis"]
+    return g.node("Gather", [names[0], _onnx_clamped(g, idx, names[1], x.shape[ax])], axis=ax)
+
+
+def _onnx_take_grad(g, op, names):
+    # a ScatterND adding the (pre, m, post) slices of g into (n, pre, post) zeros at the indices
+    gy, idx = op.inputs
+    ax, n = op.attrs["axis"], op.attrs["size"]
+    pre, post = int(np.prod(gy.shape[:ax])), int(np.prod(gy.shape[ax + idx.ndim:]))
+    (rows,) = g.node("Transpose", g.node("Reshape", [names[0], g.ints([pre, idx.size, post])]), perm=[1, 0, 2])
+    (at,) = g.node("Reshape", [_onnx_clamped(g, idx, names[1], n), g.ints([idx.size, 1])])
+    (at,) = g.node("Cast", [at], to=g.dtype("int64"))
+    (zeros,) = g.node("Expand", [g.scalar(0, gy.dtype), g.ints([n, pre, post])])
+    (acc,) = g.node("ScatterND", [zeros, at, rows], reduction="add")
+    (acc,) = g.node("Transpose", [acc], perm=[1, 0, 2])
+    return g.node("Reshape", [acc, g.ints(op.outputs[0].shape)])
+
+
+def _onnx_one_hot(g, op, names):
+    # by comparison: ONNX's OneHot counts a negative index from the end, symfuse gives a zero row
+    i, dt = _onnx_index(g, op.inputs[0], names)
+    (col,) = g.node("Unsqueeze", [i, g.ints([-1])])
+    (hit,) = g.node("Equal", [col, g.const(np.arange(op.attrs["depth"]), dt)])
+    return g.node("Cast", [hit], to=g.dtype(op.attrs["dtype"]))
+
+
+defop("take", kind="nn", attrs={"axis": 0}, infer=_take_infer, ref=_take_ref, vjp=_take_vjp, onnx=_onnx_take,
       doc="Gather along axis: out shape x.shape[:axis] + idx.shape + x.shape[axis+1:]. "
           "Negative indices count from the end, then indices are clamped into [0, n-1].")
 defop("take_grad", kind="nn", attrs={"axis": 0, "size": 1}, infer=_take_grad_infer, ref=_take_grad_ref,
-      vjp=lambda op, cts: [NN.take(cts[0], op.inputs[1], op.attrs["axis"]), None],
+      vjp=lambda op, cts: [NN.take(cts[0], op.inputs[1], op.attrs["axis"]), None], onnx=_onnx_take_grad,
       doc="Scatter-add of g into a zero tensor with `size` slices along axis (adjoint of take).")
 
 
@@ -108,7 +155,7 @@ def _one_hot_ref(xs, a):
 
 
 defop("one_hot", kind="nn", attrs={"depth": 1, "dtype": "float32"}, infer=_one_hot_infer, ref=_one_hot_ref,
-      differentiable=False,
+      differentiable=False, onnx=_onnx_one_hot,
       doc="out[..., k] = (idx == k); an index outside [0, depth) gives an all-zero row.")
 
 __all__ = ["conv2d_grad_input", "conv2d_grad_weight"]

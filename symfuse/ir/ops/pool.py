@@ -133,14 +133,36 @@ def _avg_pool_grad_vjp(op, cts):
     return [apply("avg_pool2d", [cts[0]], _pool_only(op.attrs))]
 
 
+def _onnx_pool(op_type, **extra):
+    def rule(g, op, names):
+        a = op.attrs
+        ph, pw = a["padding"]
+        return g.node(op_type, names, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+                      pads=[ph, pw, ph, pw], **extra)
+    return rule
+
+
 defop("max_pool2d", kind="nn", attrs=dict(POOL_ATTRS), infer=_pool_infer, ref=_max_pool_ref,
-      vjp=_max_pool_vjp, doc="Max over kernel windows; padding is -inf.")
+      vjp=_max_pool_vjp, onnx=_onnx_pool("MaxPool"), doc="Max over kernel windows; padding is -inf.")
 defop("max_pool2d_grad", kind="nn", attrs=dict(POOL_ATTRS), infer=_max_pool_grad_infer,
       ref=_max_pool_grad_ref, vjp=_max_pool_grad_vjp,
       doc="Inputs x, y=max_pool2d(x), g: each window's g goes to the first maximal element of the "
           "window in row-major order; overlapping windows accumulate. Differentiable wrt g only "
           "for disjoint windows (stride >= kernel).")
 defop("avg_pool2d", kind="nn", attrs=dict(POOL_ATTRS), infer=_pool_infer, ref=_avg_pool_ref,
-      vjp=_avg_pool_vjp, doc="Mean over kernel windows; padding counts as zeros (divisor = kernel area).")
+      vjp=_avg_pool_vjp, onnx=_onnx_pool("AveragePool", count_include_pad=1),
+      doc="Mean over kernel windows; padding counts as zeros (divisor = kernel area).")
+def _onnx_avg_pool_grad(g, op, names):
+    # a depthwise transposed convolution with the uniform kernel 1 / (kh * kw)
+    a, gy = op.attrs, op.inputs[0]
+    (kh, kw), (ph, pw), c = a["kernel"], a["padding"], gy.shape[1]
+    w = g.const(np.full((c, 1, kh, kw), 1.0 / (kh * kw)), gy.dtype)
+    extra = [size - (s * (o - 1) + k - 2 * p)
+             for size, s, o, k, p in zip(a["input_shape"][2:], a["stride"], gy.shape[2:], a["kernel"], a["padding"])]
+    return g.node("ConvTranspose", [names[0], w], kernel_shape=[kh, kw], strides=list(a["stride"]),
+                  pads=[ph, pw, ph, pw], output_padding=extra, group=c)
+
+
 defop("avg_pool2d_grad", kind="nn", attrs={"input_shape": (), **POOL_ATTRS}, infer=_avg_pool_grad_infer,
-      ref=_avg_pool_grad_ref, vjp=_avg_pool_grad_vjp, doc="Adjoint of avg_pool2d (linear in g).")
+      ref=_avg_pool_grad_ref, vjp=_avg_pool_grad_vjp, onnx=_onnx_avg_pool_grad,
+      doc="Adjoint of avg_pool2d (linear in g).")

@@ -120,9 +120,14 @@ def _bernoulli_infer(types, a):
     return out
 
 
+def _onnx_refused(g, op, names):
+    g.unsupported(op, "ONNX's random ops draw from the runtime's own generator, not this Philox stream, so "
+                      "the model would compute other numbers; draw them outside the model and pass them as an input")
+
+
 ATTRS = {"shape": (), "dtype": "float32", "salt": 0}
 for _name, _infer, _ref in (("random_uniform", _random_infer, _uniform_ref),
                             ("random_normal", _random_infer, _normal_ref),
                             ("random_bernoulli", _bernoulli_infer, _bernoulli_ref)):
     defop(_name, kind="random", attrs=dict(ATTRS), infer=_infer, ref=_ref, foldable=False, differentiable=False,
-          doc="Philox4x32-10 stream; see symfuse.ir.ops.random for the exact definition.")
+          onnx=_onnx_refused, doc="Philox4x32-10 stream; see symfuse.ir.ops.random for the exact definition.")

@@ -66,18 +66,28 @@ def _reducer(f):
     return ref
 
 
+def _onnx_reduce(op_type):
+    def rule(g, op, names):
+        axes = op.attrs["axis"]
+        if not axes:                    # no axis (a 0-d operand): ONNX would reduce them all
+            return g.node("Identity", names)
+        return g.reduce(op_type, names[0], axes, op.attrs["keepdims"])
+    return rule
+
+
 # name: numpy reference, VJP, has an identity (else an empty axis is an error),
-# (identity, C statement combining x into acc: NaN wins max/min, as in numpy)
+# (identity, C statement combining x into acc: NaN wins max/min, as in numpy), ONNX op
 REDUCTIONS = {
-    "sum": (np.sum, _sum_vjp, True, ("0", "acc += x;")),
-    "prod": (np.prod, _prod_vjp, True, ("1", "acc *= x;")),
-    "max": (np.max, _extreme_vjp, False, ("{lo}", "if (x > acc || x != x) acc = x;")),
-    "min": (np.min, _extreme_vjp, False, ("{hi}", "if (x < acc || x != x) acc = x;")),
+    "sum": (np.sum, _sum_vjp, True, ("0", "acc += x;"), "ReduceSum"),
+    "prod": (np.prod, _prod_vjp, True, ("1", "acc *= x;"), "ReduceProd"),
+    "max": (np.max, _extreme_vjp, False, ("{lo}", "if (x > acc || x != x) acc = x;"), "ReduceMax"),
+    "min": (np.min, _extreme_vjp, False, ("{hi}", "if (x < acc || x != x) acc = x;"), "ReduceMin"),
 }
 
-for _name, (_f, _vjp, _identity, _rule) in REDUCTIONS.items():
+for _name, (_f, _vjp, _identity, _rule, _onnx) in REDUCTIONS.items():
     defop(_name, kind="reduce", infer=_reduce_infer if _identity else _extreme_infer,
-          ref=_reducer(_f), vjp=_vjp, attrs={"axis": None, "keepdims": False}, fusion="reduce", reduction=_rule)
+          ref=_reducer(_f), vjp=_vjp, attrs={"axis": None, "keepdims": False}, fusion="reduce", reduction=_rule,
+          onnx=_onnx_reduce(_onnx))
 
 
 def _arg_infer(types, attrs):
@@ -100,7 +110,21 @@ def _arg_ref(f):
     return ref
 
 
+def _onnx_arg(op_type):
+    # ONNX's ArgMax/ArgMin take one axis and return int64; axis None is over the flattened tensor
+    def rule(g, op, names):
+        x, axis, keep = names[0], op.attrs["axis"], int(op.attrs["keepdims"])
+        if axis is None:
+            (i,) = g.node(op_type, g.node("Reshape", [x, g.ints([-1])]), axis=0, keepdims=0)
+            if keep:
+                (i,) = g.node("Reshape", [i, g.ints(op.outputs[0].shape)])
+        else:
+            (i,) = g.node(op_type, [x], axis=axis, keepdims=keep)
+        return g.node("Cast", [i], to=g.dtype("int32"))
+    return rule
+
+
 defop("argmax", kind="reduce", infer=_arg_infer, ref=_arg_ref(np.argmax),
-      attrs={"axis": None, "keepdims": False}, differentiable=False)
+      attrs={"axis": None, "keepdims": False}, differentiable=False, onnx=_onnx_arg("ArgMax"))
 defop("argmin", kind="reduce", infer=_arg_infer, ref=_arg_ref(np.argmin),
-      attrs={"axis": None, "keepdims": False}, differentiable=False)
+      attrs={"axis": None, "keepdims": False}, differentiable=False, onnx=_onnx_arg("ArgMin"))

@@ -31,9 +31,15 @@ def _reshape_infer(types, attrs):
     return (tensor_type(t.dtype, shape),)
 
 
+def _onnx_reshape(g, op, names):
+    shape = op.attrs["shape"]
+    # a 0 in ONNX's shape means "this axis of the input" unless allowzero is set
+    return g.node("Reshape", [names[0], g.ints(shape)], allowzero=1 if 0 in shape else None)
+
+
 defop("reshape", kind="shape", fusion="view", attrs={"shape": ()}, infer=_reshape_infer,
       ref=lambda xs, a: np.reshape(xs[0], a["shape"]),
-      vjp=lambda op, cts: [F.reshape(cts[0], op.inputs[0].shape)])
+      vjp=lambda op, cts: [F.reshape(cts[0], op.inputs[0].shape)], onnx=_onnx_reshape)
 
 
 def _transpose_infer(types, attrs):
@@ -50,7 +56,8 @@ def _transpose_infer(types, attrs):
 
 defop("transpose", kind="shape", fusion="view", attrs={"perm": None}, infer=_transpose_infer,
       ref=lambda xs, a: np.transpose(xs[0], a["perm"]),
-      vjp=lambda op, cts: [F.transpose(cts[0], tuple(np.argsort(op.attrs["perm"]).tolist()))])
+      vjp=lambda op, cts: [F.transpose(cts[0], tuple(np.argsort(op.attrs["perm"]).tolist()))],
+      onnx=lambda g, op, names: g.node("Transpose", names, perm=list(op.attrs["perm"])))
 
 
 def _broadcast_infer(types, attrs):
@@ -66,7 +73,8 @@ def _broadcast_infer(types, attrs):
 
 defop("broadcast_to", kind="shape", fusion="view", attrs={"shape": ()}, infer=_broadcast_infer,
       ref=lambda xs, a: np.array(np.broadcast_to(xs[0], a["shape"])),
-      vjp=lambda op, cts: [F.unbroadcast(cts[0], op.inputs[0].shape)])
+      vjp=lambda op, cts: [F.unbroadcast(cts[0], op.inputs[0].shape)],
+      onnx=lambda g, op, names: g.node("Expand", [names[0], g.ints(op.attrs["shape"])]))
 
 
 def _slice_infer(types, attrs):
@@ -95,9 +103,18 @@ def _slice_vjp(op, cts):
     return [F.pad_general(g, lo, hi, interior)]
 
 
+def _onnx_slice(g, op, names):
+    a, shape = op.attrs, op.inputs[0].shape
+    axes = [k for k, (b, e, s, d) in enumerate(zip(a["start"], a["stop"], a["step"], shape)) if (b, e, s) != (0, d, 1)]
+    if not axes:
+        return g.node("Identity", names)
+    pick = lambda key: g.ints([a[key][k] for k in axes])  # noqa: E731
+    return g.node("Slice", [names[0], pick("start"), pick("stop"), g.ints(axes), pick("step")])
+
+
 defop("slice", kind="shape", fusion="view", attrs={"start": (), "stop": (), "step": ()}, infer=_slice_infer,
       ref=lambda xs, a: xs[0][tuple(slice(b, e, s) for b, e, s in zip(a["start"], a["stop"], a["step"]))].copy(),
-      vjp=_slice_vjp)
+      vjp=_slice_vjp, onnx=_onnx_slice)
 
 
 def _pad_infer(types, attrs):
@@ -132,8 +149,31 @@ def _pad_vjp(op, cts):
     return [F.slice_general(cts[0], start, stop, step)]
 
 
+def _onnx_pad(g, op, names):
+    a, x = op.attrs, names[0]
+    t = op.inputs[0].type
+    value = g.scalar(a["value"], t.dtype)
+    shape = list(t.shape)
+    # interior padding, which ONNX's Pad lacks: each element followed by its i pad values
+    # (a new axis padded at its end, merged into the axis), the trailing ones cut off
+    for k, (i, d) in enumerate(zip(a["interior"], t.shape)):
+        if i == 0 or d == 0:
+            continue
+        (x,) = g.node("Unsqueeze", [x, g.ints([k + 1])])
+        pads = [0] * (len(shape) + 1) * 2
+        pads[len(shape) + 1 + k + 1] = i
+        (x,) = g.node("Pad", [x, g.ints(pads), value])
+        shape[k] = d * (i + 1)
+        (x,) = g.node("Reshape", [x, g.ints(shape)])
+        shape[k] = (d - 1) * (i + 1) + 1
+        (x,) = g.node("Slice", [x, g.ints([0]), g.ints([shape[k]]), g.ints([k])])
+    if not any(a["lo"]) and not any(a["hi"]):
+        return g.node("Identity", [x])
+    return g.node("Pad", [x, g.ints(list(a["lo"]) + list(a["hi"])), value])
+
+
 defop("pad", kind="shape", attrs={"lo": (), "hi": (), "interior": (), "value": 0.0},
-      infer=_pad_infer, ref=_pad_ref, vjp=_pad_vjp)
+      infer=_pad_infer, ref=_pad_ref, vjp=_pad_vjp, onnx=_onnx_pad)
 
 
 def _flip_infer(types, attrs):
@@ -142,9 +182,19 @@ def _flip_infer(types, attrs):
     return (t,)
 
 
+def _onnx_flip(g, op, names):
+    axes = list(op.attrs["axes"])
+    if not axes:
+        return g.node("Identity", names)
+    n = len(axes)     # from the last element (-1) down past the first (int64's lowest), step -1
+    return g.node("Slice", [names[0], g.ints([-1] * n), g.ints([np.iinfo(np.int64).min] * n), g.ints(axes),
+                            g.ints([-1] * n)])
+
+
 defop("flip", kind="shape", fusion="view", attrs={"axes": None}, infer=_flip_infer,
       ref=lambda xs, a: np.flip(xs[0], a["axes"]).copy(),
-      vjp=lambda op, cts: [F.flip(cts[0], op.attrs["axes"])])
+      vjp=lambda op, cts: [F.flip(cts[0], op.attrs["axes"])], onnx=_onnx_flip)
+
 
 
 def _concat_infer(types, attrs):
@@ -176,4 +226,5 @@ def _concat_vjp(op, cts):
 
 
 defop("concatenate", kind="shape", attrs={"axis": 0}, infer=_concat_infer,
-      ref=lambda xs, a: np.concatenate(xs, axis=a["axis"]), vjp=_concat_vjp)
+      ref=lambda xs, a: np.concatenate(xs, axis=a["axis"]), vjp=_concat_vjp,
+      onnx=lambda g, op, names: g.node("Concat", names, axis=op.attrs["axis"]))

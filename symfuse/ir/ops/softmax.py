@@ -98,14 +98,22 @@ def _xent_vjp(op, cts):
     return [g * (NN.softmax(x, ax) * F.sum(t, ax, keepdims=True) - t), -(g * NN.log_softmax(x, ax))]
 
 
+def _onnx_xent(g, op, names):
+    (logp,) = g.node("LogSoftmax", names[:1], axis=op.attrs["axis"])
+    (tl,) = g.node("Mul", [names[1], logp])
+    return g.node("Neg", g.reduce("ReduceSum", tl, [op.attrs["axis"]], False))
+
+
 defop("softmax", kind="rowwise", attrs={"axis": -1}, infer=_rowwise_infer, ref=_softmax_ref,
-      vjp=_softmax_vjp)
+      vjp=_softmax_vjp, onnx=lambda g, op, names: g.node("Softmax", names, axis=op.attrs["axis"]))
 defop("log_softmax", kind="rowwise", attrs={"axis": -1}, infer=_rowwise_infer,
-      ref=lambda xs, a: _log_softmax(xs[0], a["axis"]), vjp=_log_softmax_vjp)
+      ref=lambda xs, a: _log_softmax(xs[0], a["axis"]), vjp=_log_softmax_vjp,
+      onnx=lambda g, op, names: g.node("LogSoftmax", names, axis=op.attrs["axis"]))
 defop("logsumexp", kind="rowwise", attrs={"axis": -1, "keepdims": False}, infer=_lse_infer,
-      ref=_lse_ref, vjp=_lse_vjp)
+      ref=_lse_ref, vjp=_lse_vjp,
+      onnx=lambda g, op, names: g.reduce("ReduceLogSumExp", names[0], [op.attrs["axis"]], op.attrs["keepdims"]))
 defop("softmax_xent", kind="rowwise", attrs={"axis": -1}, infer=_xent_infer, ref=_xent_ref,
-      vjp=_xent_vjp, doc="-sum(t * log_softmax(x), axis): cross-entropy of logits x against "
+      vjp=_xent_vjp, onnx=_onnx_xent, doc="-sum(t * log_softmax(x), axis): cross-entropy of logits x against "
                          "target probabilities t (same shape).")
 
 

@@ -37,7 +37,8 @@ def _const_from_text(attrs, out_types):
 
 defop("constant", kind="special", fusion="constant", attrs={"value": None}, infer=_const_infer,
       ref=lambda xs, a: a["value"], foldable=False, differentiable=False,   # no operands
-      attrs_to_text=_const_to_text, attrs_from_text=_const_from_text)
+      attrs_to_text=_const_to_text, attrs_from_text=_const_from_text,
+      onnx=lambda g, op, names: [g.const(op.attrs["value"])])
 
 
 def _grad_infer(types, attrs):
