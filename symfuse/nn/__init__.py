@@ -13,7 +13,7 @@ training loop on top of the symbolic API.
 
 The digits data ships with symfuse; progress bars use tqdm (a dependency).
 """
-from . import data, init, losses, optim, train, zoo  # noqa: F401
+from . import data, finetune, init, losses, optim, train, zoo  # noqa: F401
 from .errors import DataError, MissingDependencyError, ModelFileError, UnknownModelError  # noqa: F401
 from .layers import (  # noqa: F401
     ACTIVATIONS, Activation, AvgPool2D, BatchNorm, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
@@ -22,5 +22,7 @@ from .layers import (  # noqa: F401
 )
 from .recurrent import GRU, LSTM, RNN, Embedding  # noqa: F401
 from .optim import SGD, Adam, AdamW, RMSProp  # noqa: F401
-from .train import History, evaluate, fit, predict, save_samples_png, write_png  # noqa: F401
+from .train import (  # noqa: F401
+    History, evaluate, fit, load_checkpoint, predict, save_checkpoint, save_samples_png, write_png,
+)
 from .zoo import ZOO, ZooModel  # noqa: F401

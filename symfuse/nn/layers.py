@@ -360,7 +360,33 @@ class Sequential(Module):
         return self
 
     def __getitem__(self, i):
-        return self.layers[i]
+        """The i-th layer, or the layer named ``i`` (``model["dense1"]``)."""
+        return self.submodule(i) if isinstance(i, str) else self.layers[i]
+
+    def __setitem__(self, i, layer: Module) -> None:
+        """Replace the i-th layer, or the layer named ``i``, keeping its name
+        (``model[-1] = Dense(500, 5)`` gives a new ``dense1``); see :meth:`Module.replace`."""
+        if isinstance(i, str):
+            self.replace(i, layer)
+            return
+        old = self.layers[i]
+        self.replace(next(k for k, c in self._children.items() if c is old), layer)
+
+    def _replace_child(self, key, old, new) -> None:
+        if not isinstance(new, Module):
+            raise TypeError(f"Sequential: layers must be Modules, got {type(new).__name__}")
+        super()._replace_child(key, old, new)
+        self.layers[next(i for i, c in enumerate(self.layers) if c is old)] = new
+
+    def pop(self) -> Module:
+        """Remove and return the last layer (Keras's ``Sequential.pop``)."""
+        if not self.layers:
+            raise IndexError("Sequential.pop: the model has no layers")
+        layer = self.layers.pop()
+        key = next(k for k, c in self._children.items() if c is layer)
+        del self._children[key]
+        self.__dict__.pop(key, None)
+        return layer
 
     def __len__(self):
         return len(self.layers)

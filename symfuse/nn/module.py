@@ -2,14 +2,20 @@
 variables it owns (parameters, and state such as BatchNorm's running
 statistics), its sub-modules, saving and loading them, and the call protocol:
 ``model(x, train)`` builds a graph and records the state updates it implies in
-``model.updates`` (see ``layers.py``)."""
+``model.updates`` (see ``layers.py``).
+
+Transfer learning: ``module.freeze()`` (or ``module.trainable = False``) takes a
+module's parameters, recursively, out of ``params`` -- what optimisers and
+``fit`` train -- while ``named_variables``, ``save`` and ``load`` keep them;
+``freeze("conv0", "dense1.b")`` freezes sub-modules or single parameters by
+path. ``replace("dense1", Dense(...))`` (or assigning a new layer to the child's
+attribute) swaps a sub-module, keeping its name."""
 from __future__ import annotations
 
 import os
 import tempfile
 import threading
 import zipfile
-from typing import Iterable
 
 import numpy as np
 
@@ -49,7 +55,9 @@ class Module:
     default_name = "module"
 
     def __init__(self, name: str | None = None):
-        object.__setattr__(self, "_vars", {})
+        object.__setattr__(self, "_vars", {})           # name -> (shared, is_param)
+        object.__setattr__(self, "_frozen", set())      # names of own parameters left out of .params
+        object.__setattr__(self, "_trainable", True)
         object.__setattr__(self, "_children", {})
         object.__setattr__(self, "_explicit_name", name is not None)
         self.name = name if name is not None else self.default_name
@@ -57,9 +65,24 @@ class Module:
 
     # ---- registration
     def __setattr__(self, key, value):
-        if isinstance(value, Module) and "_children" in self.__dict__:
-            self._children[key] = value
+        children = self.__dict__.get("_children")
+        if children is not None:
+            if isinstance(value, Module):
+                old = children.get(key)
+                if old is not None and old is not value:
+                    self._replace_child(key, old, value)   # Sequential keeps its layer list in step
+                children[key] = value          # a new name is appended; an existing one keeps its place
+            elif key in children and value is None:
+                del children[key]              # PyTorch's ``model.fc = None``: no longer a child
         object.__setattr__(self, key, value)
+
+    def __getattr__(self, key):
+        # only reached when ordinary lookup fails: children registered without an
+        # attribute (Sequential's ``conv0``, ``dense1``) are reachable as attributes too
+        children = self.__dict__.get("_children")
+        if children is not None and key in children:
+            return children[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
 
     def add_param(self, name: str, value, trainable: bool = True) -> SharedVariable:
         """Create a shared variable owned by this module (trainable -> in ``.params``)."""
@@ -69,6 +92,8 @@ class Module:
             raise ValueError(f"{type(self).__name__} already has a variable {name!r}")
         v = value if isinstance(value, SharedVariable) else F.shared(np.asarray(value), name=f"{self.name}.{name}")
         self._vars[name] = (v, trainable)
+        if trainable and not self._trainable:
+            self._frozen.add(name)     # a parameter added to a frozen module starts frozen
         return v
 
     def add_state(self, name: str, value) -> SharedVariable:
@@ -79,44 +104,168 @@ class Module:
         return dict(self._children)
 
     # ---- variables
-    def _named(self, prefix: str, want) -> Iterable[tuple[str, SharedVariable]]:
-        for n, (v, trainable) in self._vars.items():
-            if want is None or want == trainable:
-                yield prefix + n, v
+    def _entries(self, prefix: str = ""):
+        """(qualified name, owning module, local name, shared, kind) for every variable,
+        depth first in definition order; kind is "param", "frozen" or "state"."""
+        for n, (v, is_param) in self._vars.items():
+            kind = ("frozen" if n in self._frozen else "param") if is_param else "state"
+            yield prefix + n, self, n, v, kind
         for cname, child in self._children.items():
-            yield from child._named(f"{prefix}{cname}.", want)
+            yield from child._entries(f"{prefix}{cname}.")
 
-    def _collect(self, want) -> dict[str, SharedVariable]:
+    def _collect(self, kinds) -> dict[str, SharedVariable]:
+        entries = list(self._entries())
+        frozen = {id(v) for *_, v, kind in entries if kind == "frozen"}
         out: dict[str, SharedVariable] = {}
         seen: set[int] = set()
-        for qname, v in self._named("", want):
+        for qname, _, _, v, kind in entries:
             if id(v) in seen:        # a variable shared between two layers is listed once
                 continue
             seen.add(id(v))
             v.name = qname
-            out[qname] = v
+            if kind == "param" and id(v) in frozen:     # frozen where any owner froze it
+                kind = "frozen"
+            if kinds is None or kind in kinds:
+                out[qname] = v
         return out
 
     def named_variables(self) -> dict[str, SharedVariable]:
-        """Every variable (parameters and state) by qualified name, in definition order."""
+        """Every variable (parameters, frozen or not, and state) by qualified name, in
+        definition order: what :meth:`save` writes."""
         return self._collect(None)
 
     def named_params(self) -> dict[str, SharedVariable]:
-        """Trainable parameters by qualified name."""
-        return self._collect(True)
+        """Trainable parameters (not frozen) by qualified name."""
+        return self._collect(("param",))
+
+    def named_frozen(self) -> dict[str, SharedVariable]:
+        """Frozen parameters (see :meth:`freeze`) by qualified name."""
+        return self._collect(("frozen",))
 
     def named_state(self) -> dict[str, SharedVariable]:
         """Non-trainable state (BatchNorm running statistics) by qualified name."""
-        return self._collect(False)
+        return self._collect(("state",))
 
     @property
     def params(self) -> list[SharedVariable]:
-        """Trainable parameters (shared variables named by their path), in definition order."""
+        """Trainable parameters (shared variables named by their path), in definition
+        order; frozen parameters are left out."""
         return list(self.named_params().values())
 
     @property
     def state(self) -> list[SharedVariable]:
         return list(self.named_state().values())
+
+    def named_counters(self) -> dict[str, SharedVariable]:
+        """Shared variables a module holds as attributes, outside its variables, that
+        advance themselves on every call (a ``default_update``: Dropout's and the RBM's
+        random counters), by path (``"dropout0.counter"``). Checkpoints save them so
+        that a resumed run draws the same masks."""
+        out: dict[str, SharedVariable] = {}
+        seen: set[int] = set()
+        for path, m in self.named_modules().items():
+            owned = {id(v) for v, _ in m._vars.values()}
+            for attr, v in vars(m).items():
+                if (isinstance(v, SharedVariable) and v.default_update is not None and id(v) not in owned
+                        and id(v) not in seen):
+                    seen.add(id(v))
+                    out[f"{path}.{attr}" if path else attr] = v
+        return out
+
+    # ---- sub-modules, freezing, replacing
+    def named_modules(self, prefix: str = "") -> dict[str, "Module"]:
+        """This module (``""``) and every sub-module by path, depth first."""
+        out = {prefix: self}
+        for cname, child in self._children.items():
+            out.update(child.named_modules(f"{prefix}.{cname}" if prefix else cname))
+        return out
+
+    def submodule(self, path: str) -> "Module":
+        """The sub-module at a dotted path (``"block.conv1"``)."""
+        m = self
+        for i, part in enumerate(path.split(".")):
+            if part not in m._children:
+                where = ".".join(path.split(".")[:i]) or "the model"
+                raise KeyError(f"{type(self).__name__} {self.name!r}: no sub-module {path!r} "
+                               f"({where} has {list(m._children) or 'no sub-modules'})")
+            m = m._children[part]
+        return m
+
+    def replace(self, path: str, new: "Module") -> "Module":
+        """Put ``new`` in place of the sub-module at ``path`` (``"dense1"``,
+        ``"block.head"``), under the same name and at the same position, and return
+        the old one: a new classification head for fine-tuning. Its variables are
+        renamed by their new paths (``dense1.W``); compile the training step afterwards."""
+        if not isinstance(new, Module):
+            raise TypeError(f"replace: the new layer must be a Module, got {type(new).__name__}")
+        parent_path, _, key = path.rpartition(".")
+        parent = self.submodule(parent_path) if parent_path else self
+        old = self.submodule(path)
+        parent._replace_child(key, old, new)
+        self.named_variables()          # name the new variables by their paths
+        return old
+
+    def _replace_child(self, key: str, old: "Module", new: "Module") -> None:
+        self._children[key] = new
+        if self.__dict__.get(key) is old:
+            object.__setattr__(self, key, new)
+
+    def freeze(self, *paths: str) -> "Module":
+        """Leave parameters out of :attr:`params` (so optimisers and ``fit`` do not
+        train them); they are still saved, loaded and used. No argument: every
+        parameter of this module and its sub-modules (``trainable = False``).
+        ``paths``: sub-modules (``"conv0"``, ``"backbone"``) or single parameters
+        (``"dense1.b"``). Returns the module. Build the training step after freezing:
+        a compiled step trains what ``params`` held when it was built."""
+        self._set_frozen(paths, True)
+        return self
+
+    def unfreeze(self, *paths: str) -> "Module":
+        """Undo :meth:`freeze` (same arguments): the parameters are trained again."""
+        self._set_frozen(paths, False)
+        return self
+
+    @property
+    def trainable(self) -> bool:
+        """False after ``freeze()`` (with no paths) of this module or a module above
+        it, or ``trainable = False``; setting it freezes or unfreezes the module
+        recursively, as in Keras."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._set_frozen((), not bool(value))
+
+    def is_frozen(self, path: str) -> bool:
+        """Whether the parameter at ``path`` is frozen."""
+        entries = {q: kind for q, _, _, _, kind in self._entries()}
+        if path not in entries or entries[path] == "state":
+            raise KeyError(f"{type(self).__name__} {self.name!r}: no parameter {path!r}; it has "
+                           f"{[q for q, k in entries.items() if k != 'state']}")
+        return path in self.named_frozen()
+
+    def _set_frozen(self, paths, frozen: bool) -> None:
+        modules = self.named_modules()
+        entries = [e for e in self._entries() if e[4] != "state"]
+        if not paths:
+            targets, flagged = entries, list(modules.values())
+        else:
+            targets, flagged = [], []
+            for path in paths:
+                hit = [e for e in entries if e[0] == path or e[0].startswith(path + ".")]
+                if path in modules:
+                    flagged += [m for p, m in modules.items() if p == path or p.startswith(path + ".")]
+                elif not hit:
+                    state = [q for q, *_, kind in self._entries() if kind == "state" and q == path]
+                    why = "is state, not a parameter" if state else "is neither a sub-module nor a parameter"
+                    raise KeyError(f"{'freeze' if frozen else 'unfreeze'}: {path!r} {why} of "
+                                   f"{type(self).__name__} {self.name!r}; sub-modules: "
+                                   f"{[p for p in modules if p]}, parameters: {[e[0] for e in entries]}")
+                targets += hit
+        for m in flagged:
+            object.__setattr__(m, "_trainable", not frozen)
+        for _, owner, local, _, _ in targets:
+            (owner._frozen.add if frozen else owner._frozen.discard)(local)
 
     def num_params(self) -> int:
         return int(sum(v.size for v in self.params))
@@ -128,71 +277,19 @@ class Module:
     def set_weights(self, weights: dict, strict: bool = True, source: str = "set_weights") -> None:
         """Set variables from a name -> array mapping; checks names and shapes first and
         changes nothing if any check fails."""
-        own = self.named_variables()
-        missing = [k for k in own if k not in weights]
-        extra = [k for k in weights if k not in own]
-        if strict and missing:
-            raise ModelFileError(f"{source}: parameter {missing[0]!r} is missing"
-                                 + (f" (all missing: {missing})" if len(missing) > 1 else "")
-                                 + f"; it has {sorted(weights)}")
-        if strict and extra:
-            raise ModelFileError(f"{source}: unexpected parameter {extra[0]!r}"
-                                 + (f" (all unexpected: {extra})" if len(extra) > 1 else "")
-                                 + f"; the model has {list(own)}")
-        staged = []
-        for k, v in own.items():
-            if k not in weights:
-                continue
-            a = np.asarray(weights[k])
-            if a.shape != v.type.shape:
-                raise ModelFileError(f"{source}: parameter {k!r} has shape {a.shape}, the model expects "
-                                     f"{v.type.shape}")
-            if not np.can_cast(a.dtype, v.type.dtype.np, casting="same_kind"):
-                raise ModelFileError(f"{source}: parameter {k!r} has dtype {a.dtype}, which cannot be "
-                                     f"stored in {v.type.dtype}")
-            staged.append((v, a))
-        for v, a in staged:
-            v.set_value(a.astype(v.type.dtype.np))
+        assign(stage(self.named_variables(), weights, strict, source))
 
     # ---- save / load
     def save(self, path) -> None:
         """Write every variable to an ``.npz`` file at exactly ``path`` (atomically)."""
-        path = os.fspath(path)
-        arrays = self.get_weights()
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ModelFileError(f"save: directory {directory!r} of {path!r} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=".symfuse-", suffix=".npz.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_npz(path, self.get_weights(), "save")
 
     def load(self, path, strict: bool = True) -> None:
         """Read variables saved by :meth:`save`. With ``strict`` (the default), a name in
         the model but not the file, or in the file but not the model, is an error; a
         shape mismatch always is. Nothing is changed unless every check passes."""
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise ModelFileError(f"load: model file {path!r} does not exist")
-        if os.path.isdir(path):
-            raise ModelFileError(f"load: {path!r} is a directory, not an .npz model file")
-        try:
-            data = np.load(path, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ModelFileError(f"load: {path!r} holds a single .npy array, not an .npz archive "
-                                     "of named parameters")
-            with data:
-                arrays = {k: data[k] for k in data.files}
-        except ModelFileError:
-            raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-            raise ModelFileError(f"load: {path!r} is not a valid .npz model file ({type(e).__name__}: {e})") from e
-        self.set_weights(arrays, strict=strict, source=f"load {path!r}")
+        arrays = read_npz(path, "load", "model file")
+        self.set_weights(arrays, strict=strict, source=f"load {os.fspath(path)!r}")
 
     # ---- calling
     def forward(self, x, train: bool):
@@ -230,13 +327,91 @@ class Module:
     # ---- display
     def summary(self) -> str:
         lines = [f"{type(self).__name__} {self.name!r}"]
-        total = 0
+        total = frozen_total = 0
+        params, frozen = self.named_params(), self.named_frozen()
         for k, v in self.named_variables().items():
-            kind = "param" if any(v is p for p in self.params) else "state"
+            kind = "param" if k in params else "frozen" if k in frozen else "state"
             lines.append(f"  {k:32} {str(v.type.shape):18} {v.type.dtype!s:8} {kind}")
             total += v.size if kind == "param" else 0
-        lines.append(f"  {total} trainable parameters")
+            frozen_total += v.size if kind == "frozen" else 0
+        lines.append(f"  {total} trainable parameters" + (f", {frozen_total} frozen" if frozen_total else ""))
         return "\n".join(lines)
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+# --------------------------------------------------------------------------- staged assignment
+def stage(own: dict, arrays: dict, strict: bool = True, source: str = "set_weights", what: str = "parameter",
+          holder: str = "the model") -> list[tuple[SharedVariable, np.ndarray]]:
+    """Check ``arrays`` (name -> array) against the shared variables ``own`` (name ->
+    shared): with ``strict``, a name on one side only is an error; a shape, or a dtype
+    that cannot be stored, always is. Returns the ``(shared, array)`` pairs for
+    :func:`assign`, so that several groups are checked before any is changed."""
+    missing = [k for k in own if k not in arrays]
+    extra = [k for k in arrays if k not in own]
+    if strict and missing:
+        raise ModelFileError(f"{source}: {what} {missing[0]!r} is missing"
+                             + (f" (all missing: {missing})" if len(missing) > 1 else "")
+                             + f"; it has {sorted(arrays)}")
+    if strict and extra:
+        raise ModelFileError(f"{source}: unexpected {what} {extra[0]!r}"
+                             + (f" (all unexpected: {extra})" if len(extra) > 1 else "")
+                             + f"; {holder} has {list(own)}")
+    staged = []
+    for k, v in own.items():
+        if k not in arrays:
+            continue
+        a = np.asarray(arrays[k])
+        if a.shape != v.type.shape:
+            raise ModelFileError(f"{source}: {what} {k!r} has shape {a.shape}, {holder} expects {v.type.shape}")
+        if not np.can_cast(a.dtype, v.type.dtype.np, casting="same_kind"):
+            raise ModelFileError(f"{source}: {what} {k!r} has dtype {a.dtype}, which cannot be "
+                                 f"stored in {v.type.dtype}")
+        staged.append((v, a))
+    return staged
+
+
+def assign(staged) -> None:
+    for v, a in staged:
+        v.set_value(a.astype(v.type.dtype.np))
+
+
+# --------------------------------------------------------------------------- .npz files
+def write_npz(path, arrays: dict, what: str = "save") -> None:
+    """Write named arrays to an ``.npz`` file at exactly ``path``, atomically (a
+    temporary file in the same directory, then renamed)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ModelFileError(f"{what}: directory {directory!r} of {path!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".symfuse-", suffix=".npz.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_npz(path, what: str = "load", kind: str = "model file") -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` file (never unpickling: object arrays are
+    refused), with a :class:`ModelFileError` naming the file for anything else."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{what}: {kind} {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{what}: {path!r} is a directory, not an .npz {kind}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ModelFileError(f"{what}: {path!r} holds a single .npy array, not an .npz archive "
+                                 "of named arrays")
+        with data:
+            return {k: data[k] for k in data.files}
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise ModelFileError(f"{what}: {path!r} is not a valid .npz {kind} ({type(e).__name__}: {e})") from e

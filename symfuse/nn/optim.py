@@ -13,6 +13,10 @@ schedules: ``lr.set_value(...)`` between calls).
 
 The formulas are PyTorch's (written out in each class), so results match
 ``torch.optim`` step for step.
+
+``opt.state_dict(names)`` / ``opt.load_state_dict(arrays, names)`` read and write
+that state by parameter name (``"dense0.W/m"``, ``"step"``), for checkpoints that
+resume training exactly (:func:`symfuse.nn.train.save_checkpoint`).
 """
 from __future__ import annotations
 
@@ -50,6 +54,8 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr!r}")
         self.lr = lr
         self.state: list[SharedVariable] = []
+        # (parameter or None for a global counter, what, shared): the state by meaning
+        self.slots: list[tuple[SharedVariable | None, str, SharedVariable]] = []
 
     # ---- helpers
     def _grads(self, loss_or_grads, params):
@@ -71,6 +77,13 @@ class Optimizer:
     def _slot(self, p: SharedVariable, what: str) -> SharedVariable:
         s = F.shared(np.zeros(p.type.shape, p.type.dtype.np), name=f"{p.name or 'param'}.{what}")
         self.state.append(s)
+        self.slots.append((p, what, s))
+        return s
+
+    def _counter(self, what: str) -> SharedVariable:
+        s = F.shared(np.int32(0), name=f"{type(self).__name__.lower()}.{what}")
+        self.state.append(s)
+        self.slots.append((None, what, s))
         return s
 
     def _lr(self, p):
@@ -86,6 +99,67 @@ class Optimizer:
         """Zero every state variable (velocities, moments, step counters)."""
         for s in self.state:
             s.set_value(np.zeros(s.type.shape, s.type.dtype.np))
+
+    # ---- state by name (checkpoints)
+    def named_state(self, names: dict | None = None) -> dict[str, SharedVariable]:
+        """The optimiser's state by name: ``"<param>/<what>"`` for a parameter's slot
+        (``"dense0.W/velocity"``, ``"conv0.b/m"``), ``"<what>"`` for a global counter
+        (Adam's ``"step"``) and ``"lr"`` when the learning rate is a shared variable.
+        A parameter is named by ``names`` (``id(shared) -> name``, e.g. from a model's
+        ``named_variables``) or else its own name. A slot made twice (``updates``
+        called twice for one parameter) gets ``.1``, ``.2`` ... in creation order."""
+        names = names or {}
+        out: dict[str, SharedVariable] = {}
+        for p, what, s in self.slots:
+            if p is None:
+                base = what
+            else:
+                pname = names.get(id(p)) or p.name
+                if not pname:
+                    raise ValueError(f"{type(self).__name__}.named_state: a parameter of shape {p.type.shape} "
+                                     "has no name; pass names={id(shared): name}")
+                base = f"{pname}/{what}"
+            key, k = base, 1
+            while key in out:
+                key, k = f"{base}.{k}", k + 1
+            out[key] = s
+        if isinstance(self.lr, SharedVariable):
+            out["lr"] = self.lr
+        return out
+
+    def state_dict(self, names: dict | None = None) -> dict[str, np.ndarray]:
+        """Copies of :meth:`named_state`'s values."""
+        return {k: s.get_value() for k, s in self.named_state(names).items()}
+
+    def load_state_dict(self, arrays: dict, names: dict | None = None, strict: bool = True,
+                        source: str = "load_state_dict") -> None:
+        """Set the state from :meth:`state_dict`'s arrays. The state exists once the
+        training step is built (``updates`` was called): build it first. Names and
+        shapes are checked before anything changes; with ``strict``, a name on one
+        side only is an error."""
+        from .module import assign
+        assign(self.stage_state(arrays, names, strict, source))
+
+    def stage_state(self, arrays: dict, names: dict | None = None, strict: bool = True,
+                    source: str = "load_state_dict") -> list:
+        """:meth:`load_state_dict`'s checks: the ``(shared, array)`` pairs it would set."""
+        from .errors import ModelFileError
+        from .module import stage
+        own = self.named_state(names)
+        kind = type(self).__name__
+        if strict and arrays and not own:
+            raise ModelFileError(f"{source}: the {kind} optimiser has no state yet and the file has "
+                                 f"{sorted(arrays)[:4]}...; build the training step first (opt.updates(...), a "
+                                 "zoo model, or finetune.classifier), then load")
+        return stage(own, arrays, strict, source, what=f"{kind} state", holder="the optimiser")
+
+    def config(self) -> dict:
+        """The hyperparameters (JSON-friendly; a shared ``lr`` is given by its value)."""
+        out = {k: v for k, v in vars(self).items() if k not in ("state", "slots", "lr")}
+        lr = self.lr
+        out["lr"] = (float(lr.get_value()) if isinstance(lr, SharedVariable)
+                     else float(lr) if isinstance(lr, numbers.Real) else repr(lr))
+        return out
 
     def updates(self, loss_or_grads, params) -> list[tuple[SharedVariable, Value]]:
         params = _params(params)
@@ -146,8 +220,7 @@ class Adam(Optimizer):
         self.weight_decay, self.decoupled = float(weight_decay), bool(decoupled)
 
     def _updates(self, params, grads):
-        t = F.shared(np.int32(0), name="adam.step")
-        self.state.append(t)
+        t = self._counter("step")
         t_new = t + 1
         ups = [(t, t_new)]
         for p, g in zip(params, grads):

@@ -145,7 +145,8 @@ def evaluate(zoo_model, x, y=None, device=None, batch: int | None = None) -> dic
 
 # --------------------------------------------------------------------------- fit
 def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None, progress: bool = True,
-        verbose: bool = True, seed: int = 0, eval_batch: int | None = None, augment=None, on_epoch_end=None, log=print) -> History:
+        verbose: bool = True, seed: int = 0, eval_batch: int | None = None, augment=None, on_epoch_end=None,
+        log=print, checkpoint=None, resume: bool = False) -> History:
     """Train for ``epochs`` passes over the training data.
 
     model: a :class:`~symfuse.nn.zoo.ZooModel`, or compiled functions: a training
@@ -160,6 +161,13 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
     :func:`symfuse.nn.data.random_shift`). ``on_epoch_end(record)`` is called with
     each epoch's history entry (e.g. to decay a shared learning rate).
 
+    ``checkpoint`` (a path; ZooModels only) is written after every epoch with
+    :func:`save_checkpoint`: variables, optimiser state, the epoch, the shuffling
+    generator and the history so far. With ``resume``, an existing checkpoint is
+    loaded first and training goes on from the epoch after its own up to
+    ``epochs``, exactly as if it had not stopped; the returned history includes the
+    earlier epochs.
+
     Each history entry has ``epoch``, ``time_s`` (training wall time), ``steps``,
     and ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy`` (classifiers) or
     ``recon_error``, ``test_recon_error`` (unsupervised). Train metrics are the
@@ -169,6 +177,7 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
     split = _as_split(data)
     t0 = time.perf_counter()
     if isinstance(model, ZooModel):
+        _check_not_frozen(model)
         train_fn = model.train_function(device)
         compile_s = time.perf_counter() - t0
         test_n = len(split.x_test)
@@ -201,7 +210,8 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
         log(f"training {getattr(model, 'name', 'model')} on {device or train_fn.device}: "
             f"{len(x_train)} samples, {nb} steps of {batch} per epoch, compiled in {compile_s:.2f} s")
     rng = np.random.default_rng(seed)
-    for epoch in range(1, epochs + 1):
+    start = _resume(model, checkpoint, resume, rng, history, log if verbose else None)
+    for epoch in range(start + 1, epochs + 1):
         rec = _epoch(train_fn, x_train, y_train, batch, names, augment, rng, _bar(nb, f"epoch {epoch}/{epochs}",
                                                                                  progress))
         rec["epoch"] = epoch
@@ -213,6 +223,8 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
             else:
                 rec["test_loss"], rec["test_accuracy"] = classification_metrics(out, np.asarray(split.y_test))
         history.append(rec)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, epoch=epoch, rng=rng, extra={"history": list(history)})
         if on_epoch_end is not None:
             on_epoch_end(rec)
         if verbose:
@@ -220,6 +232,35 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
                 f"{k} {v:.4f}" for k, v in rec.items() if k not in ("epoch", "time_s", "steps"))
                 + f"  ({rec['time_s']:.2f} s)")
     return history
+
+
+def _check_not_frozen(zm) -> None:
+    """A ZooModel's step trains what was trainable when it was built: refuse one that
+    would train parameters frozen since."""
+    frozen = {id(v): k for k, v in zm.model.named_frozen().items()}
+    stale = [frozen[id(s)] for s, _ in zm.updates if id(s) in frozen]
+    if stale:
+        raise ValueError(f"fit: {stale} were frozen after the {zm.name!r} training step was built, which still "
+                         "trains them; build it again after freezing (symfuse.nn.finetune.classifier(model, ...))")
+
+
+def _resume(model, checkpoint, resume, rng, history, log) -> int:
+    """The epoch to go on from: 0, or a loaded checkpoint's (its history appended)."""
+    from .zoo import ZooModel
+    if checkpoint is None:
+        if resume:
+            raise ValueError("fit: resume=True needs checkpoint=<path>")
+        return 0
+    if not isinstance(model, ZooModel):
+        raise ValueError("fit: checkpoint= needs a ZooModel (model and optimiser); with compiled functions, call "
+                         "save_checkpoint / load_checkpoint yourself")
+    if not (resume and os.path.exists(os.fspath(checkpoint))):
+        return 0
+    info = load_checkpoint(checkpoint, model, rng=rng)
+    history.extend(info["extra"].get("history", []))
+    if log is not None:
+        log(f"resumed from {os.fspath(checkpoint)!r} after epoch {info['epoch']}")
+    return int(info["epoch"] or 0)
 
 
 def _epoch(train_fn, x_train, y_train, batch, names, augment, rng, bar) -> dict:
@@ -308,3 +349,108 @@ def save_samples_png(path, samples, shape, ncols: int | None = None, scale: int 
     grid = tile_images(samples, (h, w), ncols, pad, scale)
     write_png(path, grid)
     return grid
+
+
+# --------------------------------------------------------------------------- checkpoints
+CHECKPOINT_FORMAT = "symfuse-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def _checkpoint_parts(model, optimizer):
+    """(variables by name, self-advancing counters by name, optimiser) of a Module,
+    a ZooModel (its optimiser by default), or a name -> shared dict / an object with
+    such a ``params`` dict (an ``sf.onnx`` model)."""
+    from ..frontend.api import SharedVariable
+    from .module import Module
+    from .zoo import ZooModel
+    if isinstance(model, ZooModel):
+        optimizer = optimizer if optimizer is not None else model.optimizer
+        model = model.model
+    if isinstance(model, Module):
+        return model.named_variables(), model.named_counters(), optimizer
+    params = model if isinstance(model, dict) else getattr(model, "params", None)
+    if isinstance(params, dict) and all(isinstance(v, SharedVariable) for v in params.values()):
+        return dict(params), {}, optimizer
+    raise TypeError("checkpoint: model must be a symfuse.nn Module, a ZooModel, a {name: shared variable} dict or "
+                    f"a model with such a params dict (an sf.onnx model); got {type(model).__name__}")
+
+
+def save_checkpoint(path, model, optimizer=None, epoch: int | None = None, rng=None, extra: dict | None = None) -> None:
+    """Write a training checkpoint to the ``.npz`` file ``path`` (atomically): every
+    variable of ``model`` (frozen parameters and state included), its random
+    counters (Dropout's), the optimiser's state (momentum buffers, Adam's moments and
+    step count; ``optimizer`` defaults to a ZooModel's), ``epoch``, the state of a
+    numpy Generator ``rng`` (the shuffling order) and ``extra`` (JSON-serialisable).
+    Arrays and a JSON header only: :func:`load_checkpoint` never unpickles."""
+    import json
+
+    from .module import write_npz
+    variables, counters, optimizer = _checkpoint_parts(model, optimizer)
+    arrays = {f"model/{k}": v.get_value() for k, v in variables.items()}
+    arrays.update({f"counter/{k}": v.get_value() for k, v in counters.items()})
+    meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch, "extra": extra or {},
+            "rng": rng.bit_generator.state if rng is not None else None, "optimizer": None}
+    if optimizer is not None:
+        names = {id(v): k for k, v in variables.items()}
+        arrays.update({f"optimizer/{k}": a for k, a in optimizer.state_dict(names).items()})
+        meta["optimizer"] = {"class": type(optimizer).__name__, "config": optimizer.config()}
+    try:
+        arrays["meta"] = np.array(json.dumps(meta))
+    except TypeError as e:
+        raise TypeError(f"save_checkpoint: extra must be JSON-serialisable ({e})") from None
+    write_npz(path, arrays, "save_checkpoint")
+
+
+def load_checkpoint(path, model, optimizer=None, strict: bool = True, rng=None) -> dict:
+    """Restore a checkpoint written by :func:`save_checkpoint` into a freshly built
+    ``model`` and ``optimizer`` (build the training step first: the optimiser's
+    state exists from then on). Every name, shape and dtype is checked before
+    anything changes; with ``strict``, variables, counters or optimiser state on one
+    side only, or another optimiser class, are errors. ``rng`` (a numpy Generator)
+    is set to the saved one's state. Returns the header: ``epoch``, ``extra``,
+    ``optimizer`` (class and hyperparameters) and ``rng``."""
+    import json
+
+    from .errors import ModelFileError
+    from .module import assign, read_npz, stage
+    label = f"load_checkpoint {os.fspath(path)!r}"
+    arrays = read_npz(path, "load_checkpoint", "checkpoint")
+    try:
+        meta = json.loads(str(arrays.pop("meta")[()]))
+        ok = isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT
+    except (KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise ModelFileError(f"{label}: not a symfuse checkpoint (no header; a file written by Module.save "
+                             "is read with model.load)")
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise ModelFileError(f"{label}: checkpoint format version {meta.get('version')!r}; this symfuse reads "
+                             f"version {CHECKPOINT_VERSION}")
+    groups = {g: {} for g in ("model", "counter", "optimizer")}
+    for k, a in arrays.items():
+        group, _, name = k.partition("/")
+        if group not in groups:
+            raise ModelFileError(f"{label}: unexpected array {k!r} in the checkpoint")
+        groups[group][name] = a
+    variables, counters, optimizer = _checkpoint_parts(model, optimizer)
+    staged = stage(variables, groups["model"], strict, label)
+    staged += stage(counters, groups["counter"], strict, label, what="random counter")
+    saved_opt = meta.get("optimizer")
+    if optimizer is None:
+        if strict and saved_opt is not None:
+            raise ModelFileError(f"{label}: the checkpoint holds {saved_opt['class']} state; pass the optimiser "
+                                 "(optimizer=...) to restore it, or strict=False to leave it out")
+    else:
+        if saved_opt is None:
+            if strict:
+                raise ModelFileError(f"{label}: the checkpoint has no optimiser state, but an optimiser was given")
+        elif strict and saved_opt["class"] != type(optimizer).__name__:
+            raise ModelFileError(f"{label}: the checkpoint holds {saved_opt['class']} state, the optimiser is "
+                                 f"{type(optimizer).__name__}")
+        else:
+            names = {id(v): k for k, v in variables.items()}
+            staged += optimizer.stage_state(groups["optimizer"], names, strict, label)
+    assign(staged)
+    if rng is not None and meta.get("rng") is not None:
+        rng.bit_generator.state = meta["rng"]
+    return {k: meta.get(k) for k in ("epoch", "extra", "optimizer", "rng")}
