@@ -134,12 +134,15 @@ def load_model(spec: str, batch: int | None, train: bool) -> Graph:
     if spec not in zoo.ZOO:
         raise click.BadParameter(f"unknown model {spec!r}; zoo models: {', '.join(sorted(zoo.ZOO))}, "
                                  "path/to/file.py:function, or path/to/model.onnx", param_hint="MODEL")
-    m = zoo.get(spec, **({"batch": batch} if batch else {}))
-    if train:
-        return Graph(f"{spec}_train", m.inputs, m.train_outputs, m.updates, zoo=m)
-    import symfuse as sf
-    x = sf.tensor("x", (m.batch,) + tuple(m.input_shape), m.dtype)
-    return Graph(f"{spec}_predict", [x], m.predict_graph(x), zoo=m)
+    from ..ir.core import location
+    # no user line builds a zoo model here: its ops name their layers and where the zoo defines them
+    with location(("<symfuse>", 0)):
+        m = zoo.get(spec, **({"batch": batch} if batch else {}))
+        if train:
+            return Graph(f"{spec}_train", m.inputs, m.train_outputs, m.updates, zoo=m)
+        import symfuse as sf
+        x = sf.tensor("x", (m.batch,) + tuple(m.input_shape), m.dtype)
+        return Graph(f"{spec}_predict", [x], m.predict_graph(x), zoo=m)
 
 
 def _compile(graph: Graph, target: str, arch: str | None):

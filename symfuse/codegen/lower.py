@@ -11,7 +11,6 @@ wire a kernel (which buffer is ``in0``) come back beside the record
 from __future__ import annotations
 
 import math
-import os
 from typing import NamedTuple
 
 from ..compiler.fusion import KernelGroup, Partition, materialised
@@ -246,9 +245,8 @@ def _lower_library(group, partition, resolve, renderer, tag) -> Lowered:
 def _provenance(ops) -> list[str]:
     lines = []
     for op in ops:
-        where = format_loc(op.loc)
-        lines.append(f"{op.opdef.name} {', '.join(str(o.type) for o in op.outputs)}"
-                     + (f"  ({os.path.basename(where.rsplit(':', 1)[0])}:{where.rsplit(':', 1)[1]})" if where else ""))
+        where = format_loc(op.loc, short=True)
+        lines.append(f"{op.opdef.name} {', '.join(str(o.type) for o in op.outputs)}" + (f"  ({where})" if where else ""))
     return lines
 
 

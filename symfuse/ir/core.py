@@ -12,11 +12,11 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ShapeError, SymfuseError, VerifyError
+from ..errors import SymfuseError, VerifyError
 from .types import DType, TensorType
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
@@ -26,19 +26,44 @@ _ids = itertools.count()
 # --------------------------------------------------------------------------- locations
 class _LocState:
     override: tuple | None = None
+    # labels of the layers whose forward is building ops, innermost last
+    # ("Conv2D 'conv0' (zoo.py:42)"): symfuse.nn's Module.__call__ pushes them
+    scopes: list = []
 
 
 _LOC = _LocState()
 
 
-def user_location() -> tuple[str, int] | None:
-    """(file, line) of the innermost frame outside the symfuse package."""
-    if _LOC.override is not None:
-        return _LOC.override
-    f = sys._getframe(2)
-    while f is not None and _inside_package(f.f_code.co_filename):
-        f = f.f_back
-    return (f.f_code.co_filename, f.f_lineno) if f is not None else None
+def user_location() -> tuple | None:
+    """(file, line) of the innermost frame outside the symfuse package, and the
+    innermost layer being called as a third item when there is one."""
+    loc = _LOC.override
+    if loc is None:
+        f = sys._getframe(2)
+        while f is not None and _inside_package(f.f_code.co_filename):
+            f = f.f_back
+        loc = (f.f_code.co_filename, f.f_lineno) if f is not None else None
+    if _LOC.scopes:
+        return (loc[0], loc[1], _LOC.scopes[-1]) if loc else ("<symfuse>", 0, _LOC.scopes[-1])
+    return loc
+
+
+class layer_scope:
+    """Context manager: ops built inside carry ``label`` (a layer and where it was
+    defined) beside the user's line that called it."""
+
+    __slots__ = ("label",)
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def __enter__(self):
+        _LOC.scopes.append(self.label)
+        return self
+
+    def __exit__(self, *exc):
+        _LOC.scopes.pop()
+        return False
 
 
 _INSIDE: dict[str, bool] = {}
@@ -71,10 +96,16 @@ class location:
         return False
 
 
-def format_loc(loc) -> str:
-    if not loc or loc[0] == "<symfuse>":
+def format_loc(loc, short: bool = False) -> str:
+    """``file:line``, ``file:line in <layer>`` or ``<layer>`` (an op of a layer called
+    from inside symfuse, such as a zoo model built by the CLI); ``short``: the file's
+    base name only."""
+    if not loc:
         return ""
-    return f"{loc[0]}:{loc[1]}"
+    where = "" if loc[0] == "<symfuse>" else f"{os.path.basename(loc[0]) if short else loc[0]}:{loc[1]}"
+    if len(loc) > 2 and loc[2]:
+        return f"{where} in {loc[2]}" if where else loc[2]
+    return where
 
 
 # --------------------------------------------------------------------------- op definitions

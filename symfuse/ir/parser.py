@@ -270,8 +270,10 @@ class _Parser:
             f = self.expect_kind("string", "a file name")
             self.expect(":")
             ln = self.expect_kind("int", "a line number")
+            loc = (self.string(f), self.int_(ln))
+            if self.peek().kind == "string":         # the layer the op was built in
+                loc += (self.string(self.next()),)
             self.expect(")")
-            loc = (f.text[1:-1], self.int_(ln))
         if len(types) != nres:
             raise self.error(f"{name_tok.text}: {nres} result(s) declared but {len(types)} type(s) given", name_tok)
         try:

@@ -97,8 +97,9 @@ def _op_line(op, namer, locations, indent, out):
         out.append(f"{indent}) : {', '.join(str(o.type) for o in op.outputs)}")
         return
     line = f"{indent}{lhs + ' = ' if lhs else ''}{text} : {', '.join(str(o.type) for o in op.outputs)}"
-    if locations and op.loc and op.loc[0] != "<symfuse>":
-        line += f' loc("{op.loc[0]}":{op.loc[1]})'
+    if locations and op.loc and (op.loc[0] != "<symfuse>" or len(op.loc) > 2):
+        scope = f" {format_attr(op.loc[2])}" if len(op.loc) > 2 else ""
+        line += f" loc({format_attr(op.loc[0])}:{op.loc[1]}{scope})"
     out.append(line)
 
 

@@ -13,6 +13,7 @@ attribute) swaps a sub-module, keeping its name."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import threading
 import zipfile
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..frontend import api as F
 from ..frontend.api import SharedVariable
-from ..ir.core import Value
+from ..ir.core import Value, layer_scope
 from .errors import ModelFileError
 
 
@@ -34,6 +35,15 @@ class _CallContext:
 
 
 _local = threading.local()
+
+
+def _construction_site(module) -> tuple[str, int]:
+    """(file, line) of the code that constructed ``module``: the first frame that is not
+    one of its own ``__init__`` methods (a subclass's, then Module's)."""
+    f = sys._getframe(2)
+    while f is not None and f.f_code.co_name == "__init__" and f.f_locals.get("self") is module:
+        f = f.f_back
+    return (f.f_code.co_filename, f.f_lineno) if f is not None else ("?", 0)
 
 
 def _stack() -> list:
@@ -60,6 +70,7 @@ class Module:
         object.__setattr__(self, "_trainable", True)
         object.__setattr__(self, "_children", {})
         object.__setattr__(self, "_explicit_name", name is not None)
+        object.__setattr__(self, "_defined_at", _construction_site(self))
         self.name = name if name is not None else self.default_name
         self.updates: list[tuple[SharedVariable, Value]] = []
 
@@ -111,6 +122,7 @@ class Module:
             kind = ("frozen" if n in self._frozen else "param") if is_param else "state"
             yield prefix + n, self, n, v, kind
         for cname, child in self._children.items():
+            object.__setattr__(child, "_path", f"{prefix}{cname}")     # the name provenance shows
             yield from child._entries(f"{prefix}{cname}.")
 
     def _collect(self, kinds) -> dict[str, SharedVariable]:
@@ -296,15 +308,19 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def __call__(self, x, train: bool = False):
-        stack = _stack()
-        if stack:
-            return self.forward(x, train)
-        ctx = _CallContext(train)
-        stack.append(ctx)
-        try:
-            y = self.forward(x, train)
-        finally:
-            stack.pop()
+        file, line = self.__dict__.get("_defined_at") or ("?", 0)
+        # every op the layer builds names it and where it was defined (provenance)
+        label = self.__dict__.get("_path") or self.name
+        with layer_scope(f"{type(self).__name__} {label!r} ({os.path.basename(file)}:{line})"):
+            stack = _stack()
+            if stack:
+                return self.forward(x, train)
+            ctx = _CallContext(train)
+            stack.append(ctx)
+            try:
+                y = self.forward(x, train)
+            finally:
+                stack.pop()
         self.updates = ctx.updates
         return y
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..frontend import api as F
 from ..frontend.api import SharedVariable
-from ..ir.core import Value
+from ..ir.core import Value, layer_scope
 
 
 def _params(params) -> list[SharedVariable]:
@@ -164,7 +164,8 @@ class Optimizer:
     def updates(self, loss_or_grads, params) -> list[tuple[SharedVariable, Value]]:
         params = _params(params)
         grads = self._grads(loss_or_grads, params)
-        return self._updates(params, grads)
+        with layer_scope(f"{type(self).__name__} update"):      # provenance of the update kernels
+            return self._updates(params, grads)
 
     def _updates(self, params, grads):
         raise NotImplementedError

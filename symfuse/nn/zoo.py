@@ -27,6 +27,7 @@ import numpy as np
 from ..frontend import api as F
 from ..frontend.api import SharedVariable
 from ..frontend.random import RandomStream
+from ..ir.core import layer_scope
 from ..runtime.function import function
 from . import init as initializers
 from . import layers as L
@@ -118,8 +119,9 @@ def _classifier(name, model, batch, input_shape, classes, optimizer, dtype) -> Z
     x = F.tensor("x", (batch, *input_shape), dtype)
     y = F.tensor("y", (batch,), "int32")
     logits, state_updates = model.apply(x, train=True)
-    loss = losses.softmax_cross_entropy(logits, y)
-    acc = losses.accuracy(logits, y)
+    with layer_scope(f"{name} loss and accuracy (zoo.py)"):
+        loss = losses.softmax_cross_entropy(logits, y)
+        acc = losses.accuracy(logits, y)
     updates = optimizer.updates(loss, model.params) + state_updates
     return ZooModel(name, "classifier", model, [x, y], [loss, acc], ["loss", "accuracy"], updates, batch,
                     tuple(input_shape), dtype, classes, optimizer,
