@@ -13,12 +13,13 @@ from .errors import (  # noqa: F401
 )
 from .ir.types import float16, float32, float64, int32, int64, bool_  # noqa: F401
 from .frontend.api import (  # noqa: F401
-    SharedVariable, abs, add, argmax, argmin, as_tensor, broadcast_to, cast, ceil, clip, concatenate,
-    constant, cos, divide, dot, equal, erf, exp, expand_dims, expm1, flatten, flip, floor, full, getitem,
-    grad, greater, greater_equal, less, less_equal, log, log1p, logical_and, logical_not, logical_or,
-    matmul, max, maximum, mean, min, minimum, multiply, negative, not_equal, ones, ones_like, pad, power,
-    prod, reciprocal, relu, reshape, round, rsqrt, shared, sigmoid, sign, sin, softplus, sqrt, square,
-    squeeze, stack, std, subtract, sum, tanh, tensor, transpose, var, where, zeros, zeros_like,
+    SharedVariable, abs, add, argmax, argmin, as_tensor, bitwise_and, bitwise_not, bitwise_or, bitwise_xor,
+    broadcast_to, cast, ceil, clip, concatenate, constant, cos, divide, dot, equal, erf, exp, expand_dims,
+    expm1, flatten, flip, floor, full, getitem, grad, greater, greater_equal, left_shift, less, less_equal,
+    log, log1p, logical_and, logical_not, logical_or, matmul, max, maximum, mean, min, minimum, multiply,
+    negative, not_equal, ones, ones_like, pad, power, prod, reciprocal, relu, reshape, right_shift, round,
+    rsqrt, shared, sigmoid, sign, sin, softplus, sqrt, square, squeeze, stack, std, subtract, sum, tanh,
+    tensor, transpose, var, where, zeros, zeros_like,
     cond, scan, stop_gradient, while_loop,
 )
 from .frontend.nn_api import (  # noqa: F401

@@ -112,6 +112,7 @@ exp, log, log1p, expm1, sqrt, rsqrt = (_unary(n) for n in ("exp", "log", "log1p"
 abs, sign, reciprocal, tanh, sigmoid = (_unary(n) for n in ("abs", "sign", "reciprocal", "tanh", "sigmoid"))
 relu, softplus, erf, sin, cos = (_unary(n) for n in ("relu", "softplus", "erf", "sin", "cos"))
 floor, ceil, round, logical_not = (_unary(n) for n in ("floor", "ceil", "round", "logical_not"))
+bitwise_not = _unary("bitwise_not")
 negative = _unary("neg")
 
 
@@ -127,6 +128,16 @@ power, maximum, minimum = _bin("pow"), _bin("maximum"), _bin("minimum")
 less, less_equal, greater, greater_equal = _bin("lt"), _bin("le"), _bin("gt"), _bin("ge")
 equal, not_equal = _bin("eq"), _bin("ne")
 logical_and, logical_or = _bin("logical_and"), _bin("logical_or")
+bitwise_and, bitwise_or, bitwise_xor = _bin("bitwise_and"), _bin("bitwise_or"), _bin("bitwise_xor")
+left_shift, right_shift = _bin("left_shift"), _bin("right_shift")   # right: arithmetic for signed ints
+
+
+def _by_dtype(logical, bitwise):
+    """``&``, ``|``, ``^``, ``~`` as numpy reads them: logical on bool tensors, bitwise on integers."""
+    def f(a, *b):
+        x = a if isinstance(a, Value) else b[0]
+        return (logical if x.dtype.is_bool else bitwise)(a, *b)
+    return f
 
 
 def square(x):
@@ -438,7 +449,12 @@ def _install_methods():
         "__neg__": negative, "__abs__": abs, "__pos__": lambda self: self,
         "__lt__": less, "__le__": less_equal, "__gt__": greater, "__ge__": greater_equal,
         "__eq__": equal, "__ne__": not_equal,
-        "__and__": logical_and, "__or__": logical_or, "__invert__": logical_not,
+        "__and__": _by_dtype(logical_and, bitwise_and), "__rand__": r(_by_dtype(logical_and, bitwise_and)),
+        "__or__": _by_dtype(logical_or, bitwise_or), "__ror__": r(_by_dtype(logical_or, bitwise_or)),
+        "__invert__": _by_dtype(logical_not, bitwise_not),
+        "__xor__": _by_dtype(not_equal, bitwise_xor), "__rxor__": r(_by_dtype(not_equal, bitwise_xor)),
+        "__lshift__": left_shift, "__rlshift__": r(left_shift), "__rshift__": right_shift,
+        "__rrshift__": r(right_shift),
         "__getitem__": getitem,
         "reshape": lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape),
         "transpose": lambda self, *axes: transpose(self, (axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes) or None),

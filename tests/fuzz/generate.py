@@ -1063,7 +1063,11 @@ class Gen:
             src, f = self.choice([("{0} + {1}", np.add), ("{0} - {1}", np.subtract), ("{0} * {1}", np.multiply),
                                   ("sf.maximum({0}, {1})", np.maximum), ("sf.minimum({0}, {1})", np.minimum),
                                   ("sf.where({0} > {1}, {0}, -{1})", lambda a, b: np.where(a > b, a, -b)),
-                                  ("abs({0} - {1})", lambda a, b: np.abs(a - b))])
+                                  ("abs({0} - {1})", lambda a, b: np.abs(a - b)),
+                                  ("{0} & {1}", np.bitwise_and), ("{0} | {1}", np.bitwise_or),
+                                  ("{0} ^ ~{1}", lambda a, b: a ^ ~b),
+                                  ("sf.left_shift({0}, {1} & 3)", lambda a, b: a << (b & 3)),
+                                  ("{0} >> ({1} & 7)", lambda a, b: a >> (b & 7))])
             i = self.add(src, [i, j], f, i.dtype, tag="int_op") or i
         if self.chance(0.25) and self.val(i).ndim >= 1:
             ax = self.axes(self.val(i).ndim)

@@ -146,7 +146,7 @@ POINTWISE_SHAPES = {1: [[(3, 4)], [()], [(0, 3)]],
 
 def pointwise_cases(name, dt, rng):
     """Elementwise ops of fixed arity, with the first operand dtype the type rule
-    accepts: the dtype under test, else bool."""
+    accepts: the dtype under test, else bool, else int32 (the integer-only bit ops)."""
     arity = OPS[name].arity
     if arity not in POINTWISE_SHAPES:
         return None
@@ -155,7 +155,7 @@ def pointwise_cases(name, dt, rng):
     else:
         d = BINARY_DOMAIN.get(name, ("real", "real"))
         doms = d if isinstance(d, tuple) else (d + "-a", d + "-b")
-    for kind in (dt, "bool"):
+    for kind in (dt, "bool", "int32"):
         cases = [Case([draw(rng, s, dm, kind) for s, dm in zip(shapes, doms)]) for shapes in POINTWISE_SHAPES[arity]]
         if kind in ("float32", "float64"):    # IEEE special values, every pair of them (forward only)
             sp = np.array(SPECIAL, kind)

@@ -51,6 +51,21 @@ def _logical(types, attrs):
     return out
 
 
+def _int_unary(types, attrs):
+    if not types[0].dtype.is_int:
+        raise DTypeError(f"operand must be an integer tensor, got {types[0]}; "
+                         "for bool use logical_not")
+    return (types[0],)
+
+
+def _int_binary(types, attrs):
+    out = elementwise_type(types)
+    if not out[0].dtype.is_int:
+        raise DTypeError(f"operands must be integer tensors, got {types[0]} and {types[1]}; for bool use "
+                         "logical_and / logical_or / not_equal, for floats cast to an integer dtype first")
+    return out
+
+
 def _erf(x):
     return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x.copy()
 
@@ -77,6 +92,25 @@ def _onnx_ne(g, op, names):
     return g.node("Not", g.node("Equal", names))
 
 
+def _onnx_bitwise(op_type):
+    def rule(g, op, names):
+        if g.opset < 18:
+            g.unsupported(op, f"ONNX has {op_type} from opset 18 on; save with opset=18 or newer")
+        return g.node(op_type, names)
+    return rule
+
+
+def _onnx_shift(direction):
+    def rule(g, op, names):
+        # BitShift takes unsigned integers, and signed ones (numpy's semantics) from opset 28
+        dtype = op.inputs[0].dtype
+        schema = g.onnx.defs.get_schema("BitShift", g.opset)
+        if f"tensor({dtype.name})" not in {t for c in schema.type_constraints for t in c.allowed_type_strs}:
+            g.unsupported(op, f"BitShift of opset {g.opset} does not take {dtype} (signed integers: from opset 28)")
+        return g.node("BitShift", names, direction=direction)
+    return rule
+
+
 # ---------------------------------------------------------------- unary table
 # name: (type rule, numpy reference, C expression, vjp(g, x, y) or None, ONNX export); vjp None:
 # the op is piecewise constant (zero gradient), registered with differentiable=False
@@ -89,7 +123,7 @@ UNARY = {
     "sqrt": (_float_unary, np.sqrt, "sqrt({0})", lambda g, x, y: g * 0.5 / y, "Sqrt"),
     "rsqrt": (_float_unary, lambda x: 1 / np.sqrt(x), "(({T})1 / sqrt({0}))",
               lambda g, x, y: g * (-0.5) * y / x, _onnx_rsqrt),
-    "abs": (_num_unary, np.abs, "fabs({0})", lambda g, x, y: g * F.sign(x), "Abs"),
+    "abs": (_num_unary, np.abs, "sf_abs({0})", lambda g, x, y: g * F.sign(x), "Abs"),
     "sign": (_num_unary, _sign_ref, "({0} != {0} ? {0} : ({T})(({0} > 0) - ({0} < 0)))", None, "Sign"),
     "reciprocal": (_float_unary, lambda x: 1 / x, "(({T})1 / {0})", lambda g, x, y: -(g * y * y), "Reciprocal"),
     "tanh": (_float_unary, np.tanh, "sf_tanh({0})", lambda g, x, y: g * (1 - y * y), "Tanh"),
@@ -108,6 +142,7 @@ UNARY = {
     "ceil": (_float_unary, np.ceil, "ceil({0})", None, "Ceil"),
     "round": (_float_unary, np.round, "nearbyint({0})", None, "Round"),
     "logical_not": (lambda t, a: (_bool_only(t[0]),), np.logical_not, "(!{0})", None, "Not"),
+    "bitwise_not": (_int_unary, np.invert, "(~{0})", None, _onnx_bitwise("BitwiseNot")),
 }
 
 
@@ -163,6 +198,19 @@ BINARY = {
     "ne": (_compare, np.not_equal, "({0} != {1})", None, True, _onnx_ne),
     "logical_and": (_logical, np.logical_and, "({0} && {1})", None, True, "And"),
     "logical_or": (_logical, np.logical_or, "({0} || {1})", None, True, "Or"),
+    "bitwise_and": (_int_binary, np.bitwise_and, "({0} & {1})", None, True, _onnx_bitwise("BitwiseAnd")),
+    "bitwise_or": (_int_binary, np.bitwise_or, "({0} | {1})", None, True, _onnx_bitwise("BitwiseOr")),
+    "bitwise_xor": (_int_binary, np.bitwise_xor, "({0} ^ {1})", None, True, _onnx_bitwise("BitwiseXor")),
+    # a shift by the width or more (or by a negative amount) is undefined in C: numpy's
+    # result instead, 0 (or -1 shifting a negative signed value right); a left shift goes
+    # through uint64_t, where shifting a negative signed value is undefined too
+    "left_shift": (_int_binary, np.left_shift,
+                   "((uint64_t)({1}) < 8 * sizeof({T}) ? ({T})((uint64_t)({0}) << {1}) : ({T})0)",
+                   None, False, _onnx_shift("LEFT")),
+    # signed: arithmetic (numpy's, and gcc's >> on a negative value); unsigned: logical
+    "right_shift": (_int_binary, np.right_shift,
+                    "((uint64_t)({1}) < 8 * sizeof({T}) ? ({T})({0} >> {1}) : ({0} < 0 ? ({T})-1 : ({T})0))",
+                    None, False, _onnx_shift("RIGHT")),
 }
 
 

@@ -112,5 +112,117 @@ SF_INLINE float sf_tanhf(float x) {
 #define sf_exp(x) _Generic((x), float: sf_expf, default: exp)(x)
 #define sf_log(x) _Generic((x), float: sf_logf, default: log)(x)
 #define sf_tanh(x) _Generic((x), float: sf_tanhf, default: tanh)(x)
+/* |x| of any type: fabs of an integer would go through double, which rounds 64-bit
+ * ones (an integer's minimum stays itself, as numpy's wraps) */
+#ifdef __FLT16_MAX__
+#define sf_abs(x) _Generic((x), float: fabsf(x), double: fabs(x), long double: fabsl(x), \
+                           _Float16: (_Float16)fabsf(x), default: ((x) < 0 ? -(x) : (x)))
+#else
+#define sf_abs(x) _Generic((x), float: fabsf(x), double: fabs(x), long double: fabsl(x), \
+                           default: ((x) < 0 ? -(x) : (x)))
+#endif
+
+/* ------------------------------------------------------------------ _Float16 and <tgmath.h>
+ * glibc declares no _Float16 libm functions (no expm1f16), so <tgmath.h> refuses a
+ * float16 operand: "no matching function for type-generic call". Where a unit
+ * includes <tgmath.h>, its real math names are redefined to choose as it does for
+ * float, double, long double and integers (counted as double), and to take
+ * _Float16 in float: the op's result is converted back to _Float16 where it is
+ * assigned, as numpy computes its float16 loops in float. Without <tgmath.h> (the
+ * runtime library's own build) the names stay the plain libm functions. */
+#if defined(__FLT16_MAX__) && (defined(_TGMATH_H) || defined(__CLANG_TGMATH_H))
+/* "fn" names the function by itself: a function-like macro name not followed by "(" */
+#define SF_TG1(fn, x) _Generic((x), _Float16: fn##f, float: fn##f, long double: fn##l, default: fn)(x)
+/* the operands' real type as tgmath counts it: an integer is a double */
+#define SF_TG_REAL(x) _Generic((x), _Float16: (_Float16)0, float: 0.0f, long double: 0.0L, default: 0.0)
+#define SF_TG2(fn, x, y) \
+  _Generic(SF_TG_REAL(x) + SF_TG_REAL(y), _Float16: fn##f, float: fn##f, long double: fn##l, default: fn)((x), (y))
+#undef acos
+#define acos(x) SF_TG1(acos, x)
+#undef asin
+#define asin(x) SF_TG1(asin, x)
+#undef atan
+#define atan(x) SF_TG1(atan, x)
+#undef acosh
+#define acosh(x) SF_TG1(acosh, x)
+#undef asinh
+#define asinh(x) SF_TG1(asinh, x)
+#undef atanh
+#define atanh(x) SF_TG1(atanh, x)
+#undef cos
+#define cos(x) SF_TG1(cos, x)
+#undef sin
+#define sin(x) SF_TG1(sin, x)
+#undef tan
+#define tan(x) SF_TG1(tan, x)
+#undef cosh
+#define cosh(x) SF_TG1(cosh, x)
+#undef sinh
+#define sinh(x) SF_TG1(sinh, x)
+#undef tanh
+#define tanh(x) SF_TG1(tanh, x)
+#undef exp
+#define exp(x) SF_TG1(exp, x)
+#undef exp2
+#define exp2(x) SF_TG1(exp2, x)
+#undef expm1
+#define expm1(x) SF_TG1(expm1, x)
+#undef log
+#define log(x) SF_TG1(log, x)
+#undef log10
+#define log10(x) SF_TG1(log10, x)
+#undef log1p
+#define log1p(x) SF_TG1(log1p, x)
+#undef log2
+#define log2(x) SF_TG1(log2, x)
+#undef logb
+#define logb(x) SF_TG1(logb, x)
+#undef cbrt
+#define cbrt(x) SF_TG1(cbrt, x)
+#undef sqrt
+#define sqrt(x) SF_TG1(sqrt, x)
+#undef fabs
+#define fabs(x) SF_TG1(fabs, x)
+#undef ceil
+#define ceil(x) SF_TG1(ceil, x)
+#undef floor
+#define floor(x) SF_TG1(floor, x)
+#undef rint
+#define rint(x) SF_TG1(rint, x)
+#undef nearbyint
+#define nearbyint(x) SF_TG1(nearbyint, x)
+#undef round
+#define round(x) SF_TG1(round, x)
+#undef trunc
+#define trunc(x) SF_TG1(trunc, x)
+#undef erf
+#define erf(x) SF_TG1(erf, x)
+#undef erfc
+#define erfc(x) SF_TG1(erfc, x)
+#undef tgamma
+#define tgamma(x) SF_TG1(tgamma, x)
+#undef lgamma
+#define lgamma(x) SF_TG1(lgamma, x)
+#undef pow
+#define pow(x, y) SF_TG2(pow, x, y)
+#undef atan2
+#define atan2(x, y) SF_TG2(atan2, x, y)
+#undef hypot
+#define hypot(x, y) SF_TG2(hypot, x, y)
+#undef fmod
+#define fmod(x, y) SF_TG2(fmod, x, y)
+#undef fmax
+#define fmax(x, y) SF_TG2(fmax, x, y)
+#undef fmin
+#define fmin(x, y) SF_TG2(fmin, x, y)
+#undef fdim
+#define fdim(x, y) SF_TG2(fdim, x, y)
+#undef copysign
+#define copysign(x, y) SF_TG2(copysign, x, y)
+#undef remainder
+#define remainder(x, y) SF_TG2(remainder, x, y)
+#undef nextafter
+#define nextafter(x, y) SF_TG2(nextafter, x, y)
+#endif
 
 #endif /* SYMFUSE_KERNEL_H */

@@ -1,7 +1,7 @@
 /* symfuse CUDA prelude: included first by every generated CUDA unit (and by
  * runtime.cuh). Fixed-width integer types, INFINITY/NAN, and the type-generic
  * math names that the op table's C expressions use (symfuse/ir/ops/elementwise.py):
- * on the GPU sf_exp/sf_log/sf_tanh are CUDA's own float functions. Under
+ * on the GPU sf_exp/sf_log/sf_tanh/sf_abs are CUDA's own float functions. Under
  * device="cuda-emu" the emulator header (emu.h) has already included the C
  * headers, and these definitions map onto them. */
 #ifndef SYMFUSE_CUDA_PRELUDE
@@ -44,5 +44,9 @@ SF_DEV float sf_log(float x) { return logf(x); }
 SF_DEV double sf_log(double x) { return log(x); }
 SF_DEV float sf_tanh(float x) { return tanhf(x); }
 SF_DEV double sf_tanh(double x) { return tanh(x); }
+/* |x|: an integer's without a detour through double, which rounds 64-bit ones */
+SF_DEV float sf_abs(float x) { return fabsf(x); }
+SF_DEV double sf_abs(double x) { return fabs(x); }
+template <typename T> SF_DEV T sf_abs(T x) { return x < 0 ? (T)-x : x; }
 
 #endif /* SYMFUSE_CUDA_PRELUDE */
