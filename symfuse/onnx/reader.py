@@ -69,7 +69,9 @@ def upgrade(model, label: str):
     newest = onnx.defs.onnx_opset_version()
     versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
     if not versions:
-        raise OnnxError(f"{label}: the model imports no opset of the default ONNX domain")
+        if any(n.domain in ("", "ai.onnx") for n in model.graph.node):
+            raise OnnxError(f"{label}: the model uses ops of the default ONNX domain but imports no opset of it")
+        return model          # only other domains (ai.onnx.ml, training): each op is refused by name
     version = versions[0]
     if version > newest:
         raise OnnxUnsupported(f"{label}: opset {version} is newer than this onnx package knows (opset {newest})",
@@ -84,6 +86,10 @@ def upgrade(model, label: str):
                               f"{newest}) and onnx's version converter could not upgrade it: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
                               reason=f"opset {version}: version converter failed") from None
+    if _signature(up) != _signature(model):
+        raise OnnxUnsupported(f"{label}: opset {version} is older than symfuse converts (opset {MIN_OPSET} to "
+                              f"{newest}), and onnx's version converter changes the graph's inputs or outputs "
+                              "when it upgrades this model", reason=f"opset {version}: upgrade changes the signature")
     prop = up.metadata_props.add()
     prop.key, prop.value = "symfuse.upgraded_from_opset", str(version)
     return up
@@ -138,3 +144,8 @@ def _external(t, base_dir: str | None, what: str) -> np.ndarray:
     copy.data_location = t.DEFAULT
     copy.raw_data = raw
     return numpy_helper.to_array(copy)
+
+
+def _signature(model) -> list:
+    """Names, element types and shapes of the graph's inputs and outputs."""
+    return [(v.name, v.type.SerializeToString()) for v in (*model.graph.input, *model.graph.output)]
