@@ -33,6 +33,14 @@ from .runtime.function import function  # noqa: F401
 __version__ = "0.1.0"
 
 
+def export(f, out_dir, name=None):
+    """Write the cpu function ``f`` as a directory C programs use without Python:
+    ``lib<name>.so``, ``<name>.h``, ``<name>.json``, ``<name>.params`` and the
+    libraries they need (docs/export.md). Loaded on first use."""
+    from .runtime.export import export as export_function
+    return export_function(f, out_dir, name)
+
+
 def __getattr__(name):
     # subpackages with optional dependencies load on first use: import time is a headline number
     if name in ("onnx", "nn"):

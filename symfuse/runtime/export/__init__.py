@@ -1,0 +1,137 @@
+"""``sf.export(f, out_dir)``: a compiled cpu function as a directory that C
+programs use without Python or symfuse (docs/export.md).
+
+    out_dir/
+      lib<name>.so        the function's kernels, its schedule and the C API
+      <name>.h            the API, documented
+      <name>.json         manifest: inputs, outputs, parameters, updates, toolchain
+      <name>.params       the shared variables' values (params.py has the format)
+      libsymfuse_rt.so    symfuse's C runtime, run path $ORIGIN
+      libscipy_openblas.so  OpenBLAS from the scipy-openblas32 wheel
+      libgomp.so.1        only when the compiler's libgomp is not a system library
+
+Shapes are static (the function's). A later batch argument will be a keyword of
+``export`` and new functions in the header; what is here stays as it is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...errors import InputError
+
+__all__ = ["export", "Exported", "read_params", "write_params"]
+
+FORMAT = "symfuse-export"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Exported:
+    """What ``export`` wrote: the directory, the name, and its files by role."""
+    directory: str
+    name: str
+    files: dict = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def library(self) -> str:
+        return self.files["library"]
+
+
+def read_params(path: str) -> dict:
+    from .params import read_params as read
+    return read(path)
+
+
+def write_params(path: str, named_arrays) -> int:
+    from .params import write_params as write
+    return write(path, named_arrays)
+
+
+def export(f, out_dir: str, name: str | None = None) -> Exported:
+    """Write ``f`` (an ``sf.function`` compiled for ``device="cpu"``) as a
+    self-contained directory: its library, C header, manifest, parameters and
+    the shared objects they need. ``name`` (a C identifier) prefixes the API and
+    names the files; by default the function's name."""
+    from ..cpu import FAST_FLAGS, CompiledModule
+    from ..device_values import host
+    from ..toolchain import VERSION
+    from . import api, build, params as pfile
+    t0 = time.perf_counter()
+    run = getattr(f, "_run", None)
+    if not isinstance(run, CompiledModule) or not run.source:
+        raise InputError(f"export: {f!r} was not compiled for device='cpu'; export compiles the C backend's "
+                         f"code into a library (sf.function(..., device='cpu'))")
+    if run.param_count != len(f.inputs) + len(f.shared):
+        raise InputError("export: the compiled function's parameters do not match its inputs and shared variables")
+    name = api.export_name(name, f.function.name)
+    cc, ccver = build.toolchain()
+    inputs = [api.Tensor(n, v.type.dtype.name, tuple(v.type.shape))
+              for n, v in zip(api.unique_names([v.name for v in f.inputs], "input"), f.inputs)]
+    outputs = [api.Tensor(n, v.type.dtype.name, tuple(v.type.shape))
+               for n, v in zip(api.unique_names([v.name for v in f.outputs], "output"), f.outputs)]
+    pnames = api.unique_names([s.name for s in f.shared], "param")
+    params = [api.Tensor(n, s.type.dtype.name, tuple(s.type.shape)) for n, s in zip(pnames, f.shared)]
+    index = {id(s): i for i, s in enumerate(f.shared)}
+    update_vars = [index[id(s)] for s, _ in f.updates]
+    updated = [i in set(update_vars) for i in range(len(params))]
+    fp = pfile.fingerprint([(t.name, t.dtype, t.shape) for t in params])
+    header, api_source = api.render(name, VERSION, inputs, outputs, params, updated, run, update_vars, fp)
+
+    os.makedirs(out_dir, exist_ok=True)
+    files = {"library": f"lib{name}.so", "header": f"{name}.h", "manifest": f"{name}.json",
+             "params": f"{name}.params"}
+    deps = _copy_dependencies(out_dir, cc, ccver)
+    build.build_library(os.path.join(out_dir, files["library"]), name, run.source, api_source, header, cc, ccver,
+                        FAST_FLAGS)
+    with open(os.path.join(out_dir, files["header"]), "w") as fh:
+        fh.write(header)
+    values = [np.ascontiguousarray(host(s._value), dtype=t.dtype) for s, t in zip(f.shared, params)]
+    pfile.write_params(os.path.join(out_dir, files["params"]), [(t.name, v) for t, v in zip(params, values)])
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "function": f.function.name,
+        "symfuse_version": VERSION, "inputs": [t.manifest() for t in inputs],
+        "outputs": [t.manifest() for t in outputs],
+        "params": [t.manifest(updated=u) for t, u in zip(params, updated)],
+        "updates": [params[v].name for v in update_vars],
+        "params_file": files["params"], "params_fingerprint": f"{fp:016x}",
+        "target": {"os": platform.system().lower(), "machine": platform.machine(),
+                   "march": build.resolved_march(cc), "flags": list(FAST_FLAGS)},
+        "compiler": {"path": cc, "version": ccver},
+        "libraries": deps, "arena_bytes": run.arena_bytes,
+    }
+    with open(os.path.join(out_dir, files["manifest"]), "w") as fh:
+        json.dump(manifest, fh, indent=2)
+        fh.write("\n")
+    files.update({k: k for k in deps["bundled"]})
+    return Exported(os.path.abspath(out_dir), name, {k: os.path.join(out_dir, v) for k, v in files.items()},
+                    manifest, time.perf_counter() - t0)
+
+
+def _copy_dependencies(out_dir: str, cc: str, ccver: str) -> dict:
+    """Copy the shared objects the library needs into ``out_dir``: {bundled: [...], system: [...]}."""
+    from . import build
+    bundled, system = [], ["libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0"]
+    rt = build.export_runtime(cc, ccver)
+    sources = ([rt] if rt else []) + [build.blas_library()]
+    gomp = build.libgomp_path(cc)
+    if gomp:
+        sources.append(gomp)
+    else:
+        system.append("libgomp.so.1")
+    for src in sources:
+        dst = os.path.join(out_dir, "libsymfuse_rt.so" if src == rt else os.path.basename(src))
+        tmp = dst + ".tmp"
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, dst)           # a library a running program has mapped is replaced, not rewritten
+        bundled.append(os.path.basename(dst))
+    return {"bundled": bundled, "system": system}
