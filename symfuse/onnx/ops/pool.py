@@ -163,11 +163,22 @@ def _spatial_input(n):
     return x
 
 
+def _own_padding(win: Window, sizes) -> bool:
+    """Whether max_pool2d's symmetric padding gives exactly these windows."""
+    if len(win.kernel) != 2 or win.dilation != [1, 1] or win.lo != win.hi:
+        return False
+    return all(b < k and (size + 2 * b - k) // s + 1 == o
+               for size, k, s, b, o in zip(sizes, win.kernel, win.stride, win.lo, win.out))
+
+
 def pooled(n, kind: str, pad_value: float, transform=None):
     """The windowed max or sum of ``transform(x)`` with its Window and input sizes."""
     x = _spatial_input(n)
     win = window(n, x.shape[2:], _kernel(n, x), bool(n.attr("ceil_mode", 0)))
     xs = transform(x) if transform else x
+    if kind == "max" and _own_padding(win, x.shape[2:]):
+        # max_pool2d pads with -inf itself: no padded copy of the input (a ResNet stem's 113x113)
+        return NN.max_pool2d(xs, tuple(win.kernel), tuple(win.stride), tuple(win.lo)), win, x
     one_d = x.ndim == 3
     if one_d:
         xs, w2 = as_2d(xs), lift_window(win)
