@@ -26,7 +26,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "errors.md")
 AT = r".* \(at model\.py:1\)$"
 
-PRELUDE = """\
+ONNX_PRELUDE = """\
+def onnx_model(op, shape=(2, 3)):
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node(op, ["x"], ["y"], name="n0")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+"""
+
+PRELUDE = ONNX_PRELUDE + """\
 import numpy as np
 import symfuse as sf
 from symfuse.ir.core import Function, Op, get_opdef
@@ -357,6 +366,26 @@ CASES = [
     env("cache-not-private", {"SYMFUSE_CACHE_DIR": "{tmp}/shared"}, LoggedWarning,
         r"^symfuse: cache directory \$TMP/shared is not a private directory \(owner uid \d+, mode 0777; .*\); "
         r"refusing to use it .*; compiling without caching$"),
+    # ---- ONNX models (docs/onnx.md): untrusted files, named node, op, input or file
+    api("onnx-not-a-model", sf.onnx.OnnxError, "sf.onnx.load(b'garbage bytes here')",
+        r"^<onnx bytes>: not a valid ONNX model \(the protobuf does not parse: .*\); the file may be truncated"),
+    api("onnx-wrong-source", sf.onnx.OnnxError, "sf.onnx.load(42)",
+        r"^an ONNX model is a path, bytes or an onnx\.ModelProto, got int$"),
+    api("onnx-missing-file", sf.onnx.OnnxError, "sf.onnx.load('absent.onnx')", r"^absent\.onnx: no such file$"),
+    api("onnx-unknown-op", sf.onnx.OnnxUnsupported, "sf.onnx.load(onnx_model('FancyOp'))",
+        r"^<onnx bytes>: node 0 'n0' \(FancyOp\): op FancyOp is not supported$"),
+    api("onnx-symbolic-size", sf.onnx.OnnxError, "sf.onnx.load(onnx_model('Relu', ('N', 3)))",
+        r"^<onnx bytes>: input 'x' has a symbolic size 'N' on axis 0; give its shape with load\(\.\.\., "
+        r"shapes=\{'x': \(\.\.\.\)\}\)$"),
+    api("onnx-shape-disagrees", sf.onnx.OnnxError,
+        "sf.onnx.load(onnx_model('Relu'), shapes={'x': (2, 5)})",
+        r"^<onnx bytes>: input 'x' has size 3 on axis 1 in the model, shapes= gives \(2, 5\)$"),
+    api("export-not-cpu", errors.InputError, "sf.export(f, 'out')",
+        r"^export: <symfuse function @main on interp.*> was not compiled for device='cpu'"),
+    cli("cli-onnx-broken", "symfuse compile broken.onnx", 1,
+        r"^symfuse: broken\.onnx: not a valid ONNX model", {"broken.onnx": b"\x08\x07\x12garbage"}),
+    cli("cli-onnx-train", "symfuse compile tiny.onnx --train", 2,
+        r"tiny\.onnx: an ONNX model has no training step", {"tiny.onnx": b"\x08\x07"}),
     # ---- the command line: usage errors exit 2, errors in a model file exit 1 with its file:line
     cli("cli-unknown-model", "symfuse compile nosuch", 2,
         r"Invalid value for MODEL: unknown model 'nosuch'; zoo models: charlstm, lenet, mlp, rbm, seqdigits"),
@@ -440,6 +469,13 @@ CLASS_DOCS = [
      "updates, name and options; a compiled function called with arguments that do not match its signature "
      "(count, names, shape, dtype, values that do not fit); names of tensors and shared variables. Errors of a "
      "call name the argument by position and name instead of a line."),
+    (sf.onnx.OnnxError, "OnnxError (an `InputError`)", "An ONNX model could not be read or converted: a "
+     "truncated or malformed file, a shape that disagrees with the model, a symbolic size without `shapes=`, "
+     "external data outside the model's directory (docs/onnx.md). The message names the file, and the node "
+     "and op where one is at fault."),
+    (sf.onnx.OnnxUnsupported, "OnnxUnsupported (an `OnnxError`)", "The model uses an op, opset, attribute "
+     "value or dtype symfuse does not convert; the message names the node and the op, and `reason` is the "
+     "short form the conformance report groups by."),
     (errors.DeviceUnavailable, "DeviceUnavailable (a `RuntimeError`)", "The requested device is unknown, or "
      "cannot run here (calling a `device=\"cuda\"` function needs PyCUDA and a GPU; compiling it does not)."),
     (V, "VerifyError", "IR built by hand (through `symfuse.ir`) breaks an invariant: a value used by an op is "
