@@ -43,6 +43,9 @@ def test_compile_inspect_graph_an_onnx_model(tmp_path):
     assert "tiny.onnx:1" in kernels[0]["provenance"][0]       # the node the op came from
     gr = sym("graph", path, "--batch", "8", cache=tmp_path / "c")
     assert gr.returncode == 0 and "f32[8,4]" in gr.stdout, gr.stderr
+    tm = sym("time", path, "--batch", "8", "--repeat", "1", "--json", cache=tmp_path / "c")
+    assert tm.returncode == 0, tm.stderr
+    assert json.loads(tm.stdout)["cold"]["total_s"] > 0
 
 
 def test_symbolic_batch_without_batch_says_how(tmp_path):
