@@ -75,6 +75,23 @@ class Node:
         return self.src.format(*self.args)
 
 
+class Operands:
+    """The outer nodes a control-flow op reads, in first-use order, and each role's
+    position among them: ``slot(role, node)`` is the "{k}" placeholder of its source."""
+
+    def __init__(self):
+        self.args: list[Node] = []
+        self.role: dict[str, int] = {}
+
+    def slot(self, r: str, node: Node) -> str:
+        names = [a.name for a in self.args]
+        if node.name not in names:
+            self.args.append(node)
+            names.append(node.name)
+        self.role[r] = names.index(node.name)
+        return "{%d}" % self.role[r]
+
+
 def leaf_value(n: Node) -> np.ndarray:
     if n.dtype in FLOATS:
         return np.asarray(n.data).astype(n.dtype).astype(np.float64)
@@ -1316,13 +1333,8 @@ class Gen:
         dt = self.dtype if self.chance(0.85) else self.other_dtype()
         self.feats = set()
         lmax = 12 if self.big else 8
-        args, role = [], {}
-
-        def ph(r, node):
-            if node.name not in [a.name for a in args]:
-                args.append(node)
-            role[r] = [a.name for a in args].index(node.name)
-            return "{%d}" % role[r]
+        operands = Operands()
+        args, role, ph = operands.args, operands.role, operands.slot
 
         with_xs = self.chance(0.85)
         X = None
@@ -1471,13 +1483,8 @@ class Gen:
             return None
         dt = self.dtype if self.chance(0.85) else self.other_dtype()
         self.feats = set()
-        args, role = [], {}
-
-        def ph(r, node):
-            if node.name not in [a.name for a in args]:
-                args.append(node)
-            role[r] = [a.name for a in args].index(node.name)
-            return "{%d}" % role[r]
+        operands = Operands()
+        args, role, ph = operands.args, operands.role, operands.slot
 
         pybool = "cond" in self.exclude or (self.chance(0.15) and "cond_pybool" not in self.exclude)
         if not pybool:
@@ -1589,13 +1596,8 @@ class Gen:
             return None
         dt = self.dtype if self.chance(0.85) else self.other_dtype()
         self.feats = set()
-        args, role = [], {}
-
-        def ph(r, node):
-            if node.name not in [a.name for a in args]:
-                args.append(node)
-            role[r] = [a.name for a in args].index(node.name)
-            return "{%d}" % role[r]
+        operands = Operands()
+        args, role, ph = operands.args, operands.role, operands.slot
 
         v0 = self.pick(lambda m: self.val(m).size <= 64, dtype=dt)
         if v0 is None:
