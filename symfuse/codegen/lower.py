@@ -245,9 +245,17 @@ def _lower_library(group, partition, resolve, renderer, tag) -> Lowered:
 def _provenance(ops) -> list[str]:
     lines = []
     for op in ops:
-        where = format_loc(op.loc, short=True)
+        where = _comment_safe(format_loc(op.loc, short=True))
         lines.append(f"{op.opdef.name} {', '.join(str(o.type) for o in op.outputs)}" + (f"  ({where})" if where else ""))
     return lines
+
+
+def _comment_safe(text: str) -> str:
+    """A location (the user's file names, layer names) as it may stand inside a C or
+    CUDA comment, where the kernels' provenance is printed: it cannot close the
+    comment or start a line of its own."""
+    text = text.replace("*/", "*\\/")
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _shape_tag(shape) -> str:

@@ -72,3 +72,14 @@ def test_cli_zoo_provenance_names_the_zoo_not_click(tmp_path):
     assert not any("click" in p or "core.py" in p for p in prov), prov
     assert any("Conv2D 'conv0' (zoo.py:" in p for p in prov)
     assert any("SGD update" in p for p in prov)
+
+
+def test_a_layer_name_cannot_escape_the_kernel_comment():
+    # provenance is printed inside /* ... */ in the generated C and CUDA: a user-chosen
+    # layer name must not close that comment and inject code
+    model = nn.Dense(3, 2, name="x */ int injected = 1; /* \n#error boom")
+    x = sf.tensor("x", (1, 3))
+    for device in ("cpu", "cuda-emu"):
+        f = sf.function([x], model(x), device=device)
+        assert f(np.ones((1, 3), np.float32)).shape == (1, 2)
+        assert not [ln for ln in f.source.splitlines() if "injected" in ln and "*/" in ln]
