@@ -15,8 +15,11 @@ the whole header into each unit (static functions, specialised per call site).
 
 Location: ``symfuse/_build`` inside the installed package when writable (it
 belongs to the installation, so emptying the compile cache does not rebuild
-it), else ``$SYMFUSE_CACHE_DIR/runtime``. The file names carry the hash of the
-header, compiler and flags, so a stale build is never picked up.
+it), else ``$SYMFUSE_CACHE_DIR/runtime``. ``pip install`` builds it there
+(``setup.py`` runs ``rt_recipe.prebuild``), so the first compile does not wait
+~5 s for it; the directory name is the recipe's key (header, compiler, flags,
+OpenBLAS's name, CPU), so a stale build is never picked up and the install-time
+build is found although it was linked in pip's build environment.
 """
 from __future__ import annotations
 
@@ -28,14 +31,15 @@ from dataclasses import dataclass
 
 from ..errors import CompileError
 from ..install_dirs import BUILD_DIR, C_TEMPLATE_DIR as INCLUDE_DIR
+from . import rt_recipe
 from .cache import cache_key, environment_cache, warn_once
 from .shared_object import Recipe, SharedObject, in_directory, intact, put_file
-from .toolchain import blas_link_flags, find_compiler
+from .toolchain import blas_lib_dir, find_compiler
 
 log = logging.getLogger("symfuse.cpu")
 
 BUILD_SECONDS_HINT = 5        # on a 2-core machine; shown before the one-time build starts
-LIBRARY_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
+LIBRARY_FLAGS = list(rt_recipe.LIBRARY_FLAGS)
 PACKAGE_BUILD_DIR = BUILD_DIR
 
 
@@ -62,11 +66,18 @@ def _build_dirs():
 @functools.lru_cache(maxsize=None)
 def header_bytes() -> bytes:
     """runtime.h and kernel.h: what a build or a unit depends on besides its own text."""
-    out = b""
-    for name in ("runtime.h", "kernel.h"):
-        with open(os.path.join(INCLUDE_DIR, name), "rb") as fh:
-            out += fh.read()
-    return out
+    return rt_recipe.header_bytes(INCLUDE_DIR)
+
+
+@functools.lru_cache(maxsize=None)
+def preload_blas() -> None:
+    """Load the wheel's OpenBLAS into the process before the runtime library: the
+    library names it by soname only (its run path is a hint relative to an
+    installed package), and a loaded soname satisfies that dependency."""
+    import ctypes
+    d = blas_lib_dir()
+    name = next(f for f in sorted(os.listdir(d)) if f.startswith("lib" + rt_recipe.BLAS_LIBRARY) and ".so" in f)
+    ctypes.CDLL(os.path.join(d, name))
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,11 +86,11 @@ def runtime_library(cc: str, ccver: str) -> RuntimeLibrary | None:
     when this compiler cannot produce the API header."""
     if "clang" in ccver.lower():   # no -aux-info
         return None
-    flags = LIBRARY_FLAGS + list(blas_link_flags())
-    key = cache_key(header_bytes(), ccver, " ".join(flags))[:20]
+    key = rt_recipe.library_key(header_bytes(), ccver, rt_recipe.cpu_identity())
     # header first, library last: readers test for the library, so they never see half a build
-    lib = SharedObject("libsymfuse_rt.so", [in_directory(os.path.join(d, key)) for d in _build_dirs()],
-                       companions=("sf_runtime_api.h",))
+    lib = SharedObject(rt_recipe.LIBRARY_NAME, [in_directory(os.path.join(d, key)) for d in _build_dirs()],
+                       companions=(rt_recipe.API_HEADER,))
+    preload_blas()
     found = lib.find()
     if found is not None:
         return RuntimeLibrary(found.path, os.path.dirname(found.path), key)
@@ -89,9 +100,9 @@ def runtime_library(cc: str, ccver: str) -> RuntimeLibrary | None:
     warn_once(f"symfuse: building the C runtime library once for this installation and compiler "
               f"(~{BUILD_SECONDS_HINT} s) in {lib.place()}")
     t0 = time.perf_counter()
-    recipe = Recipe(cc, (("runtime_lib.c", '#define SF_RUNTIME_LIBRARY 1\n#include "runtime.h"\n'),),
-                    ("-I", INCLUDE_DIR, "-aux-info=aux.h", *flags, "-lm"), output="libsymfuse_rt.so",
-                    what="building the C runtime library")
+    command = rt_recipe.compile_command(cc, INCLUDE_DIR, blas_lib_dir())
+    recipe = Recipe(cc, ((rt_recipe.SOURCE_NAME, rt_recipe.SOURCE),), tuple(command[4:]),
+                    output=rt_recipe.LIBRARY_NAME, what="building the C runtime library")
     try:
         built = lib.build(recipe, finish=_write_api_header, keep_failed=False)
     except CompileError as e:
@@ -114,19 +125,10 @@ def _write_api_header(work: str) -> None:
     from what ``-aux-info`` wrote of the build."""
     try:
         with open(os.path.join(work, "aux.h")) as fh:
-            lines = fh.readlines()
+            api = rt_recipe.api_header(fh)
     except OSError:
         raise CompileError("building the C runtime library failed: the compiler wrote no -aux-info") from None
-    protos = []
-    for line in lines:
-        # "/* runtime.h:123:NF */ extern void sf_x (...); /* (...) ... */": the exported definitions
-        if "runtime.h:" in line and "F */ extern" in line:
-            decl = line.split("*/", 1)[1].split("/*", 1)[0].strip()
-            if decl.split("(", 1)[0].split()[-1].lstrip("*").startswith("sf_"):
-                protos.append(decl)
-    api = ("/* Exported by libsymfuse_rt (generated from runtime.h by gcc -aux-info). */\n"
-           "#include <stddef.h>\n#include <stdint.h>\n" + "\n".join(protos) + "\n")
-    with open(os.path.join(work, "sf_runtime_api.h"), "w") as fh:
+    with open(os.path.join(work, rt_recipe.API_HEADER), "w") as fh:
         fh.write(api)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 
+from . import rt_recipe
 from .cache import cache_key, environment_cache, warn_once
 
 VERSION = "0.1.0"
@@ -76,7 +77,7 @@ def code_identity() -> str:
 
 def find_compiler() -> tuple[str, str] | None:
     """(path, version line) of the C compiler: $CC, then cc, gcc, clang."""
-    return find_program("CC", "cc", "gcc", "clang")
+    return find_program(rt_recipe.COMPILER_ENV, *rt_recipe.COMPILER_NAMES)
 
 
 @functools.lru_cache(maxsize=None)
