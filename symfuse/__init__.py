@@ -43,7 +43,7 @@ def export(f, out_dir, name=None):
 
 def __getattr__(name):
     # subpackages with optional dependencies load on first use: import time is a headline number
-    if name in ("onnx", "nn"):
+    if name in ("onnx", "nn", "distributed"):
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'symfuse' has no attribute {name!r}")

@@ -26,7 +26,12 @@ from .common import TARGETS, _compile, _fail, batch_opt, json_opt, load_model, m
 @click.option("--load", "load_path", type=click.Path(dir_okay=False), default=None,
               help="start from parameters in this .npz")
 @click.option("--no-progress", is_flag=True)
-def train_cmd(model, device, epochs, data, batch, lr, seed, samples, save, load_path, no_progress):
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="data-parallel processes under mpiexec (MPI: pip install 'symfuse[mpi]'); "
+                   "--batch is then the global batch, split between them")
+@click.option("--hostfile", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="with --workers: MPI's host list, to run on several machines (docs/distributed.md)")
+def train_cmd(model, device, epochs, data, batch, lr, seed, samples, save, load_path, no_progress, workers, hostfile):
     """Train a zoo MODEL: compile report, progress bar, loss and accuracy per epoch."""
     from ..errors import DeviceUnavailable, InputError, SymfuseError
     from ..nn import __main__ as nn_main
@@ -49,6 +54,11 @@ def train_cmd(model, device, epochs, data, batch, lr, seed, samples, save, load_
     argv += ["--save", save] if save else []
     argv += ["--load", load_path] if load_path else []
     argv += ["--no-progress"] if no_progress else []
+    if hostfile and workers == 1:
+        raise click.BadParameter("--hostfile needs --workers N (N > 1)", param_hint="--hostfile")
+    if workers > 1:
+        from ..distributed.launch import launch
+        sys.exit(launch(["-m", "symfuse.nn", *argv, "--distributed"], workers, hostfile))
     try:
         rc = nn_main.main(argv)
     except (DeviceUnavailable, InputError, OSError, ImportError) as e:     # --device, --data, --load

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..install_dirs import C_TEMPLATE_DIR
+from .c_collective import COLLECTIVE
 from .index import collapse_dims, row_major_strides, split_axis
 from .kernel import c_literal, c_type, value_literal
 
@@ -454,6 +455,7 @@ LIBRARY: dict[str, Callable] = {
     "slice": lower_slice,
     "flip": lower_flip,
     "reshape": lower_reshape,
+    **COLLECTIVE,
 }
 
 __all__ = ["LIBRARY", "INCLUDE_DIR", "RUNTIME_HEADER", "COMPILE_FLAGS", "REQUIRED_LIBS", "c_type", "suffix"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..install_dirs import C_TEMPLATE_DIR
 from ..compiler.fusion import materialised
+from .c_collective import PENDING
 from .c_control import CONTROL, render_region
 from .kernel import c_literal, c_type
 from .lower import lower_partition
@@ -89,20 +90,41 @@ def _schedule(mod: _Module, fn, part, lay, loops, prefix: str = "") -> tuple[lis
             return f"({q}{ct}*)args[{nparams + kind[1]}]"
         return f"({q}{ct}*)(arena + {kind[1]})"
 
-    kernels, calls = [], []
+    kernels, calls, reads, pending = [], [], [], []
     renderer = mod.renderer
     for g, lk in zip(part.groups, lower_partition(part, renderer, prefix)):
         if lk is None:
             k, call = _control(mod, g, part, lay, loops[g.index], ptr)
+            reads.append({id(materialised(v, part.folded_views)) for v in g.root.inputs})
         else:
             aliased = any(id(v) in lay.aliased for v in lk.outputs)
             k = renderer.render(lk.kernel, aliased)
             mod.signatures[k.name] = renderer.signature(lk.kernel, aliased)
             args = [ptr(v, True) for v in lk.inputs] + [ptr(v, False) for v in lk.outputs]
             call = f"{k.name}({', '.join(args)});"
+            reads.append({id(v) for v in lk.inputs})
+            library = lk.kernel.library
+            if library is not None and library.wait:
+                pending.append((len(calls), {id(v) for v in lk.outputs},
+                                library.wait.replace(PENDING, k.name + "_pending")))
         kernels.append(k)
         calls.append(call)
-    return kernels, calls
+    return kernels, _with_waits(calls, reads, pending)
+
+
+def _with_waits(calls, reads, pending) -> list[str]:
+    """``calls`` with each started collective's wait put before the first call that
+    reads its result (after the last call when only the caller does). A wait joins
+    that call's statement, so that calls stay one per kernel (profile=True counts
+    the wait in the kernel it held up)."""
+    out = list(calls)
+    for start, outputs, wait in pending:
+        first = next((i for i in range(start + 1, len(calls)) if reads[i] & outputs), None)
+        if first is None:
+            out[-1] = out[-1] + " " + wait
+        else:
+            out[first] = wait + " " + out[first]
+    return out
 
 
 def _control(mod: _Module, group, part, lay, lp, ptr):
@@ -138,8 +160,9 @@ def render_program(fn, part, lay, version: str, runtime_header="sf_unit_inline.h
     constants = mod.constants
     source = render_module(fn.name, version, kernels, calls, constants, lay.plan.arena_bytes, runtime_header, profile)
     # a loop's region functions are static: they stay in the unit of the entry that calls them
-    pinned = [k for k in kernels if k.kind in CONTROL]
-    groups = split_units([k for k in kernels if k.kind not in CONTROL], workers)
+    # ... and so do the collectives: their communicator and pending requests are the entry's
+    pinned = [k for k in kernels if k.kind in CONTROL or k.kind == "collective"]
+    groups = split_units([k for k in kernels if k.kind not in CONTROL and k.kind != "collective"], workers)
     if len(groups) == 1:
         return source, kernels, None
     groups[0] = pinned + groups[0]

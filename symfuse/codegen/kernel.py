@@ -166,6 +166,8 @@ class LibraryCall:
     launches: tuple = ()
     scratch_bytes: int = 0
     precompiled: bool = False
+    wait: str = ""              # a collective started here: the statement that completes it (c_collective)
+    collective: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..compiler.kernel_info import KernelInfo
 from ..install_dirs import C_TEMPLATE_DIR
+from .c_collective import PENDING
 from .kernel import Kernel, LibraryCall, c_type
 from .render import Renderer
 
@@ -59,7 +60,8 @@ class CRenderer(Renderer):
         call = lower(op, ins, outs, hints)
         if isinstance(call, str):
             return LibraryCall(op.opdef.name, call=call)
-        return LibraryCall(op.opdef.name, call=call.code, helpers=tuple(call.helpers))
+        return LibraryCall(op.opdef.name, call=call.code, helpers=tuple(call.helpers),
+                           wait=getattr(call, "wait", ""), collective=getattr(call, "collective", False))
 
     def render(self, kernel: Kernel, aliased: bool = False, part: bool = False) -> KernelInfo:
         """``part``: a part of a multi kernel, rendered as its range function only."""
@@ -126,8 +128,12 @@ class CRenderer(Renderer):
 
     def _library(self, k: Kernel, aliased: bool) -> KernelInfo:
         source = self.template("library.c.j2").render(k=k, helpers=self.render_helpers(k.library.helpers),
-                                                      signature=self.signature(k, aliased))
-        return self.info(k, source, False)
+                                                      signature=self.signature(k, aliased),
+                                                      call=k.library.call.replace(PENDING, k.name + "_pending"))
+        info = self.info(k, source, False)
+        if k.library.collective:
+            info.kind = "collective"
+        return info
 
     def render_helpers(self, helpers) -> str:
         """The C definitions of a library call's helpers (``c_library.Helper``)."""

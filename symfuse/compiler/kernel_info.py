@@ -28,7 +28,7 @@ class KernelInfo:
     memory they share and (after NVRTC) the resources of each launched kernel.
     A multi kernel lists its ``parts`` (each a KernelInfo)."""
     name: str
-    kind: str                         # pointwise | reduce | multi | library
+    kind: str                         # pointwise | reduce | multi | library | collective
     fused_ops: list[str]
     provenance: list[str]             # "op type  (file:line)" per fused op
     source: str

@@ -57,6 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--save", default=None, help="write the trained weights to this .npz file")
     ap.add_argument("--load", default=None, help="start from the weights in this .npz file")
     ap.add_argument("--samples", default=None, help="rbm: write a PNG of Gibbs samples here")
+    ap.add_argument("--distributed", action="store_true",
+                    help="one rank of a data-parallel job (under mpiexec): --batch is the global batch")
     a = ap.parse_args(argv)
 
     if a.model == "charlstm":
@@ -89,11 +91,28 @@ def main(argv=None) -> int:
         kw["optimizer"] = optim.SGD(lr_var, momentum=0.9, weight_decay=5e-4)
         kw.setdefault("batch", 50)
         augment = lambda xb, rng: D.random_shift(xb, 2, rng)  # noqa: E731
-    m = zoo.get(a.model, **kw)
+    lead = True
+    if a.distributed:
+        from .. import distributed as dist
+        dist.init()
+        lead = dist.rank() == 0
+        ranks = dist.size()
+        import inspect
+        glob = kw.get("batch") or inspect.signature(zoo.ZOO[a.model]).parameters["batch"].default
+        if glob % ranks:
+            raise InputError(f"--batch {glob} (the global batch) is not divisible by the {ranks} workers")
+        kw["batch"] = glob // ranks
+        with dist.data_parallel():
+            m = zoo.get(a.model, **kw)
+    else:
+        m = zoo.get(a.model, **kw)
     if a.load:
         m.model.load(a.load)
     train.fit(m, split, epochs=a.epochs, device=a.device, progress=not a.no_progress, seed=a.seed, augment=augment,
-              on_epoch_end=(lambda rec: lr_var.set_value(lr_var.get_value() * 0.88)) if lr_var is not None else None)
+              on_epoch_end=(lambda rec: lr_var.set_value(lr_var.get_value() * 0.88)) if lr_var is not None else None,
+              distributed=a.distributed)
+    if not lead:
+        return 0
     if a.save:
         m.model.save(a.save)
         print(f"saved {len(m.model.named_variables())} variables to {a.save}")

@@ -20,6 +20,8 @@ resume training exactly (:func:`symfuse.nn.train.save_checkpoint`).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numbers
 
 import numpy as np
@@ -48,7 +50,23 @@ def _params(params) -> list[SharedVariable]:
     return params
 
 
+_GRADIENT_TRANSFORMS: list = []
+
+
+@contextlib.contextmanager
+def gradient_transform(fn):
+    """Inside, ``Optimizer.updates`` applies ``fn(grads) -> grads`` before the update
+    rule (``symfuse.distributed.data_parallel`` averages them across processes)."""
+    _GRADIENT_TRANSFORMS.append(fn)
+    try:
+        yield
+    finally:
+        _GRADIENT_TRANSFORMS.pop()
+
+
 class Optimizer:
+    transformed = False           # its updates used a gradient_transform (data-parallel)
+
     def __init__(self, lr):
         if isinstance(lr, numbers.Real) and lr <= 0:
             raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr!r}")
@@ -164,6 +182,9 @@ class Optimizer:
     def updates(self, loss_or_grads, params) -> list[tuple[SharedVariable, Value]]:
         params = _params(params)
         grads = self._grads(loss_or_grads, params)
+        if _GRADIENT_TRANSFORMS:
+            grads = _GRADIENT_TRANSFORMS[-1](grads)
+            self.transformed = True
         with layer_scope(f"{type(self).__name__} update"):      # provenance of the update kernels
             return self._updates(params, grads)
 

@@ -146,7 +146,7 @@ def evaluate(zoo_model, x, y=None, device=None, batch: int | None = None) -> dic
 # --------------------------------------------------------------------------- fit
 def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None, progress: bool = True,
         verbose: bool = True, seed: int = 0, eval_batch: int | None = None, augment=None, on_epoch_end=None,
-        log=print, checkpoint=None, resume: bool = False) -> History:
+        log=print, checkpoint=None, resume: bool = False, distributed: bool = False) -> History:
     """Train for ``epochs`` passes over the training data.
 
     model: a :class:`~symfuse.nn.zoo.ZooModel`, or compiled functions: a training
@@ -172,15 +172,35 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
     and ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy`` (classifiers) or
     ``recon_error``, ``test_recon_error`` (unsupervised). Train metrics are the
     means over the epoch's steps; test metrics are computed in eval mode.
+
+    ``distributed`` (data-parallel on MPI, docs/distributed.md): every rank runs
+    this with the same arguments; the step must average its gradients (built inside
+    ``symfuse.distributed.data_parallel()``). Rank 0's variables are broadcast
+    first; the local rank 0 compiles and the host's other ranks then load its
+    result; ranks whose compiled step differs are refused. Each step, the ranks
+    take consecutive slices of one global batch of ``ranks x batch`` samples drawn
+    as a single process with that batch would draw it. Only rank 0 logs, shows
+    progress, evaluates and writes the checkpoint; train metrics are averaged over
+    the ranks.
     """
     from .zoo import ZooModel
     split = _as_split(data)
     t0 = time.perf_counter()
+    part = _distributed_setup(model) if distributed else None
+    if part is not None and part[0] != 0:
+        verbose, progress, checkpoint_write = False, False, False
+    else:
+        checkpoint_write = True
     if isinstance(model, ZooModel):
         _check_not_frozen(model)
-        train_fn = model.train_function(device)
+        if part is not None:
+            from .. import distributed as dist
+            train_fn = dist.compile_once(lambda: model.train_function(device))
+            dist.check_same(dist.fingerprint(train_fn), "compiled training step")
+        else:
+            train_fn = model.train_function(device)
         compile_s = time.perf_counter() - t0
-        test_n = len(split.x_test)
+        test_n = len(split.x_test) if part is None or part[0] == 0 else 0
         pbatch = eval_batch or (min(model.batch, test_n) if test_n else model.batch)
         predict_fn = model.predict_function(device, batch=pbatch) if test_n else None
         unsupervised = model.kind == "rbm"
@@ -199,21 +219,24 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
     y_train = None if unsupervised else np.asarray(split.y_train).astype(np.int32, copy=False)
     if not unsupervised and y_train is None:
         raise ValueError("fit: this model needs labels, but the data has none")
-    nb = D.num_batches(len(x_train), batch)
+    ranks = part[1] if part is not None else 1
+    nb = D.num_batches(len(x_train), batch * ranks)
     if nb == 0:
-        raise ValueError(f"fit: {len(x_train)} training samples make no full batch of {batch}")
+        raise ValueError(f"fit: {len(x_train)} training samples make no full batch of {batch}"
+                         + (f" on each of {ranks} ranks" if ranks > 1 else ""))
     history = History()
     history.compile_s = compile_s
     history.report = train_fn.report
     if verbose:
         log(train_fn.report)
         log(f"training {getattr(model, 'name', 'model')} on {device or train_fn.device}: "
-            f"{len(x_train)} samples, {nb} steps of {batch} per epoch, compiled in {compile_s:.2f} s")
+            f"{len(x_train)} samples, {nb} steps of {batch} per epoch"
+            + (f" on each of {ranks} ranks" if ranks > 1 else "") + f", compiled in {compile_s:.2f} s")
     rng = np.random.default_rng(seed)
     start = _resume(model, checkpoint, resume, rng, history, log if verbose else None)
     for epoch in range(start + 1, epochs + 1):
         rec = _epoch(train_fn, x_train, y_train, batch, names, augment, rng, _bar(nb, f"epoch {epoch}/{epochs}",
-                                                                                 progress))
+                                                                                 progress), part)
         rec["epoch"] = epoch
         if predict_fn is not None and len(split.x_test):
             out = predict(predict_fn, split.x_test)
@@ -223,7 +246,7 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
             else:
                 rec["test_loss"], rec["test_accuracy"] = classification_metrics(out, np.asarray(split.y_test))
         history.append(rec)
-        if checkpoint is not None:
+        if checkpoint is not None and checkpoint_write:
             save_checkpoint(checkpoint, model, epoch=epoch, rng=rng, extra={"history": list(history)})
         if on_epoch_end is not None:
             on_epoch_end(rec)
@@ -263,13 +286,32 @@ def _resume(model, checkpoint, resume, rng, history, log) -> int:
     return int(info["epoch"] or 0)
 
 
-def _epoch(train_fn, x_train, y_train, batch, names, augment, rng, bar) -> dict:
-    """One pass over the shuffled training data: its wall time, steps and mean metrics."""
+def _distributed_setup(model):
+    """(rank, ranks) of a data-parallel fit, after checking the step and broadcasting rank 0's variables."""
+    from .. import distributed as dist
+    from .zoo import ZooModel
+    if not dist.initialized():
+        dist.init()
+    if isinstance(model, ZooModel):
+        if model.optimizer is None or not model.optimizer.transformed:
+            raise ValueError("fit(distributed=True): this model's training step does not average its gradients "
+                             "across ranks; build it inside `with symfuse.distributed.data_parallel():`")
+        state = list(model.model.named_variables().values()) + list(model.optimizer.state)
+        dist.broadcast_values(state)
+    return dist.rank(), dist.size()
+
+
+def _epoch(train_fn, x_train, y_train, batch, names, augment, rng, bar, part=None) -> dict:
+    """One pass over the shuffled training data: its wall time, steps and mean metrics.
+    ``part`` = (rank, ranks): this rank's slice of each global batch, metrics averaged."""
     dt = train_fn.inputs[0].dtype.np
     sums = np.zeros(len(names))
     steps = 0
     t = time.perf_counter()
-    for b in D.minibatches(x_train, y_train, batch, shuffle=True, seed=rng):
+    r, ranks = part if part is not None else (0, 1)
+    for b in D.minibatches(x_train, y_train, batch * ranks, shuffle=True, seed=rng):
+        if ranks > 1:
+            b = tuple(v[r * batch:(r + 1) * batch] for v in b) if isinstance(b, tuple) else b[r * batch:(r + 1) * batch]
         if augment is not None:
             xb = np.ascontiguousarray(augment(b[0] if isinstance(b, tuple) else b, rng), dtype=dt)
             b = (xb, b[1]) if isinstance(b, tuple) else xb
@@ -283,6 +325,9 @@ def _epoch(train_fn, x_train, y_train, batch, names, augment, rng, bar) -> dict:
     elapsed = time.perf_counter() - t
     if bar is not None:
         bar.close()
+    if ranks > 1:
+        from .. import distributed as dist
+        sums = dist.communicator().allreduce(sums) / ranks
     rec = {"epoch": 0, "time_s": elapsed, "steps": steps}
     for n, v in zip(names, sums / max(steps, 1)):
         rec[n] = float(v)

