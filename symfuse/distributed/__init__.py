@@ -167,13 +167,23 @@ def average_gradients(grads, bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: 
     return out
 
 
+_TRANSFORMS: list = []
+
+
 @contextlib.contextmanager
 def data_parallel(bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = True):
     """Inside, every optimiser's ``updates`` averages its gradients across the ranks
     (``average_gradients``): build the model and its training step here."""
-    from ..nn import optim
-    with optim.gradient_transform(lambda grads: average_gradients(grads, bucket_bytes, overlap)):
+    _TRANSFORMS.append(lambda grads: average_gradients(grads, bucket_bytes, overlap))
+    try:
         yield
+    finally:
+        _TRANSFORMS.pop()
+
+
+def gradient_transform():
+    """What ``Optimizer.updates`` applies to its gradients here (None outside ``data_parallel``)."""
+    return _TRANSFORMS[-1] if _TRANSFORMS else None
 
 
 # --------------------------------------------------------------------------- the job

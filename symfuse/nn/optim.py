@@ -20,12 +20,12 @@ resume training exactly (:func:`symfuse.nn.train.save_checkpoint`).
 """
 from __future__ import annotations
 
-import contextlib
 
 import numbers
 
 import numpy as np
 
+from .. import distributed as _dist
 from ..frontend import api as F
 from ..frontend.api import SharedVariable
 from ..ir.core import Value, layer_scope
@@ -50,22 +50,8 @@ def _params(params) -> list[SharedVariable]:
     return params
 
 
-_GRADIENT_TRANSFORMS: list = []
-
-
-@contextlib.contextmanager
-def gradient_transform(fn):
-    """Inside, ``Optimizer.updates`` applies ``fn(grads) -> grads`` before the update
-    rule (``symfuse.distributed.data_parallel`` averages them across processes)."""
-    _GRADIENT_TRANSFORMS.append(fn)
-    try:
-        yield
-    finally:
-        _GRADIENT_TRANSFORMS.pop()
-
-
 class Optimizer:
-    transformed = False           # its updates used a gradient_transform (data-parallel)
+    transformed = False           # its gradients were averaged across ranks (distributed.data_parallel)
 
     def __init__(self, lr):
         if isinstance(lr, numbers.Real) and lr <= 0:
@@ -182,8 +168,9 @@ class Optimizer:
     def updates(self, loss_or_grads, params) -> list[tuple[SharedVariable, Value]]:
         params = _params(params)
         grads = self._grads(loss_or_grads, params)
-        if _GRADIENT_TRANSFORMS:
-            grads = _GRADIENT_TRANSFORMS[-1](grads)
+        transform = _dist.gradient_transform()
+        if transform is not None:
+            grads = transform(grads)
             self.transformed = True
         with layer_scope(f"{type(self).__name__} update"):      # provenance of the update kernels
             return self._updates(params, grads)
