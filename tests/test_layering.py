@@ -14,7 +14,7 @@ import networkx as nx
 PKG = Path(__file__).resolve().parent.parent / "symfuse"
 # layer of each top-level part of the package: a module imports only from its own layer or below
 LAYER = {"errors": 0, "install_dirs": 0, "ir": 1, "frontend": 2, "compiler": 3, "codegen": 4, "runtime": 5,
-         "nn": 6, "onnx": 6, "cli": 7, "__init__": 8, "__main__": 8}
+         "nn": 6, "onnx": 6, "distributed": 6, "cli": 7, "__init__": 8, "__main__": 8}
 
 
 def _modules() -> dict[str, Path]:

@@ -210,9 +210,9 @@ def compile_once(build):
 def fingerprint(f) -> str:
     """What must be equal on every rank for a data-parallel step: symfuse's version
     and the function's graph (without source locations)."""
-    from .. import __version__
     from ..ir.printer import print_function
-    return hashlib.sha256((__version__ + "\n" + print_function(f.source_function, locations=False))
+    from ..runtime.toolchain import VERSION
+    return hashlib.sha256((VERSION + "\n" + print_function(f.source_function, locations=False))
                           .encode()).hexdigest()[:16]
 
 
