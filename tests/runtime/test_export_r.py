@@ -95,6 +95,9 @@ p <- predict(m, x)
 cat("dim", dim(p), "\\n")
 {'stopifnot(identical(predict(m, as.data.frame(x)), p))' if x.ndim == 2 else ''}
 write_c(p, "p1.bin")
+m2 <- {name}_load()                        # a second handle: the library stays loaded for the first
+stopifnot(identical(predict(m2, x), p))
+rm(m2); invisible(gc())
 set_param(m, "{w.name}", read_c("w2.bin", {_r_shape(w2.shape)}))
 write_c(get_param(m, "{w.name}"), "w2_back.bin")
 write_c(predict(m, x), "p2.bin")
