@@ -19,6 +19,7 @@ from symfuse.nn import zoo
 from symfuse.runtime.export import read_params
 
 RSCRIPT = shutil.which("Rscript")
+SYSTEM_DIRS = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/")
 pytestmark = [
     pytest.mark.skipif(shutil.which("gcc") is None, reason="export tests compile C with gcc"),
     pytest.mark.skipif(RSCRIPT is None, reason="Rscript not found: apt-get install r-base-core"),
@@ -111,6 +112,12 @@ write_c(predict(m, x), "p2.bin")
     assert manifest["r"] == {"script": f"{name}.R", "library": f"lib{name}_r.so", "source": f"{name}_r.c"}
     dyn = subprocess.run(["readelf", "-d", os.path.join(d, f"lib{name}_r.so")], capture_output=True, text=True).stdout
     assert re.findall(r"R(?:UN)?PATH.*\[(.*)\]", dyn) == ["$ORIGIN"] and f"[lib{name}.so]" in dyn
+    ldd = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", "ldd", os.path.join(d, f"lib{name}_r.so")],
+                         capture_output=True, text=True).stdout
+    assert "not found" not in ldd and f"{d}/lib{name}.so" in ldd.replace("/./", "/"), ldd
+    for target in re.findall(r"=> (\S+)", ldd):
+        real = os.path.realpath(target)
+        assert real.startswith(os.path.realpath(d) + "/") or real.startswith(SYSTEM_DIRS), (target, ldd)
 
 
 @pytest.mark.parametrize("model", ["lenet", "mlp"])
