@@ -135,7 +135,7 @@ m <- {name}_load()
 x <- read_c("x.bin", {_r_shape(x.shape)})
 y <- readBin("y.bin", "integer", n = {y.size}L, size = 4L, endian = "little")
 for (i in seq_len({steps})) {{
-  out <- train_step(m, x, y)
+  out <- if (i == 2L) train_step(m, y = y, x = x) else train_step(m, x, y)
   cat(names(out)[1], sprintf("%.9g", out[[1]]), "\\n")
 }}
 save_params(m, "trained.params")
@@ -174,6 +174,8 @@ try_case("ndim", train_step(m, array(x, c(8, 28, 28)), y))
 try_case("batch", train_step(m, x, y[1:7]))
 try_case("count", train_step(m, x))
 try_case("text", train_step(m, "x", y))
+try_case("badname", train_step(m, x = x, z = y))
+try_case("twice", train_step(m, x = x, x = x))
 try_case("factor", train_step(m, x, factor(y)))
 try_case("fraction", train_step(m, x, y + 0.5))
 y_na <- y; y_na[3] <- NA
@@ -199,6 +201,8 @@ cat("survived\\n")
     assert got["batch"].endswith("input 2 (y) must be a vector of length 8; got a vector of length 7")
     assert got["count"].endswith(f"{name} takes 2 input(s) (x, y), 1 given")
     assert "input 1 (x) must be numeric" in got["text"] and "not character" in got["text"]
+    assert got["badname"].endswith(f"train_step: {name} has no input named z (its inputs: x, y)")
+    assert got["twice"].endswith("train_step: input x given twice")
     assert "input 2 (y) is a factor" in got["factor"]
     assert re.search(r"^symfuse_error -1 .*input 2 \(y\): element 1 \(C order\) is \d+\.5, which int32 cannot "
                      r"hold \[SF_R_ERR_VALUE\]$", got["fraction"]), got["fraction"]
