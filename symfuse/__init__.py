@@ -33,12 +33,13 @@ from .runtime.function import function  # noqa: F401
 __version__ = "0.1.0"
 
 
-def export(f, out_dir, name=None):
+def export(f, out_dir, name=None, r=False):
     """Write the cpu function ``f`` as a directory C programs use without Python:
     ``lib<name>.so``, ``<name>.h``, ``<name>.json``, ``<name>.params`` and the
-    libraries they need (docs/export.md). Loaded on first use."""
+    libraries they need; ``r=True`` adds an R wrapper, ``<name>.R`` (docs/export.md).
+    Loaded on first use."""
     from .runtime.export import export as export_function
-    return export_function(f, out_dir, name)
+    return export_function(f, out_dir, name, r=r)
 
 
 def __getattr__(name):

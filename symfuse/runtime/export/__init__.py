@@ -9,6 +9,7 @@ programs use without Python or symfuse (docs/export.md).
       libsymfuse_rt.so    symfuse's C runtime, run path $ORIGIN
       libscipy_openblas.so  OpenBLAS from the scipy-openblas32 wheel
       libgomp.so.1        only when the compiler's libgomp is not a system library
+      <name>.R, lib<name>_r.so, <name>_r.c   with r=True: the R wrapper and its .C glue (r.py)
 
 Shapes are static (the function's). A later batch argument will be a keyword of
 ``export`` and new functions in the header; what is here stays as it is.
@@ -56,11 +57,12 @@ def write_params(path: str, named_arrays) -> int:
     return write(path, named_arrays)
 
 
-def export(f, out_dir: str, name: str | None = None) -> Exported:
+def export(f, out_dir: str, name: str | None = None, r: bool = False) -> Exported:
     """Write ``f`` (an ``sf.function`` compiled for ``device="cpu"``) as a
     self-contained directory: its library, C header, manifest, parameters and
     the shared objects they need. ``name`` (a C identifier) prefixes the API and
-    names the files; by default the function's name."""
+    names the files; by default the function's name. ``r``: also the R wrapper
+    ``<name>.R`` and its glue library (docs/export.md, "R")."""
     from ..cpu import FAST_FLAGS, CompiledModule
     from ..device_values import host
     from ..toolchain import VERSION
@@ -94,6 +96,14 @@ def export(f, out_dir: str, name: str | None = None) -> Exported:
                         FAST_FLAGS)
     with open(os.path.join(out_dir, files["header"]), "w") as fh:
         fh.write(header)
+    if r:
+        from . import r as rwrap
+        script, glue = rwrap.render(name, VERSION, inputs, outputs, params, [params[v].name for v in update_vars])
+        rwrap.build_glue(out_dir, name, glue, header, cc)
+        files.update(rwrap.files(name))
+        for role, text in (("r_script", script), ("r_source", glue)):
+            with open(os.path.join(out_dir, files[role]), "w") as fh:
+                fh.write(text)
     values = [np.ascontiguousarray(host(s._value), dtype=t.dtype) for s, t in zip(f.shared, params)]
     pfile.write_params(os.path.join(out_dir, files["params"]), [(t.name, v) for t, v in zip(params, values)])
     manifest = {
@@ -108,6 +118,8 @@ def export(f, out_dir: str, name: str | None = None) -> Exported:
         "compiler": {"path": cc, "version": ccver},
         "libraries": deps, "arena_bytes": run.arena_bytes,
     }
+    if r:
+        manifest["r"] = {"script": files["r_script"], "library": files["r_library"], "source": files["r_source"]}
     with open(os.path.join(out_dir, files["manifest"]), "w") as fh:
         json.dump(manifest, fh, indent=2)
         fh.write("\n")
