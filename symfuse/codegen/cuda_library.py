@@ -57,6 +57,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .c_collective import COLLECTIVE
 from .cuda_lib_kernels import LIB_GEMM, LIB_KERNELS, LibCall, LibKernel, fast_divmod
 from .cuda_library_base import BLOCK, GRID_CAP, INCLUDE_DIR, INT_LIMIT, RUNTIME_HEADER, SM_COUNT, Launch, Lowering
 from .cuda_library_data import (lower_broadcast_to, lower_concatenate, lower_flip, lower_pad, lower_reshape,
@@ -97,6 +98,8 @@ CUDA_LIBRARY: dict[str, Callable] = {
     "slice": lower_slice,
     "flip": lower_flip,
     "reshape": lower_reshape,
+    # collectives: a host step of the schedule (MPI through mpi4py on staged copies)
+    **{name: (lambda op, ins, outs, hints: Lowering(collective=True)) for name in COLLECTIVE},
 }
 
 __all__ = ["CUDA_LIBRARY", "Launch", "Lowering", "LibCall", "LibKernel", "LIB_KERNELS", "LIB_GEMM", "fast_divmod",

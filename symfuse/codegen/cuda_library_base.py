@@ -36,6 +36,7 @@ class Launch:
 class Lowering:
     launches: list[Launch] = field(default_factory=list)   # run in order
     scratch_bytes: int = 0             # device scratch needed during the launches
+    collective: bool = False           # no launches: the host runs it between them (CollectiveStep)
 
 
 NUMERIC = ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint32", "uint64")

@@ -53,7 +53,7 @@ class CudaRenderer(Renderer):
         precompiled = (self.precompiled_library and bool(low.launches)
                        and all(ln.lib is not None for ln in low.launches))
         return LibraryCall(op.opdef.name, launches=tuple(low.launches), scratch_bytes=low.scratch_bytes,
-                           precompiled=precompiled)
+                           precompiled=precompiled, collective=low.collective)
 
     def params(self, kernel: Kernel, aliased: bool = False) -> list[str]:
         for b in kernel.inputs + kernel.outputs:
@@ -117,6 +117,12 @@ class CudaRenderer(Renderer):
 
     def _library(self, k: Kernel, aliased: bool) -> KernelInfo:
         lib = k.library
+        if lib.collective:
+            source = (f"/* {k.name}: collective, run by the host between launches (MPI through mpi4py)\n"
+                      + "".join(f" *   {line}\n" for line in k.provenance) + " */\n")
+            info = self.info(k, source, False)
+            info.kind = "collective"
+            return info
         if lib.precompiled:
             from .cuda_lib_kernels import LIB_KERNELS
             launches = []

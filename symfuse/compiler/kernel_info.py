@@ -126,6 +126,19 @@ class KernelResources:
 
 
 @dataclass(frozen=True)
+class CollectiveStep:
+    """A collective op in a GPU program's launch schedule: the host runs it between
+    launches on staged copies of its operands, through the op's reference (MPI by
+    mpi4py), and writes its results back (``cuda_schedule.ScheduleRunner``).
+    ``attrs``: the op's attributes as (name, value) pairs; ``ins`` / ``outs``:
+    argument refs of its operands and results."""
+    op: str
+    attrs: tuple
+    ins: tuple
+    outs: tuple
+
+
+@dataclass(frozen=True)
 class ControlStep:
     """A loop or branch in a GPU program's launch schedule: the executor runs its
     region bodies' schedules (``bodies``, each a tuple of launches and steps) once

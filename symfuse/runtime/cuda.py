@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..codegen import cuda_module, templates_cache
-from ..compiler.kernel_info import ControlStep
+from ..compiler.kernel_info import CollectiveStep, ControlStep
 from ..errors import CompileError, InputError
 from ..ir.core import OPS
 from .backend import Backend
@@ -157,6 +157,14 @@ def _control_step(lp, group, part, lay, constants, bodies) -> ControlStep:
                        a.get("save", False), a.get("max_iterations", 0), tuple(bodies))
 
 
+def _collective_step(group, part, lay, constants) -> CollectiveStep:
+    from ..compiler.fusion import materialised
+    op = group.root
+    ins = _refs([materialised(v, part.folded_views) for v in op.inputs], lay, constants)
+    return CollectiveStep(op.opdef.name, tuple(sorted(op.attrs.items())), tuple(ins),
+                          tuple(_refs(list(op.outputs), lay, constants)))
+
+
 ENTRY_FORMAT = 4      # of the graph-cache entry written by CudaBackend.export
 
 
@@ -251,6 +259,10 @@ class CudaBackend(Backend):
                 kernels.append(lp.info(f"L{len(schedule) - 1}_{g.root.opdef.name}", parts))
                 continue
             k = job.renderer.render(lk.kernel, any(id(v) in lay.aliased for v in lk.outputs))
+            if k.kind == "collective":
+                schedule.append(_collective_step(g, part, lay, constants))
+                kernels.append(k)
+                continue
             refs = _arg_refs(lk, lay, constants)
             for launch in k.launches:
                 extra = []
@@ -448,7 +460,9 @@ def _export_schedule(schedule, index) -> list:
     launched kernels and its refs; a loop with its bodies' schedules the same way."""
     out = []
     for item in schedule:
-        if isinstance(item, ControlStep):
+        if isinstance(item, CollectiveStep):
+            out.append(item)
+        elif isinstance(item, ControlStep):
             out.append(dataclasses.replace(item, bodies=tuple(tuple(_export_schedule(b, index))
                                                               for b in item.bodies)))
         else:
@@ -459,6 +473,8 @@ def _export_schedule(schedule, index) -> list:
 
 def _exported_launches(schedule):
     for item in schedule:
+        if isinstance(item, CollectiveStep):
+            continue
         if isinstance(item, ControlStep):
             for b in item.bodies:
                 yield from _exported_launches(b)
@@ -469,7 +485,10 @@ def _exported_launches(schedule):
 def _import_schedule(schedule, flat) -> list:
     out = []
     for item in schedule:
-        if isinstance(item, ControlStep):
+        if isinstance(item, CollectiveStep):
+            out.append(dataclasses.replace(item, ins=tuple(tuple(r) for r in item.ins),
+                                           outs=tuple(tuple(r) for r in item.outs)))
+        elif isinstance(item, ControlStep):
             out.append(dataclasses.replace(item, bodies=tuple(tuple(_import_schedule(b, flat))
                                                               for b in item.bodies)))
         else:

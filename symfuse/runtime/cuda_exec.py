@@ -144,6 +144,18 @@ class PyCudaExecutor(ScheduleRunner):
     def const_address(self, k: int) -> int:
         return int(self.consts[k])
 
+    def read(self, address: int, nbytes: int) -> bytes:
+        host = np.empty(nbytes, np.uint8)
+        if nbytes:
+            if self._stream is not None:
+                self._stream.synchronize()
+            self.drv.memcpy_dtoh(host, int(address))
+        return host.tobytes()
+
+    def write(self, address: int, data: bytes) -> None:
+        if data:
+            self.drv.memcpy_htod(int(address), np.frombuffer(data, np.uint8))
+
     def launch(self, ln, args) -> None:
         self._function(ln)(*args, grid=ln.grid, block=ln.block, shared=ln.shared_bytes, stream=self._stream)
 

@@ -135,6 +135,12 @@ class _EmuExecutor(ScheduleRunner):
     def flag(self, address: int) -> bool:
         return bool(ctypes.c_uint8.from_address(int(address)).value)
 
+    def read(self, address: int, nbytes: int) -> bytes:
+        return ctypes.string_at(int(address), nbytes)
+
+    def write(self, address: int, data: bytes) -> None:
+        ctypes.memmove(int(address), data, len(data))
+
     def const_address(self, k: int) -> int:
         return self.consts[k].ctypes.data
 

@@ -9,6 +9,12 @@ stacked outputs' slices are addresses offset by the step, and its body's own
 intermediates use the body arena after them. A while loop's condition region
 writes one byte, which the host reads before each step; a cond's predicate is
 read the same way. Body launches are issued from the host once per step.
+
+A collective (``CollectiveStep``) is run by the host between launches: its
+operands are read back, the op's reference runs the collective through mpi4py
+(the same MPI path as the interpreter), and its results are written to device
+memory. NCCL on the device would keep the data there; it needs a GPU to be
+built and tested (docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..compiler.kernel_info import ControlStep, KernelInfo
+from ..compiler.kernel_info import CollectiveStep, ControlStep, KernelInfo
 
 
 class Frame(NamedTuple):
@@ -38,12 +44,14 @@ def launched_kernels(kernels) -> list[KernelInfo]:
 
 
 def has_control(schedule) -> bool:
-    return any(isinstance(item, ControlStep) for item in schedule)
+    return any(isinstance(item, (ControlStep, CollectiveStep)) for item in schedule)
 
 
 def has_host_decisions(schedule) -> bool:
-    """A while loop or cond at any depth: the host reads device memory to go on."""
+    """A while loop, cond or collective at any depth: the host reads device memory to go on."""
     for item in schedule:
+        if isinstance(item, CollectiveStep):
+            return True
         if isinstance(item, ControlStep):
             if item.op != "scan" or any(has_host_decisions(b) for b in item.bodies):
                 return True
@@ -52,7 +60,8 @@ def has_host_decisions(schedule) -> bool:
 
 class ScheduleRunner:
     """Subclasses give ``copy(dst, src, nbytes)``, ``flag(address) -> bool``,
-    ``launch(launch, args)``, ``const_address(k)`` and ``flag_address``."""
+    ``launch(launch, args)``, ``const_address(k)``, ``flag_address``, and for
+    collectives ``read(address, nbytes) -> bytes`` and ``write(address, data)``."""
 
     flag_address = 0
 
@@ -74,9 +83,23 @@ class ScheduleRunner:
         for item in schedule:
             if isinstance(item, ControlStep):
                 getattr(self, "_" + item.op)(item, frame)
+            elif isinstance(item, CollectiveStep):
+                self._collective(item, frame)
             else:
                 launch, refs = item
                 self.launch(launch, [self.address(r, frame) for r in refs])
+
+    def _collective(self, st: CollectiveStep, frame: Frame) -> None:
+        from ..ir.core import OPS
+        opdef = OPS[st.op]
+        outs = [int(self.address(r, frame)) for r in st.outs]
+        xs = [np.frombuffer(self.read(int(self.address(r, frame)), r[2]), r[3]) for r in st.ins]
+        res = opdef.ref(xs, dict(st.attrs))
+        for address, r, y in zip(outs, st.outs, res if isinstance(res, tuple) else (res,)):
+            data = np.ascontiguousarray(y, r[3]).tobytes()
+            if len(data) != r[2]:
+                raise RuntimeError(f"{st.op}: {len(data)} bytes for a {r[2]}-byte result")
+            self.write(address, data)
 
     def _carries_in(self, st, ins, cur):
         for k, off in enumerate(st.carry_offsets):

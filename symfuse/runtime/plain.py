@@ -26,6 +26,7 @@ CLASSES = {
     "LaunchSpec": "symfuse.compiler.kernel_info:LaunchSpec",
     "KernelResources": "symfuse.compiler.kernel_info:KernelResources",
     "ControlStep": "symfuse.compiler.kernel_info:ControlStep",
+    "CollectiveStep": "symfuse.compiler.kernel_info:CollectiveStep",
 }
 _CLASS_TAG = {v.rsplit(":", 1)[1]: k for k, v in CLASSES.items()}
 _NUMERIC_KINDS = "biufc"

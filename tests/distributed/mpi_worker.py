@@ -46,7 +46,7 @@ def case_values():
         x = sf.tensor("x", xv.shape, dt)
         graphs = collective_graphs(x)
         names = sorted(graphs)
-        for dev in ("interp", "cpu"):
+        for dev in ("interp", "cpu", "cuda-emu"):
             f = sf.function([x], [graphs[n] for n in names], device=dev, name=f"coll_{dt}")
             res = f(xv)
             for n, r in zip(names, res):
@@ -68,7 +68,7 @@ def case_gradients():
     graphs = collective_graphs(x)
     for n, y in graphs.items():
         loss = sf.sum(y * sf.constant(wv[n]))
-        for dev in ("interp", "cpu"):
+        for dev in ("interp", "cpu", "cuda-emu"):
             g = sf.function([x], sf.grad(loss, x), device=dev, name=f"grad_{n}")(xv)
             out[f"{dev}/{n}"] = np.asarray(g).tolist()
         f = sf.function([x], loss, device="interp", name=f"loss_{n}")
@@ -110,7 +110,7 @@ def case_equivalence():
     (rank 0 runs that too, without collectives); interp and cpu; MLP and LeNet-5."""
     arrays = {}
     for name in ("mlp", "lenet"):
-        for dev in ("interp", "cpu"):
+        for dev in ("interp", "cpu", "cuda-emu") if name == "mlp" else ("interp", "cpu"):
             m, f = _train(name, 64, dev)
             x, y = _global_batches(m, 5, 64 * WORLD)
             for s in range(5):

@@ -1,5 +1,6 @@
 """Data-parallel training on MPI, run as real jobs of 2 and 3 ranks under mpiexec
-(mpi_worker.py): the collectives' values against numpy over every rank's input, their
+(mpi_worker.py): the collectives' values (interp, cpu, and cuda-emu, where the host runs
+them between launches) against numpy over every rank's input, their
 gradients against central differences of the sum of the ranks' losses, a 2-rank step
 against one rank with the whole batch, bucketing and overlap against the plain step
 (bitwise), compiling once, and a job whose graphs differ or whose rank dies."""
@@ -54,7 +55,7 @@ def test_collective_values_match_numpy_over_all_ranks(tmp_path, ranks):
                     "broadcast_last": xs[-1], "reduce0": total if r == 0 else np.zeros_like(total),
                     "allgather": np.concatenate(xs), "reduce_scatter": total[r * n:(r + 1) * n],
                     "bucket_mean": 2 * total / ranks, "bucket_blocking": 3 * total / ranks}
-            for dev in ("interp", "cpu"):
+            for dev in ("interp", "cpu", "cuda-emu"):
                 names = [k.split("/")[2] for k in got if k.startswith(f"{dt}/{dev}/")]
                 assert len(names) == (9 if dt != "int32" else 6)
                 for name in names:
@@ -74,7 +75,7 @@ def test_collective_gradients_match_finite_differences(tmp_path):
             fd = np.array(got[f"fd/{name}"])
             assert np.abs(fd).max() > 0.1 or name == "reduce0" and r != 0 or name == "broadcast0" and r != 0 \
                 or name == "broadcast_last" and r != ranks - 1, (name, r, fd)
-            for dev in ("interp", "cpu"):
+            for dev in ("interp", "cpu", "cuda-emu"):
                 np.testing.assert_allclose(np.array(got[f"{dev}/{name}"]), fd, rtol=1e-6, atol=1e-7,
                                            err_msg=f"rank {r} {dev} d/dx {name}")
 
@@ -91,7 +92,7 @@ def test_two_ranks_equal_one_rank_with_the_whole_batch(tmp_path):
         np.testing.assert_array_equal(r0[key], r1[key], err_msg=f"ranks disagree on {key}")
         np.testing.assert_allclose(r0[key], r0[single], rtol=1e-5, atol=1e-6, err_msg=key)
         checked += 1
-    assert checked >= 2 * 2 * 6          # mlp and lenet, interp and cpu, every weight and bias
+    assert checked >= 3 * 6 + 2 * 8      # mlp on interp, cpu, cuda-emu; lenet on interp, cpu; every variable
     # the steps changed the parameters (a step that did nothing would also "agree")
     assert any(not np.allclose(r0[k], r1[k.replace("mlp/cpu", "mlp/interp")] * 0) for k in r0.files if "mlp/cpu" in k)
 

@@ -26,9 +26,7 @@ NO_LOWERING = {
 }
 # (op, target) -> why it has no lowering on that target only. Empty: gemm, which only the
 # cpu target's BLAS rewrite forms, also lowers on cuda (it can come from IR text).
-TARGET_ONLY: dict[tuple[str, str], str] = {
-    (name, "cuda"): "collectives run on the cpu target (MPI in the generated entry); a GPU's (NCCL) is not built"
-    for name, d in OPS.items() if d.kind == "collective"}
+TARGET_ONLY: dict[tuple[str, str], str] = {}
 
 OP_NAMES = sorted(OPS)
 
@@ -86,9 +84,8 @@ def test_exclusions_and_library_tables_name_registered_ops():
     assert {n for n, _ in TARGET_ONLY} <= set(OPS) and {t for _, t in TARGET_ONLY} <= set(TARGETS)
     assert set(LIBRARY) <= set(OPS), sorted(set(LIBRARY) - set(OPS))
     assert set(VIEW_MAPS) <= set(OPS), sorted(set(VIEW_MAPS) - set(OPS))
-    # the CUDA library covers exactly the C library's ops but the collectives (TARGET_ONLY)
-    host_only = {n for n, t in TARGET_ONLY if t == "cuda"}
-    assert set(CUDA_LIBRARY) == set(LIBRARY) - host_only, sorted(set(CUDA_LIBRARY) ^ (set(LIBRARY) - host_only))
+    # the CUDA library covers exactly the C library's ops
+    assert set(CUDA_LIBRARY) == set(LIBRARY), sorted(set(CUDA_LIBRARY) ^ set(LIBRARY))
 
 
 # --------------------------------------------------------------------------- the differentiable field
