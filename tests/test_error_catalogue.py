@@ -380,6 +380,9 @@ CASES = [
     api("onnx-shape-disagrees", sf.onnx.OnnxError,
         "sf.onnx.load(onnx_model('Relu'), shapes={'x': (2, 5)})",
         r"^<onnx bytes>: input 'x' has size 3 on axis 1 in the model, shapes= gives \(2, 5\)$"),
+    # ---- data-parallel training (docs/distributed.md)
+    api("distributed-no-init", sf.distributed.CommunicatorError, "sf.distributed.allreduce(x)",
+        r"^collective ops need a communicator: call symfuse\.distributed\.init\(\) first" + AT),
     api("export-not-cpu", errors.InputError, "sf.export(f, 'out')",
         r"^export: <symfuse function @main on interp.*> was not compiled for device='cpu'"),
     cli("cli-onnx-broken", "symfuse compile broken.onnx", 1,

@@ -30,7 +30,10 @@ DEFAULT_BUCKET_BYTES = 1 << 20
 
 
 class DistributedError(SymfuseError):
-    """Ranks that disagree (compiled graphs, versions, data) or a collective without a job."""
+    """Ranks that disagree (compiled graphs, versions, data)."""
+
+
+CommunicatorError = _C.CommunicatorError
 
 
 def _mpi():
@@ -100,7 +103,11 @@ def barrier() -> None:
 
 # --------------------------------------------------------------------------- collectives (IR)
 def _world() -> int:
-    return _C.communicator().Get_size()
+    try:
+        return _C.communicator().Get_size()
+    except _C.CommunicatorError as e:
+        from ..ir.core import format_loc, user_location
+        raise _C.CommunicatorError(f"{e} (at {format_loc(user_location())})") from None
 
 
 def allreduce(x, op: str = "sum"):
