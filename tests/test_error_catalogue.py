@@ -479,6 +479,9 @@ CLASS_DOCS = [
     (sf.onnx.OnnxUnsupported, "OnnxUnsupported (an `OnnxError`)", "The model uses an op, opset, attribute "
      "value or dtype symfuse does not convert; the message names the node and the op, and `reason` is the "
      "short form the conformance report groups by."),
+    (sf.distributed.CommunicatorError, "CommunicatorError (a `RuntimeError`)", "A collective op was built or run "
+     "without an MPI communicator (`symfuse.distributed.init()` not called), or on a communicator of another "
+     "size than the function was compiled for (docs/distributed.md)."),
     (errors.DeviceUnavailable, "DeviceUnavailable (a `RuntimeError`)", "The requested device is unknown, or "
      "cannot run here (calling a `device=\"cuda\"` function needs PyCUDA and a GPU; compiling it does not)."),
     (V, "VerifyError", "IR built by hand (through `symfuse.ir`) breaks an invariant: a value used by an op is "

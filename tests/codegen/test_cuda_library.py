@@ -533,7 +533,9 @@ def test_deterministic_across_grids(modules):
 
 def test_covers_c_library():
     assert set(L.CUDA_LIBRARY) == set(CL.LIBRARY)
-    assert {c.op.opdef.name for c in CASES} == set(CL.LIBRARY)
+    # a collective launches nothing (the host runs it: tests/distributed/test_collectives.py)
+    from symfuse.ir.core import OPS
+    assert {c.op.opdef.name for c in CASES} == {n for n in CL.LIBRARY if OPS[n].kind != "collective"}
 
 
 def test_launch_shapes():

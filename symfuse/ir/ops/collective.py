@@ -33,7 +33,7 @@ REDUCTIONS = ("sum", "mean")
 _state: dict = {"comm": None}
 
 
-class CommunicatorError(SymfuseError):
+class CommunicatorError(SymfuseError, RuntimeError):
     """A collective without a communicator, or on one of another size."""
 
 
