@@ -25,6 +25,7 @@ Deterministic per seed: all choices come from one numpy Generator.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -39,6 +40,10 @@ MAXV = 1e3            # largest magnitude a float node may reach
 MAXI = 1e4            # ... an int node
 MAX_SIZE = 256        # elements per node (4096 in the occasional big program)
 M_ERR = 64            # a margin must exceed this many error bounds
+
+
+# collectives need mpi4py and an MPI (the mpi extra); without them the recipe makes none
+HAVE_MPI = importlib.util.find_spec("mpi4py") is not None
 
 
 class Invalid(Exception):
@@ -1051,6 +1056,31 @@ class Gen:
         return self.add(f"sf.take({{0}}, {{1}}, axis={ax})", [x, idx], lambda a, i: np.take(a, clamp_index(i, n), axis=ax),
                         x.dtype, errf=view_err, tag="take")
 
+    def r_collective(self):
+        """A collective on a communicator of one rank (run.build sets it up): the identity,
+        computed through MPI on cpu (a bucket's copies, a non-blocking start whose wait
+        the schedule places before its first reader) and by the host on cuda-emu."""
+        if not HAVE_MPI:
+            return None
+        x = self.float_node()
+        if x is None:
+            return None
+        forms = ["sf.distributed.allreduce({0}, 'sum')", "sf.distributed.allreduce({0}, 'mean')",
+                 "sf.distributed.broadcast({0})", "sf.distributed.reduce({0})"]
+        if self.val(x).ndim >= 1:
+            forms += ["sf.distributed.allgather({0})", "sf.distributed.reduce_scatter({0})"]
+        if self.chance(0.4):
+            y = self.float_node(lambda n: n.dtype == x.dtype)
+            if y is None:
+                return None
+            k = int(self.rng.integers(0, 2))
+            cap = self.choice([0, 64, 1 << 20])
+            overlap = self.choice([True, False])
+            return self.add(f"sf.distributed.average_gradients([{{0}}, {{1}}], bucket_bytes={cap}, "
+                            f"overlap={overlap})[{k}]", [x, y], lambda a, b, k=k: (a, b)[k].copy(),
+                            errf=view_err, tag="collective", feats=("bucket",))
+        return self.add(self.choice(forms), [x], lambda a: a.copy(), errf=view_err, tag="collective")
+
     def r_int(self):
         """A detour through int32/int64: cast (at a margin from integers), integer ops, cast back."""
         r = self.rng.random()
@@ -1704,7 +1734,7 @@ class Gen:
 
     RECIPES = {"huge": 0.15, "unary": 8, "binary": 8, "compare": 3, "reduce": 4, "view": 5, "views": 2, "matmul": 2,
                "gemm": 2, "conv": 1, "pool": 1, "softmax": 2, "pattern": 2, "take": 1, "int": 1.5, "cast": 1,
-               "scan": 1.5, "cond": 1.5, "while_loop": 1}
+               "scan": 1.5, "cond": 1.5, "while_loop": 1, "collective": 0.7}
 
     def generate(self) -> Program:
         # (with "cond" excluded, the cond recipe still makes conds on a Python bool: no cond op)

@@ -64,6 +64,8 @@ def build(programs):
     """Execute the programs' statements (the reproducer's own lines): the function's
     inputs, their values, its results and its updates."""
     env = {"sf": sf, "np": np}
+    if uses_collectives(programs) and not sf.distributed.initialized():
+        sf.distributed.init()        # one rank (no mpiexec): each collective is the identity
     inputs, args, results, updates, layout = [], [], [], [], []
     for p in programs:
         lines, res = p.statements()
@@ -458,12 +460,18 @@ def shrink(f: Finding, devices, budget_s=120.0, skip=frozenset()) -> Finding:
     return best
 
 
+def uses_collectives(programs) -> bool:
+    return any(n.tag == "collective" for p in programs for n in p.nodes)
+
+
 # ----------------------------------------------------------------------------- reproducers
 def reproducer(programs, f: Finding) -> str:
     """Python source that shows the finding with symfuse alone."""
     if f.check == "fd2":        # as fd2_check differentiates: stop_gradient values are inputs
         programs = [hold_stop_gradients(p) or p for p in programs]
     lines = ["import numpy as np", "import symfuse as sf", ""]
+    if uses_collectives(programs):
+        lines[2:2] = ["sf.distributed.init()"]
     results, names, inputs, updates = [], [], [], []
     for p in programs:
         body, res = p.statements()
