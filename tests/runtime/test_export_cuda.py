@@ -283,6 +283,18 @@ def test_training_steps_update_the_handle(cuda_graph, fake_driver, tmp_path):
         assert captured == []
 
 
+def test_a_cpu_function_or_a_function_maker_is_compiled_for_cuda(mlp_export, tmp_path):
+    """What is exported is the plan of the function compiled for cuda, whatever was given."""
+    m, f, _, done = mlp_export
+    _nvrtc_or_skip()
+    for given in (m.predict_function("cpu"), m.predict_function):
+        other = sf.export(given, str(tmp_path / "x"), target="cuda", arch="sm_90")
+        assert other.manifest["launches"] == done.manifest["launches"]
+        assert other.manifest["params_fingerprint"] == done.manifest["params_fingerprint"]
+    graph = sf.export(f, str(tmp_path / "g"), target="cuda", cuda_graph=True)
+    assert graph.manifest["target"]["cuda_graph"] is True and graph.manifest["target"]["arches"] == ["sm_90"]
+
+
 def test_arch_and_target_are_checked(tmp_path):
     f = zoo.get("mlp", batch=8).predict_function("cpu")
     for bad in ("compute_90", "sm90", "gfx90a"):
@@ -309,3 +321,20 @@ def test_cli_export_cuda(tmp_path):
     assert bad.exit_code == 2 and "not a GPU architecture" in bad.output
     bad = CliRunner().invoke(main, ["export", "mlp", "--arch", "sm_90", "-o", str(tmp_path / "g")])
     assert bad.exit_code == 2 and "--target cuda" in bad.output
+
+
+def test_names_are_checked_and_escaped(fake_driver, tmp_path):
+    x = sf.tensor('in "*/ ??/ x\n', (4, 3), "float32")
+    w = sf.shared(np.arange(6, dtype=np.float32).reshape(3, 2), name='W"); abort(); /*')
+    f = sf.function([x], x @ w + 1, device="cuda", arch="sm_90", name="tiny")
+    with pytest.raises(sf.InputError, match="C identifier"):
+        sf.export(f, str(tmp_path / "bad"), name="../evil", target="cuda")
+    d, done = _exported_copy(f, tmp_path, name="tiny_model")
+    env, _ = _fake_env(fake_driver, f._run, str(tmp_path))
+    exe = _build(os.path.join(EXAMPLES, "predict.c"), d, done.name, "predict")
+    xv = np.random.default_rng(0).random((4, 3), dtype=np.float32)
+    out = os.path.join(d, "y.bin")
+    proc = _run_c([exe, *_write(d, [xv]), out], env)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.fromfile(out, np.float32).reshape(4, 2), xv @ w.get_value() + 1, rtol=1e-6)
+    assert list(read_params(os.path.join(d, "tiny_model.params"))) == ['W"); abort(); /*']

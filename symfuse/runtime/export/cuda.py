@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -41,8 +42,8 @@ ARG_KINDS = {"param": "SF_A_ARG", "result": "SF_A_SLOT", "arena": "SF_A_ARENA", 
 SCALAR_KINDS = {np.dtype(np.int32): ("SF_A_I32", -2 ** 31, 2 ** 31 - 1),
                 np.dtype(np.uint32): ("SF_A_U32", 0, 2 ** 32 - 1),
                 np.dtype(np.int64): ("SF_A_I64", -2 ** 63, 2 ** 63 - 1)}
-# the libraries lib<name>.so needs: the C library's, nothing of CUDA
-SYSTEM_LIBRARIES = ["libc.so.6", "libdl.so.2", "libpthread.so.0"]
+# what lib<name>.so links: the C library's, nothing of CUDA (libdl and libpthread are libc's on glibc >= 2.34)
+LINK_LIBRARIES = ("-ldl", "-lpthread")
 FLAGS = ("-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall")
 
 
@@ -62,19 +63,20 @@ def arch_list(arch) -> list[str]:
 
 
 def _program(f, arch: str, cuda_graph: bool | None):
-    """(the Executable, its CudaProgram) compiled for ``arch``: ``f`` itself when it was
-    compiled for cuda, else compiled here."""
+    """(the Executable, its CudaProgram): ``f`` itself when it was compiled for cuda
+    (its source does not depend on the arch) with the cuda_graph asked for, else
+    compiled here for ``arch``."""
     from ..cuda_program import CudaProgram
     from ..function import Executable, function
     run = getattr(f, "_run", None)
-    if isinstance(run, CudaProgram) and run.arch != "emu" and (cuda_graph is None or cuda_graph == run.cuda_graph):
+    compiled = isinstance(run, CudaProgram) and run.arch != "emu"
+    if compiled and cuda_graph in (None, run.cuda_graph):
         return f, run
-    opts = {"arch": arch, **({"cuda_graph": True} if cuda_graph or getattr(run, "cuda_graph", False) else {})}
-    if cuda_graph is False:
-        opts.pop("cuda_graph", None)
+    graph = run.cuda_graph if cuda_graph is None and isinstance(run, CudaProgram) else bool(cuda_graph)
+    opts = {"arch": arch, **({"cuda_graph": True} if graph else {})}
     if isinstance(f, Executable):
-        g = function(f.inputs, f.outputs if not f._single else f.outputs[0], updates=list(f.updates) or None,
-                     device="cuda", name=f.source_function.name, **opts)
+        g = function(f.inputs, f.outputs, updates=list(f.updates) or None, device="cuda",
+                     name=f.source_function.name, **opts)
     elif callable(f):            # a model's function maker: model.predict_function, model.train_function
         g = f(device="cuda", **opts)
     else:
@@ -164,6 +166,36 @@ def _plan(prog, api, d):
     return functions, launches, args, slots, consts, host, outputs, updates
 
 
+def _variant_rows(variants, api):
+    """(the image files the library embeds, the C table's row of each variant)."""
+    files_in, rows = [], []
+    for i, v in enumerate(variants):
+        images, refs = [], []
+        for m, role in enumerate(("unit", "library")):      # the module indices of sf_fn_module
+            if role in v["images"]:
+                sym, fname = f"sf_image_{i}_{m}", f"image_{i}_{m}.bin"
+                files_in.append((fname, v["images"][role]))
+                images.append({"symbol": sym, "file": fname})
+                refs.append(sym)
+            else:
+                refs.append("NULL")
+        num = re.match(r"(?:sm|compute)_(\d+)([af]?)", v["arch"])
+        n = int(num.group(1))
+        rows.append({"c_arch": api.c_string(v["arch"]), "major": n // 10, "minor": n % 10,
+                     "exact": int(num.group(2) == "a"), "ptx": int(v["ptx"]), "images": images, "image_refs": refs})
+    return files_in, rows
+
+
+def _needed(path: str) -> list[str]:
+    """The shared objects ``path`` names as needed (readelf), or what it was linked with."""
+    try:
+        out = subprocess.run(["readelf", "-d", path], capture_output=True, text=True, timeout=30).stdout
+        found = re.findall(r"\(NEEDED\).*\[(.*)\]", out)
+    except (OSError, subprocess.SubprocessError):
+        found = []
+    return found or ["libc.so.6", "libdl.so.2", "libpthread.so.0"]
+
+
 def _bytes(arr: np.ndarray) -> dict:
     raw = arr.tobytes()
     return {"size": max(len(raw), 1), "data": ", ".join(map(str, raw)) or "0"}
@@ -190,22 +222,7 @@ def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None
     name = d.name
     variants = _images(prog, arches, ptx, name)
     functions, launches, args, slots, consts, host, outputs, updates = _plan(prog, api, d)
-    roles = ("unit", "library")
-    files_in, rows = [], []
-    for i, v in enumerate(variants):
-        images, refs = [], []
-        for m, role in enumerate(roles):
-            if role in v["images"]:
-                sym, fname = f"sf_image_{i}_{m}", f"image_{i}_{m}.bin"
-                files_in.append((fname, v["images"][role]))
-                images.append({"symbol": sym, "file": fname})
-                refs.append(sym)
-            else:
-                refs.append("NULL")
-        num = re.match(r"(?:sm|compute)_(\d+)([af]?)", v["arch"])
-        n = int(num.group(1))
-        rows.append({"c_arch": api.c_string(v["arch"]), "major": n // 10, "minor": n % 10,
-                     "exact": int(num.group(2) == "a"), "ptx": int(v["ptx"]), "images": images, "image_refs": refs})
+    files_in, rows = _variant_rows(variants, api)
     ctx = api.context(name, VERSION, d.inputs, d.outputs, d.params, d.updated, d.fingerprint,
                       prog.layout.arena_bytes)
     ptx_arch = next((v["arch"] for v in variants if v["ptx"]), None)
@@ -226,7 +243,7 @@ def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None
     cc, ccver = build.toolchain()
     recipe = Recipe(cc, (("api.c", source), (f"{name}.h", header), *files_in),
                     (*FLAGS, "-I", C_TEMPLATE_DIR, "-I", ".", build.ORIGIN, f"-Wl,-soname,lib{name}.so",
-                     "-ldl", "-lpthread"), output="lib.so", what=f"building lib{name}.so")
+                     *LINK_LIBRARIES), output="lib.so", what=f"building lib{name}.so")
     out = os.path.join(out_dir, files["library"])
     with tempfile.TemporaryDirectory(prefix="symfuse-export-") as work:
         tmp = out + ".tmp"
@@ -242,7 +259,7 @@ def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None
                    "images": {v["arch"]: {role: len(im) for role, im in v["images"].items()} for v in variants},
                    "resources": {v["arch"]: v["resources"] for v in variants if not v["ptx"]}},
         "compiler": {"path": cc, "version": ccver},
-        "libraries": {"bundled": [], "system": list(SYSTEM_LIBRARIES)},
+        "libraries": {"bundled": [], "system": _needed(out)},
         "arena_bytes": prog.layout.arena_bytes,
         "kernels": [fn["name"] for fn in functions],
         "launches": [{"kernel": ln["kernel"], "grid": list(ln["grid"]), "block": list(ln["block"]),
