@@ -140,6 +140,7 @@ def test_builds_and_links_with_no_cuda(mlp_export):
     manifest = json.load(open(os.path.join(d, f"{name}.json")))
     t = manifest["target"]
     assert t["kind"] == "cuda" and t["arches"] == ["sm_90"] and t["ptx"] == "compute_90"
+    assert re.fullmatch(r"\d+\.\d+", t["nvrtc"])
     assert t["images"]["sm_90"]["unit"] > 1000 and t["images"]["sm_90"]["library"] > 1000
     assert set(t["images"]) == {"sm_90", "compute_90"}
     launched = {ln.kernel for ln, _ in f._run.launches}

@@ -202,6 +202,7 @@ def _bytes(arr: np.ndarray) -> dict:
 
 
 def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None, ptx: bool):
+    from .. import nvrtc
     from ..cuda_schedule import has_control
     from ..shared_object import Recipe, compile_in
     from ..toolchain import VERSION
@@ -255,6 +256,7 @@ def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None
     manifest.update({
         "target": {"kind": "cuda", "os": platform.system().lower(), "machine": platform.machine(),
                    "arches": arches, "ptx": ptx_arch, "cuda_graph": bool(prog.cuda_graph),
+                   "nvrtc": ".".join(map(str, nvrtc.nvrtc_version())),
                    "driver": "libcuda.so.1, loaded at run time (SF_CUDA_DRIVER_PATH overrides)",
                    "images": {v["arch"]: {role: len(im) for role, im in v["images"].items()} for v in variants},
                    "resources": {v["arch"]: v["resources"] for v in variants if not v["ptx"]}},
