@@ -339,3 +339,36 @@ def test_names_are_checked_and_escaped(fake_driver, tmp_path):
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_allclose(np.fromfile(out, np.float32).reshape(4, 2), xv @ w.get_value() + 1, rtol=1e-6)
     assert list(read_params(os.path.join(d, "tiny_model.params"))) == ['W"); abort(); /*']
+
+
+def test_results_that_are_arguments_or_constants_and_swapped_parameters(fake_driver, tmp_path):
+    """Every source of a result: a kernel's slot, an input returned as is, a constant; kernels
+    reading a constant buffer; updates that swap two parameters (each reads the other's old value)."""
+    x = sf.tensor("x", (4, 3), "float32")
+    a0, b0 = np.arange(6, dtype=np.float32).reshape(3, 2), np.full((3, 2), 5, np.float32)
+    a, b = sf.shared(a0.copy(), name="a"), sf.shared(b0.copy(), name="b")
+    k = sf.constant(np.arange(3, dtype=np.float32) * 0.5)
+    f = sf.function([x], [x @ a + 1, x, sf.constant(np.arange(2, dtype=np.float32)), (x * x).sum(),
+                          sf.where(x > k, x, k * x)], updates=[(a, b), (b, a)], device="cuda", arch="sm_90")
+    kinds = {kind for kind, _ in f._run.layout.result_plan}
+    refs = {r[0] for _, rs in f._run.launches for r in rs}
+    assert kinds == {"slot", "param", "const"} and "const" in refs      # what this test is for
+    d, done = _exported_copy(f, tmp_path, name="sources")
+    env, _ = _fake_env(fake_driver, f._run, str(tmp_path))
+    xv = np.random.default_rng(1).random((4, 3), dtype=np.float32) - 0.25
+    want = [xv @ a0 + 1, xv, np.arange(2, dtype=np.float32), np.float32((xv * xv).sum()),
+            np.where(xv > np.arange(3) * 0.5, xv, np.arange(3) * 0.5 * xv).astype(np.float32)]
+    exe = _build(os.path.join(EXAMPLES, "predict.c"), d, done.name, "predict")
+    outs = [os.path.join(d, f"out{j}.bin") for j in range(len(want))]
+    proc = _run_c([exe, *_write(d, [xv]), *outs], env)
+    assert proc.returncode == 0, proc.stderr
+    for j, (path, w) in enumerate(zip(outs, want)):
+        np.testing.assert_allclose(np.fromfile(path, np.float32).reshape(np.shape(w)), w, rtol=1e-5, err_msg=j)
+    train = _build(os.path.join(EXAMPLES, "train.c"), d, done.name, "train")
+    for steps, (wa, wb) in ((1, (b0, a0)), (2, (a0, b0))):
+        saved = os.path.join(d, f"after{steps}.params")
+        proc = _run_c([train, "-s", str(steps), "-o", saved, *_write(d, [xv])], env)
+        assert proc.returncode == 0, proc.stderr
+        got = read_params(saved)
+        np.testing.assert_array_equal(got["a"], wa)
+        np.testing.assert_array_equal(got["b"], wb)
