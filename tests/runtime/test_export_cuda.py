@@ -372,3 +372,18 @@ def test_results_that_are_arguments_or_constants_and_swapped_parameters(fake_dri
         got = read_params(saved)
         np.testing.assert_array_equal(got["a"], wa)
         np.testing.assert_array_equal(got["b"], wb)
+
+
+def test_run_device_takes_device_pointers(mlp_export, fake_driver, tmp_path):
+    """Under the fake driver device pointers are host addresses: run_device on them gives run's output."""
+    m, f, d, done = mlp_export
+    env, _ = _fake_env(fake_driver, f._run, str(tmp_path))
+    exe = _build(os.path.join(HERE, "cuda_device.c"), d, done.name, "device")
+    host, dev = os.path.join(d, "host.bin"), os.path.join(d, "device.bin")
+    proc = _run_c([exe, host, dev], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dict(line.split() for line in proc.stdout.splitlines()) == {
+        "run": "0", "run_device": "0", "run_device_count": "2", "run_device_null_outputs": "1",
+        "run_device_zero_input": "1"}
+    got = np.fromfile(host, np.float32)
+    assert got.any() and np.array_equal(got, np.fromfile(dev, np.float32))
