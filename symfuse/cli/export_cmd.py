@@ -21,15 +21,6 @@ def _sm_arches(ctx, param, value):
     return value
 
 
-def _compile_graph(graph, arch):
-    """The cuda function with cuda_graph=True (compile errors reported as _compile does)."""
-    from ..errors import SymfuseError
-    try:
-        return graph.function("cuda", arch=arch, cuda_graph=True)
-    except SymfuseError as e:
-        _fail(f"compile failed: {e}", 1)
-
-
 @main.command("export")
 @model_arg
 @batch_opt
@@ -53,8 +44,7 @@ def export_cmd(model, batch, train, target, arches, cuda_graph, out_dir, name, a
         _fail("--arch and --cuda-graph are options of --target cuda", 2)
     graph = load_model(model, batch, train)
     arches = list(arches) or (["sm_90"] if target == "cuda" else [])
-    f = _compile(graph, target, arches[0] if arches else None) if not cuda_graph else \
-        _compile_graph(graph, arches[0])
+    f = _compile(graph, target, arches[0] if arches else None, **({"cuda_graph": True} if cuda_graph else {}))
     try:
         done = (export(f, out_dir, name, target="cuda", arch=arches) if target == "cuda"
                 else export(f, out_dir, name))

@@ -317,6 +317,10 @@ def test_cli_export_cuda(tmp_path):
     manifest = json.load(open(tmp_path / "e" / "mlp_train.json"))
     assert manifest["target"]["arches"] == ["sm_90", "sm_80"] and manifest["inputs"][0]["shape"][0] == 4
     assert "libcuda.so.1" in res.output
+    res = CliRunner().invoke(main, ["export", "mlp", "--target", "cuda", "--cuda-graph", "-o", str(tmp_path / "h")])
+    assert res.exit_code == 0, res.output
+    target = json.load(open(tmp_path / "h" / "mlp_predict.json"))["target"]
+    assert target["cuda_graph"] is True and target["arches"] == ["sm_90"]
     bad = CliRunner().invoke(main, ["export", "mlp", "--target", "cuda", "--arch", "compute_90", "-o",
                                     str(tmp_path / "f")])
     assert bad.exit_code == 2 and "not a GPU architecture" in bad.output
