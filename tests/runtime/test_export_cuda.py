@@ -20,6 +20,7 @@ import symfuse as sf
 from symfuse.codegen import cuda_module
 from symfuse.nn import zoo
 from symfuse.runtime.export import read_params
+from symfuse.runtime.export.cuda import all_launches
 from symfuse.runtime.toolchain import VERSION
 
 CC = shutil.which("gcc")
@@ -85,7 +86,7 @@ def _fake_env(fake_driver, prog, where, **extra):
     lines = []
     unit = EmuModule(prog.source, name=prog.name, include_dirs=[cuda_module.TEMPLATE_DIR])
     lines += [f"{k} {i} {unit.lib_path}" for i, k in enumerate(unit.kernel_names)]
-    names = sorted({ln.kernel for ln, _ in prog.launches if ln.library})
+    names = sorted({ln.kernel for ln, _ in all_launches(prog.launches) if ln.library})
     if names:
         lib = EmuModule(cuda_module.library_source(names, version=VERSION), name="export_library",
                         include_dirs=[cuda_module.TEMPLATE_DIR])
@@ -391,3 +392,72 @@ def test_run_device_takes_device_pointers(mlp_export, fake_driver, tmp_path):
         "run_device_zero_input": "1"}
     got = np.fromfile(host, np.float32)
     assert got.any() and np.array_equal(got, np.fromfile(dev, np.float32))
+
+
+def _loops(device, **options):
+    """A scan, a reverse scan, a while loop and a cond (both branches taken by some input)."""
+    xs = sf.tensor("xs", (6, 4), "float32")
+    x = sf.tensor("x", (4,), "float32")
+    h, ys = sf.scan(lambda c, xt: (c * 0.5 + xt, (c * xt).sum()), sf.zeros((4,)), xs)
+    r, _ = sf.scan(lambda c, xt: (c * 0.9 - xt, xt.sum()), x, xs, reverse=True)
+    w = sf.while_loop(lambda c: c.sum() < 100, lambda c: c * c + 1, x)
+    k = sf.cond(x.sum() > 0, lambda a: a * 2, lambda a: a - 1, x)
+    return sf.function([xs, x], [h, ys, r, w, k], device=device, name="loops", **options)
+
+
+def test_loops_and_branches_run_as_the_python_executor_runs_them(fake_driver, tmp_path):
+    f = _loops("cuda", arch="sm_90", cuda_graph=True)
+    d, done = _exported_copy(f, tmp_path)
+    assert done.manifest["control"] == ["cond", "scan", "while_loop"]
+    assert done.manifest["target"]["cuda_graph"] is False       # the host reads flags: eager, as in Python
+    env, log = _fake_env(fake_driver, f._run, str(tmp_path))
+    exe = _build(os.path.join(EXAMPLES, "predict.c"), d, done.name, "predict")
+    cpu = _loops("cpu")
+    xsv = np.random.default_rng(0).random((6, 4), dtype=np.float32)
+    trips = []
+    for xv in (np.arange(4, dtype=np.float32) + 0.5, -np.arange(4, dtype=np.float32) - 1):
+        want = cpu(xsv, xv)
+        outs = [os.path.join(d, f"out{j}.bin") for j in range(len(want))]
+        proc = _run_c([exe, *_write(d, [xsv, xv]), *outs], env)
+        assert proc.returncode == 0, proc.stderr
+        for j, w in enumerate(want):
+            got = np.fromfile(outs[j], np.float32).reshape(np.shape(w))
+            np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-6, err_msg=f"output {j}")
+        trips.append([ln.split()[1] for ln in _log(log) if ln.startswith("launch")])
+    assert trips[0] != trips[1]     # the while loop's trip count and the cond's branch follow the data
+
+
+def test_a_scan_training_step_under_cuda_graph(fake_driver, tmp_path):
+    """seqdigits' LSTM step (a scan, and the reverse scan of its gradient) captured with its
+    loops unrolled: carry copies and launches in one graph, replayed each step."""
+    m = zoo.get("seqdigits", batch=8)
+    f = m.train_function("cuda", arch="sm_90", cuda_graph=True)
+    d, done = _exported_copy(f, tmp_path)
+    assert done.manifest["control"] == ["scan"] and done.manifest["target"]["cuda_graph"] is True
+    cpu = m.train_function("cpu")
+    batch = m.example_batch(1)
+    losses = [float(np.asarray(cpu(*batch)[0])) for _ in range(3)]
+    env, log = _fake_env(fake_driver, f._run, str(tmp_path))
+    exe = _build(os.path.join(EXAMPLES, "train.c"), d, done.name, "train")
+    saved = os.path.join(d, "trained.params")
+    proc = _run_c([exe, "-s", "3", "-o", saved, *_write(d, batch)], env)
+    assert proc.returncode == 0, proc.stderr
+    c_losses = [float(re.search(r"output0=(\S+)", ln).group(1)) for ln in proc.stdout.splitlines()]
+    np.testing.assert_allclose(c_losses, losses, rtol=1e-4)
+    trained = read_params(saved)
+    for p, s in zip(done.manifest["params"], cpu.shared):
+        np.testing.assert_allclose(trained[p["name"]], s.get_value(), rtol=1e-4, atol=1e-5, err_msg=p["name"])
+    lines = _log(log)
+    captured = [ln for ln in lines if ln.startswith("capture ") and ln != "capture copy"]
+    assert "capture copy" in lines and len(captured) > len(f._run.launches)       # unrolled
+    assert [ln for ln in lines if ln.startswith("graph_launch")] == [f"graph_launch {len(captured)} launches"] * 3
+
+
+def test_a_scalar_parameter_keeps_its_shape(tmp_path):
+    """A 0-d shared variable (a step counter) is written with shape (), the layout the header checks."""
+    x = sf.tensor("x", (3,), "float32")
+    step = sf.shared(np.float32(0), name="step")
+    f = sf.function([x], x * step, updates=[(step, step + 1)], device="cpu", name="counter")
+    done = sf.export(f, str(tmp_path / "c"))
+    assert read_params(done.files["params"])["step"].shape == ()
+    assert done.manifest["params"][0]["shape"] == []

@@ -85,7 +85,9 @@ def describe(f, name: str | None) -> Described:
     update_vars = [index[id(s)] for s, _ in f.updates]
     updated = [i in set(update_vars) for i in range(len(params))]
     fp = pfile.fingerprint([(t.name, t.dtype, t.shape) for t in params])
-    values = [np.ascontiguousarray(host(s._value), dtype=t.dtype) for s, t in zip(f.shared, params)]
+    # reshaped: ascontiguousarray makes a 0-d value (a step counter) 1-d, another layout
+    values = [np.ascontiguousarray(host(s._value), dtype=t.dtype).reshape(t.shape)
+              for s, t in zip(f.shared, params)]
     return Described(name, inputs, outputs, params, updated, update_vars, fp, values)
 
 

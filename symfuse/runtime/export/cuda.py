@@ -12,8 +12,9 @@ The launcher is C generated here: it loads ``libcuda.so.1`` with dlopen when the
 first handle is made (no CUDA at build or link time), loads the module of the
 variant that fits the GPU, and runs the launch plan the PyCUDA executor runs
 (``runtime/cuda_exec.py``): the same kernels, grids, blocks, dynamic shared
-memory and arguments, the precompiled library's kernels included, under
-``cuda_graph`` as one captured graph.
+memory and arguments, the precompiled library's kernels included, loops and
+branches as ``cuda_schedule.ScheduleRunner`` runs them, under ``cuda_graph`` as
+one captured graph (when no while loop or cond needs the host between launches).
 
 Per arch the library holds two modules: the function's unit (its source
 compiled as one NVRTC unit) and the library kernels it launches (their source
@@ -32,11 +33,13 @@ import time
 
 import numpy as np
 
+from ...compiler.kernel_info import ControlStep
 from ...errors import CompileError, InputError
 from ...install_dirs import C_TEMPLATE_DIR
 
 KERNEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}\Z")
 # argument kinds of the launch plan (``sf_args`` in export_cuda.c.j2)
+STEP_OPS = {"scan": "SF_STEP_SCAN", "while_loop": "SF_STEP_WHILE", "cond": "SF_STEP_COND"}
 ARG_KINDS = {"param": "SF_A_ARG", "result": "SF_A_SLOT", "arena": "SF_A_ARENA", "const": "SF_A_CONST",
              "null": "SF_A_NULL"}
 SCALAR_KINDS = {np.dtype(np.int32): ("SF_A_I32", -2 ** 31, 2 ** 31 - 1),
@@ -92,7 +95,7 @@ def _images(prog, arches: list[str], ptx: bool, name: str):
     from ...codegen import cuda_module
     from ..toolchain import VERSION
     from .. import nvrtc
-    launches = [ln for ln, _ in prog.launches]
+    launches = [ln for ln, _ in all_launches(prog.launches)]
     lib_names = sorted({ln.kernel for ln in launches if ln.library})
     sources = {}
     if any(not ln.library for ln in launches):
@@ -119,32 +122,95 @@ def _images(prog, arches: list[str], ptx: bool, name: str):
     return variants
 
 
-def _plan(prog, api, d):
-    """The launch plan and result bindings as the C tables' rows."""
-    functions, index, launches, args = [], {}, [], []
-    for ln, refs in prog.launches:
+def all_launches(schedule):
+    """Every (LaunchSpec, refs) of a schedule, the bodies of its loops and branches included."""
+    for item in schedule:
+        if isinstance(item, ControlStep):
+            for body in item.bodies:
+                yield from all_launches(body)
+        else:
+            yield item
+
+
+class _Schedule:
+    """The schedule as the C tables' rows: ``steps`` (a launch, or a loop or branch whose bodies
+    are ranges of steps), ``launches``, their kernels (``functions``), the argument refs of both
+    (``args``) and the integers of the loops (``ints``: carry offsets and sizes, slice steps)."""
+
+    def __init__(self, api, schedule):
+        self.api = api
+        self.functions, self.index, self.launches, self.args, self.steps, self.ints = [], {}, [], [], [], []
+        self.max_refs = 1
+        self.top = self.add(schedule)[1]
+
+    def ref(self, kind, x, dt, where):
+        if kind == "scalar":
+            ck, lo, hi = SCALAR_KINDS[np.dtype(dt)]
+            if not lo <= int(x) <= hi:
+                raise CompileError(f"export: scalar argument {x} of {where} does not fit {np.dtype(dt)}")
+            return {"kind": ck, "value": int(x)}
+        return {"kind": ARG_KINDS[kind], "value": int(x)}
+
+    def refs(self, refs, where) -> int:
+        at = len(self.args)
+        self.args += [self.ref(kind, x, dt, where) for kind, x, _, dt in refs]
+        self.max_refs = max(self.max_refs, len(refs))
+        return at
+
+    def table(self, values) -> int:
+        at = len(self.ints)
+        self.ints += [int(v) for v in values]
+        return at
+
+    def add(self, schedule) -> tuple[int, int]:
+        """(first step, count): a schedule's steps are consecutive, its bodies' after them."""
+        at = len(self.steps)
+        self.steps += [None] * len(schedule)
+        for i, item in enumerate(schedule):
+            self.steps[at + i] = self.control(item) if isinstance(item, ControlStep) else self.launch(*item)
+        return at, len(schedule)
+
+    def launch(self, ln, refs) -> dict:
         if not KERNEL_NAME.match(ln.kernel):
             raise CompileError(f"export: kernel name {ln.kernel!r} is not a C identifier")
         key = (bool(ln.library), ln.kernel)
-        if key not in index:
-            index[key] = len(functions)
-            functions.append({"c_name": api.c_string(ln.kernel), "module": int(key[0]), "shared": 0,
-                              "name": ln.kernel})
-        fn = functions[index[key]]
+        if key not in self.index:
+            self.index[key] = len(self.functions)
+            self.functions.append({"c_name": self.api.c_string(ln.kernel), "module": int(key[0]), "shared": 0,
+                                   "name": ln.kernel})
+        fn = self.functions[self.index[key]]
         fn["shared"] = max(fn["shared"], int(ln.shared_bytes))
         grid, block = (tuple(int(x) for x in (tuple(d) + (1, 1))[:3]) for d in
                        ((ln.grid,) if isinstance(ln.grid, int) else ln.grid,
                         (ln.block,) if isinstance(ln.block, int) else ln.block))
-        launches.append({"fn": index[key], "grid": grid, "block": block, "shared": int(ln.shared_bytes),
-                         "arg_at": len(args), "nargs": len(refs), "kernel": ln.kernel})
-        for kind, x, _, dt in refs:
-            if kind == "scalar":
-                ck, lo, hi = SCALAR_KINDS[np.dtype(dt)]
-                if not lo <= int(x) <= hi:
-                    raise CompileError(f"export: scalar argument {x} of {ln.kernel} does not fit {np.dtype(dt)}")
-                args.append({"kind": ck, "value": int(x)})
-            else:
-                args.append({"kind": ARG_KINDS[kind], "value": int(x)})
+        self.launches.append({"fn": self.index[key], "grid": grid, "block": block, "shared": int(ln.shared_bytes),
+                              "arg_at": self.refs(refs, ln.kernel), "nargs": len(refs), "kernel": ln.kernel})
+        return {"op": "SF_STEP_LAUNCH", "launch": len(self.launches) - 1}
+
+    def control(self, st: ControlStep) -> dict:
+        if st.op not in STEP_OPS or len(st.bodies) > 2:
+            raise InputError(f"export: a {st.op!r} step cannot be exported for cuda")
+        bodies = [self.add(b) for b in st.bodies] + [(0, 0)] * (2 - len(st.bodies))
+        return {"op": STEP_OPS[st.op], "launch": -1, "ins_at": self.refs(st.ins, st.op), "nins": len(st.ins),
+                "outs_at": self.refs(st.outs, st.op), "nouts": len(st.outs), "scratch": int(st.scratch),
+                "carries_at": self.table(tuple(st.carry_offsets) + tuple(st.carry_nbytes)),
+                "ncarries": len(st.carry_offsets), "carry_bytes": int(st.carry_bytes),
+                "body_arena": int(st.body_arena), "seq_at": self.table(st.seq_step), "nseq": len(st.seq_step),
+                "ostep_at": self.table(st.out_step), "nostep": len(st.out_step), "length": int(st.length),
+                "reverse": int(bool(st.reverse)), "save": int(bool(st.save)),
+                "max_iterations": int(st.max_iterations or 0), "bodies": bodies}
+
+
+def _control_steps(schedule):
+    for item in schedule:
+        if isinstance(item, ControlStep):
+            yield item
+            for body in item.bodies:
+                yield from _control_steps(body)
+
+
+def _results(prog, d):
+    """The slots' sizes, the kernels' constant buffers, and where each output and update comes from."""
     lay = prog.layout
     slots = [int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for shape, dt in lay.slots]
     consts = [_bytes(np.ascontiguousarray(c)) for c in prog.constants]
@@ -163,7 +229,7 @@ def _plan(prog, api, d):
             outputs.append(src)
         else:
             updates.append({"param": d.update_vars[r - n_outputs], **src})
-    return functions, launches, args, slots, consts, host, outputs, updates
+    return slots, consts, host, outputs, updates
 
 
 def _variant_rows(variants, api):
@@ -203,7 +269,7 @@ def _bytes(arr: np.ndarray) -> dict:
 
 def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None, ptx: bool):
     from .. import nvrtc
-    from ..cuda_schedule import has_control
+    from ..cuda_schedule import has_control, has_host_decisions
     from ..shared_object import Recipe, compile_in
     from ..toolchain import VERSION
     from ...codegen.templates_cache import template
@@ -214,24 +280,28 @@ def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None
     if not arches:
         arches = [given if isinstance(given, str) and given.startswith("sm_") else "sm_90"]
     f, prog = _program(f, arches[0], cuda_graph)
-    if has_control(prog.launches):
-        raise InputError("export: target='cuda' does not export loops or branches (scan, while_loop, cond) yet; "
-                         "export the function for target='cpu'")
     if prog.param_count != len(f.inputs) + len(f.shared):
         raise InputError("export: the compiled function's parameters do not match its inputs and shared variables")
     d = describe(f, name)
     name = d.name
     variants = _images(prog, arches, ptx, name)
-    functions, launches, args, slots, consts, host, outputs, updates = _plan(prog, api, d)
+    plan = _Schedule(api, prog.launches)
+    slots, consts, host, outputs, updates = _results(prog, d)
+    # a while loop or cond needs the host to read a flag between launches, which a graph cannot do:
+    # such a function runs eagerly, as the Python executor runs it
+    graph = bool(prog.cuda_graph) and not has_host_decisions(prog.launches)
     files_in, rows = _variant_rows(variants, api)
     ctx = api.context(name, VERSION, d.inputs, d.outputs, d.params, d.updated, d.fingerprint,
                       prog.layout.arena_bytes)
     ptx_arch = next((v["arch"] for v in variants if v["ptx"]), None)
     ctx["functions"] = api.FUNCTIONS + ("run_device",)
-    ctx["cuda"] = {"arches": arches, "ptx": ptx_arch, "graph": bool(prog.cuda_graph), "variants": rows,
+    ctx["cuda"] = {"arches": arches, "ptx": ptx_arch, "graph": graph, "variants": rows,
                    "c_arch_list": api.c_string(", ".join(arches) + (f" (+PTX {ptx_arch})" if ptx_arch else "")),
-                   "functions": functions, "launches": launches, "args": args,
-                   "max_args": max([ln["nargs"] for ln in launches] + [1]), "slots": slots, "consts": consts,
+                   "functions": plan.functions, "launches": plan.launches, "args": plan.args, "steps": plan.steps,
+                   "ints": plan.ints, "top": plan.top, "control": has_control(prog.launches),
+                   "max_refs": max(plan.max_refs, len(d.inputs) + len(d.params), len(slots)),
+                   "max_args": max([ln["nargs"] for ln in plan.launches] + [1]),
+                   "slots": slots, "consts": consts,
                    "const_names": [f"sf_const{i}" for i in range(len(consts))], "host_consts": host,
                    "host_names": [f"sf_host{i}" for i in range(len(host))], "outputs": outputs,
                    "updates": updates}
@@ -255,7 +325,7 @@ def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None
     manifest = manifest_head(d, f, files)
     manifest.update({
         "target": {"kind": "cuda", "os": platform.system().lower(), "machine": platform.machine(),
-                   "arches": arches, "ptx": ptx_arch, "cuda_graph": bool(prog.cuda_graph),
+                   "arches": arches, "ptx": ptx_arch, "cuda_graph": graph,
                    "nvrtc": ".".join(map(str, nvrtc.nvrtc_version())),
                    "driver": "libcuda.so.1, loaded at run time (SF_CUDA_DRIVER_PATH overrides)",
                    "images": {v["arch"]: {role: len(im) for role, im in v["images"].items()} for v in variants},
@@ -263,9 +333,10 @@ def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None
         "compiler": {"path": cc, "version": ccver},
         "libraries": {"bundled": [], "system": _needed(out)},
         "arena_bytes": prog.layout.arena_bytes,
-        "kernels": [fn["name"] for fn in functions],
+        "kernels": [fn["name"] for fn in plan.functions],
         "launches": [{"kernel": ln["kernel"], "grid": list(ln["grid"]), "block": list(ln["block"]),
-                      "shared_bytes": ln["shared"]} for ln in launches],
+                      "shared_bytes": ln["shared"]} for ln in plan.launches],
+        "control": sorted({st.op for st in _control_steps(prog.launches)}),
     })
     write_manifest(out_dir, files, manifest)
     return Exported(os.path.abspath(out_dir), name, {k: os.path.join(out_dir, v) for k, v in files.items()},

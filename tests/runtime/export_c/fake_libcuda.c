@@ -28,7 +28,9 @@ typedef int (*emu_launch)(void **, unsigned, unsigned, unsigned, unsigned, unsig
 #define MAX_PARAMS 64
 
 typedef struct { char name[256]; emu_launch launch; const unsigned *psize; int nparams; } kernel;
-typedef struct { int k; unsigned g[3], b[3], shared; unsigned char values[MAX_PARAMS][8]; } recorded;
+/* a captured launch (k >= 0) or device-to-device copy (k < 0) */
+typedef struct { int k; unsigned g[3], b[3], shared; unsigned char values[MAX_PARAMS][8];
+                 CUdeviceptr dst, src; size_t n; } recorded;
 
 static kernel kernels[MAX_KERNELS];
 static int nkernels, live_allocations, capturing;
@@ -170,12 +172,20 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void *s, size_t n, void *st) 
 
 CUresult cuMemcpyDtoHAsync_v2(void *d, CUdeviceptr s, size_t n, void *st) {
   (void)st;
+  if (capturing) return 900;       /* CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED */
   memcpy(d, (void *)(uintptr_t)s, n);
   return 0;
 }
 
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void *st) {
   (void)st;
+  if (capturing) {
+    if (ngraph == MAX_RECORDED) return 999;
+    recorded *r = &graph[ngraph++];
+    r->k = -1, r->dst = d, r->src = s, r->n = n;
+    say("capture copy");
+    return 0;
+  }
   memmove((void *)(uintptr_t)d, (void *)(uintptr_t)s, n);
   return 0;
 }
@@ -217,9 +227,15 @@ CUresult cuGraphDestroy(void *g) { (void)g; return 0; }
 
 CUresult cuGraphLaunch(void *e, void *s) {
   (void)e; (void)s;
-  say("graph_launch %d launches", ngraph);
+  int launches = 0;
+  for (int i = 0; i < ngraph; i++) launches += graph[i].k >= 0;
+  say("graph_launch %d launches", launches);
   for (int i = 0; i < ngraph; i++) {
     recorded *r = &graph[i];
+    if (r->k < 0) {
+      memmove((void *)(uintptr_t)r->dst, (void *)(uintptr_t)r->src, r->n);
+      continue;
+    }
     void *params[MAX_PARAMS];
     for (int j = 0; j < kernels[r->k].nparams; j++) params[j] = r->values[j];
     CUresult rc = run(&kernels[r->k], r->g, r->b, r->shared, params);
