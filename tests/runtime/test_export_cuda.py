@@ -461,3 +461,41 @@ def test_a_scalar_parameter_keeps_its_shape(tmp_path):
     done = sf.export(f, str(tmp_path / "c"))
     assert read_params(done.files["params"])["step"].shape == ()
     assert done.manifest["params"][0]["shape"] == []
+
+
+def _real_gpu() -> bool:
+    import ctypes
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _real_gpu(), reason="needs an NVIDIA GPU and its driver (the fake driver tests run here)")
+@pytest.mark.parametrize("cuda_graph", [False, True], ids=["eager", "cuda_graph"])
+def test_on_a_real_gpu(cuda_graph, tmp_path):
+    """Where a GPU is lent: LeNet-5 inference and three MLP training steps from C on the real
+    driver equal the cpu backend's."""
+    opts = {"cuda_graph": True} if cuda_graph else {}
+    m = zoo.get("lenet", batch=8)
+    d, done = _exported_copy(m.predict_function("cuda", arch="sm_90", **opts), tmp_path / "lenet",
+                             arch=["sm_80", "sm_90"])
+    exe = _build(os.path.join(EXAMPLES, "predict.c"), d, done.name, "predict")
+    x = m.example_batch(0)[0]
+    out = os.path.join(d, "out0.bin")
+    proc = _run_c([exe, "-r", "20", *_write(d, [x]), out])
+    assert proc.returncode == 0, proc.stderr
+    want = m.predict_function("cpu")(x)
+    np.testing.assert_allclose(np.fromfile(out, want.dtype).reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+    m = zoo.get("mlp", batch=8)
+    d, done = _exported_copy(m.train_function("cuda", arch="sm_90", **opts), tmp_path / "mlp", arch=["sm_80", "sm_90"])
+    cpu = m.train_function("cpu")
+    batch = m.example_batch(1)
+    losses = [float(np.asarray(cpu(*batch)[0])) for _ in range(3)]
+    exe = _build(os.path.join(EXAMPLES, "train.c"), d, done.name, "train")
+    proc = _run_c([exe, "-s", "3", "-o", os.path.join(d, "t.params"), *_write(d, batch)])
+    assert proc.returncode == 0, proc.stderr
+    c_losses = [float(re.search(r"output0=(\S+)", ln).group(1)) for ln in proc.stdout.splitlines()]
+    np.testing.assert_allclose(c_losses, losses, rtol=1e-4)
