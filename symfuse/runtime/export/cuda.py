@@ -38,7 +38,7 @@ from ...errors import CompileError, InputError
 from ...install_dirs import C_TEMPLATE_DIR
 
 KERNEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}\Z")
-# argument kinds of the launch plan (``sf_args`` in export_cuda.c.j2)
+# the C enums of a schedule's steps and of its refs (``sf_steps``, ``sf_args`` in export_cuda.c.j2)
 STEP_OPS = {"scan": "SF_STEP_SCAN", "while_loop": "SF_STEP_WHILE", "cond": "SF_STEP_COND"}
 ARG_KINDS = {"param": "SF_A_ARG", "result": "SF_A_SLOT", "arena": "SF_A_ARENA", "const": "SF_A_CONST",
              "null": "SF_A_NULL"}
