@@ -335,6 +335,8 @@ def test_names_are_checked_and_escaped(fake_driver, tmp_path):
     f = sf.function([x], x @ w + 1, device="cuda", arch="sm_90", name="tiny")
     with pytest.raises(sf.InputError, match="C identifier"):
         sf.export(f, str(tmp_path / "bad"), name="../evil", target="cuda")
+    with pytest.raises(sf.InputError, match="reserved"):
+        sf.export(f, str(tmp_path / "bad"), name="sf", target="cuda")
     d, done = _exported_copy(f, tmp_path, name="tiny_model")
     env, _ = _fake_env(fake_driver, f._run, str(tmp_path))
     exe = _build(os.path.join(EXAMPLES, "predict.c"), d, done.name, "predict")

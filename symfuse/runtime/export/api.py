@@ -35,6 +35,8 @@ def export_name(name: str | None, function_name: str) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise InputError(f"export: name {name!r} must be a C identifier: letters, digits and '_', starting with "
                          f"a letter or '_', at most 64 characters")
+    if name == "sf":        # sf_<function> would be the generated code's own sf_ names (sf_param_updated)
+        raise InputError("export: name 'sf' is reserved for the generated code's own names; choose another")
     return name
 
 
