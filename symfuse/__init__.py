@@ -33,13 +33,14 @@ from .runtime.function import function  # noqa: F401
 __version__ = "0.1.0"
 
 
-def export(f, out_dir, name=None, r=False):
-    """Write the cpu function ``f`` as a directory C programs use without Python:
-    ``lib<name>.so``, ``<name>.h``, ``<name>.json``, ``<name>.params`` and the
-    libraries they need; ``r=True`` adds an R wrapper, ``<name>.R`` (docs/export.md).
-    Loaded on first use."""
+def export(f, out_dir, name=None, target=None, arch=None, cuda_graph=None, ptx=True, r=False):
+    """Write the compiled function ``f`` as a directory C programs use without
+    Python: ``lib<name>.so``, ``<name>.h``, ``<name>.json``, ``<name>.params`` and
+    the libraries they need (docs/export.md). ``target="cuda"`` with ``arch``
+    (one or several, e.g. ``["sm_80", "sm_90"]``) for NVIDIA GPUs; ``r=True`` adds
+    an R wrapper, ``<name>.R``. Loaded on first use."""
     from .runtime.export import export as export_function
-    return export_function(f, out_dir, name, r=r)
+    return export_function(f, out_dir, name, target=target, arch=arch, cuda_graph=cuda_graph, ptx=ptx, r=r)
 
 
 def __getattr__(name):

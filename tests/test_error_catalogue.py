@@ -385,6 +385,11 @@ CASES = [
         r"^collective ops need a communicator: call symfuse\.distributed\.init\(\) first" + AT),
     api("export-not-cpu", errors.InputError, "sf.export(f, 'out')",
         r"^export: <symfuse function @main on interp.*> was not compiled for device='cpu'"),
+    api("export-cuda-arch", errors.InputError, "sf.export(f, 'out', target='cuda', arch='compute_90')",
+        r"^export: arch 'compute_90' is not a CUDA GPU architecture like sm_80 or sm_90 \(a CUBIN needs a real "
+        r"architecture; PTX is added by itself\)$"),
+    cli("cli-export-cuda-arch", "symfuse export mlp --target cuda --arch sm90 -o out", 2,
+        r"Invalid value for '--arch': 'sm90' is not a GPU architecture like sm_80 or sm_90"),
     cli("cli-onnx-broken", "symfuse compile broken.onnx", 1,
         r"^symfuse: broken\.onnx: not a valid ONNX model", {"broken.onnx": b"\x08\x07\x12garbage"}),
     cli("cli-onnx-train", "symfuse compile tiny.onnx --train", 2,

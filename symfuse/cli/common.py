@@ -145,9 +145,9 @@ def load_model(spec: str, batch: int | None, train: bool) -> Graph:
         return Graph(f"{spec}_predict", [x], m.predict_graph(x), zoo=m)
 
 
-def _compile(graph: Graph, target: str, arch: str | None):
+def _compile(graph: Graph, target: str, arch: str | None, **options):
     from ..errors import CompileError, DeviceUnavailable, InputError, SymfuseError
-    opts = {"arch": arch} if arch and target.startswith("cuda") else {}
+    opts = {**({"arch": arch} if arch and target.startswith("cuda") else {}), **options}
     try:
         return graph.function(TARGETS[target], **opts)
     except DeviceUnavailable as e:

@@ -1,5 +1,7 @@
-"""``sf.export(f, out_dir)``: a compiled cpu function as a directory that C
-programs use without Python or symfuse (docs/export.md).
+"""``sf.export(f, out_dir)``: a compiled function as a directory that C programs
+use without Python or symfuse (docs/export.md). For ``target="cuda"`` see
+``cuda.py``: the same API, header and params file; the library holds the CUBINs
+and loads the CUDA driver at run time.
 
     out_dir/
       lib<name>.so        the function's kernels, its schedule and the C API
@@ -57,25 +59,23 @@ def write_params(path: str, named_arrays) -> int:
     return write(path, named_arrays)
 
 
-def export(f, out_dir: str, name: str | None = None, r: bool = False) -> Exported:
-    """Write ``f`` (an ``sf.function`` compiled for ``device="cpu"``) as a
-    self-contained directory: its library, C header, manifest, parameters and
-    the shared objects they need. ``name`` (a C identifier) prefixes the API and
-    names the files; by default the function's name. ``r``: also the R wrapper
-    ``<name>.R`` and its glue library (docs/export.md, "R")."""
-    from ..cpu import FAST_FLAGS, CompiledModule
+@dataclass
+class Described:
+    """A compiled function as its export sees it: the tensors of its API and how updates map."""
+    name: str
+    inputs: list
+    outputs: list
+    params: list
+    updated: list            # per parameter: does each run replace it
+    update_vars: list        # per update result: the parameter it replaces
+    fingerprint: int
+    values: list             # the parameters' values now
+
+
+def describe(f, name: str | None) -> Described:
     from ..device_values import host
-    from ..toolchain import VERSION
-    from . import api, build, params as pfile
-    t0 = time.perf_counter()
-    run = getattr(f, "_run", None)
-    if not isinstance(run, CompiledModule) or not run.source:
-        raise InputError(f"export: {f!r} was not compiled for device='cpu'; export compiles the C backend's "
-                         f"code into a library (sf.function(..., device='cpu'))")
-    if run.param_count != len(f.inputs) + len(f.shared):
-        raise InputError("export: the compiled function's parameters do not match its inputs and shared variables")
+    from . import api, params as pfile
     name = api.export_name(name, f.function.name)
-    cc, ccver = build.toolchain()
     inputs = [api.Tensor(n, v.type.dtype.name, tuple(v.type.shape))
               for n, v in zip(api.unique_names([v.name for v in f.inputs], "input"), f.inputs)]
     outputs = [api.Tensor(n, v.type.dtype.name, tuple(v.type.shape))
@@ -86,43 +86,133 @@ def export(f, out_dir: str, name: str | None = None, r: bool = False) -> Exporte
     update_vars = [index[id(s)] for s, _ in f.updates]
     updated = [i in set(update_vars) for i in range(len(params))]
     fp = pfile.fingerprint([(t.name, t.dtype, t.shape) for t in params])
-    header, api_source = api.render(name, VERSION, inputs, outputs, params, updated, run, update_vars, fp)
+    # reshaped: ascontiguousarray makes a 0-d value (a step counter) 1-d, another layout
+    values = [np.ascontiguousarray(host(s._value), dtype=t.dtype).reshape(t.shape)
+              for s, t in zip(f.shared, params)]
+    return Described(name, inputs, outputs, params, updated, update_vars, fp, values)
 
+
+def refuse_collectives(kernels) -> None:
+    """An export runs without Python, so without mpi4py's communicator: a function with
+    collective ops (data-parallel training) is refused rather than built to crash."""
+    def walk(ks):
+        for k in ks:
+            if k.kind == "collective":
+                return k
+            found = walk(k.parts or ())
+            if found is not None:
+                return found
+        return None
+    k = walk(kernels)
+    if k is not None:
+        raise InputError(f"export: the function runs a collective op ({', '.join(k.fused_ops)}); an exported "
+                         "library has no MPI communicator: export the single-process step instead "
+                         "(built outside symfuse.distributed.data_parallel)")
+
+
+def write_common(out_dir: str, d: Described, header: str, files: dict) -> None:
+    """The header and the params file, the same for every target."""
+    from . import params as pfile
+    with open(os.path.join(out_dir, files["header"]), "w") as fh:
+        fh.write(header)
+    pfile.write_params(os.path.join(out_dir, files["params"]), [(t.name, v) for t, v in zip(d.params, d.values)])
+
+
+def manifest_head(d: Described, f, files: dict) -> dict:
+    from ..toolchain import VERSION
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": d.name, "function": f.function.name,
+        "symfuse_version": VERSION, "inputs": [t.manifest() for t in d.inputs],
+        "outputs": [t.manifest() for t in d.outputs],
+        "params": [t.manifest(updated=u) for t, u in zip(d.params, d.updated)],
+        "updates": [d.params[v].name for v in d.update_vars],
+        "params_file": files["params"], "params_fingerprint": f"{d.fingerprint:016x}",
+    }
+
+
+def write_r(out_dir: str, d: Described, header: str, cc: str, files: dict, manifest: dict) -> None:
+    """The R wrapper ``<name>.R`` and its ``.C`` glue library over the export's C API
+    (docs/export.md, "R"): the same for every target, since it calls that API only."""
+    from ..toolchain import VERSION
+    from . import r as rwrap
+    script, glue = rwrap.render(d.name, VERSION, d.inputs, d.outputs, d.params,
+                                [d.params[v].name for v in d.update_vars])
+    rwrap.build_glue(out_dir, d.name, glue, header, cc)
+    files.update(rwrap.files(d.name))
+    for role, text in (("r_script", script), ("r_source", glue)):
+        with open(os.path.join(out_dir, files[role]), "w") as fh:
+            fh.write(text)
+    manifest["r"] = {"script": files["r_script"], "library": files["r_library"], "source": files["r_source"]}
+
+
+def write_manifest(out_dir: str, files: dict, manifest: dict) -> None:
+    with open(os.path.join(out_dir, files["manifest"]), "w") as fh:
+        json.dump(manifest, fh, indent=2)
+        fh.write("\n")
+
+
+def export(f, out_dir: str, name: str | None = None, target: str | None = None, arch=None,
+           cuda_graph: bool | None = None, ptx: bool = True, r: bool = False) -> Exported:
+    """Write ``f`` as a self-contained directory: its library, C header, manifest,
+    parameters and the shared objects they need. ``name`` (a C identifier)
+    prefixes the API and names the files; by default the function's name.
+
+    ``target``: "cpu" (``f`` compiled for ``device="cpu"``) or "cuda" (NVIDIA
+    GPUs; docs/export.md "CUDA"): ``f`` compiled for ``device="cuda"``, or any
+    compiled function or a model's function maker (``model.predict_function``),
+    compiled here for cuda. ``arch``: the CUDA architectures to hold CUBINs for
+    (a name or a list; default the function's), ``ptx``: PTX of the newest for
+    later GPUs, ``cuda_graph``: replay the launches as a CUDA graph (default: as
+    compiled). By default the target is the one ``f`` was compiled for. ``r``:
+    also the R wrapper ``<name>.R`` and its glue library (docs/export.md, "R")."""
+    if target is None:
+        from ..cuda_program import CudaProgram
+        run = getattr(f, "_run", None)
+        target = "cuda" if isinstance(run, CudaProgram) and run.arch != "emu" else "cpu"
+    if target == "cuda":
+        from .cuda import export_cuda
+        return export_cuda(f, out_dir, name, arch, cuda_graph, ptx, r)
+    if target != "cpu":
+        raise InputError(f"export: target {target!r} is not one of 'cpu', 'cuda'")
+    if arch is not None or cuda_graph is not None:
+        raise InputError("export: arch and cuda_graph are options of target='cuda'")
+    return _export_cpu(f, out_dir, name, r)
+
+
+def _export_cpu(f, out_dir: str, name: str | None, r: bool = False) -> Exported:
+    from ..cpu import FAST_FLAGS, CompiledModule
+    from ..toolchain import VERSION
+    from . import api, build
+    t0 = time.perf_counter()
+    run = getattr(f, "_run", None)
+    if not isinstance(run, CompiledModule) or not run.source:
+        raise InputError(f"export: {f!r} was not compiled for device='cpu'; export compiles the C backend's "
+                         f"code into a library (sf.function(..., device='cpu'), or target='cuda')")
+    if run.param_count != len(f.inputs) + len(f.shared):
+        raise InputError("export: the compiled function's parameters do not match its inputs and shared variables")
+    refuse_collectives(run.kernels)
+    d = describe(f, name)
+    name = d.name
+    cc, ccver = build.toolchain()
+    header, api_source = api.render(name, VERSION, d.inputs, d.outputs, d.params, d.updated, run, d.update_vars,
+                                    d.fingerprint)
     os.makedirs(out_dir, exist_ok=True)
     files = {"library": f"lib{name}.so", "header": f"{name}.h", "manifest": f"{name}.json",
              "params": f"{name}.params"}
     deps = _copy_dependencies(out_dir, cc, ccver)
     build.build_library(os.path.join(out_dir, files["library"]), name, run.source, api_source, header, cc, ccver,
                         FAST_FLAGS)
-    with open(os.path.join(out_dir, files["header"]), "w") as fh:
-        fh.write(header)
-    if r:
-        from . import r as rwrap
-        script, glue = rwrap.render(name, VERSION, inputs, outputs, params, [params[v].name for v in update_vars])
-        rwrap.build_glue(out_dir, name, glue, header, cc)
-        files.update(rwrap.files(name))
-        for role, text in (("r_script", script), ("r_source", glue)):
-            with open(os.path.join(out_dir, files[role]), "w") as fh:
-                fh.write(text)
-    values = [np.ascontiguousarray(host(s._value), dtype=t.dtype) for s, t in zip(f.shared, params)]
-    pfile.write_params(os.path.join(out_dir, files["params"]), [(t.name, v) for t, v in zip(params, values)])
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "function": f.function.name,
-        "symfuse_version": VERSION, "inputs": [t.manifest() for t in inputs],
-        "outputs": [t.manifest() for t in outputs],
-        "params": [t.manifest(updated=u) for t, u in zip(params, updated)],
-        "updates": [params[v].name for v in update_vars],
-        "params_file": files["params"], "params_fingerprint": f"{fp:016x}",
+    write_common(out_dir, d, header, files)
+    manifest = manifest_head(d, f, files)
+    manifest.update({
         "target": {"os": platform.system().lower(), "machine": platform.machine(),
                    "march": build.resolved_march(cc), "flags": list(FAST_FLAGS)},
         "compiler": {"path": cc, "version": ccver},
         "libraries": deps, "arena_bytes": run.arena_bytes,
-    }
+    })
     if r:
-        manifest["r"] = {"script": files["r_script"], "library": files["r_library"], "source": files["r_source"]}
-    with open(os.path.join(out_dir, files["manifest"]), "w") as fh:
-        json.dump(manifest, fh, indent=2)
-        fh.write("\n")
+        write_r(out_dir, d, header, cc, files, manifest)
+    write_manifest(out_dir, files, manifest)
     files.update({k: k for k in deps["bundled"]})
     return Exported(os.path.abspath(out_dir), name, {k: os.path.join(out_dir, v) for k, v in files.items()},
                     manifest, time.perf_counter() - t0)

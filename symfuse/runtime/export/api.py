@@ -35,6 +35,8 @@ def export_name(name: str | None, function_name: str) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise InputError(f"export: name {name!r} must be a C identifier: letters, digits and '_', starting with "
                          f"a letter or '_', at most 64 characters")
+    if name == "sf":        # sf_<function> would be the generated code's own sf_ names (sf_param_updated)
+        raise InputError("export: name 'sf' is reserved for the generated code's own names; choose another")
     return name
 
 
@@ -139,17 +141,23 @@ def crc_table() -> str:
     return ", ".join(rows)
 
 
-def render(name: str, version: str, inputs, outputs, params, updated, run, update_vars, fp: int):
-    """(header, API source) of the export."""
-    from ...codegen.templates_cache import template
+def context(name: str, version: str, inputs, outputs, params, updated, fp: int, arena_bytes: int) -> dict:
+    """What every target's header and API source are rendered from: the names and the tensor tables."""
     dims: list[int] = []
     ins, outs = _tensor_rows(inputs, dims), _tensor_rows(outputs, dims)
     pars = _tensor_rows(params, dims, updated)
+    return dict(name=name, upper=name.upper(), guard=f"SYMFUSE_EXPORT_{name.upper()}_H", version=version,
+                inputs=ins, outputs=outs, params=pars, dims=dims, updated_count=sum(map(bool, updated)),
+                fingerprint=f"{fp:016x}", arena_bytes=arena_bytes, crc_table=crc_table(), functions=FUNCTIONS,
+                cuda=None)
+
+
+def render(name: str, version: str, inputs, outputs, params, updated, run, update_vars, fp: int):
+    """(header, API source) of the cpu export."""
+    from ...codegen.templates_cache import template
+    ctx = context(name, version, inputs, outputs, params, updated, fp, run.arena_bytes)
     slots, copies, consts = bindings(run, len(outputs), update_vars, (outputs, params))
-    ctx = dict(name=name, upper=name.upper(), guard=f"SYMFUSE_EXPORT_{name.upper()}_H", version=version,
-               inputs=ins, outputs=outs, params=pars, dims=dims, slots=slots, copies=copies, consts=consts,
-               nargs=len(inputs) + len(params) + len(slots), nparams=len(inputs) + len(params),
-               updated_count=sum(map(bool, updated)), fingerprint=f"{fp:016x}", arena_bytes=run.arena_bytes,
-               crc_table=crc_table(), functions=FUNCTIONS)
+    ctx.update(slots=slots, copies=copies, consts=consts, nargs=len(inputs) + len(params) + len(slots),
+               nparams=len(inputs) + len(params))
     return (template(C_TEMPLATE_DIR, "export_api.h.j2").render(**ctx),
             template(C_TEMPLATE_DIR, "export_api.c.j2").render(**ctx))
