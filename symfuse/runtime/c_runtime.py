@@ -73,11 +73,23 @@ def header_bytes() -> bytes:
 def preload_blas() -> None:
     """Load the wheel's OpenBLAS into the process before the runtime library: the
     library names it by soname only (its run path is a hint relative to an
-    installed package), and a loaded soname satisfies that dependency."""
+    installed package), and a loaded soname satisfies that dependency. Loaded as the
+    first unit loads it (``cpu._load``): with OPENBLAS_NUM_THREADS=1 for the load only,
+    so that OpenBLAS starts no worker threads to spin beside OpenMP's."""
     import ctypes
+    from .toolchain import configure_openmp_env
     d = blas_lib_dir()
     name = next(f for f in sorted(os.listdir(d)) if f.startswith("lib" + rt_recipe.BLAS_LIBRARY) and ".so" in f)
-    ctypes.CDLL(os.path.join(d, name))
+    configure_openmp_env()
+    old = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        ctypes.CDLL(os.path.join(d, name))
+    finally:
+        if old is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = old
 
 
 @functools.lru_cache(maxsize=None)
