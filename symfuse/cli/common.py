@@ -181,7 +181,17 @@ train_opt = click.option("--train", is_flag=True, help="the training step (defau
 json_opt = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def invoke(self, ctx):
+        # click turns Ctrl-C into "Aborted!" and exit 1; shells and scripts expect 128 + SIGINT
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("symfuse: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="symfuse")
 def main():
     """symfuse: a symbolic deep-learning graph compiler."""
