@@ -94,3 +94,187 @@ def test_human_sizes():
     from symfuse.cli.tools import human_size
     assert human_size(0) == "0 B" and human_size(1023) == "1023 B"
     assert human_size(1536) == "1.5 KiB" and human_size(3 << 30) == "3.0 GiB" and human_size(5 << 40) == "5120.0 GiB"
+
+
+def test_rbm_samples_say_where_they_went(tmp_path):
+    out = sym("train", "rbm", "--epochs", "1", "--no-progress", cache=tmp_path / "c", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    png = tmp_path / "rbm_samples.png"
+    assert png.exists() and str(png) in out.stdout, out.stdout
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+def _interrupt_after_first_epoch(args, cache, cwd):
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1", SYMFUSE_CACHE_DIR=str(cache))
+    proc = subprocess.Popen([sys.executable, "-m", "symfuse.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch 1/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, "".join(lines) + out, err
+
+
+def test_ctrl_c_exits_130_and_save_keeps_the_last_completed_epoch(tmp_path):
+    npz = tmp_path / "w.npz"
+    rc, out, err = _interrupt_after_first_epoch(
+        ["train", "mlp", "--epochs", "500", "--no-progress", "--save", str(npz)], tmp_path / "c", tmp_path)
+    assert rc == 130, (rc, out, err)
+    assert "Traceback" not in err and "interrupted" in err, err
+    assert npz.exists() and "after epoch" in err, err
+    import numpy as np
+    with np.load(npz) as z:
+        assert len(z.files) == 6
+
+
+def test_ctrl_c_anywhere_in_the_cli_is_130(monkeypatch):
+    from symfuse.cli import common
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(common.Graph, "function", interrupted)
+    out = CliRunner().invoke(main, ["compile", "mlp", "--batch", "2"])
+    assert out.exit_code == 130 and "interrupted" in out.output
+
+
+# ----------------------------------------------------------------------------- the -o directory
+def test_o_that_cannot_be_a_directory_is_refused_before_compiling(run, tmp_path, monkeypatch):
+    from symfuse.cli import common
+    monkeypatch.setattr(common, "_compile", lambda *a, **k: pytest.fail("compiled before checking -o"))
+    f = tmp_path / "afile"
+    f.write_text("")
+    for o, needle in ((f, "is a file"), (f / "sub", "is not a directory")):
+        out = run("compile", "mlp", "-o", str(o))
+        assert out.exit_code == 2 and needle in out.output and str(o) in out.output, out.output
+
+
+def test_an_unwritable_o_is_refused_before_compiling(run, tmp_path, monkeypatch):
+    from symfuse.cli import build
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    # root may write anywhere: what os.access says is what is checked
+    real_access = os.access
+    monkeypatch.setattr(build.os, "access", lambda path, mode: real_access(path, mode) and not (
+        mode & os.W_OK and os.path.realpath(path) == str(ro.resolve())))
+    for o in (ro, ro / "sub"):
+        out = run("compile", "mlp", "-o", str(o))
+        assert out.exit_code == 2 and "not writable" in out.output, out.output
+
+
+def test_a_missing_o_is_created(run, tmp_path):
+    out = run("compile", "mlp", "--batch", "2", "-o", str(tmp_path / "a" / "b"))
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "a" / "b" / "report.json").exists()
+
+
+def test_reusing_o_replaces_what_symfuse_wrote_and_refuses_other_files(run, tmp_path):
+    o = tmp_path / "o"
+    assert run("compile", "mlp", "--batch", "2", "-o", str(o)).exit_code == 0
+    assert (o / "module.so").exists() and list((o / "kernels").glob("*.c"))
+    assert run("compile", "mlp", "--batch", "2", "--target", "interp", "-o", str(o)).exit_code == 0
+    left = sorted(p.name for p in o.rglob("*") if p.is_file())
+    assert "module.so" not in left and "module.c" not in left and not list((o / "kernels").glob("*")), left
+    assert json.loads((o / "report.json").read_text())["function"] == "mlp_predict"
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    out = run("compile", "mlp", "--batch", "2", "-o", str(foreign))
+    assert out.exit_code == 2 and "--force" in out.output, out.output
+    assert run("compile", "mlp", "--batch", "2", "-o", str(foreign), "--force").exit_code == 0
+    assert (foreign / "notes.txt").read_text() == "keep" and (foreign / "report.json").exists()
+
+
+def test_a_manifest_cannot_make_compile_delete_outside_o(run, tmp_path):
+    o = tmp_path / "o"
+    o.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("x")
+    (o / ".symfuse-compile.json").write_text(json.dumps(["../victim.txt", str(victim)]))
+    assert run("compile", "mlp", "--batch", "2", "-o", str(o)).exit_code == 0
+    assert victim.exists()
+
+
+# ----------------------------------------------------------------------------- options that do not apply
+USER_MODEL = '''
+import symfuse as sf
+def step():
+    x = sf.tensor("x", (4, 3))
+    w = sf.shared([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], name="w")
+    y = sf.tanh(x @ w).sum()
+    return [x], [y], [(w, w - 0.1 * sf.grad(y, w))]
+'''
+
+
+@pytest.mark.parametrize("cmd", ["compile", "inspect", "graph", "time"])
+def test_batch_and_train_are_refused_for_a_model_file(run, tmp_path, cmd):
+    path = tmp_path / "m.py"
+    path.write_text(USER_MODEL)
+    for flag in (["--batch", "8"], ["--train"]):
+        out = run(cmd, f"{path}:step", *flag)
+        assert out.exit_code == 2 and flag[0] in out.output, out.output
+
+
+@pytest.mark.parametrize("cmd", ["compile", "inspect", "time"])
+def test_arch_is_refused_without_a_cuda_target(run, cmd):
+    for target in ("cpu", "interp"):
+        out = run(cmd, "mlp", "--target", target, "--arch", "sm_90")
+        assert out.exit_code == 2 and "--arch" in out.output and "cuda" in out.output, out.output
+
+
+def test_time_calls_a_model_files_training_step_train(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(USER_MODEL)
+    out = sym("time", f"{path}:step", "--repeat", "1", cache=tmp_path / "c")
+    assert out.returncode == 0, out.stderr
+    assert "(train, cpu)" in out.stdout, out.stdout
+
+
+# ----------------------------------------------------------------------------- help
+@pytest.mark.parametrize("cmd", ["compile", "inspect", "time", "graph", "export"])
+def test_model_is_explained_in_help(run, cmd):
+    text = run(cmd, "--help").output
+    assert "MODEL is a zoo model" in text and "file.py:function" in text and ".onnx" in text, text
+
+
+def test_every_option_has_help_text():
+    import click
+    missing = []
+
+    def visit(cmd, path):
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.hidden and not p.help:
+                missing.append(f"{path} {p.opts[0]}")
+        for name, sub in getattr(cmd, "commands", {}).items():
+            if not sub.hidden:
+                visit(sub, f"{path} {name}")
+    visit(main, "symfuse")
+    assert not missing, missing
+
+
+# ----------------------------------------------------------------------------- errors in a model file
+def test_an_error_in_a_model_file_is_its_message_and_line_not_a_traceback(tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text("import symfuse as sf\n\ndef model():\n    x = sf.tensor('x', (2,))\n"
+                    "    return [x], [x + undefined_name]\n")
+    out = sym("compile", f"{path}:model", cache=tmp_path / "c")
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and f"{path}:5" in out.stderr and "undefined_name" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+# ----------------------------------------------------------------------------- --ptx/--sass --kernel
+@pytest.mark.parametrize("what,own,start", [("--sass", ".text.E_4x512_add_relu,", "//-"),
+                                            ("--ptx", ".entry E_4x512_add_relu(", ".visible .entry")])
+def test_one_kernels_listing_is_that_kernels_only(run, what, own, start):
+    """E_4x512_add_relu is a prefix of E_4x512_add_relu_1, the unit's next kernel."""
+    out = run("inspect", "mlp", "--batch", "4", "--target", "cuda", "--arch", "sm_90", what, "--kernel",
+              "E_4x512_add_relu")
+    if out.exit_code == 1 and "nvdisasm" in out.output:
+        pytest.skip("no nvdisasm here")
+    assert out.exit_code == 0, out.output
+    assert own in out.output and out.output.startswith(start), out.output[:500]
+    assert "E_4x512_add_relu_1" not in out.output and "E_4x10_add" not in out.output

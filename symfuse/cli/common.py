@@ -105,6 +105,13 @@ def load_model(spec: str, batch: int | None, train: bool) -> Graph:
         return _onnx_model(spec, batch, train)
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         path, func = spec.rsplit(":", 1)
+        # the function fixes its shapes and returns its updates or none: neither flag can change them
+        if batch is not None:
+            raise click.BadParameter(f"--batch is for zoo and ONNX models; {spec} gives its inputs' shapes itself",
+                                     param_hint="--batch")
+        if train:
+            raise click.BadParameter(f"--train is for zoo models; {spec} is compiled as it is "
+                                     "(a training step if it returns updates)", param_hint="--train")
         if not os.path.isfile(path):
             raise click.BadParameter(f"no such file: {path}", param_hint="MODEL")
         name = f"symfuse_user_{abs(hash(os.path.abspath(path)))}"
@@ -170,7 +177,22 @@ def _arch(ctx, param, value):
     return value
 
 
-model_arg = click.argument("model")
+MODEL_HELP = """MODEL is a zoo model (mlp, lenet, rbm, seqdigits, charlstm; --batch sets
+its batch, --train picks its training step), path/to/file.py:function (the
+function takes no arguments and returns (inputs, outputs) or (inputs,
+outputs, updates); its shapes are its own), or path/to/model.onnx."""
+
+
+def model_arg(f):
+    """The MODEL argument, explained in the command's --help."""
+    f.__doc__ = f"{(f.__doc__ or '').rstrip()}\n\n{MODEL_HELP}"
+    return click.argument("model")(f)
+
+
+def check_arch(target: str, arch: str | None) -> None:
+    if arch and not target.startswith("cuda"):
+        raise click.BadParameter(f"--arch {arch} is for --target cuda or cuda-emu, not {target}",
+                                 param_hint="--arch")
 target_opt = click.option("--target", type=click.Choice(sorted(TARGETS)), default="cpu", show_default=True,
                           help="backend to compile for")
 arch_opt = click.option("--arch", default=None, callback=_arch,

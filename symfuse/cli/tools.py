@@ -8,12 +8,12 @@ import sys
 
 import click
 
-from .common import TARGETS, _compile, _fail, batch_opt, json_opt, load_model, main, model_arg, train_opt
+from .common import TARGETS, _compile, _fail, batch_opt, load_model, main, model_arg, train_opt
 
 
 # ----------------------------------------------------------------------------- train
 @main.command("train")
-@model_arg
+@click.argument("model")
 @click.option("--target", type=click.Choice(sorted(TARGETS)), default=None,
               help="backend to train on  [default: cpu]")
 # every other command says --target; --device is what train said first, kept working, not documented
@@ -92,8 +92,10 @@ def train_cmd(model, target, device, epochs, data, batch, lr, seed, samples, sav
 @model_arg
 @batch_opt
 @train_opt
-@click.option("--format", "fmt", type=click.Choice(["txt", "dot", "svg"]), default="txt", show_default=True)
-@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--format", "fmt", type=click.Choice(["txt", "dot", "svg"]), default="txt", show_default=True,
+              help="the IR as text, Graphviz DOT, or SVG (drawn by Graphviz's dot)")
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="write to this file (default: standard output)")
 def graph_cmd(model, batch, train, fmt, out_path):
     """The optimised IR as a graph: text, Graphviz DOT, or SVG (needs `dot`)."""
     graph = load_model(model, batch, train)
