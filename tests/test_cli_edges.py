@@ -278,3 +278,27 @@ def test_one_kernels_listing_is_that_kernels_only(run, what, own, start):
     assert out.exit_code == 0, out.output
     assert own in out.output and out.output.startswith(start), out.output[:500]
     assert "E_4x512_add_relu_1" not in out.output and "E_4x10_add" not in out.output
+
+
+# ----------------------------------------------------------------------------- memory_plan.json
+def test_memory_plan_json_has_every_buffer(run, tmp_path):
+    for o in ("miss", "hit"):      # the second compile comes from the graph cache
+        assert run("compile", "mlp", "--batch", "4", "--train", "-o", str(tmp_path / o)).exit_code == 0
+        plan = json.loads((tmp_path / o / "memory_plan.json").read_text())
+        bufs = plan["buffers"]
+        assert bufs and {"arena_bytes", "naive_bytes", "lower_bound_bytes"} <= set(plan)
+        for b in bufs:
+            assert 0 <= b["offset"] and b["offset"] + b["bytes"] <= plan["arena_bytes"]
+            assert b["first_step"] <= b["last_step"]
+        by_name = {b["name"]: b for b in bufs}
+        shared = [b for b in bufs if b["in_place_of"]]
+        assert shared and all(by_name[b["in_place_of"]]["offset"] == b["offset"] for b in shared)
+        for a in bufs:          # live at once and not in place: disjoint bytes
+            for b in bufs:
+                if a is b or a["in_place_of"] == b["name"] or b["in_place_of"] == a["name"]:
+                    continue
+                if a["first_step"] <= b["last_step"] and b["first_step"] <= a["last_step"]:
+                    assert a["offset"] + a["bytes"] <= b["offset"] or b["offset"] + b["bytes"] <= a["offset"]
+        if o == "hit":
+            assert plan == first
+        first = plan
