@@ -142,13 +142,15 @@ def test_ctrl_c_anywhere_in_the_cli_is_130(monkeypatch):
 
 # ----------------------------------------------------------------------------- the -o directory
 def test_o_that_cannot_be_a_directory_is_refused_before_compiling(run, tmp_path, monkeypatch):
-    from symfuse.cli import common
-    monkeypatch.setattr(common, "_compile", lambda *a, **k: pytest.fail("compiled before checking -o"))
+    from symfuse.cli import build, export_cmd
+    for mod in (build, export_cmd):
+        monkeypatch.setattr(mod, "_compile", lambda *a, **k: pytest.fail("compiled before checking -o"))
     f = tmp_path / "afile"
     f.write_text("")
-    for o, needle in ((f, "is a file"), (f / "sub", "is not a directory")):
-        out = run("compile", "mlp", "-o", str(o))
-        assert out.exit_code == 2 and needle in out.output and str(o) in out.output, out.output
+    for cmd in ("compile", "export"):
+        for o, needle in ((f, "is a file"), (f / "sub", "is not a directory")):
+            out = run(cmd, "mlp", "-o", str(o))
+            assert out.exit_code == 2 and needle in out.output and str(o) in out.output, out.output
 
 
 def test_an_unwritable_o_is_refused_before_compiling(run, tmp_path, monkeypatch):

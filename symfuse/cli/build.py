@@ -14,8 +14,8 @@ import tempfile
 
 import click
 
-from .common import (_compile, _fail, arch_opt, batch_opt, check_arch, json_opt, load_model, main, model_arg,
-                     target_opt, train_opt)
+from .common import (_compile, _fail, arch_opt, batch_opt, check_arch, check_out_dir, json_opt, load_model, main,
+                     model_arg, target_opt, train_opt)
 
 
 # ----------------------------------------------------------------------------- compile
@@ -34,7 +34,7 @@ def compile_cmd(model, target, arch, batch, train, out_dir, force, as_json):
     """Compile MODEL ahead of time and print where the compile time went."""
     check_arch(target, arch)
     if out_dir:
-        _check_out_dir(out_dir, force)
+        check_out_dir(out_dir, MANIFEST, force)
     graph = load_model(model, batch, train)
     f = _compile(graph, target, arch)
     if out_dir:
@@ -47,30 +47,6 @@ def compile_cmd(model, target, arch, batch, train, out_dir, force, as_json):
 
 
 MANIFEST = ".symfuse-compile.json"
-
-
-def _check_out_dir(out_dir: str, force: bool) -> None:
-    """Before compiling: -o must be a directory symfuse can create or write, and
-    not one full of someone else's files (unless --force)."""
-    def bad(why):
-        raise click.BadParameter(f"{out_dir}: {why}", param_hint="-o")
-    if os.path.exists(out_dir):
-        if not os.path.isdir(out_dir):
-            bad("exists and is not a directory")
-        if not os.access(out_dir, os.W_OK | os.X_OK):
-            bad("is not writable")
-        names = set(os.listdir(out_dir))
-        if names and MANIFEST not in names and not force:
-            bad("is not empty and symfuse did not write it: choose a new or empty directory, "
-                "or --force to write into it")
-        return
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        bad(f"cannot be created: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        bad(f"cannot be created: {parent} is not writable")
 
 
 def _clear_previous(out_dir: str) -> None:

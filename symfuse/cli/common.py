@@ -169,6 +169,30 @@ def _compile(graph: Graph, target: str, arch: str | None, **options):
         _fail(f"{where}{type(e).__name__}: {e}", 2 if isinstance(e, InputError) and not mine else 1)
 
 
+def check_out_dir(out_dir: str, manifest: str | None = None, force: bool = True) -> None:
+    """Before compiling: -o must be a directory symfuse can create or write, and
+    (unless ``force``) empty or holding ``manifest``, the list of what symfuse wrote there."""
+    def bad(why):
+        raise click.BadParameter(f"{out_dir}: {why}", param_hint="-o")
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            bad("exists and is not a directory")
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            bad("is not writable")
+        names = set(os.listdir(out_dir))
+        if names and manifest not in names and not force:
+            bad("is not empty and symfuse did not write it: choose a new or empty directory, "
+                "or --force to write into it")
+        return
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        bad(f"cannot be created: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        bad(f"cannot be created: {parent} is not writable")
+
+
 def _arch(ctx, param, value):
     # the cuda-emu target takes the option too, and would accept any text
     from ..runtime.nvrtc import _ARCH_RE
