@@ -106,7 +106,7 @@ def test_rbm_samples_say_where_they_went(tmp_path):
 # ----------------------------------------------------------------------------- Ctrl-C
 def _interrupt_after_first_epoch(args, cache, cwd):
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1", SYMFUSE_CACHE_DIR=str(cache))
-    proc = subprocess.Popen([sys.executable, "-m", "symfuse.cli", *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     lines = []
     for line in proc.stdout:
@@ -118,10 +118,11 @@ def _interrupt_after_first_epoch(args, cache, cwd):
     return proc.returncode, "".join(lines) + out, err
 
 
-def test_ctrl_c_exits_130_and_save_keeps_the_last_completed_epoch(tmp_path):
+@pytest.mark.parametrize("command", [["symfuse.cli", "train"], ["symfuse.nn"]])
+def test_ctrl_c_exits_130_and_save_keeps_the_last_completed_epoch(tmp_path, command):
     npz = tmp_path / "w.npz"
     rc, out, err = _interrupt_after_first_epoch(
-        ["train", "mlp", "--epochs", "500", "--no-progress", "--save", str(npz)], tmp_path / "c", tmp_path)
+        [*command, "mlp", "--epochs", "500", "--no-progress", "--save", str(npz)], tmp_path / "c", tmp_path)
     assert rc == 130, (rc, out, err)
     assert "Traceback" not in err and "interrupted" in err, err
     assert npz.exists() and "after epoch" in err, err

@@ -193,3 +193,5 @@ if __name__ == "__main__":
     except SymfuseError as e:
         print(f"symfuse: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:      # the ranks of `symfuse train --workers N` too: no traceback each
+        sys.exit(130)
