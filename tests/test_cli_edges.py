@@ -305,3 +305,13 @@ def test_memory_plan_json_has_every_buffer(run, tmp_path):
         if o == "hit":
             assert plan == first
         first = plan
+
+
+def test_an_interrupted_compiles_sources_are_not_counted_as_entries(run, tmp_path):
+    build = tmp_path / "cache" / "cpu-lib" / "93" / ".tmp-build-x1"
+    build.mkdir(parents=True)
+    (build / "module.c").write_text("int x;\n" * 100)
+    text = run("cache", "info").output
+    assert "total: 0 entries, 0 B" in text and "1 unfinished build(s), 700 B" in text, text
+    info = json.loads(run("cache", "info", "--json").output)
+    assert info["entries"] == 0 and info["unfinished_builds"] == {"count": 1, "bytes": 700}

@@ -167,6 +167,10 @@ def cache_info(as_json):
     width = max((len(ns) for ns in info["namespaces"]), default=0)
     for ns, e in sorted(info["namespaces"].items()):
         click.echo(f"  {ns:{width}}  {e['entries']:6} entries  {human_size(e['bytes']):>9}")
+    builds = info.get("unfinished_builds") or {}
+    if builds.get("count"):
+        click.echo(f"not counted: {builds['count']} unfinished build(s), {human_size(builds['bytes'])} "
+                   "(compiling now, or interrupted: `symfuse cache clear` removes those an hour old)")
 
 
 def human_size(n: int) -> str:
