@@ -315,3 +315,11 @@ def test_an_interrupted_compiles_sources_are_not_counted_as_entries(run, tmp_pat
     assert "total: 0 entries, 0 B" in text and "1 unfinished build(s), 700 B" in text, text
     info = json.loads(run("cache", "info", "--json").output)
     assert info["entries"] == 0 and info["unfinished_builds"] == {"count": 1, "bytes": 700}
+
+
+@pytest.mark.parametrize("args,needle", [(["--ir", "--kernel", "E_4x10_add"], "--ir"),
+                                         (["--source", "--json"], "--json"),
+                                         (["--ir", "--json"], "--json")])
+def test_inspect_refuses_options_it_would_ignore(run, args, needle):
+    out = run("inspect", "mlp", "--batch", "4", *args)
+    assert out.exit_code == 2 and needle in out.output, out.output

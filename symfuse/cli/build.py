@@ -136,6 +136,11 @@ def _write_files(f, out_dir: str, target: str) -> list[str]:
 def inspect_cmd(model, target, arch, batch, train, kernel, what, as_json):
     """List MODEL's kernels, or show one kernel's source, PTX, SASS or resources."""
     check_arch(target, arch)
+    if what == "ir" and kernel:
+        raise click.UsageError("--ir shows the whole function's IR; --kernel picks a kernel's --source, --ptx, "
+                               "--sass or --resources")
+    if as_json and what in ("ir", "source", "ptx", "sass"):
+        raise click.UsageError(f"--json is for the kernel list and --resources, not --{what} (plain text)")
     graph = load_model(model, batch, train)
     f = _compile(graph, target, arch)
     if what == "ir":

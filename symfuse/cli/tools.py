@@ -163,10 +163,12 @@ def cache_info(as_json):
         return
     state = "enabled" if info["enabled"] else ("read-only" if info["readable"] else "disabled")
     click.echo(f"cache: {info['root']} ({state})")
-    click.echo(f"total: {info['entries']} entries, {human_size(info['bytes'])}")
+    click.echo(f"total: {info['entries']} {'entry' if info['entries'] == 1 else 'entries'}, "
+               f"{human_size(info['bytes'])}")
     width = max((len(ns) for ns in info["namespaces"]), default=0)
     for ns, e in sorted(info["namespaces"].items()):
-        click.echo(f"  {ns:{width}}  {e['entries']:6} entries  {human_size(e['bytes']):>9}")
+        click.echo(f"  {ns:{width}}  {e['entries']:6} {'entry  ' if e['entries'] == 1 else 'entries'}  "
+                   f"{human_size(e['bytes']):>9}")
     builds = info.get("unfinished_builds") or {}
     if builds.get("count"):
         click.echo(f"not counted: {builds['count']} unfinished build(s), {human_size(builds['bytes'])} "
