@@ -64,8 +64,10 @@ def test_a_small_lr_reaches_the_optimiser(monkeypatch):
 
 
 def test_train_documents_target_and_still_accepts_device(run):
+    from symfuse.nn import zoo
     text = run("train", "--help").output
     assert "--target" in text and "--device" not in text
+    assert all(name in text for name in zoo.ZOO), text
     for flag in ("--target", "--device"):
         out = run("train", "lenet", flag, "cuda")
         if out.exit_code == 0:
@@ -149,7 +151,7 @@ def test_o_that_cannot_be_a_directory_is_refused_before_compiling(run, tmp_path,
     f = tmp_path / "afile"
     f.write_text("")
     for cmd in ("compile", "export"):
-        for o, needle in ((f, "is a file"), (f / "sub", "is not a directory")):
+        for o, needle in ((f, "is a file"), (f / "sub", "is not a directory"), ("", "empty path")):
             out = run(cmd, "mlp", "-o", str(o))
             assert out.exit_code == 2 and needle in out.output and str(o) in out.output, out.output
 
@@ -239,8 +241,10 @@ def test_time_calls_a_model_files_training_step_train(tmp_path):
 # ----------------------------------------------------------------------------- help
 @pytest.mark.parametrize("cmd", ["compile", "inspect", "time", "graph", "export"])
 def test_model_is_explained_in_help(run, cmd):
-    text = run(cmd, "--help").output
+    from symfuse.nn import zoo
+    text = " ".join(run(cmd, "--help").output.split())
     assert "MODEL is a zoo model" in text and "file.py:function" in text and ".onnx" in text, text
+    assert all(name in text for name in zoo.ZOO), text
 
 
 def test_every_option_has_help_text():

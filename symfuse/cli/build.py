@@ -33,11 +33,11 @@ from .common import (_compile, _fail, arch_opt, batch_opt, check_arch, check_out
 def compile_cmd(model, target, arch, batch, train, out_dir, force, as_json):
     """Compile MODEL ahead of time and print where the compile time went."""
     check_arch(target, arch)
-    if out_dir:
+    if out_dir is not None:
         check_out_dir(out_dir, MANIFEST, force)
     graph = load_model(model, batch, train)
     f = _compile(graph, target, arch)
-    if out_dir:
+    if out_dir is not None:
         _write_artifacts(f, out_dir, target)
     if as_json:
         click.echo(f.report.to_json())
@@ -287,8 +287,7 @@ def time_cmd(model, target, arch, batch, train, repeat, as_json):
         return
     names = list(dict.fromkeys(list(summary["cold"]["stages"]) + list(summary["warm"]["stages"])))
     click.echo(f"compile time of {model} ({'train' if train or graph.updates else 'predict'}, {target}), "
-               f"median of {repeat} "
-               f"fresh processes")
+               f"median of {repeat} fresh processes")
     click.echo(f"{'stage':24} {'cold ms':>10} {'warm ms':>10}")
     for n in names:
         c, w = summary["cold"]["stages"].get(n), summary["warm"]["stages"].get(n)

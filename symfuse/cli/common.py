@@ -174,6 +174,8 @@ def check_out_dir(out_dir: str, manifest: str | None = None, force: bool = True)
     (unless ``force``) empty or holding ``manifest``, the list of what symfuse wrote there."""
     def bad(why):
         raise click.BadParameter(f"{out_dir}: {why}", param_hint="-o")
+    if not out_dir.strip():
+        raise click.BadParameter("an empty path is no directory", param_hint="-o")
     if os.path.exists(out_dir):
         if not os.path.isdir(out_dir):
             bad("exists and is not a directory")
@@ -217,6 +219,8 @@ def check_arch(target: str, arch: str | None) -> None:
     if arch and not target.startswith("cuda"):
         raise click.BadParameter(f"--arch {arch} is for --target cuda or cuda-emu, not {target}",
                                  param_hint="--arch")
+
+
 target_opt = click.option("--target", type=click.Choice(sorted(TARGETS)), default="cpu", show_default=True,
                           help="backend to compile for")
 arch_opt = click.option("--arch", default=None, callback=_arch,
