@@ -40,11 +40,13 @@ def test_train_refuses_a_learning_rate_that_is_not_positive(run, lr):
     assert out.exit_code == 2 and "--lr" in out.output and "> 0" in out.output, out.output
 
 
-def test_python_m_symfuse_nn_refuses_lr_0_too():
+@pytest.mark.parametrize("argv,needle", [(["mlp", "--lr", "0"], "> 0"), (["mlp", "--lr", "x"], "not a number"),
+                                         (["mlp", "--samples", "s.png"], "--samples is for the rbm")])
+def test_python_m_symfuse_nn_refuses_them_before_training(capsys, argv, needle):
     from symfuse.nn import __main__ as nn_main
     with pytest.raises(SystemExit) as e:
-        nn_main.main(["mlp", "--lr", "0"])
-    assert e.value.code == 2
+        nn_main.main(argv)
+    assert e.value.code == 2 and needle in capsys.readouterr().err
 
 
 def test_a_small_lr_reaches_the_optimiser(monkeypatch):

@@ -44,7 +44,10 @@ def _load(spec: str, model: str):
 
 
 def _positive_lr(text: str) -> float:
-    lr = float(text)
+    try:
+        lr = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not lr > 0:      # not lr > 0: NaN too
         raise argparse.ArgumentTypeError(f"the learning rate must be > 0, not {text}")
     return lr
@@ -68,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--distributed", action="store_true",
                     help="one rank of a data-parallel job (under mpiexec): --batch is the global batch")
     a = ap.parse_args(argv)
+    if a.samples and a.model != "rbm":      # before training, not after it
+        ap.error(f"--samples is for the rbm, not {a.model}")
 
     if a.model == "charlstm":
         return _train_charlstm(a, _load(a.data, a.model))
@@ -125,8 +130,6 @@ def main(argv=None) -> int:
         m.model.save(a.save)
         print(f"saved {len(m.model.named_variables())} variables to {a.save}")
     if a.samples:
-        if a.model != "rbm":
-            raise InputError("--samples is for the rbm")
         side = int(math.isqrt(m.model.n_visible))
         f = zoo.rbm_sample_function(m, 64, steps=100, device=a.device)
         start = split.x_test[:64].reshape(-1, m.model.n_visible).astype(np.float32)
