@@ -3,8 +3,9 @@
 MODEL is a zoo name (``mlp``, ``lenet``, ``rbm``), ``path/to/file.py:function``
 where the function returns ``(inputs, outputs)`` or ``(inputs, outputs, updates)``,
 or ``path/to/model.onnx``.
-Usage errors (bad MODEL, unknown options, an unusable device) exit with code 2;
-an error in a model file (or sys.exit in it) exits with code 1 and names its file:line.
+Usage errors (bad MODEL, unknown options, an option that does not apply, an
+unusable device or -o directory) exit with code 2; an error in a model file (or
+sys.exit in it) exits with code 1 and names its file:line; Ctrl-C exits with 130.
 
 The subcommands are registered on ``main`` (``common.py``) by ``build.py``
 (compile, inspect, time), ``export_cmd.py`` (export), ``tools.py`` (train, graph, cache, parse) and

@@ -2,8 +2,10 @@
 looking at what came out (kernels, IR, PTX/SASS, resources, compile time)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -12,7 +14,8 @@ import tempfile
 
 import click
 
-from .common import _compile, _fail, arch_opt, batch_opt, json_opt, load_model, main, model_arg, target_opt, train_opt
+from .common import (_compile, _fail, arch_opt, batch_opt, check_arch, check_out_dir, json_opt, load_model, main,
+                     model_arg, target_opt, train_opt)
 
 
 # ----------------------------------------------------------------------------- compile
@@ -23,13 +26,18 @@ from .common import _compile, _fail, arch_opt, batch_opt, json_opt, load_model, 
 @batch_opt
 @train_opt
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="write kernels, IR, memory plan and report.json here")
+              help="write kernels, IR, memory plan and report.json to this directory (created if missing; "
+                   "what an earlier compile wrote there is replaced)")
+@click.option("--force", is_flag=True, help="with -o: write into a non-empty directory symfuse did not write")
 @json_opt
-def compile_cmd(model, target, arch, batch, train, out_dir, as_json):
+def compile_cmd(model, target, arch, batch, train, out_dir, force, as_json):
     """Compile MODEL ahead of time and print where the compile time went."""
+    check_arch(target, arch)
+    if out_dir is not None:
+        check_out_dir(out_dir, MANIFEST, force)
     graph = load_model(model, batch, train)
     f = _compile(graph, target, arch)
-    if out_dir:
+    if out_dir is not None:
         _write_artifacts(f, out_dir, target)
     if as_json:
         click.echo(f.report.to_json())
@@ -38,45 +46,77 @@ def compile_cmd(model, target, arch, batch, train, out_dir, as_json):
         click.echo(f"{len(f.kernels)} kernels" + (f"; artefacts in {out_dir}" if out_dir else ""))
 
 
+MANIFEST = ".symfuse-compile.json"
+
+
+def _clear_previous(out_dir: str) -> None:
+    """Remove what an earlier compile wrote here (its manifest lists it), so that
+    nothing of another model or target stays next to the new artefacts."""
+    try:
+        with open(os.path.join(out_dir, MANIFEST)) as fh:
+            written = json.load(fh)
+    except (OSError, ValueError):
+        return
+    root = os.path.realpath(out_dir)
+    for rel in written if isinstance(written, list) else []:
+        p = os.path.realpath(os.path.join(out_dir, str(rel)))
+        if p.startswith(root + os.sep) and os.path.isfile(p):    # never outside -o, whatever the file says
+            os.remove(p)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.join(out_dir, "kernels"))
+
+
 def _write_artifacts(f, out_dir: str, target: str) -> None:
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        _clear_previous(out_dir)
+        written = _write_files(f, out_dir, target)
+        with open(os.path.join(out_dir, MANIFEST), "w") as fh:
+            json.dump(sorted(os.path.relpath(p, out_dir) for p in written), fh, indent=1)
+    except OSError as e:
+        _fail(f"cannot write {out_dir}: {e.strerror or e} ({e.filename or out_dir})", 1)
+
+
+def _write_files(f, out_dir: str, target: str) -> list[str]:
+    """Every artefact; returns their paths (for the manifest)."""
     from ..ir.printer import print_function
-    kdir = os.path.join(out_dir, "kernels")
-    os.makedirs(kdir, exist_ok=True)
+    written = []
+
+    def put(name: str, data) -> None:
+        path = os.path.join(out_dir, name)
+        with open(path, "wb" if isinstance(data, bytes) else "w") as fh:
+            fh.write(data)
+        written.append(path)
+
+    os.makedirs(os.path.join(out_dir, "kernels"), exist_ok=True)
     ext = ".cu" if target.startswith("cuda") else ".c"
-    with open(os.path.join(out_dir, "ir_before.txt"), "w") as fh:
-        fh.write(print_function(f.source_function, True))
-    with open(os.path.join(out_dir, "ir_after.txt"), "w") as fh:
-        fh.write(f.ir(locations=True))
+    put("ir_before.txt", print_function(f.source_function, True))
+    put("ir_after.txt", f.ir(locations=True))
     if f.source:
-        with open(os.path.join(out_dir, "module" + ext), "w") as fh:
-            fh.write(f.source)
+        put("module" + ext, f.source)
     for k in _all_kernels(f.kernels):
-        with open(os.path.join(kdir, k.name + ext), "w") as fh:
-            fh.write(k.source)
+        put(os.path.join("kernels", k.name + ext), k.source)
     run = f._run
     if getattr(run, "lib_path", None):
         shutil.copyfile(run.lib_path, os.path.join(out_dir, "module.so"))
+        written.append(os.path.join(out_dir, "module.so"))
     images = getattr(run, "images", None)
     if images:      # one CUBIN per NVRTC unit: module.cubin, or module_0.cubin, module_1.cubin, ...
         for i, image in enumerate(images):
-            with open(os.path.join(out_dir, "module.cubin" if len(images) == 1 else f"module_{i}.cubin"), "wb") as fh:
-                fh.write(image)
+            put("module.cubin" if len(images) == 1 else f"module_{i}.cubin", image)
         try:
             from ..runtime import nvrtc
-            with open(os.path.join(out_dir, "module.ptx"), "w") as fh:
-                fh.write(nvrtc.ptx_for(run.source, run.name, arch=run.arch,
-                                       include_dirs=[os.path.dirname(nvrtc.__file__) + "/../templates/cuda"]))
+            put("module.ptx", nvrtc.ptx_for(run.source, run.name, arch=run.arch,
+                                            include_dirs=[os.path.dirname(nvrtc.__file__) + "/../templates/cuda"]))
         except Exception as e:  # noqa: BLE001 -- PTX is a bonus next to the CUBIN
             click.echo(f"symfuse: PTX not written: {e}", err=True)
     lib = getattr(run, "library", None)
     if lib is not None:     # the precompiled library images the library launches run from
         for i, image in enumerate(lib.images):
-            with open(os.path.join(out_dir, f"library_{i}.cubin"), "wb") as fh:
-                fh.write(image)
-    with open(os.path.join(out_dir, "memory_plan.json"), "w") as fh:
-        json.dump(f.report.info.get("memory", {}), fh, indent=2)
-    with open(os.path.join(out_dir, "report.json"), "w") as fh:
-        fh.write(f.report.to_json())
+            put(f"library_{i}.cubin", image)
+    put("memory_plan.json", json.dumps(f.report.info.get("memory", {}), indent=2))
+    put("report.json", f.report.to_json())
+    return written
 
 
 # ----------------------------------------------------------------------------- inspect
@@ -95,6 +135,12 @@ def _write_artifacts(f, out_dir: str, target: str) -> None:
 @json_opt
 def inspect_cmd(model, target, arch, batch, train, kernel, what, as_json):
     """List MODEL's kernels, or show one kernel's source, PTX, SASS or resources."""
+    check_arch(target, arch)
+    if what == "ir" and kernel:
+        raise click.UsageError("--ir shows the whole function's IR; --kernel picks a kernel's --source, --ptx, "
+                               "--sass or --resources")
+    if as_json and what in ("ir", "source", "ptx", "sass"):
+        raise click.UsageError(f"--json is for the kernel list and --resources, not --{what} (plain text)")
     graph = load_model(model, batch, train)
     f = _compile(graph, target, arch)
     if what == "ir":
@@ -116,7 +162,7 @@ def inspect_cmd(model, target, arch, batch, train, kernel, what, as_json):
         from ..errors import CompileError
         for k in kernels:
             try:
-                click.echo(getattr(k, what))
+                click.echo(_listing(k, what) if kernel else getattr(k, what))
             except CompileError as e:
                 _fail(str(e))
         return
@@ -125,6 +171,35 @@ def inspect_cmd(model, target, arch, batch, train, kernel, what, as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     _print_rows(rows, bool(what == "resources" or kernel))
+
+
+_SASS_HEADER = re.compile(r"^//-+ (\S+)\s*-*$", re.M)
+
+
+def _listing(k, what: str) -> str:
+    """One kernel's own PTX entries or SASS sections: a name that is a prefix of
+    another kernel's (E_add of E_add_1) must not pick that one, nor the whole unit."""
+    names = [ln.kernel for ln in k.launches] or [k.name]
+    if what == "ptx":
+        text = k.program.ptx_of(k)
+        parts = []
+        for n in names:
+            m = re.search(rf"^[^\n]*\.entry\s+{re.escape(n)}\s*\(", text, re.M)
+            if m:
+                end = text.find("\n}\n", m.start())
+                parts.append(text[m.start():end + 2 if end >= 0 else len(text)])
+    else:
+        if k.cubin is None:
+            raise click.UsageError("--sass needs --target cuda (cuda-emu compiles no CUBIN)")
+        text = k.program.sass_of(k.cubin)
+        heads = list(_SASS_HEADER.finditer(text))
+        wanted = {f".text.{n}" for n in names}
+        parts = [text[h.start():(heads[i + 1].start() if i + 1 < len(heads) else len(text))].rstrip() + "\n"
+                 for i, h in enumerate(heads) if h.group(1) in wanted]
+    if not parts:
+        _fail(f"the {what.upper()} of {k.program.name} has no {', '.join(names)}: the listing's format "
+              "was not understood", 1)
+    return "\n".join(parts)
 
 
 def _is_loop(k) -> bool:
@@ -187,7 +262,8 @@ def _print_rows(rows, detail: bool, depth: int = 0) -> None:
 def time_cmd(model, target, arch, batch, train, repeat, as_json):
     """Compile-time breakdown of MODEL, cold (empty cache) and warm, each the
     median over REPEAT fresh processes."""
-    load_model(model, batch, train)   # validate MODEL here, with a usage error, not in the children
+    check_arch(target, arch)
+    graph = load_model(model, batch, train)   # validate MODEL here, with a usage error, not in the children
     args = [model, "--target", target] + (["--arch", arch] if arch else []) + \
            (["--batch", str(batch)] if batch else []) + (["--train"] if train else [])
     results = {"cold": [], "warm": []}
@@ -210,8 +286,8 @@ def time_cmd(model, target, arch, batch, train, repeat, as_json):
         click.echo(json.dumps({"model": model, "target": target, "repeat": repeat, **summary}, indent=2))
         return
     names = list(dict.fromkeys(list(summary["cold"]["stages"]) + list(summary["warm"]["stages"])))
-    click.echo(f"compile time of {model} ({'train' if train else 'predict'}, {target}), median of {repeat} "
-               f"fresh processes")
+    click.echo(f"compile time of {model} ({'train' if train or graph.updates else 'predict'}, {target}), "
+               f"median of {repeat} fresh processes")
     click.echo(f"{'stage':24} {'cold ms':>10} {'warm ms':>10}")
     for n in names:
         c, w = summary["cold"]["stages"].get(n), summary["warm"]["stages"].get(n)
@@ -235,6 +311,7 @@ def _child(args, cache_dir):
 @batch_opt
 @train_opt
 def time_child(model, target, arch, batch, train):
+    check_arch(target, arch)
     graph = load_model(model, batch, train)
     f = _compile(graph, target, arch)
     stages = {}

@@ -105,6 +105,13 @@ def load_model(spec: str, batch: int | None, train: bool) -> Graph:
         return _onnx_model(spec, batch, train)
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         path, func = spec.rsplit(":", 1)
+        # the function fixes its shapes and returns its updates or none: neither flag can change them
+        if batch is not None:
+            raise click.BadParameter(f"--batch is for zoo and ONNX models; {spec} gives its inputs' shapes itself",
+                                     param_hint="--batch")
+        if train:
+            raise click.BadParameter(f"--train is for zoo models; {spec} is compiled as it is "
+                                     "(a training step if it returns updates)", param_hint="--train")
         if not os.path.isfile(path):
             raise click.BadParameter(f"no such file: {path}", param_hint="MODEL")
         name = f"symfuse_user_{abs(hash(os.path.abspath(path)))}"
@@ -162,6 +169,32 @@ def _compile(graph: Graph, target: str, arch: str | None, **options):
         _fail(f"{where}{type(e).__name__}: {e}", 2 if isinstance(e, InputError) and not mine else 1)
 
 
+def check_out_dir(out_dir: str, manifest: str | None = None, force: bool = True) -> None:
+    """Before compiling: -o must be a directory symfuse can create or write, and
+    (unless ``force``) empty or holding ``manifest``, the list of what symfuse wrote there."""
+    def bad(why):
+        raise click.BadParameter(f"{out_dir}: {why}", param_hint="-o")
+    if not out_dir.strip():
+        raise click.BadParameter("an empty path is no directory", param_hint="-o")
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            bad("exists and is not a directory")
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            bad("is not writable")
+        names = set(os.listdir(out_dir))
+        if names and manifest not in names and not force:
+            bad("is not empty and symfuse did not write it: choose a new or empty directory, "
+                "or --force to write into it")
+        return
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        bad(f"cannot be created: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        bad(f"cannot be created: {parent} is not writable")
+
+
 def _arch(ctx, param, value):
     # the cuda-emu target takes the option too, and would accept any text
     from ..runtime.nvrtc import _ARCH_RE
@@ -170,7 +203,24 @@ def _arch(ctx, param, value):
     return value
 
 
-model_arg = click.argument("model")
+MODEL_HELP = """MODEL is a zoo model (mlp, lenet, rbm, seqdigits, charlstm; --batch sets
+its batch, --train picks its training step), path/to/file.py:function (the
+function takes no arguments and returns (inputs, outputs) or (inputs,
+outputs, updates); its shapes are its own), or path/to/model.onnx."""
+
+
+def model_arg(f):
+    """The MODEL argument, explained in the command's --help."""
+    f.__doc__ = f"{(f.__doc__ or '').rstrip()}\n\n{MODEL_HELP}"
+    return click.argument("model")(f)
+
+
+def check_arch(target: str, arch: str | None) -> None:
+    if arch and not target.startswith("cuda"):
+        raise click.BadParameter(f"--arch {arch} is for --target cuda or cuda-emu, not {target}",
+                                 param_hint="--arch")
+
+
 target_opt = click.option("--target", type=click.Choice(sorted(TARGETS)), default="cpu", show_default=True,
                           help="backend to compile for")
 arch_opt = click.option("--arch", default=None, callback=_arch,
@@ -181,7 +231,17 @@ train_opt = click.option("--train", is_flag=True, help="the training step (defau
 json_opt = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def invoke(self, ctx):
+        # click turns Ctrl-C into "Aborted!" and exit 1; shells and scripts expect 128 + SIGINT
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("symfuse: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="symfuse")
 def main():
     """symfuse: a symbolic deep-learning graph compiler."""

@@ -8,7 +8,7 @@ import os
 
 import click
 
-from .common import _compile, _fail, batch_opt, json_opt, load_model, main, model_arg, train_opt
+from .common import _compile, _fail, batch_opt, check_out_dir, json_opt, load_model, main, model_arg, train_opt
 
 
 def _sm_arches(ctx, param, value):
@@ -45,6 +45,7 @@ def export_cmd(model, batch, train, target, arches, cuda_graph, out_dir, name, r
     from ..runtime.export import export
     if target == "cpu" and (arches or cuda_graph):
         _fail("--arch and --cuda-graph are options of --target cuda", 2)
+    check_out_dir(out_dir)
     graph = load_model(model, batch, train)
     arches = list(arches) or (["sm_90"] if target == "cuda" else [])
     f = _compile(graph, target, arches[0] if arches else None, **({"cuda_graph": True} if cuda_graph else {}))

@@ -8,48 +8,67 @@ import sys
 
 import click
 
-from .common import TARGETS, _compile, _fail, batch_opt, json_opt, load_model, main, model_arg, train_opt
+from .common import TARGETS, _compile, _fail, batch_opt, load_model, main, model_arg, train_opt
 
 
 # ----------------------------------------------------------------------------- train
 @main.command("train")
-@model_arg
-@click.option("--device", type=click.Choice(sorted(TARGETS)), default="cpu", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--data", default="digits", show_default=True, help="digits | mnist:PATH | synthetic")
-@batch_opt
-@click.option("--lr", type=float, default=None, help="learning rate (default: the model's)")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.argument("model")
+@click.option("--target", type=click.Choice(sorted(TARGETS)), default=None,
+              help="backend to train on  [default: cpu]")
+# every other command says --target; --device is what train said first, kept working, not documented
+@click.option("--device", type=click.Choice(sorted(TARGETS)), default=None, hidden=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="passes over the training data")
+@click.option("--data", default="digits", show_default=True,
+              help="digits | mnist:DIR | synthetic (charlstm: text | text:FILE)")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="batch size (default: the model's; with --workers, the global batch)")
+@click.option("--lr", type=float, default=None, help="learning rate, > 0 (default: the model's)")
+@click.option("--seed", type=int, default=0, show_default=True, help="initial weights and shuffling")
 @click.option("--samples", type=click.Path(dir_okay=False), default=None,
-              help="rbm: where to write the PNG grid of samples (default rbm_samples.png)")
-@click.option("--save", type=click.Path(dir_okay=False), default=None, help="save parameters to this .npz")
+              help="rbm: where to write the PNG grid of samples (default: rbm_samples.png in the "
+                   "current directory)")
+@click.option("--save", type=click.Path(dir_okay=False), default=None,
+              help="save parameters to this .npz (on Ctrl-C: those of the last completed epoch)")
 @click.option("--load", "load_path", type=click.Path(dir_okay=False), default=None,
               help="start from parameters in this .npz")
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True, help="no progress bar (one line per epoch only)")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="data-parallel processes under mpiexec (MPI: pip install 'symfuse[mpi]'); "
                    "--batch is then the global batch, split between them")
 @click.option("--hostfile", type=click.Path(dir_okay=False, exists=True), default=None,
               help="with --workers: MPI's host list, to run on several machines (docs/distributed.md)")
-def train_cmd(model, device, epochs, data, batch, lr, seed, samples, save, load_path, no_progress, workers, hostfile):
-    """Train a zoo MODEL: compile report, progress bar, loss and accuracy per epoch."""
+def train_cmd(model, target, device, epochs, data, batch, lr, seed, samples, save, load_path, no_progress, workers,
+              hostfile):
+    """Train a zoo MODEL (mlp, lenet, rbm, seqdigits, charlstm): compile report,
+    progress bar, loss and accuracy per epoch."""
     from ..errors import DeviceUnavailable, InputError, SymfuseError
     from ..nn import __main__ as nn_main
     from ..nn import zoo
     if model not in zoo.ZOO:
         raise click.BadParameter(f"unknown model {model!r}; zoo models: {', '.join(sorted(zoo.ZOO))}",
                                  param_hint="MODEL")
-    if device == "cuda":
+    if target and device and target != device:
+        raise click.BadParameter(f"--target {target} and --device {device} disagree (--device is another name "
+                                 "for --target: give one)", param_hint="--target")
+    flag = "--device" if device and not target else "--target"
+    target = target or device or "cpu"
+    if lr is not None and not lr > 0:     # not lr > 0: NaN too
+        raise click.BadParameter(f"the learning rate must be > 0, not {lr}", param_hint="--lr")
+    if samples is not None and model != "rbm":
+        raise click.BadParameter(f"--samples is for the rbm, not {model}", param_hint="--samples")
+    if target == "cuda":
         from ..runtime.backends import get_backend
         if not get_backend("cuda").runnable():
-            _fail("--device cuda needs an NVIDIA GPU with its driver and PyCUDA (pip install 'symfuse[gpu]', "
+            _fail(f"{flag} cuda needs an NVIDIA GPU with its driver and PyCUDA (pip install 'symfuse[gpu]', "
                   "which builds PyCUDA against an installed CUDA toolkit); "
-                  "none here: use --device cpu", 2)
+                  f"none here: use {flag} cpu", 2)
     if model == "rbm" and samples is None:
         samples = "rbm_samples.png"
-    argv = [model, "--data", data, "--epochs", str(epochs), "--device", device, "--seed", str(seed)]
+    argv = [model, "--data", data, "--epochs", str(epochs), "--device", target, "--seed", str(seed)]
     argv += ["--batch", str(batch)] if batch else []
-    argv += ["--lr", str(lr)] if lr else []
+    argv += ["--lr", repr(lr)] if lr is not None else []
     argv += ["--samples", samples] if samples else []
     argv += ["--save", save] if save else []
     argv += ["--load", load_path] if load_path else []
@@ -73,8 +92,10 @@ def train_cmd(model, device, epochs, data, batch, lr, seed, samples, save, load_
 @model_arg
 @batch_opt
 @train_opt
-@click.option("--format", "fmt", type=click.Choice(["txt", "dot", "svg"]), default="txt", show_default=True)
-@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--format", "fmt", type=click.Choice(["txt", "dot", "svg"]), default="txt", show_default=True,
+              help="the IR as text, Graphviz DOT, or SVG (drawn by Graphviz's dot)")
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="write to this file (default: standard output)")
 def graph_cmd(model, batch, train, fmt, out_path):
     """The optimised IR as a graph: text, Graphviz DOT, or SVG (needs `dot`)."""
     graph = load_model(model, batch, train)
@@ -132,16 +153,35 @@ def cache_group():
 
 
 @cache_group.command("info")
-@json_opt
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (sizes in bytes)")
 def cache_info(as_json):
-    """Entries and bytes per namespace."""
+    """Where the cache is, and its entries and size per namespace."""
     from ..runtime.cache import DiskCache
     info = DiskCache().info()
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
-    else:
-        for k, v in info.items():
-            click.echo(f"{k}: {v}")
+        return
+    state = "enabled" if info["enabled"] else ("read-only" if info["readable"] else "disabled")
+    click.echo(f"cache: {info['root']} ({state})")
+    click.echo(f"total: {info['entries']} {'entry' if info['entries'] == 1 else 'entries'}, "
+               f"{human_size(info['bytes'])}")
+    width = max((len(ns) for ns in info["namespaces"]), default=0)
+    for ns, e in sorted(info["namespaces"].items()):
+        click.echo(f"  {ns:{width}}  {e['entries']:6} {'entry  ' if e['entries'] == 1 else 'entries'}  "
+                   f"{human_size(e['bytes']):>9}")
+    builds = info.get("unfinished_builds") or {}
+    if builds.get("count"):
+        click.echo(f"not counted: {builds['count']} unfinished build(s), {human_size(builds['bytes'])} "
+                   "(compiling now, or interrupted: `symfuse cache clear` removes those an hour old)")
+
+
+def human_size(n: int) -> str:
+    """1024-based, as ``cache prune --max-size`` reads them: 512 B, 28.6 KiB, 1.2 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 @cache_group.command("clear")

@@ -55,6 +55,7 @@ class MemoryPlan:
     lower_bound_bytes: int             # max over steps of aligned bytes live at once
     inplace: list[tuple[str, str]] = field(default_factory=list)   # (out, in) pairs actually shared
     alignment: int = 64
+    buffers: list[BufferUse] = field(default_factory=list)          # what was planned (sizes, lifetimes)
 
     def table(self) -> str:
         """A short summary; the first line stands alone (used as a one-line note)."""
@@ -256,6 +257,7 @@ def plan_memory(buffers: list[BufferUse], inplace: Iterable[tuple[str, str]] = (
         lower_bound_bytes=lower,
         inplace=accepted,
         alignment=alignment,
+        buffers=list(buffers),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 import numpy as np
@@ -42,6 +43,16 @@ def _load(spec: str, model: str):
     raise InputError(f"unknown --data {spec!r}: use digits, mnist:DIR or synthetic")
 
 
+def _positive_lr(text: str) -> float:
+    try:
+        lr = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not lr > 0:      # not lr > 0: NaN too
+        raise argparse.ArgumentTypeError(f"the learning rate must be > 0, not {text}")
+    return lr
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m symfuse.nn", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--lr", type=_positive_lr, default=None)
     ap.add_argument("--optimizer", default=None, choices=sorted(optim.OPTIMIZERS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
@@ -60,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--distributed", action="store_true",
                     help="one rank of a data-parallel job (under mpiexec): --batch is the global batch")
     a = ap.parse_args(argv)
+    if a.samples and a.model != "rbm":      # before training, not after it
+        ap.error(f"--samples is for the rbm, not {a.model}")
 
     if a.model == "charlstm":
         return _train_charlstm(a, _load(a.data, a.model))
@@ -68,9 +81,9 @@ def main(argv=None) -> int:
     kw: dict = {"seed": a.seed}
     if a.batch:
         kw["batch"] = a.batch
-    if a.optimizer or a.lr:
+    if a.optimizer or a.lr is not None:
         name = a.optimizer or "sgd"
-        okw = {"lr": a.lr} if a.lr else {}
+        okw = {"lr": a.lr} if a.lr is not None else {}
         if name == "sgd" and a.model != "rbm":
             okw["momentum"] = 0.9
         kw["optimizer"] = optim.get(name, **okw)
@@ -83,7 +96,7 @@ def main(argv=None) -> int:
     else:
         kw.update(n_visible=math.prod(per_sample), n_hidden=500 if math.prod(per_sample) > 100 else 64)
     lr_var, augment = None, None
-    if a.model == "lenet" and not (a.optimizer or a.lr):
+    if a.model == "lenet" and not (a.optimizer or a.lr is not None):
         # the recipe of tests/nn/test_zoo.py (~98 % on the digits): momentum, light weight
         # decay, a per-epoch learning-rate decay and +-2 pixel random shifts, batch 50
         from ..frontend.api import shared
@@ -108,25 +121,47 @@ def main(argv=None) -> int:
         m = zoo.get(a.model, **kw)
     if a.load:
         m.model.load(a.load)
-    train.fit(m, split, epochs=a.epochs, device=a.device, progress=not a.no_progress, seed=a.seed, augment=augment,
-              on_epoch_end=(lambda rec: lr_var.set_value(lr_var.get_value() * 0.88)) if lr_var is not None else None,
-              distributed=a.distributed)
+    decay = (lambda rec: lr_var.set_value(lr_var.get_value() * 0.88)) if lr_var is not None else None
+    _fit_saving_on_interrupt(m, a, lead, split, epochs=a.epochs, device=a.device, progress=not a.no_progress,
+                             seed=a.seed, augment=augment, on_epoch_end=decay, distributed=a.distributed)
     if not lead:
         return 0
     if a.save:
         m.model.save(a.save)
         print(f"saved {len(m.model.named_variables())} variables to {a.save}")
     if a.samples:
-        if a.model != "rbm":
-            raise InputError("--samples is for the rbm")
         side = int(math.isqrt(m.model.n_visible))
         f = zoo.rbm_sample_function(m, 64, steps=100, device=a.device)
         start = split.x_test[:64].reshape(-1, m.model.n_visible).astype(np.float32)
         if len(start) < 64:
             start = np.resize(start, (64, m.model.n_visible))
         train.save_samples_png(a.samples, f(start), (side, side), ncols=8)
-        print(f"wrote 64 samples after 100 Gibbs steps to {a.samples}")
+        # the full path: the default file lands in the current directory, unasked
+        print(f"wrote 64 samples after 100 Gibbs steps to {os.path.abspath(a.samples)}")
     return 0
+
+
+def _fit_saving_on_interrupt(m, a, lead: bool, split, on_epoch_end=None, **kw) -> None:
+    """train.fit; on Ctrl-C with --save, the weights of the last completed epoch are
+    saved (mid-epoch weights are half an update pass: not a state worth keeping)."""
+    last = {}
+
+    def epoch_end(rec):
+        if on_epoch_end is not None:
+            on_epoch_end(rec)
+        if a.save and lead:
+            last.update(epoch=rec["epoch"], weights=m.model.get_weights())
+    try:
+        train.fit(m, split, on_epoch_end=epoch_end, **kw)
+    except KeyboardInterrupt:
+        if a.save and lead:
+            if last:
+                from .module import write_npz
+                write_npz(a.save, last["weights"], "save")
+                print(f"\ninterrupted: saved the weights after epoch {last['epoch']} to {a.save}", file=sys.stderr)
+            else:
+                print(f"\ninterrupted before the first epoch ended: nothing saved to {a.save}", file=sys.stderr)
+        raise
 
 
 def _train_charlstm(a, corpus) -> int:
@@ -134,8 +169,8 @@ def _train_charlstm(a, corpus) -> int:
     kw: dict = {"seed": a.seed, "corpus": None if a.data in ("digits", "text") else a.data[len("text:"):]}
     if a.batch:
         kw["batch"] = a.batch
-    if a.optimizer or a.lr:
-        kw["optimizer"] = optim.get(a.optimizer or "adam", **({"lr": a.lr} if a.lr else {}))
+    if a.optimizer or a.lr is not None:
+        kw["optimizer"] = optim.get(a.optimizer or "adam", **({"lr": a.lr} if a.lr is not None else {}))
     m = zoo.get("charlstm", **kw)
     if a.load:
         m.model.load(a.load)
@@ -147,8 +182,8 @@ def _train_charlstm(a, corpus) -> int:
     def show(rec):
         text = corpus.decode(sampler(np.int64(a.seed * 1000 + rec["epoch"])))
         print(f"sample after epoch {rec['epoch']}: {text!r}")
-    train.fit(m, split, epochs=a.epochs, device=a.device, progress=not a.no_progress, seed=a.seed,
-              on_epoch_end=show)
+    _fit_saving_on_interrupt(m, a, True, split, epochs=a.epochs, device=a.device, progress=not a.no_progress,
+                             seed=a.seed, on_epoch_end=show)
     if a.save:
         m.model.save(a.save)
         print(f"saved {len(m.model.named_variables())} variables to {a.save}")
@@ -161,3 +196,5 @@ if __name__ == "__main__":
     except SymfuseError as e:
         print(f"symfuse: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:      # the ranks of `symfuse train --workers N` too: no traceback each
+        sys.exit(130)

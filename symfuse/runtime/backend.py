@@ -12,6 +12,30 @@ import time
 from .cache import DiskCache, environment_cache
 
 
+
+def _planned_buffers(plan, partition) -> list[dict]:
+    """Every arena buffer as plain data (``symfuse compile -o``'s memory_plan.json):
+    its offset and size, its lifetime in schedule steps (kernel groups, inclusive)
+    and, when written in place, the buffer whose bytes it took over."""
+    values = {str(id(v)): v for g in partition.groups for v in g.outputs}
+
+    def label(name: str) -> str:
+        v = values.get(name)
+        if v is None:
+            return name                           # a library kernel's scratch: "scratch<step>"
+        return v.name or (f"{v.op.opdef.name}.{v.id}" if v.op is not None else f"value.{v.id}")
+    reuses = dict(plan.inplace)
+    out = []
+    for b in plan.buffers:
+        v = values.get(b.name)
+        out.append({"name": label(b.name), "offset": plan.offsets[b.name], "bytes": b.nbytes,
+                    "first_step": b.first, "last_step": b.last,
+                    "shape": list(v.type.shape) if v is not None else None,
+                    "dtype": str(v.type.dtype) if v is not None else "uint8",
+                    "in_place_of": label(reuses[b.name]) if b.name in reuses else None})
+    return out
+
+
 class Program:
     """A compiled function: ``program(arrays) -> arrays`` (inputs, then the shared
     variables' values; outputs, then the updated values)."""
@@ -104,7 +128,8 @@ class Backend:
             st.note = job.layout.plan.table().splitlines()[0]
         plan = job.layout.plan
         report.info["memory"] = {"arena_bytes": plan.arena_bytes, "naive_bytes": plan.naive_bytes,
-                                 "lower_bound_bytes": plan.lower_bound_bytes}
+                                 "lower_bound_bytes": plan.lower_bound_bytes,
+                                 "buffers": _planned_buffers(plan, job.partition)}
         if self.codegen_before_plan:
             emitted = self.emit(job)
         else:

@@ -8,6 +8,7 @@ Functions of a ``DiskCache`` (``cache.root``, ``readable``, ``enabled``); its
 methods of the same names call them."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -89,7 +90,36 @@ def info(cache) -> dict:
     return {"root": cache.root, "enabled": cache.enabled, "readable": cache.readable,
             "entries": sum(e["entries"] for e in namespaces.values()),
             "bytes": sum(e["bytes"] for e in namespaces.values()),
-            "namespaces": namespaces}
+            "namespaces": namespaces, "unfinished_builds": _build_dirs(cache)}
+
+
+def _build_dirs(cache) -> dict:
+    """Build directories (``.tmp-build-*``): compiles in progress, or interrupted ones
+    (whose sources stay until ``clear`` finds them an hour old). Not entries."""
+    found = {"count": 0, "bytes": 0}
+
+    def visit(d: str, depth: int) -> None:
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return
+        for name in names:
+            p = os.path.join(d, name)
+            if not _is_real_dir(p):
+                continue
+            if name.startswith(_TMP_PREFIX):
+                if depth >= 2:
+                    found["count"] += 1
+                    for base, _, files in os.walk(p):
+                        for f in files:
+                            with contextlib.suppress(OSError):
+                                found["bytes"] += os.lstat(os.path.join(base, f)).st_size
+            elif depth < _BUILD_DIR_DEPTH:
+                visit(p, depth + 1)
+
+    if cache.readable and _is_real_dir(cache.root):
+        visit(cache.root, 0)
+    return found
 
 
 def clear(cache) -> int:
