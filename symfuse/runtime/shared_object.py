@@ -223,6 +223,9 @@ class SharedObject:
             if not keep_failed:
                 Built(work, work, False, False, work).done()
             raise
+        except BaseException:     # Ctrl-C (or a dying process) mid-compile: nothing worth keeping
+            Built(work, work, False, False, work).done()
+            raise
         if parent is not None:
             final = os.path.join(parent, self.name)
             if (all(install(os.path.join(work, n), os.path.join(parent, n), self.cache) for n in self.companions)

@@ -101,3 +101,22 @@ def test_a_failed_compile_says_where_the_source_was_saved(tmp_path, units):
         SharedObject("k.so", [in_cache("test-lib", "ab")], cache).get(recipe)
     saved = str(e.value).split("saved ", 1)[1].split(" ", 1)[1].split(":\n")[0]
     assert open(saved if not units else os.path.join(saved, "module.u0.c")).read() == bad
+
+
+def test_an_interrupted_build_leaves_no_build_directory(tmp_path, monkeypatch):
+    """Ctrl-C during the compiler: the half-made build directory goes, so it is neither
+    counted by `cache info` nor left for maintenance to find an hour later."""
+    import symfuse.runtime.shared_object as so
+    cache = DiskCache(str(tmp_path / "cache"))
+
+    def interrupted(recipe, work):
+        with open(os.path.join(work, "module.c"), "w") as fh:
+            fh.write("int x;")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(so, "compile_in", interrupted)
+    lib = SharedObject("m.so", [in_cache("cpu-lib", "ab")], cache)
+    with pytest.raises(KeyboardInterrupt):
+        lib.build(_recipe())
+    place = lib.place()
+    assert place is not None and os.path.isdir(place)
+    assert not [n for n in os.listdir(place) if n.startswith(so.BUILD_PREFIX)]
