@@ -95,11 +95,14 @@ class KernelInfo:
 
 def _sections(text: str, names: list[str], start: str, end: str) -> str:
     """The parts of a PTX/SASS listing that belong to the named kernels."""
+    import re
     out = []
     for n in names:
-        i = text.find(start + n)
-        if i < 0:
+        # the whole name: E_4x512_add_relu must not find E_4x512_add_relu_1
+        m = re.search(re.escape(start + n) + r"(?![\w$])", text)
+        if m is None:
             continue
+        i = m.start()
         j = text.find(end, i)
         out.append(text[i:j + 1 if j >= 0 else len(text)])
     return "\n".join(out) if out else text
