@@ -507,7 +507,8 @@ CLI_DOC = ("The command line (`symfuse`)", "Usage errors (a bad MODEL, an unknow
            "function that does not fit the MODEL contract) exit with code 2 and click's usage message. An error "
            "in the user's model file (raised while it is imported or while its function runs, or by "
            "`sf.function` on the graph it returns, or `sys.exit` called in it) exits with code 1 and names "
-           "the file and line; no traceback. Other failures (a compile, a bad IR file for `parse`) exit 1.")
+           "the file and line; no traceback. Other failures (a compile, a bad IR file for `parse`) exit 1. "
+           "Ctrl-C exits 130 with `symfuse: interrupted` (`train --save` keeps the last completed epoch).")
 
 
 KNOWN_GAPS = [
