@@ -51,6 +51,7 @@ ALPHAS = (5e-6, 25e-6)
 # the backward pass, which gradient allreduces can hide behind, taken as 2/3 of the step
 # (backward does about twice the forward's arithmetic)
 BACKWARD_SHARE = 2 / 3
+LOW = 0.1               # the low quantile reported beside the medians
 # Horovod's published 512-GPU scaling efficiency (128 servers x 4 Pascal GPUs, RoCE-capable
 # 25 Gbit/s; horovod docs/benchmarks) and gradient sizes of the three models (float32)
 HOROVOD = (("Inception V3", 0.90, 23.8e6), ("ResNet-101", 0.90, 44.5e6), ("VGG-16", 0.68, 138e6))
@@ -73,9 +74,11 @@ def _write(job, obj) -> None:
         json.dump(obj, fh)
 
 
-def _timed_blocks(steps: dict, n: int, block: int, barrier) -> dict:
+def _timed_blocks(steps: dict, n: int, block: int, barrier, after=None) -> dict:
     """label -> n step times; the labels take turns in blocks of ``block`` steps (the first
-    label rotating), so that a slow spell of the machine is shared out."""
+    label rotating), so that a slow spell of the machine is shared out. ``after[label]()``
+    runs after each of that label's steps, outside the timing."""
+    after = after or {}
     times = {k: [] for k in steps}
     labels = list(steps)
     for b in range(math.ceil(n / block)):
@@ -86,19 +89,64 @@ def _timed_blocks(steps: dict, n: int, block: int, barrier) -> dict:
                 t = time.perf_counter()
                 step()
                 times[k].append(time.perf_counter() - t)
+                if k in after:
+                    after[k]()
     return times
 
 
-def _profile_totals(f) -> tuple[dict, int]:
-    # the mean per call over every call so far (warm-up included): totals are differenced
-    rows = f._run.profile()
-    return {name: mean * calls for name, mean, calls in rows}, (rows[0][2] if rows else 0)
+def _profile_totals(f) -> dict:
+    # the module's counters are sums over every call so far: a step's times are differences
+    return {name: mean * calls for name, mean, calls in f._run.profile()}
+
+
+class StepProfile:
+    """Per step of a function compiled with profile=True: its kernels' seconds summed as
+    compute, collective (the allreduce kernels) and window (the compute kernels between the
+    first collective's start and the first wait), so that medians over steps can be taken
+    (the kernels' means would carry every slow spell of the machine)."""
+
+    def __init__(self, f, schedule):
+        self.f, self.schedule = f, schedule
+        self.last = _profile_totals(f)
+        self.first = dict(self.last)
+        self.steps: list[dict] = []
+        first = next((i for i, (kn, _) in enumerate(schedule) if "allreduce" in kn), None)
+        stop = next((i for i, (_, w) in enumerate(schedule) if w), len(schedule))
+        self.window = set() if first is None else {kn for kn, _ in schedule[first + 1:stop] if "allreduce" not in kn}
+
+    def __call__(self):
+        now = _profile_totals(self.f)
+        d = {kn: now[kn] - self.last.get(kn, 0.0) for kn in now}
+        self.last = now
+        coll = sum(t for kn, t in d.items() if "allreduce" in kn)
+        total = sum(d.values())
+        self.steps.append({"total": total, "collective": coll, "compute": total - coll,
+                           "window": sum(d[kn] for kn in self.window)})
+
+    def kernels(self) -> dict:
+        """kernel -> mean seconds per timed step."""
+        n = max(len(self.steps), 1)
+        return {kn: (t - self.first.get(kn, 0.0)) / n for kn, t in self.last.items()}
 
 
 def _collective_bytes(f) -> list[int]:
     """Bytes of each allreduce of the compiled step, in schedule order."""
     return [op.outputs[0].type.nbytes for op in f.function.ops
             if op.opdef.name in ("allreduce", "allreduce_bucket")]
+
+
+def _schedule(f) -> list:
+    """[kernel, waits for a collective first] in the entry's call order."""
+    import re
+    names = {k.name for k in f.kernels}
+    out, wait = [], False
+    for m in re.finditer(r"\b(\w+)\(", (f.source or "").split("void sf_entry", 1)[-1]):
+        if m.group(1) == "sf_mpi_wait":
+            wait = True
+        elif m.group(1) in names:
+            out.append([m.group(1), wait])
+            wait = False
+    return out
 
 
 def sf_worker(job) -> None:
@@ -128,18 +176,17 @@ def sf_worker(job) -> None:
             f = compile_once(lambda m=m, profile=profile: m.train_function("cpu", profile=profile))
             x, y = m.example_batch(seed=rank)
             fns[label], args[label] = f, (x, y)
-            info[label] = {"collective_bytes": _collective_bytes(f), "profiled": profile,
-                           "param_bytes": int(sum(p.get_value().nbytes for p in m.params))}
+            info[label] = {"collective_bytes": _collective_bytes(f), "profiled": profile, "schedule": _schedule(f),
+                           "param_bytes": int(sum(p.get_value().nbytes for p in m.params)),
+                           "param_bytes_each": [int(p.get_value().nbytes) for p in m.params]}
         for label, f in fns.items():
             for _ in range(job["warmup"]):
                 f(*args[label])
-        before = {k: _profile_totals(f) for k, f in fns.items() if info[k]["profiled"]}
+        profs = {k: StepProfile(f, info[k]["schedule"]) for k, f in fns.items() if info[k]["profiled"]}
         steps = {k: (lambda f=f, a=args[k]: f(*a)) for k, f in fns.items()}
-        times = _timed_blocks(steps, job["steps"], job["block"], barrier)
-        for k, (tot0, calls0) in before.items():
-            tot1, calls1 = _profile_totals(fns[k])
-            n = max(calls1 - calls0, 1)
-            info[k]["kernels"] = {kn: (tot1[kn] - tot0.get(kn, 0.0)) / n for kn in tot1}
+        times = _timed_blocks(steps, job["steps"], job["block"], barrier, profs)
+        for k, pr in profs.items():
+            info[k]["kernels"], info[k]["profile_steps"] = pr.kernels(), pr.steps
         medians = {k: _median(v) for k, v in times.items()}
         every = comm.gather(medians, root=0) if comm is not None else [medians]
         out["models"][name] = {k: {**info[k], "median": medians[k], "times": times[k],
@@ -307,40 +354,48 @@ def _med(xs):
     return statistics.median(xs) if xs else None
 
 
-def summarise(rounds: list, models) -> dict:
-    """Per model: median over rounds of each variant's step median, the profile-derived
-    collective and compute times, and the raw allreduce costs."""
+STEP_KEYS = (("symfuse 1 rank", "sf1", "1 rank"), ("symfuse 1 rank, no profile", "sf1", "1 rank, no profile"),
+             ("symfuse 2 ranks, overlap", "sf2", "overlap"), ("symfuse 2 ranks, blocking", "sf2", "blocking"),
+             ("symfuse 2 ranks, unbucketed", "sf2", "unbucketed"), ("torch 1 process", "torch1", None),
+             ("torch DDP 2 processes", "torch2", None))
+
+
+def summarise(rounds: list, models, low: float | None = None) -> dict:
+    """Per model: each variant's step time, the profile-derived compute, collective, window
+    and exposed times, the raw allreduce costs of its buckets. The statistic: the median over
+    rounds of each round's median, or with ``low`` that quantile of every round's steps
+    pooled (the steps the machine's other load slowed least)."""
+    def stat(lists):
+        lists = [v for v in lists if v]
+        if low is None:
+            return _med([statistics.median(v) for v in lists])
+        pooled = sorted(x for v in lists for x in v)
+        return pooled[int(low * (len(pooled) - 1))] if pooled else None
+
     def per_round(key, fn):
         return [fn(r[key]) for r in rounds if key in r and "error" not in r[key]]
 
     s = {}
     for name in models:
-        sf1 = lambda k: per_round("sf1", lambda r: r["models"][name][k]["median"])  # noqa: E731
-        sf2 = lambda k: per_round("sf2", lambda r: r["models"][name][k]["median"])  # noqa: E731
-        row = {"steps": {"symfuse 1 rank": _med(sf1("1 rank")),
-                         "symfuse 1 rank, no profile": _med(sf1("1 rank, no profile")),
-                         "symfuse 2 ranks, overlap": _med(sf2("overlap")),
-                         "symfuse 2 ranks, blocking": _med(sf2("blocking")),
-                         "symfuse 2 ranks, unbucketed": _med(sf2("unbucketed")),
-                         "torch 1 process": _med(per_round("torch1", lambda r: r["models"][name]["median"])),
-                         "torch DDP 2 processes": _med(per_round("torch2", lambda r: r["models"][name]["median"]))}}
+        def times(job, k):
+            return per_round(job, lambda r: r["models"][name]["times"] if k is None else r["models"][name][k]["times"])
+        row = {"steps": {label: stat(times(job, k)) for label, job, k in STEP_KEYS}}
 
-        def prof(r, k):
-            ks = r["models"][name][k]["kernels"]
-            coll = sum(t for kn, t in ks.items() if "allreduce" in kn)
-            return {"total": sum(ks.values()), "collective": coll, "compute": sum(ks.values()) - coll}
-        profs = {k: per_round("sf2", lambda r, k=k: prof(r, k)) for k in SF_TWO}
-        one = per_round("sf1", lambda r: prof(r, "1 rank"))
-        row["profile"] = {k: {q: _med([p[q] for p in v]) for q in ("total", "collective", "compute")}
-                          for k, v in profs.items()}
-        row["profile"]["1 rank"] = {q: _med([p[q] for p in one]) for q in ("total", "collective", "compute")}
-        # what the overlapped step still waits for: its kernels' time beyond the blocking
-        # step's compute kernels, per round (both were timed in alternating blocks)
-        exposed = per_round("sf2", lambda r: prof(r, "overlap")["total"] - prof(r, "blocking")["compute"])
-        row["exposed_overlap"] = _med(exposed)
-        coll = row["profile"]["blocking"]["collective"]
-        row["hidden_share_profile"] = None if not coll else 1 - row["exposed_overlap"] / coll
-        # from step times: 1-rank step + raw allreduce of the buckets against the 2-rank step
+        def prof(k, q):
+            job = "sf1" if k == "1 rank" else "sf2"
+            return stat(per_round(job, lambda r: [st[q] for st in r["models"][name][k]["profile_steps"]]))
+        row["profile"] = {k: {q: prof(k, q) for q in ("total", "collective", "compute", "window")}
+                          for k in ("1 rank",) + SF_TWO}
+        pr = row["profile"]
+        # what the overlapped step still waits for: its kernels' time beyond the blocking step's
+        # compute kernels (the two were timed in alternating blocks)
+        row["exposed_overlap"] = pr["overlap"]["total"] - pr["blocking"]["compute"]
+        row["window"] = pr["overlap"]["window"]
+        c2 = pr["blocking"]["compute"]
+        row["window_share"] = row["window"] / c2 if row["window"] is not None and c2 else None
+        coll = pr["blocking"]["collective"]
+        row["hidden_share_profile"] = 1 - row["exposed_overlap"] / coll if coll else None
+        # from step times: the 1-rank step + the raw allreduce of the buckets against the 2-rank step
         sizes = {k: per_round("sf2", lambda r, k=k: r["models"][name][k]["collective_bytes"]) for k in SF_TWO}
         row["collective_bytes"] = {k: (v[0] if v else []) for k, v in sizes.items()}
         raw = [r["sf2"]["raw"] for r in rounds if "sf2" in r and "raw" in r["sf2"]]
@@ -349,16 +404,28 @@ def summarise(rounds: list, models) -> dict:
         t1, t2, c = row["steps"]["symfuse 1 rank"], row["steps"]["symfuse 2 ranks, overlap"], \
             row["raw_collective"]["overlap"]
         row["hidden_share_steps"] = (t1 + c - t2) / c if None not in (t1, t2, c) and c else None
-        every = [t for r in rounds if "sf1" in r and "error" not in r["sf1"]
-                 for t in r["sf1"]["models"][name]["1 rank"]["times"]]
-        row["p10_1rank"] = statistics.quantiles(every, n=10)[0] if len(every) >= 10 else None
-        pb = per_round("sf1", lambda r: r["models"][name]["1 rank"]["param_bytes"])
-        row["gradient_bytes"] = pb[0] if pb else None
+        pb = per_round("sf1", lambda r: r["models"][name]["1 rank"]["param_bytes_each"])
+        row["gradient_bytes"] = sum(pb[0]) if pb else None
+        from symfuse.distributed import DEFAULT_BUCKET_BYTES
+        row["backprop_buckets"] = backprop_buckets(pb[0], DEFAULT_BUCKET_BYTES) if pb else []
         s[name] = row
     raw = [r["sf2"]["raw"] for r in rounds if "sf2" in r and "raw" in r["sf2"]]
     s["_raw"] = {b: _med([x[b]["median"] for x in raw]) for b in (raw[0] if raw else {})}
     s["_gamma"] = _med([r[k]["gamma"] for r in rounds for k in ("sf1", "sf2") if k in r and "gamma" in r[k]])
     return s
+
+
+def backprop_buckets(param_bytes: list[int], bucket_bytes: int) -> list[int]:
+    """Bucket sizes in the order backpropagation makes them ready (the last layer's first),
+    by the rule of ``distributed.average_gradients``: filled from the last gradient back,
+    closed when the next one would pass ``bucket_bytes``."""
+    out, cur = [], 0
+    for n in reversed(param_bytes):
+        if cur and cur + n > bucket_bytes:
+            out.append(cur)
+            cur = 0
+        cur += n
+    return out + ([cur] if cur else [])
 
 
 def fit_alpha_beta(raw: dict) -> tuple[float, float]:
@@ -378,14 +445,14 @@ def ring_time(p: int, buckets, alpha: float, bw: float, gamma: float) -> float:
     return sum(2 * (p - 1) * alpha + 2 * (p - 1) / p * n / bw + (p - 1) / p * n * gamma for n in buckets)
 
 
-def efficiency(t_compute: float, p: int, buckets, alpha, bw, gamma, overlap: bool) -> float:
-    """t_compute / (t_compute + exposed communication). With overlap the buckets travel
-    during the backward pass; the last bucket (the first layers' gradients, ready only at
-    its end) cannot be hidden."""
+def efficiency(t_compute: float, p: int, buckets, alpha, bw, gamma, window: float) -> float:
+    """t_compute / (t_compute + exposed communication). The buckets (in the order they
+    start) travel during the last ``window`` share of the step's compute; the last one to
+    start cannot be hidden. window 0: blocking."""
     total = ring_time(p, buckets, alpha, bw, gamma)
-    if overlap:
+    if window > 0:
         last = ring_time(p, buckets[-1:], alpha, bw, gamma)
-        exposed = max(total - BACKWARD_SHARE * t_compute, last)
+        exposed = max(total - window * t_compute, last)
     else:
         exposed = total
     return t_compute / (t_compute + exposed)
@@ -396,7 +463,8 @@ def model_table(s: dict, models, alpha_here: float) -> list[dict]:
     gamma = s["_gamma"] or 0.0
     for name in models:
         t = s[name]["steps"]["symfuse 1 rank"]
-        buckets = s[name]["collective_bytes"]["overlap"]
+        buckets = s[name]["backprop_buckets"]
+        sched, share = s[name]["collective_bytes"]["overlap"], s[name]["window_share"]
         if t is None or not buckets:
             continue
         for bw in BANDWIDTHS:
@@ -404,8 +472,11 @@ def model_table(s: dict, models, alpha_here: float) -> list[dict]:
                 rows.append({"model": name, "bandwidth": bw, "alpha": alpha, "measured_alpha": alpha == alpha_here,
                              "t_compute": t, "buckets": buckets,
                              "comm": {p: ring_time(p, buckets, alpha, bw / 8, gamma) for p in WORKERS},
-                             "blocking": {p: efficiency(t, p, buckets, alpha, bw / 8, gamma, False) for p in WORKERS},
-                             "overlap": {p: efficiency(t, p, buckets, alpha, bw / 8, gamma, True) for p in WORKERS}})
+                             "blocking": {p: efficiency(t, p, buckets, alpha, bw / 8, gamma, 0) for p in WORKERS},
+                             "overlap": {p: efficiency(t, p, buckets, alpha, bw / 8, gamma, BACKWARD_SHARE)
+                                         for p in WORKERS},
+                             "symfuse": {p: efficiency(t, p, sched, alpha, bw / 8, gamma, share) for p in WORKERS}
+                             if share else None})
     return rows
 
 
@@ -425,6 +496,11 @@ def fmt_pct(v) -> str:
     return "-" if v is None else f"{100 * v:.0f}%"
 
 
+def fmt_hidden(v) -> str:
+    # below 0 the 2-rank step lost more to contention than the collective costs: no share to show
+    return "< 0" if v is not None and v < 0 else fmt_pct(v)
+
+
 def fmt_bytes(n) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 1 << 20 else f"{n / 2**10:.1f} KiB" if n >= 1 << 10 else f"{n} B"
 
@@ -435,12 +511,12 @@ def md_table(headers, rows) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_outputs(args, meta, rounds, s, alpha_here, bw_here, model_rows, errors) -> str:
+def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, errors) -> str:
     d = args.out_dir or (os.path.join(HERE, "results", "quick") if args.quick else os.path.join(HERE, "results"))
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "distributed.json"), "w") as fh:
-        json.dump({"meta": meta, "summary": s, "model": model_rows, "alpha_here": alpha_here, "bw_here": bw_here,
-                   "errors": errors, "rounds": rounds}, fh, indent=1, default=str)
+        json.dump({"meta": meta, "summary": s, "summary_p10": s10, "model": model_rows, "alpha_here": alpha_here,
+                   "bw_here": bw_here, "errors": errors, "rounds": rounds}, fh, indent=1, default=str)
     L = ["# distributed", ""]
     if args.quick:
         L += ["**QUICK MODE** (`--quick`): a smoke test with few steps; the numbers are not measurements.", ""]
@@ -460,16 +536,20 @@ def write_outputs(args, meta, rounds, s, alpha_here, bw_here, model_rows, errors
           "Each round runs four jobs, in alternating order: symfuse on 1 process (no MPI), symfuse on 2 ranks "
           "(`mpiexec -n 2`), torch on 1 process, torch DDP on 2 processes (gloo, a FileStore, loopback). Inside a "
           "job the variants of a model take turns in blocks of "
-          f"{args.block} steps after a barrier, and every step is timed alone (`time.perf_counter`, rank 0); a "
-          "cell is the median over rounds of the job's median step. Each rank trains on its own random batch "
-          "(the per-rank batch is fixed: weak scaling, as Horovod's benchmarks).", "",
+          f"{args.block} steps after a barrier, and every step is timed alone (`time.perf_counter`, rank 0). "
+          "*median*: the median over rounds of each round's median; *p10*: the 10th percentile of all rounds' "
+          "steps, the steps the machine's other load slowed least (on an idle machine the two would be close). "
+          "Each rank trains on its own random batch (the per-rank batch is fixed: weak scaling, as Horovod's "
+          "benchmarks).", "",
           "symfuse variants: `1 rank` (the model built without `data_parallel`: no collectives), and on 2 ranks "
           "`overlap` (`data_parallel()`: buckets of at most 1 MiB, each a non-blocking `MPI_Iallreduce` started "
           "where its gradients are ready and waited before its first reader), `blocking` (`data_parallel(overlap="
           "False)`: the same buckets, `MPI_Allreduce`) and `unbucketed` (`data_parallel(0)`: one blocking "
           "allreduce per gradient). All are compiled with `profile=True` (a clock read per kernel); `1 rank, no "
           "profile` shows what that costs.", "",
-          "**Time in collectives** is measured two ways. *Profile*: in the blocking step the allreduce kernels "
+          "**Time in collectives** is measured two ways. *Profile*: the module's per-kernel clocks are read after "
+          "every step (outside its timing), and the sums below are medians over steps. In the blocking step the "
+          "allreduce kernels "
           "(pack the bucket, `MPI_Allreduce`, divide by the ranks) are the collective time; in the overlapped step "
           "a bucket's wait is counted in the kernel before which it was put, so its exposed communication is its "
           "kernels' total minus the blocking step's compute kernels, and the hidden share is 1 - exposed / "
@@ -479,14 +559,16 @@ def write_outputs(args, meta, rounds, s, alpha_here, bw_here, model_rows, errors
           "collective. The second way also charges the 2-rank step with the two processes' contention for the "
           "cores, caches and memory bandwidth (and this machine's other load), so it can come out negative.", ""]
     # ---- step times
+    stats = (("median", s), ("p10", s10))
     keys = list(s[args.models[0]]["steps"])
-    L += ["## Step time (median)", "", md_table(["model"] + keys, [[n] + [fmt_s(s[n]["steps"][k]) for k in keys]
-                                                                  for n in args.models]), ""]
+    L += ["## Step time", "", md_table(["model", "statistic"] + keys,
+                                       [[n, tag] + [fmt_s(ss[n]["steps"][k]) for k in keys]
+                                        for n in args.models for tag, ss in stats]), ""]
     rows = []
-    for n in args.models:
-        st = s[n]["steps"]
+    for n, (tag, ss) in ((n, st) for n in args.models for st in stats):
+        st = ss[n]["steps"]
         t1 = st["symfuse 1 rank"]
-        rows.append([n, *(f"{t1 / st[k]:.2f}" if t1 and st[k] else "-" for k in
+        rows.append([n, tag, *(f"{t1 / st[k]:.2f}" if t1 and st[k] else "-" for k in
                           ("symfuse 2 ranks, overlap", "symfuse 2 ranks, blocking", "symfuse 2 ranks, unbucketed")),
                      f"{st['torch 1 process'] / st['torch DDP 2 processes']:.2f}"
                      if st["torch 1 process"] and st["torch DDP 2 processes"] else "-",
@@ -494,27 +576,32 @@ def write_outputs(args, meta, rounds, s, alpha_here, bw_here, model_rows, errors
                      if st["symfuse 2 ranks, overlap"] and st["torch DDP 2 processes"] else "-"])
     L += ["Weak-scaling efficiency of 2 ranks (1-rank step / 2-rank step; 1.00 = twice the samples per second) "
           "and symfuse against DDP:", "",
-          md_table(["model", "symfuse overlap", "symfuse blocking", "symfuse unbucketed", "torch DDP",
+          md_table(["model", "statistic", "symfuse overlap", "symfuse blocking", "symfuse unbucketed", "torch DDP",
                     "symfuse overlap / DDP step"], rows), ""]
     # ---- collectives
     rows = []
-    for n in args.models:
-        r = s[n]
+    for n, (tag, ss) in ((n, st) for n in args.models for st in stats):
+        r = ss[n]
         pr = r["profile"]
-        rows.append([n, fmt_bytes(r["gradient_bytes"] or 0), len(r["collective_bytes"]["overlap"]),
+        rows.append([n, tag, fmt_bytes(r["gradient_bytes"] or 0), len(r["collective_bytes"]["overlap"]),
                      fmt_s(pr["1 rank"]["compute"]), fmt_s(pr["blocking"]["compute"]),
                      fmt_s(pr["blocking"]["collective"]), fmt_s(pr["unbucketed"]["collective"]),
-                     fmt_s(r["raw_collective"]["overlap"]), fmt_s(r["exposed_overlap"]),
-                     fmt_pct(r["hidden_share_profile"]), fmt_pct(r["hidden_share_steps"])])
+                     fmt_s(r["raw_collective"]["overlap"]), fmt_s(r["window"]), fmt_s(r["exposed_overlap"]),
+                     fmt_hidden(r["hidden_share_profile"]), fmt_hidden(r["hidden_share_steps"])])
     L += ["## Time in collectives and overlap (2 ranks, per step)", "",
-          md_table(["model", "gradients", "buckets", "compute, 1 rank", "compute, 2 ranks", "collective, blocking",
-                    "collective, unbucketed", "raw MPI, buckets", "exposed, overlap", "hidden (profile)",
-                    "hidden (steps)"], rows), "",
+          md_table(["model", "statistic", "gradients", "buckets", "compute, 1 rank", "compute, 2 ranks",
+                    "collective, blocking", "collective, unbucketed", "raw MPI, buckets", "window", "exposed, overlap",
+                    "hidden (profile)", "hidden (steps)"], rows), "",
           "compute: the profiled kernels other than the allreduce kernels. Buckets of the overlapped step, in "
           "the order they start: " + "; ".join(f"{n}: " + ", ".join(fmt_bytes(b) for b in s[n]["collective_bytes"]
                                                                    ["overlap"]) for n in args.models)
           + ". A bucket closes when the next gradient would take it past 1 MiB, so a small gradient between two "
-          "large ones can travel alone and pay a whole allreduce's latency.", ""]
+          "large ones can travel alone and pay a whole allreduce's latency. window: the compute kernels between "
+          "the first bucket's start and the first wait, all a collective can hide behind. The compiled schedule "
+          "runs the chain of input gradients (the backward pass proper) first and the weight gradients after it, "
+          "and the SGD update is one fused kernel that reads every gradient, so every wait lands before that "
+          "kernel: the buckets start late in the backward pass and overlap only the remaining weight-gradient "
+          "kernels. That, and MPICH's progress (see the notes), bounds the hidden share here.", ""]
     # ---- raw MPI
     used = {}
     for n in args.models:
@@ -528,28 +615,53 @@ def write_outputs(args, meta, rounds, s, alpha_here, bw_here, model_rows, errors
           f"Fitted as a 2-rank ring, T(n) = 2 alpha + n / B: alpha = {fmt_s(alpha_here)} (half the 4-byte "
           f"allreduce), B = {bw_here / 1e9:.2f} GB/s (least-squares slope over 64 KiB-16 MiB). Reduction cost "
           f"gamma = {s['_gamma'] * 1e9:.3f} ns/byte (numpy float32 add of 16 MiB, both processes at once).", ""]
+    # ---- the model against the 2-rank steps measured here
+    rows = []
+    for n, (tag, ss) in ((n, st) for n in args.models for st in stats):
+        st, cb = ss[n]["steps"], ss[n]["collective_bytes"]
+        t1, share = st["symfuse 1 rank"], ss[n]["window_share"]
+        if not t1 or not cb["overlap"]:
+            continue
+        # B fitted here already includes the reduction: no gamma at p = 2
+        pred = {k: t1 + ring_time(2, cb[k], alpha_here, bw_here, 0.0) for k in ("blocking", "unbucketed")}
+        pred["overlap"] = t1 / efficiency(t1, 2, cb["overlap"], alpha_here, bw_here, 0.0, share or 0)
+        rows.append([n, tag, fmt_s(t1)] + [f"{fmt_s(pred[k])} / {fmt_s(st['symfuse 2 ranks, ' + k])}"
+                                            for k in ("overlap", "blocking", "unbucketed")])
+    L += ["The model below at p = 2 with this machine's alpha and B, against the measured 2-rank steps "
+          "(predicted / measured; the prediction is the 1-rank step plus the exposed allreduce time, the "
+          "overlapped one with the measured window):", "",
+          md_table(["model", "statistic", "1-rank step", "overlap", "blocking", "unbucketed"], rows), "",
+          "Where the measured step is longer, the difference is what the model leaves out: the two processes "
+          "slowing each other's compute, ranks arriving at a collective at different times (the machine's other "
+          "load deschedules one of them), and MPI's progress.", ""]
     # ---- model
-    lows = ", ".join(f"{n} {fmt_s(s[n]['p10_1rank'])}" for n in args.models)
+    meds = ", ".join(f"{n} {fmt_s(s[n]['steps']['symfuse 1 rank'])}" for n in args.models)
     L += ["## Alpha-beta model of ring allreduce at 8, 64 and 512 workers", "",
           "Each bucket b of n_b bytes: T_b(p) = 2(p-1) alpha + 2 (p-1)/p n_b / B + (p-1)/p n_b gamma (reduce-"
           "scatter then allgather around the ring: 2(p-1) messages of n_b/p bytes, (p-1)/p of the bytes summed); "
-          "the step's communication is the sum over the overlapped step's buckets. t_compute = the measured "
-          "1-rank step (per-rank batch fixed, so it does not shrink with p). Efficiency E(p) = t_compute / "
+          "the step's communication is the sum over the buckets of `data_parallel()`, in the order "
+          "backpropagation makes them ready ("
+          + "; ".join(f"{n}: " + ", ".join(fmt_bytes(b) for b in s[n]["backprop_buckets"]) for n in args.models)
+          + "). t_compute = the p10 of the measured "
+          "1-rank step (the least disturbed steps: the machine's other load is no part of the work; the "
+          f"median was {meds}), the same at every p since the per-rank batch is fixed. Efficiency E(p) = t_compute / "
           "(t_compute + exposed): *blocking*, exposed = all of it; *overlap*, the buckets travel during the "
           f"backward pass, taken as {BACKWARD_SHARE:.2f} of the step, except the last bucket, which is ready only "
           "when the backward pass ends: exposed = max(T - backward, T_last). alpha: the value measured here "
           "(shared memory, a floor no network reaches) and 5 and 25 us (typical TCP / RoCE per-message latency "
-          "between datacenter hosts); B: 10 and 100 Gbit/s. The machine's other load lengthens the measured "
-          f"step, which flatters E: the 1-rank step's 10th percentile was {lows}.", ""]
+          "between datacenter hosts); B: 10 and 100 Gbit/s.", ""]
     rows = []
     for r in model_rows:
         rows.append([r["model"], f"{r['bandwidth'] / 1e9:.0f} Gbit/s",
                      fmt_s(r["alpha"]) + (" (here)" if r["measured_alpha"] else ""),
                      fmt_s(r["t_compute"])] +
-                    [f"{fmt_s(r['comm'][p])}: {fmt_pct(r['blocking'][p])} / {fmt_pct(r['overlap'][p])}"
-                     for p in WORKERS])
+                    [f"{fmt_s(r['comm'][p])}: {fmt_pct(r['blocking'][p])} / {fmt_pct(r['overlap'][p])} / "
+                     f"{fmt_pct(r['symfuse'][p]) if r['symfuse'] else '-'}" for p in WORKERS])
     L += [md_table(["model", "network", "alpha", "t_compute"] +
-                   [f"p = {p}: comm, E blocking / overlap" for p in WORKERS], rows), ""]
+                   [f"p = {p}: comm; E blocking / overlap / symfuse schedule" for p in WORKERS], rows), "",
+          "comm: the ring allreduce of all buckets per step. *symfuse schedule*: overlap with the window measured "
+          "above (" + ", ".join(f"{n} {fmt_pct(s10[n]['window_share'])} of the compute" for n in args.models)
+          + ") instead of the whole backward pass, the buckets in the order the compiled step starts them.", ""]
     hv = []
     for label, eff, params in HOROVOD:
         hv.append([label, f"{params / 1e6:.1f} M", fmt_bytes(int(params * 4)), fmt_pct(eff)])
@@ -566,16 +678,10 @@ def write_outputs(args, meta, rounds, s, alpha_here, bw_here, model_rows, errors
           "Horovod's benchmark page (docs/benchmarks in the horovod repository): 128 servers with 4 Pascal GPUs "
           "each, RoCE-capable 25 Gbit/s network, tf_cnn_benchmarks, batch 64 per GPU (the same page's earlier "
           "128-GPU run gave 90% / 90% / 79%). Those models spend hundreds of milliseconds of GPU compute per "
-          "step on 24-138 M parameters, and NCCL runs hierarchical rings (within a server over NVLink/PCIe, then "
-          "between servers), so the ring's latency term counts servers, not GPUs, and the bandwidth term hides "
-          "behind the backward pass.", "",
-          "The small models here scale worse for the same reason in reverse: their step is milliseconds, while a "
-          "ring over p workers pays 2(p-1) alpha per bucket. At p = 512 and alpha = 5 us that is about 5 ms per "
-          "bucket, several times the MLP's whole step, and overlap cannot hide more than the backward pass; the "
-          "bandwidth term (a few hundred microseconds for 2.6 MiB at 100 Gbit/s) is not what limits them. A "
-          "latency-bound allreduce wants fewer, larger buckets, a tree or recursive-doubling algorithm (2 log2 p "
-          "alpha instead of 2(p-1) alpha), hierarchy (reduce inside a host first), or more work per step (a "
-          "larger per-rank batch).", ""]
+          "step, so even the 90-530 MiB of gradients travel mostly while the backward pass runs; Horovod fuses "
+          "small tensors into one buffer per allreduce (Tensor Fusion), and NCCL's ring crosses the network only "
+          "between servers (the hops inside a server go over PCIe/NVLink).", "",
+          why_small(s10, args.models), ""]
     L += ["## Notes", "",
           "- MPICH progresses a non-blocking collective only inside MPI calls (no progress thread unless "
           "`MPICH_ASYNC_PROGRESS=1`, which would take a core from compute on this machine): an `MPI_Iallreduce` "
@@ -586,7 +692,13 @@ def write_outputs(args, meta, rounds, s, alpha_here, bw_here, model_rows, errors
           "gradients go in one or two allreduces.",
           "- Two ranks on two cores leave no core for anything else: the other processes of this machine, the "
           "MPI progress engine and gloo's threads all take time from the ranks' compute, which 1 rank never "
-          "sees. The 2-rank numbers are therefore pessimistic for both symfuse and DDP.", ""]
+          "sees. The 2-rank numbers are therefore pessimistic for both symfuse and DDP.",
+          "- MPI waits by polling: a rank inside a collective keeps its core spinning until the other rank "
+          "arrives. With more runnable processes than cores (the load average above), the other rank may be "
+          "descheduled, and the wait then lasts a scheduler time slice (milliseconds), not the allreduce's "
+          "microseconds: this is the gap between the profiled collective time and the raw MPI cost of the same "
+          "bytes (taken right after a barrier, with both ranks running). gloo waits on sockets and gives its core "
+          "up meanwhile, which on an oversubscribed machine costs DDP less.", ""]
     if errors:
         L += ["## Failures", ""] + [f"- `{e[:600]}`" for e in errors] + [""]
     L += ["## For docs/distributed.md", "",
@@ -603,11 +715,31 @@ def write_outputs(args, meta, rounds, s, alpha_here, bw_here, model_rows, errors
     md = "\n".join(L)
     with open(os.path.join(d, "distributed.md"), "w") as fh:
         fh.write(md)
-    plot(os.path.join(d, "distributed.png"), args, s, model_rows, alpha_here)
+    plot(os.path.join(d, "distributed.png"), args, s, s10)
     return d
 
 
-def plot(path, args, s, model_rows, alpha_here) -> None:
+def why_small(s, models) -> str:
+    """Why the small models scale worse, with their own numbers."""
+    alpha, parts = ALPHAS[0], []
+    for n in models:
+        t, nb, k = s[n]["steps"]["symfuse 1 rank"], s[n]["gradient_bytes"], len(s[n]["backprop_buckets"])
+        if not t or not nb:
+            continue
+        bw = [2 * 511 / 512 * nb / (b / 8) for b in BANDWIDTHS]
+        parts.append(f"{n}: a {fmt_s(t)} step, {fmt_bytes(nb)} of gradients in {k} buckets; the bandwidth term "
+                     f"2(p-1)/p n/B is {fmt_s(bw[0])} at 10 Gbit/s and {fmt_s(bw[1])} at 100 Gbit/s, the latency "
+                     f"term 2(p-1) alpha x buckets {fmt_s(2 * 511 * alpha * k)} at p = 512 and alpha = 5 us")
+    return ("The small models here have little compute to hide communication behind (" + "; ".join(parts) + "). "
+            "The bandwidth term barely grows with p, the latency term grows linearly: at 10 Gbit/s the MLP "
+            "is bandwidth-bound from a few workers on, and at any bandwidth the ring's 2(p-1) messages per bucket "
+            "outgrow a millisecond-scale step by p = 512. Overlap cannot hide more than the backward pass (and in "
+            "symfuse's schedule, less: the window above). A latency-bound allreduce wants fewer, larger buckets, a "
+            "tree or recursive-doubling algorithm (2 log2 p alpha instead of 2(p-1) alpha), hierarchy (reduce "
+            "inside a host first), or more work per step (a larger per-rank batch).")
+
+
+def plot(path, args, s, s10) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -630,15 +762,15 @@ def plot(path, args, s, model_rows, alpha_here) -> None:
     a1.set_yscale("log")
     a1.set_title(f"measured: batch {args.batch} per rank, 1 thread per process")
     a1.legend(fontsize=7)
-    gamma = s["_gamma"] or 0.0
+    gamma = s10["_gamma"] or 0.0
     styles = {"mlp": "-", "lenet": "--"}
     for n in args.models:
-        t = s[n]["steps"]["symfuse 1 rank"]
-        buckets = s[n]["collective_bytes"]["overlap"]
+        t = s10[n]["steps"]["symfuse 1 rank"]
+        buckets = s10[n]["backprop_buckets"]
         if not t or not buckets:
             continue
         for bw, col in zip(BANDWIDTHS, ("#9467bd", "#2ca02c")):
-            e = [100 * efficiency(t, p, buckets, ALPHAS[0], bw / 8, gamma, True) for p in CURVE_WORKERS]
+            e = [100 * efficiency(t, p, buckets, ALPHAS[0], bw / 8, gamma, BACKWARD_SHARE) for p in CURVE_WORKERS]
             a2.plot(CURVE_WORKERS, e, styles.get(n, ":"), color=col, marker="o", ms=3,
                     label=f"{n}, {bw / 1e9:.0f} Gbit/s, alpha 5 us, overlap")
     # nudged apart: two of them are at the same efficiency
@@ -714,12 +846,14 @@ def main(argv=None) -> int:
     meta["load_end"] = "/".join(f"{x:.2f}" for x in os.getloadavg())
     meta["wall_s"] = time.time() - t0
     s = summarise(rounds, args.models)
+    s10 = summarise(rounds, args.models, LOW)
     if not s["_raw"]:
         log("no 2-rank symfuse job finished: nothing to model")
         return 1
     alpha_here, bw_here = fit_alpha_beta(s["_raw"])
-    rows = model_table(s, args.models, alpha_here)
-    d = write_outputs(args, meta, rounds, s, alpha_here, bw_here, rows, errors)
+    # the model's compute: the 1-rank steps least slowed by the machine's other work
+    rows = model_table(s10, args.models, alpha_here)
+    d = write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, rows, errors)
     log(f"wrote {d}/distributed.{{json,md,png}}")
     return 1 if errors else 0
 
