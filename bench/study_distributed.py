@@ -760,19 +760,23 @@ def plot(path, args, s, s10) -> None:
     a1.set_xticks([j + w * (len(keys) - 1) / 2 for j in range(len(args.models))], args.models)
     a1.set_ylabel("ms per step (median)")
     a1.set_yscale("log")
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    a1.yaxis.set_major_locator(FixedLocator([0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500]))
+    a1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    a1.yaxis.set_minor_formatter(NullFormatter())
     a1.set_title(f"measured: batch {args.batch} per rank, 1 thread per process")
     a1.legend(fontsize=7)
     gamma = s10["_gamma"] or 0.0
-    styles = {"mlp": "-", "lenet": "--"}
+    colors = {"mlp": "#d62728", "lenet": "#1f77b4"}
     for n in args.models:
         t = s10[n]["steps"]["symfuse 1 rank"]
         buckets = s10[n]["backprop_buckets"]
         if not t or not buckets:
             continue
-        for bw, col in zip(BANDWIDTHS, ("#9467bd", "#2ca02c")):
+        for bw, ls in zip(BANDWIDTHS, ("--", "-")):
             e = [100 * efficiency(t, p, buckets, ALPHAS[0], bw / 8, gamma, BACKWARD_SHARE) for p in CURVE_WORKERS]
-            a2.plot(CURVE_WORKERS, e, styles.get(n, ":"), color=col, marker="o", ms=3,
-                    label=f"{n}, {bw / 1e9:.0f} Gbit/s, alpha 5 us, overlap")
+            a2.plot(CURVE_WORKERS, e, linestyle=ls, color=colors.get(n, "k"), marker="o", ms=3,
+                    label=f"{n}, {bw / 1e9:.0f} Gbit/s")
     # nudged apart: two of them are at the same efficiency
     for (label, eff, _), mk, x in zip(HOROVOD, ("s", "^", "v"), (440, 600, 512)):
         a2.plot([x], [100 * eff], mk, color="k", label=f"Horovod {label}, 512 GPUs (published, 25 Gbit/s)")
@@ -781,8 +785,8 @@ def plot(path, args, s, s10) -> None:
     a2.set_ylim(0, 105)
     a2.set_xlabel("workers p")
     a2.set_ylabel("scaling efficiency, %")
-    a2.set_title("ring-allreduce alpha-beta model")
-    a2.legend(fontsize=6)
+    a2.set_title("ring-allreduce model: alpha 5 us, overlap in the backward pass")
+    a2.legend(fontsize=6, handlelength=4)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
