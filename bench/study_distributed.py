@@ -528,7 +528,7 @@ def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, e
           f"- versions: symfuse {m['symfuse']}, torch {m['torch']}, mpi4py {m['mpi4py']}, {m['mpi']}, numpy "
           f"{m['numpy']}, Python {m['python']}",
           f"- every process single-threaded (OMP/OpenBLAS/MKL_NUM_THREADS=1, `torch.set_num_threads(1)`), "
-          f"cpu target, float32, batch {args.batch} per rank, SGD lr 0.01; {args.rounds} rounds x {args.steps} "
+          f"cpu target, float32, batch {args.batch} per rank, SGD lr 0.01; rounds: {args.rounds}, each {args.steps} "
           f"timed steps per variant after {args.warmup} warm-up steps", ""]
     if errors:
         L += [f"**{len(errors)} job(s) failed**, see the end of this file.", ""]
