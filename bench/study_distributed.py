@@ -532,6 +532,7 @@ def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, e
           f"timed steps per variant after {args.warmup} warm-up steps", ""]
     if errors:
         L += [f"**{len(errors)} job(s) failed**, see the end of this file.", ""]
+    L += summary(s, s10, model_rows, args.models)
     L += ["## What is measured", "",
           "Each round runs four jobs, in alternating order: symfuse on 1 process (no MPI), symfuse on 2 ranks "
           "(`mpiexec -n 2`), torch on 1 process, torch DDP on 2 processes (gloo, a FileStore, loopback). Inside a "
@@ -717,6 +718,38 @@ def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, e
         fh.write(md)
     plot(os.path.join(d, "distributed.png"), args, s, s10)
     return d
+
+
+def summary(s, s10, model_rows, models) -> list[str]:
+    """The headline numbers, from the tables below."""
+    out = ["## Summary", ""]
+    for n in models:
+        st, r = s[n]["steps"], s[n]
+        t1, t2 = st["symfuse 1 rank"], st["symfuse 2 ranks, overlap"]
+        ddp1, ddp2 = st["torch 1 process"], st["torch DDP 2 processes"]
+        if None in (t1, t2):
+            continue
+        line = (f"- **{n}** (median step): 1 rank {fmt_s(t1)}, 2 ranks {fmt_s(t2)} with overlap "
+                f"({fmt_s(st['symfuse 2 ranks, blocking'])} blocking, {fmt_s(st['symfuse 2 ranks, unbucketed'])} "
+                f"unbucketed): 2-rank weak-scaling efficiency {t1 / t2:.2f}, i.e. {2 * t1 / t2:.2f}x the samples "
+                f"per second of one rank")
+        if ddp1 and ddp2:
+            line += (f"; torch {fmt_s(ddp1)} on 1 process, DDP {fmt_s(ddp2)} on 2 ({ddp1 / ddp2:.2f}), so symfuse's "
+                     f"2-rank step takes {t2 / ddp2:.2f}x DDP's")
+        line += (f". Collectives: {fmt_s(r['profile']['blocking']['collective'])} per step in the blocking step's "
+                 f"allreduce kernels against {fmt_s(r['raw_collective']['overlap'])} of raw MPI_Allreduce for the "
+                 f"same bytes; the overlapped step hides {fmt_hidden(r['hidden_share_profile'])} of it (its "
+                 f"window is {fmt_s(r['window'])} of compute).")
+        model = {(m["bandwidth"], m["alpha"]): m for m in model_rows if m["model"] == n}
+        effs = [f"{bw / 1e9:.0f} Gbit/s {fmt_pct(model[(bw, ALPHAS[0])]['overlap'][512])}"
+                for bw in BANDWIDTHS if (bw, ALPHAS[0]) in model]
+        if effs:
+            line += (" Modelled at 512 workers (alpha 5 us, overlap in the backward pass): " + ", ".join(effs)
+                     + ".")
+        out.append(line)
+    out += ["- Horovod's published 512-GPU scaling efficiency: 90% (Inception V3, ResNet-101) and 68% (VGG-16).",
+            ""]
+    return out
 
 
 def why_small(s, models) -> str:
