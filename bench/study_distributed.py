@@ -2,7 +2,7 @@
 how much of it overlaps compute, an alpha-beta model of ring allreduce at 8-512
 workers, and PyTorch DDP (gloo) on the same models in the same run.
 
-    python bench/study_distributed.py [--quick] [--rounds 3] [--steps 150] [--batch 64]
+    python bench/study_distributed.py [--quick] [--rounds 5] [--steps 200] [--batch 64]
 
 One command runs everything: the script starts its own jobs (``mpiexec -n 2 python
 bench/study_distributed.py --worker JSON`` for 2 ranks, plain ``python`` for 1) with
@@ -481,6 +481,18 @@ def model_table(s: dict, models, alpha_here: float) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------ outputs
+def _compact(o):
+    """For the json: floats to 4 significant digits, the per-step profile sums left out
+    (the summaries hold their statistics)."""
+    if isinstance(o, float):
+        return float(f"{o:.4g}")
+    if isinstance(o, dict):
+        return {k: _compact(v) for k, v in o.items() if k != "profile_steps"}
+    if isinstance(o, (list, tuple)):
+        return [_compact(v) for v in o]
+    return o
+
+
 def fmt_s(v) -> str:
     if v is None:
         return "-"
@@ -515,8 +527,9 @@ def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, e
     d = args.out_dir or (os.path.join(HERE, "results", "quick") if args.quick else os.path.join(HERE, "results"))
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "distributed.json"), "w") as fh:
-        json.dump({"meta": meta, "summary": s, "summary_p10": s10, "model": model_rows, "alpha_here": alpha_here,
-                   "bw_here": bw_here, "errors": errors, "rounds": rounds}, fh, indent=1, default=str)
+        json.dump(_compact({"meta": meta, "summary": s, "summary_p10": s10, "model": model_rows,
+                            "alpha_here": alpha_here, "bw_here": bw_here, "errors": errors, "rounds": rounds}),
+                  fh, default=str)
     L = ["# distributed", ""]
     if args.quick:
         L += ["**QUICK MODE** (`--quick`): a smoke test with few steps; the numbers are not measurements.", ""]
@@ -854,8 +867,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 round, 30 steps; writes bench/results/quick/")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=150, help="timed steps per variant and round (>= 50)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=200, help="timed steps per variant and round (>= 50)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--block", type=int, default=10, help="steps per turn of a variant")
     ap.add_argument("--batch", type=int, default=64, help="per rank")
