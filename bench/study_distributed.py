@@ -749,9 +749,11 @@ def summary(s, s10, model_rows, models) -> list[str]:
         if ddp1 and ddp2:
             line += (f"; torch {fmt_s(ddp1)} on 1 process, DDP {fmt_s(ddp2)} on 2 ({ddp1 / ddp2:.2f}), so symfuse's "
                      f"2-rank step takes {t2 / ddp2:.2f}x DDP's")
+        h = r["hidden_share_profile"]
+        hidden = "none" if h is not None and h <= 0 else fmt_pct(h)
         line += (f". Collectives: {fmt_s(r['profile']['blocking']['collective'])} per step in the blocking step's "
                  f"allreduce kernels against {fmt_s(r['raw_collective']['overlap'])} of raw MPI_Allreduce for the "
-                 f"same bytes; the overlapped step hides {fmt_hidden(r['hidden_share_profile'])} of it (its "
+                 f"same bytes; the overlapped step hides {hidden} of it (its "
                  f"window is {fmt_s(r['window'])} of compute).")
         model = {(m["bandwidth"], m["alpha"]): m for m in model_rows if m["model"] == n}
         effs = [f"{bw / 1e9:.0f} Gbit/s {fmt_pct(model[(bw, ALPHAS[0])]['overlap'][512])}"
