@@ -712,19 +712,25 @@ def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, e
           "descheduled, and the wait then lasts a scheduler time slice (milliseconds), not the allreduce's "
           "microseconds: this is the gap between the profiled collective time and the raw MPI cost of the same "
           "bytes (taken right after a barrier, with both ranks running). gloo waits on sockets and gives its core "
-          "up meanwhile, which on an oversubscribed machine costs DDP less.", ""]
+          "up meanwhile, which on an oversubscribed machine costs DDP less.",
+          "- Two changes to the compiled schedule would widen the overlap window: computing each layer's weight "
+          "gradient as soon as its output gradient exists (before going on down the input-gradient chain), and "
+          "updating each bucket's parameters right after its own wait instead of all of them in one fused kernel "
+          "after every wait.", ""]
     if errors:
         L += ["## Failures", ""] + [f"- `{e[:600]}`" for e in errors] + [""]
     L += ["## For docs/distributed.md", "",
           "**Performance.** A data-parallel step costs the single-rank step plus whatever part of the gradient "
-          "allreduce the schedule could not hide: buckets (`data_parallel(bucket_bytes)`) start as soon as their "
-          "gradients exist and are waited only before the first kernel that reads them, so on a network the "
-          "communication of all but the first layers' gradients travels during the backward pass. For the small "
-          "models of the zoo the allreduce is latency-bound: a ring over p workers sends 2(p-1) messages per "
-          "bucket, which at hundreds of workers costs more than a whole step of an MLP, so such models scale "
-          "well to a few hosts and then need larger per-rank batches or fewer buckets. "
-          "`bench/study_distributed.py` measures the 1- and 2-rank steps, the time in collectives and the hidden "
-          "share on one machine, compares PyTorch DDP, and extrapolates with an alpha-beta model "
+          "allreduce it could not hide. Each bucket (`data_parallel(bucket_bytes)`) starts where its gradients "
+          "are computed and is waited only before the first kernel that reads it, so it overlaps whatever compute "
+          "the schedule puts in between; today that is little, because the compiled step computes the weight "
+          "gradients after the whole chain of input gradients and updates every parameter in one fused kernel. "
+          "MPICH, moreover, moves a non-blocking collective along only inside MPI calls unless it has a progress "
+          "thread. For the small models of the zoo the allreduce is latency-bound: a ring over p workers sends "
+          "2(p-1) messages per bucket, which at hundreds of workers costs more than a whole step of the MLP, so "
+          "such models want a larger per-rank batch, fewer buckets, or an allreduce whose latency grows with "
+          "log p. `bench/study_distributed.py` measures the 1- and 2-rank steps, the time in collectives and the "
+          "share hidden, compares PyTorch DDP (gloo), and extrapolates to 8-512 workers with an alpha-beta model "
           "(bench/results/distributed.md).", ""]
     md = "\n".join(L)
     with open(os.path.join(d, "distributed.md"), "w") as fh:
