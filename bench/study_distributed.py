@@ -54,6 +54,7 @@ BACKWARD_SHARE = 2 / 3
 LOW = 0.1               # the low quantile reported beside the medians
 # Horovod's published 512-GPU scaling efficiency (128 servers x 4 Pascal GPUs, RoCE-capable
 # 25 Gbit/s; horovod docs/benchmarks) and gradient sizes of the three models (float32)
+HOROVOD_BW = 25e9
 HOROVOD = (("Inception V3", 0.90, 23.8e6), ("ResNet-101", 0.90, 44.5e6), ("VGG-16", 0.68, 138e6))
 RESULT_FILE = "result-{rank}.json"
 
@@ -680,11 +681,15 @@ def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, e
     for label, eff, params in HOROVOD:
         hv.append([label, f"{params / 1e6:.1f} M", fmt_bytes(int(params * 4)), fmt_pct(eff)])
     for n in args.models:
-        rr = [r for r in model_rows if r["model"] == n and r["bandwidth"] == 10e9 and r["alpha"] == ALPHAS[0]]
-        if rr and s[n]["gradient_bytes"]:
-            hv.append([f"{n} (model above: 10 Gbit/s, alpha 5 us, overlap)",
-                       f"{s[n]['gradient_bytes'] / 4 / 1e6:.2f} M", fmt_bytes(s[n]["gradient_bytes"]),
-                       fmt_pct(rr[0]["overlap"][512])])
+        # Horovod's network: the model at 25 Gbit/s
+        r, g = s10[n], s10["_gamma"] or 0.0
+        t, nb = r["steps"]["symfuse 1 rank"], r["gradient_bytes"]
+        if t and nb and r["backprop_buckets"]:
+            e = efficiency(t, 512, r["backprop_buckets"], ALPHAS[0], HOROVOD_BW / 8, g, BACKWARD_SHARE)
+            es = efficiency(t, 512, r["collective_bytes"]["overlap"], ALPHAS[0], HOROVOD_BW / 8, g,
+                            r["window_share"]) if r["window_share"] else None
+            hv.append([f"{n} (the model above at 25 Gbit/s, alpha 5 us: overlap / symfuse schedule)",
+                       f"{nb / 4 / 1e6:.2f} M", fmt_bytes(nb), f"{fmt_pct(e)} / {fmt_pct(es)}"])
     L += ["### Beside Horovod's published scaling", "",
           md_table(["model", "parameters", "gradients (float32)", "scaling efficiency, 512 workers"], hv), "",
           "Horovod: Sergeev and Del Balso, *Horovod: fast and easy distributed deep learning in TensorFlow*, "
@@ -748,10 +753,12 @@ def summary(s, s10, model_rows, models) -> list[str]:
         ddp1, ddp2 = st["torch 1 process"], st["torch DDP 2 processes"]
         if None in (t1, t2):
             continue
+        lo = s10[n]["steps"]
+        e10 = lo["symfuse 1 rank"] / lo["symfuse 2 ranks, overlap"]
         line = (f"- **{n}** (median step): 1 rank {fmt_s(t1)}, 2 ranks {fmt_s(t2)} with overlap "
                 f"({fmt_s(st['symfuse 2 ranks, blocking'])} blocking, {fmt_s(st['symfuse 2 ranks, unbucketed'])} "
                 f"unbucketed): 2-rank weak-scaling efficiency {t1 / t2:.2f}, i.e. {2 * t1 / t2:.2f}x the samples "
-                f"per second of one rank")
+                f"per second of one rank (on the p10 steps: {e10:.2f})")
         if ddp1 and ddp2:
             line += (f"; torch {fmt_s(ddp1)} on 1 process, DDP {fmt_s(ddp2)} on 2 ({ddp1 / ddp2:.2f}), so symfuse's "
                      f"2-rank step takes {t2 / ddp2:.2f}x DDP's")
