@@ -8,7 +8,8 @@ One command runs everything: the script starts its own jobs (``mpiexec -n 2 pyth
 bench/study_distributed.py --worker JSON`` for 2 ranks, plain ``python`` for 1) with
 one thread per process (OMP/OpenBLAS/MKL, ``torch.set_num_threads(1)``), in rounds
 whose job order alternates, and reports the median over rounds of each job's median
-step. Writes bench/results/distributed.{json,md,png} (``--quick``: bench/results/quick/).
+step and the 10th percentile of all steps. Writes bench/results/distributed.{json,md,png}
+(``--quick``: bench/results/quick/).
 
 symfuse's steps are compiled with ``profile=True``: the per-kernel clock reads are the
 time in collectives (the allreduce kernels of the blocking step) and what the overlapped
@@ -21,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -96,7 +98,8 @@ def _timed_blocks(steps: dict, n: int, block: int, barrier, after=None) -> dict:
 
 
 def _profile_totals(f) -> dict:
-    # the module's counters are sums over every call so far: a step's times are differences
+    # the compiled module's counters (Function.profile() only formats them) are sums over every
+    # call so far: a step's times are differences
     return {name: mean * calls for name, mean, calls in f._run.profile()}
 
 
@@ -312,14 +315,22 @@ def run_job(job: dict, ranks: int, scratch: str, cache: str, timeout: float) -> 
     py = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job)]
     cmd = [find_mpiexec(), "-n", str(ranks)] + py if ranks > 1 else py
     t = time.perf_counter()
+    # its own process group: a job past its time is ended with its ranks, not just mpiexec
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=job_env(cache),
+                         cwd=ROOT, start_new_session=True)
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=job_env(cache), timeout=timeout, cwd=ROOT)
+        stdout, stderr = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.communicate()
         return {"error": f"no result within {timeout:.0f} s"}
     wall = time.perf_counter() - t
     path = os.path.join(out, RESULT_FILE.format(rank=0))
     if p.returncode != 0 or not os.path.exists(path):
-        return {"error": f"exit {p.returncode}: {(p.stderr or p.stdout)[-1500:]}"}
+        return {"error": f"exit {p.returncode}: {(stderr or stdout)[-1500:]}"}
     with open(path) as fh:
         res = json.load(fh)
     res["wall_s"] = wall
@@ -390,12 +401,14 @@ def summarise(rounds: list, models, low: float | None = None) -> dict:
         pr = row["profile"]
         # what the overlapped step still waits for: its kernels' time beyond the blocking step's
         # compute kernels (the two were timed in alternating blocks)
-        row["exposed_overlap"] = pr["overlap"]["total"] - pr["blocking"]["compute"]
+        a, b = pr["overlap"]["total"], pr["blocking"]["compute"]
+        row["exposed_overlap"] = a - b if None not in (a, b) else None
         row["window"] = pr["overlap"]["window"]
         c2 = pr["blocking"]["compute"]
         row["window_share"] = row["window"] / c2 if row["window"] is not None and c2 else None
         coll = pr["blocking"]["collective"]
-        row["hidden_share_profile"] = 1 - row["exposed_overlap"] / coll if coll else None
+        row["hidden_share_profile"] = 1 - row["exposed_overlap"] / coll \
+            if coll and row["exposed_overlap"] is not None else None
         # from step times: the 1-rank step + the raw allreduce of the buckets against the 2-rank step
         sizes = {k: per_round("sf2", lambda r, k=k: r["models"][name][k]["collective_bytes"]) for k in SF_TWO}
         row["collective_bytes"] = {k: (v[0] if v else []) for k, v in sizes.items()}
@@ -913,7 +926,7 @@ def main(argv=None) -> int:
     s = summarise(rounds, args.models)
     s10 = summarise(rounds, args.models, LOW)
     if not s["_raw"]:
-        log("no 2-rank symfuse job finished: nothing to model")
+        log("no 2-rank symfuse job finished: nothing to model\n  " + "\n  ".join(e[:600] for e in errors))
         return 1
     alpha_here, bw_here = fit_alpha_beta(s["_raw"])
     # the model's compute: the 1-rank steps least slowed by the machine's other work
