@@ -191,6 +191,15 @@ def sf_worker(job) -> None:
         times = _timed_blocks(steps, job["steps"], job["block"], barrier, profs)
         for k, pr in profs.items():
             info[k]["kernels"], info[k]["profile_steps"] = pr.kernels(), pr.steps
+        if comm is not None:
+            # a blocking collective holds the rank that arrives first until the other one comes;
+            # the rank that came last spent only the collective's own time in it
+            mine = {k: [st["collective"] for st in pr.steps] for k, pr in profs.items()}
+            ranks = comm.gather(mine, root=0)
+            if rank == 0:
+                for k in profs:
+                    for st, *others in zip(profs[k].steps, *(r[k] for r in ranks[1:])):
+                        st["collective_later"] = min([st["collective"], *others])
         medians = {k: _median(v) for k, v in times.items()}
         every = comm.gather(medians, root=0) if comm is not None else [medians]
         out["models"][name] = {k: {**info[k], "median": medians[k], "times": times[k],
@@ -395,8 +404,9 @@ def summarise(rounds: list, models, low: float | None = None) -> dict:
 
         def prof(k, q):
             job = "sf1" if k == "1 rank" else "sf2"
-            return stat(per_round(job, lambda r: [st[q] for st in r["models"][name][k]["profile_steps"]]))
-        row["profile"] = {k: {q: prof(k, q) for q in ("total", "collective", "compute", "window")}
+            return stat(per_round(job, lambda r: [st.get(q) for st in r["models"][name][k]["profile_steps"]
+                                                  if st.get(q) is not None]))
+        row["profile"] = {k: {q: prof(k, q) for q in ("total", "collective", "compute", "window", "collective_later")}
                           for k in ("1 rank",) + SF_TWO}
         pr = row["profile"]
         # what the overlapped step still waits for: its kernels' time beyond the blocking step's
@@ -613,14 +623,17 @@ def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, e
         pr = r["profile"]
         rows.append([n, tag, fmt_bytes(r["gradient_bytes"] or 0), len(r["collective_bytes"]["overlap"]),
                      fmt_s(pr["1 rank"]["compute"]), fmt_s(pr["blocking"]["compute"]),
-                     fmt_s(pr["blocking"]["collective"]), fmt_s(pr["unbucketed"]["collective"]),
+                     fmt_s(pr["blocking"]["collective"]), fmt_s(pr["blocking"]["collective_later"]),
+                     fmt_s(pr["unbucketed"]["collective"]),
                      fmt_s(r["raw_collective"]["overlap"]), fmt_s(r["window"]), fmt_s(r["exposed_overlap"]),
                      fmt_hidden(r["hidden_share_profile"]), fmt_hidden(r["hidden_share_steps"])])
     L += ["## Time in collectives and overlap (2 ranks, per step)", "",
           md_table(["model", "statistic", "gradients", "buckets", "compute, 1 rank", "compute, 2 ranks",
-                    "collective, blocking", "collective, unbucketed", "raw MPI, buckets", "window", "exposed, overlap",
-                    "hidden (profile)", "hidden (steps)"], rows), "",
-          "compute: the profiled kernels other than the allreduce kernels. Buckets of the overlapped step, in "
+                    "collective, blocking", "the same, later rank", "collective, unbucketed", "raw MPI, buckets",
+                    "window", "exposed, overlap", "hidden (profile)", "hidden (steps)"], rows), "",
+          "compute: the profiled kernels other than the allreduce kernels. *the same, later rank*: per step, the "
+          "smaller of the two ranks' allreduce-kernel times, i.e. that of the rank the other one waited for: what "
+          "the collectives cost without the wait for a late partner. Buckets of the overlapped step, in "
           "the order they start: " + "; ".join(f"{n}: " + ", ".join(fmt_bytes(b) for b in s[n]["collective_bytes"]
                                                                    ["overlap"]) for n in args.models)
           + ". A bucket closes when the next gradient would take it past 1 MiB, so a small gradient between two "
@@ -726,11 +739,14 @@ def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, e
           "MPI progress engine and gloo's threads all take time from the ranks' compute, which 1 rank never "
           "sees. The 2-rank numbers are therefore pessimistic for both symfuse and DDP.",
           "- MPI waits by polling: a rank inside a collective keeps its core spinning until the other rank "
-          "arrives. With more runnable processes than cores (the load average above), the other rank may be "
-          "descheduled, and the wait then lasts a scheduler time slice (milliseconds), not the allreduce's "
-          "microseconds: this is the gap between the profiled collective time and the raw MPI cost of the same "
-          "bytes (taken right after a barrier, with both ranks running). gloo waits on sockets and gives its core "
-          "up meanwhile, which on an oversubscribed machine costs DDP less.",
+          "has done its part. A large allreduce passes through shared memory in pieces, each needing both ranks "
+          "to run; with more runnable processes than cores (the load average above), one of them is often "
+          "descheduled, before the collective (the other waits for it: *collective, blocking* against *the same, "
+          "later rank*) or in the middle of it (both wait: *later rank* against *raw MPI*), and a wait then "
+          "lasts a scheduler time slice (milliseconds) instead of the allreduce's microseconds. The raw MPI cost, "
+          "taken right after a barrier with both ranks running, is the floor; the p10 rows come close to it. "
+          "gloo waits on sockets and gives its core up meanwhile, which on an oversubscribed machine costs DDP "
+          "less.",
           "- Two changes to the compiled schedule would widen the overlap window: computing each layer's weight "
           "gradient as soon as its output gradient exists (before going on down the input-gradient chain), and "
           "updating each bucket's parameters right after its own wait instead of all of them in one fused kernel "
