@@ -615,7 +615,7 @@ def write_outputs(args, meta, rounds, s, s10, alpha_here, bw_here, model_rows, e
     L += ["Weak-scaling efficiency of 2 ranks (1-rank step / 2-rank step; 1.00 = twice the samples per second) "
           "and symfuse against DDP:", "",
           md_table(["model", "statistic", "symfuse overlap", "symfuse blocking", "symfuse unbucketed", "torch DDP",
-                    "symfuse overlap / DDP step"], rows), ""]
+                    "symfuse overlap / DDP step (< 1: symfuse faster)"], rows), ""]
     # ---- collectives
     rows = []
     for n, (tag, ss) in ((n, st) for n in args.models for st in stats):
