@@ -141,11 +141,14 @@ def reduce_scatter(x):
 
 
 def average_gradients(grads, bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = True):
-    """``grads`` averaged over the ranks: one ``allreduce_bucket`` per bucket of at
-    most ``bucket_bytes`` (0: one ``allreduce`` per gradient). Buckets are filled
-    from the last gradient back, the order backpropagation produces them, so the
-    first bucket's collective starts while earlier layers' gradients are still
-    being computed; ``overlap`` makes it non-blocking on the cpu target."""
+    """``grads`` averaged over the ranks: one ``allreduce_bucket`` per bucket, a bucket
+    closed once it holds ``bucket_bytes`` (DDP's rule: it passes the cap by at most
+    its last gradient, so a small gradient never travels alone between two large
+    ones and pays a whole collective's latency; 0: one ``allreduce`` per gradient).
+    Buckets are filled from the last gradient back, the order backpropagation
+    produces them, so the first bucket's collective starts while earlier layers'
+    gradients are still being computed; ``overlap`` makes it non-blocking on the
+    cpu target."""
     grads = list(grads)
     world = _world()
     if bucket_bytes <= 0:
@@ -166,7 +169,7 @@ def average_gradients(grads, bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: 
 
     for i in reversed(range(len(grads))):
         g = grads[i]
-        if bucket and (g.dtype != grads[bucket[0]].dtype or nbytes + g.type.nbytes > bucket_bytes):
+        if bucket and (g.dtype != grads[bucket[0]].dtype or nbytes >= bucket_bytes):
             flush()
         bucket.append(i)
         nbytes += g.type.nbytes
