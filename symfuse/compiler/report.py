@@ -64,7 +64,7 @@ class CompileReport:
         or began at ``since`` (a ``time.perf_counter()`` reading). Closed sibling
         stages that began after it began ran inside it and become its children;
         ``since`` places that start exactly, ``seconds`` a little late (by the time
-        between the caller's clock read and this call)."""
+        between the caller's clock read and this call). It is listed after them."""
         now = time.perf_counter()
         if since is not None:
             seconds = now - since
