@@ -19,8 +19,10 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/symfuse time lenet --train --repeat 3
 	$(VENV)/bin/symfuse train lenet --epochs 15 --no-progress
 
+# two workers (pytest-xdist): the machines this runs on have two cores. The run compiles
+# into its own temporary cache (tests/conftest.py); SYMFUSE_CACHE_DIR=dir keeps one between runs
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_passes.py

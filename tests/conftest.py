@@ -1,6 +1,19 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+
+# A test run writes nothing into the user's compile cache (~/.cache/symfuse): unless
+# SYMFUSE_CACHE_DIR names one, the run compiles into a private temporary cache,
+# removed when the run ends. Set here, before symfuse is imported, so that every
+# cache the run opens and every subprocess it starts (pytest-xdist's workers too,
+# which then share it) sees it.
+if not os.environ.get("SYMFUSE_CACHE_DIR"):
+    _RUN_CACHE = tempfile.mkdtemp(prefix="symfuse-test-cache-")
+    os.environ["SYMFUSE_CACHE_DIR"] = _RUN_CACHE
+    atexit.register(shutil.rmtree, _RUN_CACHE, True)
 
 import numpy as np
 import pytest

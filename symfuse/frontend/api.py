@@ -18,7 +18,8 @@ from ..ir.types import cast_exactly, tensor_type
 
 # --------------------------------------------------------------------------- leaves
 def tensor(name: str, shape: Sequence[int] = (), dtype="float32") -> Value:
-    """A symbolic input with a static shape."""
+    """A symbolic input with a static shape. ``dtype`` "float" is float32 and "int"
+    int32 (the frameworks' convention, not numpy's 64-bit reading)."""
     if not isinstance(name, str) or not name:
         raise InputError(f"tensor name must be a non-empty string, got {name!r}{_at()}")
     if isinstance(shape, numbers.Integral):

@@ -439,6 +439,53 @@ def take(x, indices, axis=0) -> Value:
     return apply("take", [as_tensor(x), as_tensor(indices)], {"axis": axis})
 
 
+# --------------------------------------------------------------------------- numpy ufuncs on Value
+# numpy ufuncs (by ``ufunc.__name__``) with a symfuse function of the same meaning;
+# numpy hands a call with a symbolic operand to ``Value.__array_ufunc__``
+_UFUNCS = {name: globals()[name] for name in (
+    "add", "subtract", "multiply", "divide", "power", "negative", "maximum", "minimum", "matmul",
+    "exp", "expm1", "log", "log1p", "sqrt", "square", "reciprocal", "sign", "sin", "cos", "tanh",
+    "floor", "ceil", "equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
+    "logical_and", "logical_or", "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor",
+    "left_shift", "right_shift")}
+_UFUNCS["absolute"] = abs
+_UFUNCS["invert"] = _by_dtype(logical_not, bitwise_not)
+_UFUNCS["positive"] = lambda x: as_tensor(x)
+
+# what to write instead, for ufuncs without a symfuse op
+_UFUNC_HINTS = {
+    "tan": "sf.sin(x) / sf.cos(x)", "log2": "sf.log(x) / np.log(2)", "log10": "sf.log(x) / np.log(10)",
+    "exp2": "2.0 ** x", "fabs": "sf.abs", "fmax": "sf.maximum",
+    "fmin": "sf.minimum", "rint": "sf.round", "isnan": "x != x",
+    "logical_xor": "sf.not_equal on bool tensors", "sinh": "(sf.exp(x) - sf.exp(-x)) / 2",
+    "cosh": "(sf.exp(x) + sf.exp(-x)) / 2", "logaddexp": "sf.logsumexp over a stacked axis",
+}
+
+
+def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
+    """``np.exp(x)`` on a symbolic tensor builds ``sf.exp(x)``; numpy calls this for any
+    ufunc with a symbolic operand (``ndarray + x`` too)."""
+    name = ufunc.__name__
+    f = _UFUNCS.get(name)
+    if f is None:
+        hint = _UFUNC_HINTS.get(name)
+        raise TypeError(f"numpy.{name} has no symfuse op for symbolic tensors"
+                        + (f"; write {hint}" if hint else "; write it with symfuse functions "
+                           "(sf.exp, sf.log, sf.where, ...) or define an op (docs/custom_ops.md)") + _at())
+    if method != "__call__":
+        raise TypeError(f"numpy.{name}.{method} is not supported on symbolic tensors; use the "
+                        f"symfuse function (sf.{_sf_name(name)}, or x.sum()/x.max()/x.min() for a "
+                        f"reduction){_at()}")
+    if kwargs:
+        raise TypeError(f"numpy.{name}: keyword(s) {', '.join(sorted(kwargs))} are not supported on symbolic "
+                        f"tensors; call sf.{_sf_name(name)} (the result is a new symbolic tensor){_at()}")
+    return f(*inputs)
+
+
+def _sf_name(name: str) -> str:
+    return {"absolute": "abs", "invert": "bitwise_not", "positive": "as_tensor"}.get(name, name)
+
+
 # --------------------------------------------------------------------------- methods on Value
 def _install_methods():
     r = lambda f: (lambda self, other: f(other, self))  # noqa: E731
@@ -465,6 +512,7 @@ def _install_methods():
     for k, f in methods.items():
         setattr(Value, k, f)
     Value.__hash__ = object.__hash__
+    Value.__array_ufunc__ = _array_ufunc
     Value.T = property(lambda self: transpose(self))
 
 

@@ -93,7 +93,9 @@ def softmax_cross_entropy(logits, targets, axis=-1) -> Value:
     """-sum(targets * log_softmax(logits), axis), one value per row.
 
     targets: float probabilities of the logits' shape, or integer class labels of the
-    logits' shape without ``axis`` (an out-of-range label gives a zero target row)."""
+    logits' shape without ``axis`` (an out-of-range label, -1 included, gives a zero
+    target row and so a loss of 0 for that row: the masking idiom; labels are not
+    range-checked)."""
     x = as_tensor(logits)
     t = targets if isinstance(targets, Value) else as_tensor(np.asarray(targets))
     if not isinstance(targets, Value) and t.dtype.is_float and t.dtype is not x.dtype:
@@ -112,5 +114,8 @@ def softmax_cross_entropy(logits, targets, axis=-1) -> Value:
 
 # --------------------------------------------------------------------------- indexing
 def one_hot(indices, depth, dtype="float32") -> Value:
-    """indices.shape + (depth,) with 1 at each index; indices outside [0, depth) give zero rows."""
+    """indices.shape + (depth,) with 1 at each index; indices outside [0, depth) give zero rows.
+
+    Indices are not range-checked (at compile or call time): -1 is the way to mask a
+    padded position, and a wrong label shows as a zero row, never an error."""
     return apply("one_hot", [as_tensor(indices)], {"depth": depth, "dtype": dtype})

@@ -72,12 +72,24 @@ float16, float32, float64 = DTYPES["float16"], DTYPES["float32"], DTYPES["float6
 int32, int64, uint32, bool_ = DTYPES["int32"], DTYPES["int64"], DTYPES["uint32"], DTYPES["bool"]
 
 
+# The deep-learning convention (PyTorch's torch.float, TensorFlow's "float", and symfuse's
+# own Python-scalar constants): "float" and Python's float are float32, "int" and Python's
+# int int32, where numpy would read them as 64-bit. "float64"/"double" and "int64" say 64.
+_CONVENTION = {"float": "float32", "int": "int32"}
+
+
 def as_dtype(d) -> DType:
-    """Accept a DType, a name ("float32"/"f32"), a numpy dtype or a Python type."""
+    """Accept a DType, a name ("float32"/"f32"), a numpy dtype or a Python type.
+    "float" (and ``float``) is float32 and "int" (and ``int``) int32, as in the
+    deep-learning frameworks, not numpy's float64/int64."""
     if isinstance(d, DType):
         return d
-    if isinstance(d, str) and d in DTYPES:
-        return DTYPES[d]
+    if d is float or d is int:
+        d = d.__name__
+    if isinstance(d, str):
+        d = _CONVENTION.get(d, d)
+        if d in DTYPES:
+            return DTYPES[d]
     try:
         name = np.dtype(d).name
     except TypeError:

@@ -171,7 +171,8 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
     Each history entry has ``epoch``, ``time_s`` (training wall time), ``steps``,
     and ``loss``, ``accuracy``, ``test_loss``, ``test_accuracy`` (classifiers) or
     ``recon_error``, ``test_recon_error`` (unsupervised). Train metrics are the
-    means over the epoch's steps; test metrics are computed in eval mode.
+    means over the epoch's steps (a step returning the loss alone gives no
+    ``accuracy``); test metrics are computed in eval mode.
 
     ``distributed`` (data-parallel on MPI, docs/distributed.md): every rank runs
     this with the same arguments; the step must average its gradients (built inside
@@ -209,7 +210,8 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
         train_fn, predict_fn = (model if isinstance(model, (tuple, list)) else (model, None))
         compile_s = 0.0
         unsupervised = len(train_fn.inputs) == 1
-        names = ["recon_error"] if unsupervised else ["loss", "accuracy"]
+        # a step returning the loss alone has no accuracy to show
+        names = (["recon_error"] if unsupervised else ["loss", "accuracy"])[:len(train_fn.outputs)]
     xin = train_fn.inputs[0]
     batch = xin.type.shape[0]
     if batch_size is not None and int(batch_size) != batch:

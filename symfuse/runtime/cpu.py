@@ -220,7 +220,7 @@ class CpuBackend(Backend):
         rt = runtime_library(*found)
         if rt is not None and rt.build_seconds and not report.info.get("runtime_built"):
             report.info["runtime_built"] = True
-            report.add_stage("runtime library build", time.perf_counter() - t0,
+            report.add_stage("runtime library build", since=t0,
                              note="once per installation and compiler: " + rt.path)
 
     @staticmethod
@@ -234,12 +234,12 @@ class CpuBackend(Backend):
         prelude, built = unit_prelude(rt, cc, tuple(_compile_flags(rt))) if rt is not None else (None, 0.0)
         if rt is not None and (rt.build_seconds or built) and not report.info.get("runtime_built"):
             report.info["runtime_built"] = True
-            report.add_stage("runtime library build", time.perf_counter() - t0,
+            report.add_stage("runtime library build", since=t0,
                              note="once per installation and compiler: " + (rt.path if rt.build_seconds else prelude))
         elif rt is not None and time.perf_counter() - t0 > 1e-3:
             # the ~6 MB precompiled prelude is hashed before its first use in a process
             # (a damaged one is rebuilt, never handed to gcc)
-            report.add_stage("runtime library check", time.perf_counter() - t0, note="checksum of the unit prelude")
+            report.add_stage("runtime library check", since=t0, note="checksum of the unit prelude")
         return rt, prelude
 
     def identity(self) -> str:

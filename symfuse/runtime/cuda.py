@@ -431,7 +431,7 @@ class CudaBackend(Backend):
                 if lib is None or os.path.basename(lib.path) != entry["library"]:
                     return None
                 note = f"{arch}: found (graph entry)"
-            report.add_stage("cuda library", time.perf_counter() - t0, note=note)
+            report.add_stage("cuda library", since=t0, note=note)
         if not self.emulate and launches_at:
             with report.stage("nvrtc") as st:     # where a compile has its nvrtc stage: no NVRTC call here
                 st.note = f"{arch}: cache hit (graph entry)"

@@ -227,7 +227,7 @@ def test_report_lists_failures_and_groups_unsupported():
 # ----------------------------------------------------------------------------- the whole suite
 def _cache_dir():
     from symfuse.runtime.cache import DiskCache
-    return DiskCache().root                    # the user's symfuse cache: a rerun compiles nothing
+    return DiskCache().root                    # the run's cache (tests/conftest.py): shared by both devices
 
 
 @pytest.mark.parametrize("device", ["interp", "cpu"])

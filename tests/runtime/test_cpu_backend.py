@@ -107,7 +107,7 @@ def test_report_stages_add_up_to_total(tmp_path, monkeypatch):
     x = sf.tensor("x", (64, 64))
     f = sf.function([x], sf.tanh(x @ x).sum(), device="cpu")
     total = f.report.total_seconds
-    parts = sum(s.seconds for s in f.report.stages)
+    parts = sum(s.seconds for s in f.report.children(None))   # a parent's time includes its children's
     assert abs(total - parts) <= 0.05 * total
     names = [s.name for s in f.report.stages]
     for stage in ("build graph", "fusion", "memory plan", "codegen", "c compile", "load"):
