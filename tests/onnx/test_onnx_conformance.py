@@ -202,8 +202,10 @@ def test_a_hang_or_a_dying_worker_does_not_stop_the_run():
     x = np.array([-1, 2], np.float32)
     cases = [_case(n, _relu(), [x], [np.maximum(x, 0)]) for n in ("a", "hang", "b", "die", "c")]
     t0 = time.monotonic()
-    res = C.run_cases(cases, "interp", jobs=2, timeout=3, tasks_per_worker=2, runner=_misbehave)
-    assert time.monotonic() - t0 < 30
+    # the per-case timeout also covers a fresh worker's start (importing symfuse): on a loaded
+    # 2-core machine that alone can take seconds
+    res = C.run_cases(cases, "interp", jobs=2, timeout=15, tasks_per_worker=2, runner=_misbehave)
+    assert time.monotonic() - t0 < 120
     assert {n: o.status for n, o in res.items()} == {"a": "passed", "hang": "errored", "b": "passed",
                                                       "die": "errored", "c": "passed"}
     assert res["hang"].reason.startswith("timeout") and "SIGSEGV" in res["die"].reason
