@@ -25,5 +25,6 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_passes.py
 
+# symfuse/_build: the C runtime library that `pip install -e` builds into the source tree
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info symfuse/_build

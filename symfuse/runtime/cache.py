@@ -69,8 +69,8 @@ _WARNED: set = set()
 
 
 def jinja_bytecode_dir() -> str | None:
-    """Where Jinja's compiled templates go when the installation is read-only: the
-    compile cache's private "jinja" directory (None when the cache is refused).
+    """Where Jinja's compiled templates go: the compile cache's private "jinja"
+    directory (None when the cache is refused).
     Each compile path hands it to codegen, which knows nothing of the cache."""
     return environment_cache().private_dir("jinja")
 
