@@ -45,9 +45,10 @@ WHAT = """\
 - **cold** = a fresh process with empty compile caches: a fresh directory for SYMFUSE_CACHE_DIR,
   PyTensor's `compiledir`, JAX's persistent compilation cache (`jax_compilation_cache_dir`,
   `jax_persistent_cache_min_compile_time_secs=0`, `jax_persistent_cache_min_entry_size_bytes=-1`),
-  TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR. Caches outside these directories are not cleared:
-  the OS page cache, and symfuse's runtime libraries (`symfuse/_build`, built once per installed
-  version; the study builds them before it times anything).
+  TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR. Caches outside these directories are not cleared
+  (the OS page cache), and symfuse's runtime libraries and compiled templates, built once per
+  installation and kept by `symfuse cache prune`, are built before anything is timed: every fresh
+  symfuse cache starts with them.
 - **warm** = a second fresh process with the same cache directories, right after the cold one.
 - Each value is the median of `--repeat` cold/warm pairs, min-max in brackets.
 - symfuse-cuda-aot compiles for `arch=sm_90` with NVRTC and is never called (no GPU): its compile time is
