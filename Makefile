@@ -18,6 +18,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/symfuse compile lenet --train -o build/lenet
 	$(VENV)/bin/symfuse time lenet --train --repeat 3
 	$(VENV)/bin/symfuse train lenet --epochs 15 --no-progress
+	@echo "symfuse is installed in $(VENV): run '. $(VENV)/bin/activate' to use symfuse and its python from your shell"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -74,3 +74,21 @@ def test_console_script_exists():
     for name, target in PYPROJECT["project"]["scripts"].items():
         module, attr = target.split(":")
         assert callable(getattr(importlib.import_module(module), attr)), name
+
+
+def _make_dry_run(target):
+    import shutil
+    import pytest
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    out = subprocess.run(["make", "-n", "-C", ROOT, target], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_make_clean_removes_what_an_editable_install_built():
+    assert "symfuse/_build" in _make_dry_run("clean")
+
+
+def test_make_demo_says_how_to_activate_the_environment():
+    assert ".venv/bin/activate" in _make_dry_run("demo")
