@@ -2,6 +2,7 @@
 warnings as errors, and documents what a user calls: a docstring that is not valid
 reST, or a public name that vanished from the pages, fails here and in CI."""
 import os
+import re
 import subprocess
 import sys
 
@@ -47,3 +48,16 @@ def test_docs_and_scripts_name_no_directory_of_a_machine():
             for n, line in enumerate(fh, 1):
                 found += [f"{os.path.relpath(path, ROOT)}:{n}: {line.strip()}" for p in MACHINE_PATHS if p in line]
     assert len(files) > 20 and not found, found
+
+
+def test_readme_shows_the_setup_and_keeps_the_numbers_short():
+    with open(os.path.join(ROOT, "README.md")) as fh:
+        readme = fh.read()
+    assert ". .venv/bin/activate" in readme
+    assert re.search(r"^pip install \.\s", readme, re.MULTILINE)
+    assert "load_digits" in readme and "28x28" in readme and "shipped" in readme
+    assert "docs/tutorial.md" in readme and "CHANGELOG.md" in readme
+    performance = readme[readme.index("## Performance"):]
+    assert len(performance.split()) < len(readme.split()) / 4, "the full account belongs in bench/README.md"
+    with open(os.path.join(ROOT, "bench", "README.md")) as fh:
+        assert "## Results: the full account" in fh.read()
