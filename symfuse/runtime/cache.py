@@ -408,7 +408,9 @@ class DiskCache:
         return cache_maintenance.info(self)
 
     def clear(self) -> int:
-        """Remove every entry (and stale temporary files); returns entries removed."""
+        """Remove every entry but the runtime builds (``runtime/``, which compiles beside
+        this one are using; ``cache_maintenance.clear``) and stale temporary files;
+        returns entries removed."""
         return cache_maintenance.clear(self)
 
     def prune(self, max_bytes: int) -> int:

@@ -19,8 +19,8 @@ specialised library kernels, and launch these by name.
   emulator's host compiler into their own shared object (``cuda_emu``'s build
   and naming, in the library's directory).
 
-Location: the compile cache's ``runtime/cuda-<key>/`` (``cache prune`` keeps it,
-``cache clear`` removes it); never the installed package, which holds only what
+Location: the compile cache's ``runtime/cuda-<key>/`` (``cache prune`` and
+``cache clear`` keep it: compiles beside them use it); never the installed package, which holds only what
 ``pip install`` put there, so that ``pip uninstall`` removes everything.
 ``<key>`` hashes the library's sources and headers, so a stale build is never
 picked up.
