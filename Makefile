@@ -18,6 +18,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/symfuse compile lenet --train -o build/lenet
 	$(VENV)/bin/symfuse time lenet --train --repeat 3
 	$(VENV)/bin/symfuse train lenet --epochs 15 --no-progress
+	@echo "symfuse is installed in $(VENV): run '. $(VENV)/bin/activate' to use symfuse and its python from your shell"
 
 # two workers (pytest-xdist): the machines this runs on have two cores. The run compiles
 # into its own temporary cache (tests/conftest.py); SYMFUSE_CACHE_DIR=dir keeps one between runs
@@ -27,5 +28,6 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_passes.py
 
+# symfuse/_build: the C runtime library that `pip install -e` builds into the source tree
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info symfuse/_build

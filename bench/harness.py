@@ -44,6 +44,15 @@ def add_common_args(ap: argparse.ArgumentParser, frameworks=peers.FRAMEWORKS) ->
                     help="exit 0 even when a measurement failed (failures are still recorded in the outputs)")
 
 
+def portable(arg: str) -> str:
+    """A command-line argument as recorded in the results: a path inside the repository
+    relative to it, so that the record names no directory of the machine it ran on."""
+    flag, eq, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+    if os.path.isabs(value) and os.path.abspath(value).startswith(ROOT + os.sep):
+        value = os.path.relpath(value, ROOT)
+    return flag + eq + value
+
+
 def out_dir(args) -> str:
     if args.out_dir:
         return args.out_dir
@@ -142,14 +151,32 @@ class Study:
         self.scratch = tempfile.mkdtemp(prefix=f"symfuse-bench-{name}-")
         self.errors: list[str] = []
         self.t0 = time.time()
-        self.meta = {"study": name, "argv": sys.argv[1:], "quick": bool(args.quick), "frameworks": self.frameworks,
+        self.meta = {"study": name, "argv": [portable(a) for a in sys.argv[1:]], "quick": bool(args.quick), "frameworks": self.frameworks,
                      "threads": args.threads or "framework defaults",
                      "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                      "machine": machine_info(), "loadavg_start": os.getloadavg(), "versions": {}}
 
+    # what a symfuse compile cache keeps across `cache prune --max-size 0`: the libraries
+    # built once per installation and cache, not per compile
+    INSTALLATION_KEEPS = ("runtime", "jinja", "hmac.key")
+
     def fresh_cache(self, tag: str) -> str:
         d = tempfile.mkdtemp(prefix=f"{tag}-", dir=self.scratch)
+        seed = getattr(self, "installation_cache", None)
+        if seed:     # permissions kept: symfuse accepts only a private cache
+            shutil.copytree(seed, os.path.join(d, "symfuse"), symlinks=True)
         return d
+
+    def keep_installation_builds(self, cache_root: str) -> None:
+        """Every later fresh cache starts from ``cache_root``'s symfuse cache, emptied
+        of all but the runtime libraries and Jinja's bytecode: a cold compile then
+        pays for what each compile pays for, as after ``pip install``."""
+        seed = os.path.join(cache_root, "symfuse")
+        for name in os.listdir(seed):
+            if name not in self.INSTALLATION_KEEPS:
+                p = os.path.join(seed, name)
+                shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.remove(p)
+        self.installation_cache = seed
 
     def run(self, job: dict, cache_root: str, timeout: float | None = None, what: str = "",
             script: str | None = None) -> dict:

@@ -1,4 +1,5 @@
-"""symfuse: a symbolic deep-learning graph compiler.
+"""symfuse: a symbolic deep-learning graph compiler, its whole symbolic API in
+one namespace::
 
     import symfuse as sf
     x = sf.tensor("x", (128, 784))

@@ -1,7 +1,7 @@
-"""Where the installation keeps what it builds once (the C and CUDA runtime
-libraries, Jinja's compiled templates): ``symfuse/_build`` inside the package.
-It belongs to the installation, so emptying the compile cache does not rebuild
-it; a read-only installation falls back to the compile cache's ``runtime/``."""
+"""Where ``pip install`` puts what it builds (the C runtime library,
+``setup.py``): ``symfuse/_build`` inside the package, listed in the wheel's
+RECORD so that ``pip uninstall`` removes it. The run time only reads it; what
+it builds goes into the compile cache (``runtime/``, ``jinja/``)."""
 import os
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -1,9 +1,9 @@
 """The Jinja environments of the code generators, one per template directory,
 and Jinja's compiled templates kept on disk: compiling the C templates costs
-~100 ms per process, a third of a cold compile's codegen. Like the C runtime
-library they belong to the installation (``symfuse/_build/jinja``), so a cold
-compile with an empty compile cache does not pay for them again; Jinja checks
-each template's source (checksum) before using its cached bytecode."""
+~100 ms per process, a third of a cold compile's codegen. They go into the
+compile cache's private ``jinja/`` directory, not the installed package: run
+time writes nothing there that ``pip uninstall`` would not know to remove.
+Jinja checks each template's source (checksum) before using its cached bytecode."""
 from __future__ import annotations
 
 import functools
@@ -13,28 +13,19 @@ import os
 import tempfile
 from typing import Callable
 
-from ..install_dirs import BUILD_DIR
 
-
-# where bytecode goes when the installation is read-only: set by the runtime to the
-# compile cache's private "jinja" directory (None when the cache is refused); codegen
-# itself knows nothing of the cache
+# where bytecode goes: set by the runtime to the compile cache's private "jinja"
+# directory (None when the cache is refused); codegen itself knows nothing of the cache
 fallback_dir: Callable[[], str | None] = lambda: None
 
 
 @functools.lru_cache(maxsize=None)
 def bytecode_cache():
-    # Jinja's bytecode is marshalled code: only the installation's directory or a private cache
-    for d in (os.path.join(BUILD_DIR, "jinja"), fallback_dir()):
-        if d is None:
-            continue
-        try:
-            os.makedirs(d, mode=0o755, exist_ok=True)
-            if os.access(d, os.W_OK):
-                return _checked_bytecode_cache(d)
-        except OSError:
-            continue
-    return None
+    # Jinja's bytecode is marshalled code: only a private cache directory
+    d = fallback_dir()
+    if d is None or not os.access(d, os.W_OK):
+        return None
+    return _checked_bytecode_cache(d)
 
 
 def _checked_bytecode_cache(directory: str):

@@ -1,7 +1,7 @@
 """Data-parallel training on MPI (mpi4py), as Horovod and PyTorch DDP do it: every
 process (rank) runs the same compiled step on its shard of the data, and the
 gradients are averaged across ranks inside the step by collective ops of the IR
-(``allreduce`` ...), so that a step stays one call into compiled code.
+(``allreduce`` ...), so that a step stays one call into compiled code::
 
     import symfuse as sf
     from symfuse import distributed as dist

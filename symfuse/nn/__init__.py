@@ -1,5 +1,5 @@
 """symfuse.nn: layers, losses, initialisers, optimisers, data, a model zoo and a
-training loop on top of the symbolic API.
+training loop on top of the symbolic API::
 
     import symfuse as sf
     from symfuse import nn

@@ -180,7 +180,8 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay::
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight
+    decay::
 
         g = grad + weight_decay * p
         v = momentum * v + g                       (momentum > 0)

@@ -1,4 +1,4 @@
-"""Ready-made models: the classic Theano-tutorial trio.
+"""Ready-made models: the classic Theano-tutorial trio::
 
     from symfuse.nn import zoo
     m = zoo.get("lenet", batch=64)          # or zoo.lenet(batch=64), zoo.ZOO["lenet"](...)

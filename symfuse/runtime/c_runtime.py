@@ -13,13 +13,15 @@ unit's API header. A compiler without ``-aux-info`` (clang) makes
 ``runtime_library()`` return None and the cpu backend falls back to including
 the whole header into each unit (static functions, specialised per call site).
 
-Location: ``symfuse/_build`` inside the installed package when writable (it
-belongs to the installation, so emptying the compile cache does not rebuild
-it), else ``$SYMFUSE_CACHE_DIR/runtime``. ``pip install`` builds it there
-(``setup.py`` runs ``rt_recipe.prebuild``), so the first compile does not wait
-~5 s for it; the directory name is the recipe's key (header, compiler, flags,
-OpenBLAS's name, CPU), so a stale build is never picked up and the install-time
-build is found although it was linked in pip's build environment.
+Location: ``pip install`` builds it into ``symfuse/_build/<key>/`` (``setup.py``
+runs ``rt_recipe.prebuild``; the wheel's RECORD lists it, so ``pip uninstall``
+removes it), and the first compile does not wait ~5 s for it. Without that
+build (no compiler at install time, another compiler now, a damaged file) it is
+built at run time into the compile cache's ``runtime/<key>/``: the run time
+never writes into the installation, whose files uninstall could not know of.
+The directory name is the recipe's key (header, compiler, flags, OpenBLAS's
+name, CPU), so a stale build is never picked up and the install-time build is
+found although it was linked in pip's build environment.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from ..errors import CompileError
 from ..install_dirs import BUILD_DIR, C_TEMPLATE_DIR as INCLUDE_DIR
 from . import rt_recipe
 from .cache import cache_key, environment_cache, warn_once
-from .shared_object import Recipe, SharedObject, in_directory, intact, put_file
+from .shared_object import Recipe, SharedObject, in_directory, installed, intact, put_file
 from .toolchain import blas_lib_dir, find_compiler
 
 log = logging.getLogger("symfuse.cpu")
@@ -55,12 +57,16 @@ class RuntimeLibrary:
         return [f"-L{d}", f"-l:{os.path.basename(self.path)}", f"-Wl,-rpath,{d}"]
 
 
-def _build_dirs():
-    """The installation's build directory, then the cache's (only when it is private)."""
-    yield PACKAGE_BUILD_DIR
-    d = environment_cache().private_dir("runtime")
-    if d is not None:
-        yield d
+def run_time_dir() -> str | None:
+    """Where the run time builds what the installation lacks: the compile cache's
+    ``runtime/`` (None when the cache is not private)."""
+    return environment_cache().private_dir("runtime")
+
+
+def _locations(sub: str) -> list:
+    """``sub`` of the installation's build directory (looked in only), then of the cache's."""
+    d = run_time_dir()
+    return [installed(os.path.join(PACKAGE_BUILD_DIR, sub))] + ([in_directory(os.path.join(d, sub))] if d else [])
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,8 +106,7 @@ def runtime_library(cc: str, ccver: str) -> RuntimeLibrary | None:
         return None
     key = rt_recipe.library_key(header_bytes(), ccver, rt_recipe.cpu_identity())
     # header first, library last: readers test for the library, so they never see half a build
-    lib = SharedObject(rt_recipe.LIBRARY_NAME, [in_directory(os.path.join(d, key)) for d in _build_dirs()],
-                       companions=(rt_recipe.API_HEADER,))
+    lib = SharedObject(rt_recipe.LIBRARY_NAME, _locations(key), companions=(rt_recipe.API_HEADER,))
     preload_blas()
     found = lib.find()
     if found is not None:
@@ -159,9 +164,11 @@ def unit_prelude(rt: RuntimeLibrary, cc: str, flags: tuple[str, ...]) -> tuple[s
     compiles two units. gcc uses a precompiled header only with the flags it
     was made with (else it reads the text), hence one directory per flag set;
     a failed precompile leaves the text header, which works the same, slower."""
-    key = cache_key(UNIT_PRELUDE, header_bytes(), cc, " ".join(flags))[:16]
-    dirs = [os.path.join(d, "unit-" + key) for d in (rt.header_dir, environment_cache().private_dir("runtime"))
-            if d is not None]
+    # the library's directory is named by its key rather than its path: the same build
+    # lies in the installation or in a cache that was copied, and its API header is the same
+    key = cache_key(UNIT_PRELUDE, header_bytes(), cc, " ".join(rt.key if f == rt.header_dir else f for f in flags))[:16]
+    # not beside the library: that is the installation's when pip built it
+    dirs = [os.path.join(d, "unit-" + key) for d in (run_time_dir(),) if d is not None]
     for d in dirs:
         if intact(os.path.join(d, "sf_unit.h")):
             if os.path.exists(os.path.join(d, "sf_unit.h.gch")) and not intact(os.path.join(d, "sf_unit.h.gch")):

@@ -69,8 +69,8 @@ _WARNED: set = set()
 
 
 def jinja_bytecode_dir() -> str | None:
-    """Where Jinja's compiled templates go when the installation is read-only: the
-    compile cache's private "jinja" directory (None when the cache is refused).
+    """Where Jinja's compiled templates go: the compile cache's private "jinja"
+    directory (None when the cache is refused).
     Each compile path hands it to codegen, which knows nothing of the cache."""
     return environment_cache().private_dir("jinja")
 
@@ -408,7 +408,9 @@ class DiskCache:
         return cache_maintenance.info(self)
 
     def clear(self) -> int:
-        """Remove every entry (and stale temporary files); returns entries removed."""
+        """Remove every entry but the runtime builds (``runtime/``, which compiles beside
+        this one are using; ``cache_maintenance.clear``) and stale temporary files;
+        returns entries removed."""
         return cache_maintenance.clear(self)
 
     def prune(self, max_bytes: int) -> int:

@@ -15,6 +15,9 @@ import stat
 import time
 
 _TMP_PREFIX = ".tmp-"
+# the runtime builds (the C and CUDA runtime libraries, the unit prelude): built once per
+# installation and cache, and in use by every compile, so maintenance never removes them
+# beside a compile that is reading them; removing the cache directory drops them
 PRUNE_KEEPS = frozenset({"runtime"})
 _STALE_TMP_S = 3600      # a temporary file this old belongs to a writer that died, not one in progress
 _BUILD_DIR_DEPTH = 3     # a build directory sits at most this deep (cuda-emu/pch/<key>/.tmp-build-*)
@@ -123,11 +126,14 @@ def _build_dirs(cache) -> dict:
 
 
 def clear(cache) -> int:
-    """Remove every entry (and stale temporary files); returns entries removed."""
+    """Remove every entry but the runtime builds (and stale temporary files); returns
+    entries removed."""
     remove_stale_build_dirs(cache)
     removed = 0
     now = time.time()
-    for _, p, st in list(entries(cache)):
+    for ns, p, st in list(entries(cache)):
+        if ns in PRUNE_KEEPS:
+            continue
         if os.path.basename(p).startswith(_TMP_PREFIX) and now - st.st_mtime < _STALE_TMP_S:
             continue                   # another process is writing it right now
         try:
@@ -142,7 +148,7 @@ def prune(cache, max_bytes: int) -> int:
     """Remove least-recently-used entries (oldest mtime first; get() touches
     the mtime) until the total size is at most max_bytes. The runtime build
     (``runtime/``) is not an entry: every compiled library links against it,
-    so it is never pruned (``clear`` removes it)."""
+    so it is never pruned (nor cleared)."""
     remove_stale_build_dirs(cache)
     found = [(st.st_mtime_ns, p, st.st_size) for ns, p, st in entries(cache)
              if not os.path.basename(p).startswith(_TMP_PREFIX) and ns not in PRUNE_KEEPS]

@@ -277,9 +277,9 @@ class CpuBackend(Backend):
         several translation units (``render_program``), compiled by parallel
         compiler processes and linked; the cache key is ``source``'s."""
         cc, ccver = find_compiler()
-        if rt is not None:
-            flags = (["-I", prelude] if prelude else []) + FAST_FLAGS + ["-I", rt.header_dir] + rt.link_flags()
-        else:
+        if rt is not None and prelude:
+            flags = ["-I", prelude] + FAST_FLAGS + ["-I", rt.header_dir] + rt.link_flags()
+        else:       # no prelude to include: the unit compiles the runtime in (sf_unit_inline.h), BLAS and all
             flags = FAST_FLAGS + list(blas_link_flags())
         if mpi:
             flags = flags + list(mpi_flags())

@@ -17,12 +17,13 @@ specialised library kernels, and launch these by name.
   checksum does not match is rebuilt.
 * ``device="cuda-emu"``: :func:`emu_library` compiles the same kernels with the
   emulator's host compiler into their own shared object (``cuda_emu``'s build
-  and naming, in the library's directory instead of the compile cache).
+  and naming, in the library's directory).
 
-Location: ``symfuse/_build/cuda-<key>/`` inside the installed package when
-writable (it belongs to the installation: emptying the compile cache does not
-rebuild it), else ``$SYMFUSE_CACHE_DIR/runtime``; ``<key>`` hashes the
-library's sources and headers, so a stale build is never picked up.
+Location: the compile cache's ``runtime/cuda-<key>/`` (``cache prune`` and
+``cache clear`` keep it: compiles beside them use it); never the installed package, which holds only what
+``pip install`` put there, so that ``pip uninstall`` removes everything.
+``<key>`` hashes the library's sources and headers, so a stale build is never
+picked up.
 """
 from __future__ import annotations
 
@@ -38,11 +39,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..install_dirs import BUILD_DIR
 from .cache import cache_key, environment_cache
 from .toolchain import VERSION, nvrtc_identity, workers
-
-PACKAGE_BUILD_DIR = BUILD_DIR
 
 LIB_VERSION = "1"
 MAGIC = b"SFCUDALIB1\n"
@@ -53,7 +51,7 @@ _loaded: dict = {}                # path -> ((mtime_ns, size), CudaLibrary): a f
 def build_dirs() -> list[str]:
     """Where the library may live, in order of preference (tests replace this)."""
     cache_dir = environment_cache().private_dir("runtime")   # only a private cache
-    return [PACKAGE_BUILD_DIR] + ([cache_dir] if cache_dir is not None else [])
+    return [cache_dir] if cache_dir is not None else []
 
 
 def _template_dir() -> str:

@@ -7,8 +7,9 @@ precompiled headers.
 Where a product may live is a list of ``Location``s, tried in order: a
 directory of the compile cache (``in_cache``: every level a private directory,
 the product sealed with the cache's key, ``DiskCache.file_verified`` before use)
-or a directory of the installation (``in_directory``: made when missing, the
-product carrying a ``.sha256`` sidecar against damage). ``artefact_ok`` /
+or a directory outside it (``in_directory``: made when missing, the product
+carrying a ``.sha256`` sidecar against damage; ``installed``: looked in, never
+built into, as the installation's own files are written only by ``pip install``). ``artefact_ok`` /
 ``seal_artefact`` pick the seal by where the path lies. A product found intact
 in any location is a hit; a miss is built in the first location that can be
 written, or, when none can, in a temporary directory for this process only.
@@ -126,14 +127,18 @@ def intact(path: str, cache: DiskCache | None = None) -> bool:
 @dataclass(frozen=True)
 class Location:
     """A directory a product may be found in and built into: ``parts`` below
-    the compile cache's root, or ``path``, a directory of the installation."""
+    the compile cache's root, or ``path``, a directory outside it (``buildable``
+    False: found there, never built there)."""
     parts: tuple[str, ...] = ()
     path: str | None = None
+    buildable: bool = True
 
     def find(self, cache: DiskCache) -> str | None:
         return self.path if self.path is not None else cache.private_dir(*self.parts, create=False)
 
     def make(self, cache: DiskCache) -> str | None:
+        if not self.buildable:
+            return None
         if self.path is not None:
             return self.path if writable_dir(self.path) else None
         return cache.private_dir(*self.parts) if cache.enabled else None
@@ -145,6 +150,13 @@ def in_cache(*parts: str) -> Location:
 
 def in_directory(path: str) -> Location:
     return Location(path=path)
+
+
+def installed(path: str) -> Location:
+    """A directory of the installation: what ``pip install`` built there is used, but
+    nothing is added at run time, so ``pip uninstall`` (which removes what the
+    wheel's RECORD lists) leaves nothing behind."""
+    return Location(path=path, buildable=False)
 
 
 @dataclass

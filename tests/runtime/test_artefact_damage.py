@@ -2,8 +2,10 @@
 prebuilt C runtime library, its API header, the precompiled unit prelude and
 Jinja's compiled templates are checked before use; a damaged one is rebuilt and
 the compile gives correct results, never SIGBUS, a wrong answer or a failure on
-every later compile. Each case runs in a fresh process on a private copy of the
-build directory ($SYMFUSE_BUILD_DIR), so the installation's own is not touched."""
+every later compile. Each case runs in a fresh process on a private copy of an
+installation's build directory ($SYMFUSE_BUILD_DIR, the library built there as
+``pip install`` builds it) and of the compile cache, which holds what the run
+time builds (the prelude, Jinja's bytecode, a library the installation lacks)."""
 import glob
 import json
 import os
@@ -14,7 +16,8 @@ import textwrap
 
 import pytest
 
-from symfuse.install_dirs import BUILD_DIR
+from symfuse.runtime import rt_recipe
+from symfuse.runtime.toolchain import blas_lib_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,13 +49,17 @@ def run_child(build_dir, cache_dir):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A build directory with the runtime library, prelude and templates in it."""
-    d = tmp_path_factory.mktemp("build") / "b"
-    if os.path.isdir(BUILD_DIR):
-        shutil.copytree(BUILD_DIR, d, ignore=shutil.ignore_patterns("cuda-*"))
-    out, _ = run_child(d, tmp_path_factory.mktemp("cache"))
+    """An installation (``_build``: the runtime library) and a cache (the prelude,
+    the templates) after one compile; ``b`` and ``c`` below the returned directory."""
+    root = tmp_path_factory.mktemp("built")
+    package = root / "symfuse"
+    shutil.copytree(os.path.join(ROOT, "symfuse", "templates"), package / "templates")
+    if rt_recipe.prebuild(str(package), blas_lib_dir(), log=lambda m: None) is None:
+        pytest.skip("no install-time build of the runtime library with this compiler")
+    os.rename(package / "_build", root / "b")
+    out, _ = run_child(root / "b", root / "c")
     assert out["ok"]
-    return d
+    return root
 
 
 def _damage(path, how):
@@ -68,35 +75,37 @@ def _damage(path, how):
     open(path, "wb").write(bytes(data))
 
 
-ARTEFACTS = {
-    "runtime library": "*/libsymfuse_rt.so",
-    "runtime API header": "*/sf_runtime_api.h",
-    "precompiled prelude": "*/unit-*/sf_unit.h.gch",
-    "prelude header": "*/unit-*/sf_unit.h",
-    "jinja bytecode": "jinja/*.cache",
+ARTEFACTS = {           # below the installation's build directory (b) or the cache (c)
+    "runtime library": "b/*/libsymfuse_rt.so",
+    "runtime API header": "b/*/sf_runtime_api.h",
+    "precompiled prelude": "c/runtime/unit-*/sf_unit.h.gch",
+    "prelude header": "c/runtime/unit-*/sf_unit.h",
+    "jinja bytecode": "c/jinja/*.cache",
 }
 
 
 @pytest.mark.parametrize("how", ["truncate", "flip16", "empty"])
 @pytest.mark.parametrize("what", sorted(ARTEFACTS))
 def test_damaged_build_artefact_is_rebuilt(built, tmp_path, what, how):
-    d = tmp_path / "b"
-    shutil.copytree(built, d)
-    paths = glob.glob(str(d / ARTEFACTS[what]))
-    assert paths, f"no {what} in {os.listdir(d)}"
+    for sub in ("b", "c"):
+        shutil.copytree(built / sub, tmp_path / sub)
+    paths = glob.glob(str(tmp_path / ARTEFACTS[what]))
+    assert paths, f"no {what} in {os.listdir(tmp_path)}"
     for p in paths:
         _damage(p, how)
-    first, _ = run_child(d, tmp_path / "c1")
+    first, _ = run_child(tmp_path / "b", tmp_path / "c")
     assert first["ok"]
-    again, _ = run_child(d, tmp_path / "c2")         # repaired: the next process is fine too
+    again, _ = run_child(tmp_path / "b", tmp_path / "c")     # repaired: the next process is fine too
     assert again["ok"] and "runtime library build" not in again["stages"]
 
 
 def test_damaged_sidecar_is_a_rebuild_not_a_failure(built, tmp_path):
     """A checksum sidecar that is not even text (a non-UTF-8 byte) is damage like any other."""
     d = tmp_path / "b"
-    shutil.copytree(built, d)
-    for p in glob.glob(str(d / "*" / "libsymfuse_rt.so.sha256")):
+    shutil.copytree(built / "b", d)
+    paths = glob.glob(str(d / "*" / "libsymfuse_rt.so.sha256"))
+    assert paths
+    for p in paths:
         open(p, "wb").write(b"\xff\xfe" + os.urandom(30))
     out, err = run_child(d, tmp_path / "c")
     assert out["ok"] and "runtime library build" in out["stages"]
@@ -109,5 +118,5 @@ def test_prebuilt_runtime_with_an_unusable_cache(built, tmp_path):
     """The runtime library prebuilt in the installation, and a cache directory that
     cannot be created: functions with a matmul, softmax and their gradients still
     compile and run (no undefined BLAS symbol), without caching."""
-    out, err = run_child(built, "/dev/null/cache")
+    out, err = run_child(built / "b", "/dev/null/cache")
     assert out["ok"] and "compiling without caching" in err

@@ -273,3 +273,17 @@ def test_code_identity_follows_edits(tmp_path, monkeypatch):
     finally:
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert toolchain.code_identity.__wrapped__() == before
+
+
+def test_clear_and_prune_keep_the_runtime_builds(cache):
+    """runtime/ holds what every compile reads (the runtime libraries, the unit
+    prelude): maintenance beside a compile must not take it away."""
+    cache.put(NS, cache_key("a"), b"x" * 100)
+    d = cache.private_dir("runtime", "abc123")
+    lib = os.path.join(d, "libsymfuse_rt.so")
+    with open(lib, "wb") as fh:
+        fh.write(b"\x7fELF" + b"\0" * 100)
+    assert cache.prune(0) == 1 and os.path.exists(lib)
+    cache.put(NS, cache_key("b"), b"y" * 100)
+    assert cache.clear() == 1 and os.path.exists(lib)
+    assert cache.info()["namespaces"].keys() == {"runtime"}

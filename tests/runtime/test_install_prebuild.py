@@ -1,6 +1,7 @@
 """Installing builds the C runtime library (setup.py -> rt_recipe.prebuild) under the
 key that the run-time lookup computes, so the first compile after ``pip install``
 finds it instead of spending ~5 s building it."""
+import glob
 import json
 import os
 import shutil
@@ -81,10 +82,12 @@ def test_damaged_prebuilt_library_is_rebuilt_not_loaded(tmp_path):
         assert hashlib.sha256(fh.read()).hexdigest() == seal.read().strip()
 
 
-def test_wheel_carries_the_library_under_the_runtime_key(tmp_path):
-    _, version = _gcc()
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    _gcc()
     pytest.importorskip("setuptools")
     pytest.importorskip("wheel")
+    tmp_path = tmp_path_factory.mktemp("wheel")
     src = tmp_path / "src"
     # a copy without build outputs: setuptools builds in the source tree
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "_build", "*.egg-info",
@@ -92,10 +95,115 @@ def test_wheel_carries_the_library_under_the_runtime_key(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    (wheel,) = (tmp_path / "dist").glob("symfuse-*.whl")
+    (path,) = (tmp_path / "dist").glob("symfuse-*.whl")
+    return path
+
+
+def test_wheel_carries_the_library_under_the_runtime_key(wheel):
+    _, version = _gcc()
     names = zipfile.ZipFile(wheel).namelist()
     key = _expected_key(version)
     for name in (rt_recipe.LIBRARY_NAME, rt_recipe.API_HEADER):
         assert f"symfuse/_build/{key}/{name}" in names
         assert f"symfuse/_build/{key}/{name}.sha256" in names
     assert not [n for n in names if "/_build/" in n and f"/_build/{key}/" not in n]
+
+
+COMPILE_EVERYTHING = """
+import sys
+import numpy as np
+import symfuse as sf
+x = sf.tensor("x", (4, 3))
+w = sf.shared(np.arange(6, dtype=np.float32).reshape(3, 2), name="w")
+y = sf.softmax(sf.relu(x @ w))
+f = sf.function([x], y, device="cpu")
+f(np.ones((4, 3), np.float32))
+sf.export(f, sys.argv[1], name="tiny")
+g = sf.function([x], y, device="cuda-emu")
+np.testing.assert_allclose(g(np.ones((4, 3), np.float32)), f(np.ones((4, 3), np.float32)), rtol=1e-5)
+print(sf.__file__)
+"""
+
+
+def _tree(d):
+    return sorted(os.path.relpath(os.path.join(r, n), d) for r, _, names in os.walk(d) for n in names)
+
+
+def test_run_time_builds_nothing_into_the_installation(tmp_path):
+    """What a compile, an export and the CUDA emulator build at run time (the unit
+    prelude, Jinja's bytecode, the export runtime, the CUDA library) goes into the
+    compile cache: the package's ``_build`` keeps exactly what the install put there,
+    so ``pip uninstall`` (which removes what the wheel's RECORD lists) removes it all."""
+    _gcc()
+    package = tmp_path / "symfuse"
+    shutil.copytree(os.path.join(ROOT, "symfuse", "templates"), package / "templates")
+    assert rt_recipe.prebuild(str(package), blas_lib_dir(), log=lambda m: None) is not None
+    installed = _tree(package / "_build")
+    assert len(installed) == 4, installed          # library and API header, each with its seal
+    cache = tmp_path / "cache"
+    env = dict(os.environ, SYMFUSE_BUILD_DIR=str(package / "_build"), SYMFUSE_CACHE_DIR=str(cache),
+               PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", COMPILE_EVERYTHING, str(tmp_path / "export")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _tree(package / "_build") == installed
+    built = _tree(cache)
+    for prefix in ("runtime/unit-", "runtime/export-", "runtime/cuda-", "jinja/"):
+        assert any(p.startswith(prefix) for p in built), (prefix, built)
+
+
+def test_without_the_install_time_library_it_is_built_into_the_cache(tmp_path):
+    _gcc()
+    package = tmp_path / "symfuse" / "_build"
+    env = dict(os.environ, SYMFUSE_BUILD_DIR=str(package), SYMFUSE_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-c", COMPILE_ONCE], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert not package.exists()
+    assert glob.glob(str(tmp_path / "cache" / "runtime" / "*" / rt_recipe.LIBRARY_NAME))
+
+
+def test_wheel_metadata_has_the_spdx_license_and_its_file(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        text = z.read(meta).decode()
+        assert any(n.endswith(".dist-info/licenses/LICENSE") for n in z.namelist())
+    assert "License-Expression: MIT" in text and "License-File: LICENSE" in text
+    assert "Classifier: License" not in text        # PEP 639: the expression replaces the classifier
+
+
+def test_uninstall_after_compiling_leaves_no_package_directory(wheel, tmp_path):
+    """A real installation: the wheel into a fresh environment (its dependencies
+    taken from this one), a compile, an export and the emulator run from it, then
+    ``pip uninstall``: the package directory goes, with nothing built at run time
+    left in it."""
+    import sysconfig
+    import venv
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    python = str(env_dir / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # numpy, jinja2, ... from this environment, after the fresh one's own site-packages
+    with open(os.path.join(site, "_deps.pth"), "w") as fh:
+        fh.write(sysconfig.get_paths()["purelib"] + "\n")
+    pip = [sys.executable, "-m", "pip", "--python", python]
+    out = subprocess.run([*pip, "install", "--no-deps", "-q", str(wheel)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    package = os.path.join(site, "symfuse")
+    record = next(p for p in os.listdir(site) if p.startswith("symfuse-") and p.endswith(".dist-info"))
+    with open(os.path.join(site, record, "RECORD")) as fh:
+        listed = sorted(line.split(",")[0][len("symfuse/_build/"):] for line in fh
+                        if line.startswith("symfuse/_build/"))
+    assert listed and _tree(os.path.join(package, "_build")) == listed
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SYMFUSE_BUILD_DIR")}
+    env["SYMFUSE_CACHE_DIR"] = str(tmp_path / "cache")
+    out = subprocess.run([python, "-c", COMPILE_EVERYTHING, str(tmp_path / "export")], capture_output=True,
+                         text=True, env=env, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-1] == os.path.join(package, "__init__.py")
+    assert _tree(os.path.join(package, "_build")) == listed
+    out = subprocess.run([*pip, "uninstall", "-y", "symfuse"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not os.path.exists(package), _tree(package)

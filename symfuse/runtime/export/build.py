@@ -6,8 +6,8 @@ function's library needs ``libsymfuse_rt.so`` and OpenBLAS, the runtime library
 needs OpenBLAS. The installation's runtime library cannot be copied: its run path
 is the absolute directory of the scipy-openblas32 wheel, which a copy elsewhere
 would still (wrongly) depend on. So the runtime is built once more with the same
-flags and a ``$ORIGIN`` run path, once per installation and compiler (``_build``,
-like the runtime itself), and copied into each export.
+flags and a ``$ORIGIN`` run path, once per installation and compiler (in the
+compile cache's ``runtime/``), and copied into each export.
 
 libgomp (gcc's OpenMP runtime) stays a system library when the compiler's copy
 lies in a system library directory (Debian/Ubuntu ``libgomp1``, installed with
@@ -23,7 +23,7 @@ import subprocess
 
 from ...errors import CompileError
 from ...install_dirs import C_TEMPLATE_DIR
-from ..c_runtime import LIBRARY_FLAGS, UNIT_PRELUDE, _build_dirs, header_bytes, runtime_library
+from ..c_runtime import LIBRARY_FLAGS, UNIT_PRELUDE, header_bytes, run_time_dir, runtime_library
 from ..cache import cache_key
 from ..shared_object import Recipe, SharedObject, compile_in, in_directory
 from ..toolchain import blas_lib_dir, blas_link_flags, find_compiler
@@ -61,7 +61,8 @@ def export_runtime(cc: str, ccver: str) -> str | None:
         return None
     flags = LIBRARY_FLAGS + _blas_flags_origin() + [ORIGIN, "-Wl,-soname,libsymfuse_rt.so"]
     key = cache_key(header_bytes(), ccver, " ".join(flags))[:20]
-    lib = SharedObject("libsymfuse_rt.so", [in_directory(os.path.join(d, "export-" + key)) for d in _build_dirs()])
+    d = run_time_dir()
+    lib = SharedObject("libsymfuse_rt.so", [in_directory(os.path.join(d, "export-" + key))] if d else [])
     found = lib.find()
     if found is not None:
         return found.path
