@@ -329,3 +329,14 @@ def test_an_interrupted_compiles_sources_are_not_counted_as_entries(run, tmp_pat
 def test_inspect_refuses_options_it_would_ignore(run, args, needle):
     out = run("inspect", "mlp", "--batch", "4", *args)
     assert out.exit_code == 2 and needle in out.output, out.output
+
+
+def test_a_missing_package_is_not_a_usage_error(run, monkeypatch):
+    """Exit 2 is for the command line's mistakes; a package the machine lacks exits 1."""
+    from symfuse.nn import __main__ as nn_main
+
+    def lacking(argv):
+        raise ImportError("this needs somepackage: pip install somepackage")
+    monkeypatch.setattr(nn_main, "main", lacking)
+    r = run("train", "mlp", "--epochs", "1")
+    assert r.exit_code == 1 and "pip install somepackage" in r.output

@@ -80,8 +80,10 @@ def train_cmd(model, target, device, epochs, data, batch, lr, seed, samples, sav
         sys.exit(launch(["-m", "symfuse.nn", *argv, "--distributed"], workers, hostfile))
     try:
         rc = nn_main.main(argv)
-    except (DeviceUnavailable, InputError, OSError, ImportError) as e:     # --device, --data, --load
+    except (DeviceUnavailable, InputError, OSError) as e:     # --device, --data, --load
         _fail(str(e), 2)
+    except ImportError as e:        # a package this machine lacks: not the command line's fault
+        _fail(str(e), 1)
     except SymfuseError as e:       # not a usage error: a compile that failed, say
         _fail(f"{type(e).__name__}: {e}", 1)
     sys.exit(rc)
