@@ -218,8 +218,7 @@ class CpuBackend(Backend):
             return
         t0 = time.perf_counter()
         rt = runtime_library(*found)
-        if rt is not None and rt.build_seconds and not report.info.get("runtime_built"):
-            report.info["runtime_built"] = True
+        if rt is not None and rt.build_seconds and _first_report_of(rt.path, report):
             report.add_stage("runtime library build", since=t0,
                              note="once per installation and compiler: " + rt.path)
 
@@ -232,8 +231,7 @@ class CpuBackend(Backend):
         t0 = time.perf_counter()
         rt = runtime_library(cc, ccver)
         prelude, built = unit_prelude(rt, cc, tuple(_compile_flags(rt))) if rt is not None else (None, 0.0)
-        if rt is not None and (rt.build_seconds or built) and not report.info.get("runtime_built"):
-            report.info["runtime_built"] = True
+        if rt is not None and (rt.build_seconds or built) and _first_report_of(prelude or rt.path, report):
             report.add_stage("runtime library build", since=t0,
                              note="once per installation and compiler: " + (rt.path if rt.build_seconds else prelude))
         elif rt is not None and time.perf_counter() - t0 > 1e-3:
@@ -288,6 +286,20 @@ class CpuBackend(Backend):
         recipe = Recipe(cc, (("module.c", source), *zip(unit_files, units or ())),
                         ("-I", C_TEMPLATE_DIR, *flags, "-lm"), units=unit_files, what=f"C compilation of @{name}")
         return SharedObject(key + ".so", [in_cache("cpu-lib", key[:2])], self.cache).get(recipe)
+
+
+_REPORTED_BUILDS: set = set()
+
+
+def _first_report_of(built: str, report) -> bool:
+    """True for the first report that shows this process's one-time builds: the runtime
+    library and the unit prelude are cached for the process, and a later compile's
+    report must not show them again (as a 0 ms stage)."""
+    if _REPORTED_BUILDS or report.info.get("runtime_built"):
+        return False
+    _REPORTED_BUILDS.add(built)
+    report.info["runtime_built"] = True
+    return True
 
 
 def _needs_mpi(kernels) -> bool:

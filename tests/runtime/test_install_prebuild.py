@@ -207,3 +207,15 @@ def test_uninstall_after_compiling_leaves_no_package_directory(wheel, tmp_path):
     out = subprocess.run([*pip, "uninstall", "-y", "symfuse"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert not os.path.exists(package), _tree(package)
+
+
+def test_a_one_time_build_is_reported_by_one_compile_only(monkeypatch):
+    """The runtime library and unit prelude are built once per process: a later
+    compile's report must not show a 0 ms 'runtime library build' stage."""
+    from symfuse.compiler.report import CompileReport
+    from symfuse.runtime import cpu
+    monkeypatch.setattr(cpu, "_REPORTED_BUILDS", set())
+    first, second = CompileReport("a"), CompileReport("b")
+    assert cpu._first_report_of("/lib/rt.so", first)
+    assert not cpu._first_report_of("/lib/unit-x", first)      # one stage per report
+    assert not cpu._first_report_of("/lib/unit-x", second)     # and none in later compiles
