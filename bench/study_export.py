@@ -19,8 +19,10 @@ probabilities, float32) at each batch size:
   (``AOTIModelPackageLoader``), and from C++ an AOTInductor package whose batch
   dimension is left to run time (torch's price of a run-time batch). Every
   process makes untimed warm-up calls (50 at batch 1, 10 above), then times
-  calls one by one (1000 at batch 1, 200 above; clock_gettime in C/C++,
-  perf_counter_ns in Python) and reports the median, p10 and p90. The variants
+  calls one by one (clock_gettime in C/C++, perf_counter_ns in Python): 1000
+  at batch 1, 200 above, or fewer (at least 30) once a second has passed, so
+  that a loaded machine lengthens the study little; it reports the median,
+  p10 and p90. The variants
   run in ``--rounds`` rounds, their order rotated each round, so that a slow
   spell of the shared machine falls on all of them alike; a point's value is
   the median of its rounds' medians. Python's overhead is the median over the
@@ -62,6 +64,7 @@ C_DIR = os.path.join(HERE, "c")
 MODELS = ("mlp", "lenet")
 INPUT_SHAPE = {"mlp": (784,), "lenet": (1, 28, 28)}
 MAX_BATCH = 4096         # the run-time batch range of the dynamic AOTInductor build: 1..MAX_BATCH
+MIN_CALLS = 30          # as bench/c/timing.h
 TOL_C_VS_PY = 1e-6
 TOL_TORCH = 1e-4
 # symfuse's Python process runs OpenBLAS single-threaded inside its OpenMP threads and
@@ -126,15 +129,20 @@ def stats_us(ns: list[int]) -> dict:
     return {"calls": n, "median_us": pct(0.5), "p10_us": pct(0.1), "p90_us": pct(0.9), "min_us": s[0]}
 
 
-def timed_calls(call, warmup: int, calls: int):
+def timed_calls(call, warmup: int, calls: int, budget_s: float):
+    """The C drivers' loop (bench/c/timing.h): up to ``calls`` calls, fewer once ``budget_s`` has
+    passed and MIN_CALLS were made."""
     out = None
     for _ in range(warmup):
         out = call()
     ns = []
-    for _ in range(calls):
+    start = time.perf_counter_ns()
+    while len(ns) < calls:
         t0 = time.perf_counter_ns()
         out = call()
         ns.append(time.perf_counter_ns() - t0)
+        if len(ns) >= MIN_CALLS and time.perf_counter_ns() - start > budget_s * 1e9:
+            break
     return out, stats_us(ns)
 
 
@@ -175,7 +183,7 @@ def child(job: dict) -> dict:
         from symfuse.nn import zoo
         from symfuse.runtime.toolchain import workers
         f = zoo.get(job["model"], batch=job["batch"]).predict_function("cpu")
-        out, st = timed_calls(lambda: f(x), job["warmup"], job["calls"])
+        out, st = timed_calls(lambda: f(x), job["warmup"], job["calls"], job["budget"])
         st["threads"] = int(os.environ.get("OMP_NUM_THREADS") or workers())
     else:
         import torch
@@ -186,7 +194,7 @@ def child(job: dict) -> dict:
         else:
             fn = torch._inductor.aoti_load_package(job["package"])
         with torch.inference_mode():
-            out, st = timed_calls(lambda: fn(xt), job["warmup"], job["calls"])
+            out, st = timed_calls(lambda: fn(xt), job["warmup"], job["calls"], job["budget"])
         out = (out[0] if isinstance(out, (list, tuple)) else out).numpy()
         st["threads"] = torch.get_num_threads()
     np.save(job["output"], np.asarray(out))
@@ -252,7 +260,7 @@ class Study:
         self.meta = {"study": "export", "argv": sys.argv[1:], "quick": bool(args.quick),
                      "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                      "machine": H.machine_info(), "loadavg_start": os.getloadavg(), "threads": args.threads,
-                     "rounds": args.rounds, "warmup": args.warmup, "calls": args.calls}
+                     "rounds": args.rounds, "warmup": args.warmup, "calls": args.calls, "budget_s": args.budget}
         self.sf_cache = os.path.join(self.scratch, "symfuse-cache")
         self.builds: dict[str, dict] = {}
         self.runs: dict[tuple, list] = {}
@@ -417,22 +425,23 @@ class Study:
 
     def measure(self, v: Variant, p: Point, rnd: int) -> dict:
         b = self.builds[p.key]
-        warm, calls = self.args.warmup[p.batch > 1], self.args.calls[p.batch > 1]
+        warm, calls, budget = self.args.warmup[p.batch > 1], self.args.calls[p.batch > 1], self.args.budget
         out = os.path.join(self.scratch, f"out-{v.key}-{p.key}-r{rnd}.npy")
         xin = self.input_path(p)
         if v.key == "symfuse-c":
-            res = self.c_child([b["symfuse"]["driver"], str(warm), str(calls), xin[:-4] + ".bin", out + ".bin"],
-                               "symfuse")
+            res = self.c_child([b["symfuse"]["driver"], str(warm), str(calls), str(budget), xin[:-4] + ".bin",
+                                out + ".bin"], "symfuse")
             res["threads"] = self.threads
         elif v.key in ("aoti-cpp", "aoti-cpp-dyn"):
             shape = [str(p.batch), *map(str, INPUT_SHAPE[p.model])]
             pkg = self.builds[p.key if v.key == "aoti-cpp" else f"{p.model}-dyn"]["aoti"]["package"]
-            res = self.c_child([self.aoti_cpp, pkg, str(self.threads), str(warm), str(calls),
+            res = self.c_child([self.aoti_cpp, pkg, str(self.threads), str(warm), str(calls), str(budget),
                                 xin[:-4] + ".bin", out + ".bin", *shape], "torch")
             res["threads"] = self.threads
         else:
             job = {"kind": v.key if v.key != "aoti-py" else "aoti-load", "model": p.model, "batch": p.batch,
-                   "input": xin, "output": out, "warmup": warm, "calls": calls, "threads": self.threads,
+                   "input": xin, "output": out, "warmup": warm, "calls": calls, "budget": budget,
+                   "threads": self.threads,
                    "params": b["symfuse"]["params_npz"], "package": b.get("aoti", {}).get("package")}
             res = self.py_child(job, "symfuse" if v.key == "symfuse-py" else "torch")
         if res.get("status") == "ok":
@@ -482,7 +491,8 @@ class Study:
             else:
                 for p in points:
                     self.build_aoti(p)
-                for m in dict.fromkeys(p.model for p in points):
+                # a quick run leaves the dynamic builds out: two more cold AOTInductor compiles
+                for m in dict.fromkeys(p.model for p in points) if not self.args.quick else ():
                     self.build_aoti(max((p for p in points if p.model == m), key=lambda p: p.batch), dynamic=True)
                 self.build_aoti_cpp()
         for rnd in range(self.args.rounds):
@@ -547,9 +557,10 @@ def spread_table(st: Study, points) -> str:
             meds = [r["median_us"] for r in runs]
             med = (fmt_us(st.median_of(v.key, p.key, f)) for f in ("median_us", "p10_us", "p90_us"))
             rows.append([p.key, v.label, *med, fmt_us(min(r["min_us"] for r in runs)),
-                         f"{fmt_us(min(meds))} - {fmt_us(max(meds))}", f"{len(runs)} x {runs[0]['calls']}",
+                         f"{fmt_us(min(meds))} - {fmt_us(max(meds))}",
+                         f"{len(runs)}, {min(r['calls'] for r in runs)}-{max(r['calls'] for r in runs)}",
                          runs[0].get("threads", "-")])
-    return H.md_table(["point", "variant", "median", "p10", "p90", "min", "round medians", "rounds x calls", "threads"],
+    return H.md_table(["point", "variant", "median", "p10", "p90", "min", "round medians", "rounds, calls each", "threads"],
                       rows, ["l", "l"] + ["r"] * 7)
 
 
@@ -614,7 +625,7 @@ def write_md(st: Study, points) -> str:
           "float32, static shapes), exported with `sf.export`, and the same models in PyTorch with the same "
           "weights. Latency of one call: each variant in its own process; "
           f"{a.warmup[0]} / {a.warmup[1]} untimed calls (batch 1 / larger), then {a.calls[0]} / {a.calls[1]} calls "
-          "timed one by one (`clock_gettime` inside the C and C++ drivers, `time.perf_counter_ns` in Python); "
+          f"(fewer, at least {MIN_CALLS}, once {a.budget:g} s have passed) timed one by one (`clock_gettime` inside the C and C++ drivers, `time.perf_counter_ns` in Python); "
           f"{a.rounds} rounds with the variants' order rotated, and the median of the rounds' medians. "
           "*symfuse C*: `bench/c/time_export.c` calling `<name>_run` on buffers allocated once. "
           "*symfuse Python*: `f(x)` of the `sf.function` the export was made from (returns a new numpy array). "
@@ -667,30 +678,33 @@ def write_md(st: Study, points) -> str:
 
 def _bar_labels(ax, bars, texts) -> None:
     for b, t in zip(bars, texts):
-        if b.get_height() == b.get_height() and b.get_height() > 0:
-            ax.annotate(t, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=6,
-                        xytext=(0, 1), textcoords="offset points", rotation=90)
+        h = b.get_height()
+        if h == h and h > 0:
+            ax.annotate(t, (b.get_x() + b.get_width() / 2, h), ha="center", va="bottom", fontsize=6, rotation=90,
+                        xytext=(0, 1), textcoords="offset points")
 
 
 def plot(st: Study, points):
     plt = H.pyplot()
     ncol = max(2, len(points))
-    fig = plt.figure(figsize=(3.4 * ncol, 8))
+    fig = plt.figure(figsize=(max(3.4 * ncol, 10), 8))
     gs = fig.add_gridspec(2, ncol)
     colors = ["#d62728", "#ff9896", "#ff7f0e", "#9467bd", "#c5b0d5", "#8c6d31"]
     for i, p in enumerate(points):
         ax = fig.add_subplot(gs[0, i])
         vals, lo, hi = [], [], []
-        for v in VARIANTS:
+        shown = [v for v in VARIANTS if st.runs.get((v.key, p.key))]
+        for v in shown:
             med = st.median_of(v.key, p.key)
             vals.append(med if med is not None else float("nan"))
             lo.append(med - st.median_of(v.key, p.key, "p10_us") if med is not None else 0)
             hi.append(st.median_of(v.key, p.key, "p90_us") - med if med is not None else 0)
-        bars = ax.bar(range(len(vals)), vals, color=colors[:len(vals)], yerr=[lo, hi], capsize=2)
+        ax.bar(range(len(vals)), vals, color=[colors[VARIANTS.index(v)] for v in shown], yerr=[lo, hi], capsize=2,
+               error_kw={"elinewidth": 0.8, "ecolor": "#555555"})
         H.plain_log_y(ax)
-        _bar_labels(ax, bars, [fmt_us(v) if v == v else "" for v in vals])
-        ax.set_xticks(range(len(vals)), [v.label.replace(" (", "\n(").replace("), ", ")\n") for v in VARIANTS],
-                      rotation=70, ha="right", fontsize=6)
+        # the values go with the names: above the bars they would cross the p10-p90 whiskers
+        ax.set_xticks(range(len(vals)), [f"{v.label}: {fmt_us(val)}" for v, val in zip(shown, vals)],
+                      rotation=60, ha="right", fontsize=6.5)
         ax.set_title(f"{p.model}, batch {p.batch}", fontsize=9)
         if i == 0:
             ax.set_ylabel("us per call (median; p10-p90)")
@@ -708,6 +722,7 @@ def plot(st: Study, points):
     _bar_labels(ax, b2, [f"{v:.1f} s" for v in t_ao])
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("cold build, s")
+    ax.set_ylim(top=ax.get_ylim()[1] * 8)       # room for the legend above the bars
     ax.legend(fontsize=7, loc="upper left")
     ax = fig.add_subplot(gs[1, half:])
     libs = sum((st.meta.get("aoti_cpp") or {}).get("runtime_libs", {}).values())
@@ -722,6 +737,7 @@ def plot(st: Study, points):
         _bar_labels(ax, bars, [f"{v:.1f}" for v in vals])
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("MiB on disk")
+    ax.set_ylim(top=ax.get_ylim()[1] * 20)
     ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"exported inference: symfuse vs PyTorch AOTInductor ({st.threads} threads, "
                  f"{st.meta['machine']['cores']} cores, shared machine)", fontsize=10)
@@ -734,7 +750,8 @@ def main(argv=None) -> int:
         return child_main(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n", 2)[2])
-    ap.add_argument("--quick", action="store_true", help="MLP only, 2 rounds, few calls; writes bench/results/quick/")
+    ap.add_argument("--quick", action="store_true",
+                    help="MLP only, 2 rounds, few calls, no dynamic-batch AOTInductor; writes bench/results/quick/")
     ap.add_argument("--models", default=None, help="comma-separated subset of mlp,lenet (default both; quick: mlp)")
     ap.add_argument("--batches", default="1,128")
     ap.add_argument("--rounds", type=int, default=None, help="processes per variant and point (default 5; quick 2)")
@@ -743,14 +760,18 @@ def main(argv=None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="symfuse rows only")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one child process")
     ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--replot", metavar="JSON", help="write the .md and .png again from a study's .json, measuring nothing")
     args = ap.parse_args(argv)
+    if args.replot:
+        return replot(args.replot)
     q = args.quick
     args.rounds = args.rounds or (2 if q else 5)
     cores = len(os.sched_getaffinity(0))
     args.threads = args.threads or cores
     # (batch 1, larger batches): enough calls for a stable median in about a second per process
     args.warmup = (20, 5) if q else (50, 10)
-    args.calls = (200, 30) if q else (1000, 200)
+    args.calls = (200, 50) if q else (1000, 200)
+    args.budget = 0.3 if q else 1.0
     models = (args.models or ("mlp" if q else ",".join(MODELS))).split(",")
     points = [Point(m, int(b)) for m in models for b in args.batches.split(",")]
     out = args.out_dir or (os.path.join(HERE, "results", "quick") if q else os.path.join(HERE, "results"))
@@ -762,19 +783,39 @@ def main(argv=None) -> int:
         st.meta["loadavg_end"] = os.getloadavg()
         st.meta["wall_s"] = time.time() - t0
         st.meta["march"] = next((b["symfuse"].get("march") for b in st.builds.values() if "symfuse" in b), None)
-        st.meta["errors"] = st.errors
+        st.meta["errors"], st.meta["notes"] = st.errors, st.notes
+        st.meta["points"] = [(p.model, p.batch) for p in points]
         os.makedirs(out, exist_ok=True)
         # a thread count other than the default is a second result beside the first, not instead of it
         base = os.path.join(out, "export" if args.threads == cores else f"export-t{args.threads}")
         with open(base + ".json", "w") as fh:
             json.dump({"meta": st.meta, "builds": st.builds,
                        "runs": {f"{k[0]} {k[1]}": v for k, v in st.runs.items()}}, fh, indent=2, default=str)
-        with open(base + ".md", "w") as fh:
-            fh.write(write_md(st, points))
-        plot(st, points).savefig(base + ".png", dpi=110, bbox_inches="tight")
-        shutil.rmtree(st.scratch, ignore_errors=True)
-        H.log(f"wrote {base}.json, {base}.md, {base}.png ({st.meta['wall_s'] / 60:.1f} min)")
+        write_outputs(st, points, base)
+        H.log(f"({st.meta['wall_s'] / 60:.1f} min)")
     return 1 if st.errors else 0
+
+
+def write_outputs(st: Study, points, base: str) -> None:
+    with open(base + ".md", "w") as fh:
+        fh.write(write_md(st, points))
+    plot(st, points).savefig(base + ".png", dpi=110, bbox_inches="tight")
+    shutil.rmtree(st.scratch, ignore_errors=True)
+    H.log(f"wrote {base}.md, {base}.png")
+
+
+def replot(path: str) -> int:
+    """The tables and the plot again from a study's json, without measuring."""
+    with open(path) as fh:
+        d = json.load(fh)
+    m = d["meta"]
+    args = argparse.Namespace(quick=m["quick"], rounds=m["rounds"], threads=m["threads"], warmup=m["warmup"],
+                              calls=m["calls"], budget=m["budget_s"])
+    st = Study(args)
+    st.meta, st.builds, st.errors, st.notes = m, d["builds"], m["errors"], m["notes"]
+    st.runs = {tuple(k.split(" ", 1)): v for k, v in d["runs"].items()}
+    write_outputs(st, [Point(model, batch) for model, batch in m["points"]], path[:-len(".json")])
+    return 0
 
 
 if __name__ == "__main__":

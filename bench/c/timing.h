@@ -18,6 +18,10 @@ static int by_value(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* timed calls stop at CALLS, or once BUDGET seconds have passed and at least MIN_CALLS were
+ * made: a loaded machine then costs fewer calls, not a longer study */
+#define MIN_CALLS 30
+
 /* nearest-rank percentile of sorted values: the same rule as the study's Python side */
 static double percentile(const double *sorted, int n, double q) {
   int i = (int)(q * (n - 1) + 0.5);
