@@ -293,9 +293,12 @@ class Study:
 
     def c_child(self, cmd: list[str], side: str) -> dict:
         rc, out, err, wall = H.spawn(cmd, self.env(side), self.args.timeout)
-        if rc != 0:
-            return {"status": "error", "error": f"exit {rc}: {(err or out)[-1500:]}"}
-        return {"status": "ok", **json.loads(out.strip().splitlines()[-1]), "wall_s": wall}
+        try:
+            if rc == 0:
+                return {"status": "ok", **json.loads(out.strip().splitlines()[-1]), "wall_s": wall}
+        except (ValueError, IndexError):
+            pass
+        return {"status": "error", "error": f"exit {rc}: {(err or out)[-1500:]}"}
 
     def fail(self, what: str, res: dict) -> None:
         msg = f"{what}: {res.get('error', res.get('status'))}"
@@ -389,8 +392,8 @@ class Study:
         t = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
-            self.notes.append("AOTInductor (C++): the runner did not build: " + r.stderr[-800:])
-            self.errors.append("time_aoti.cpp: " + r.stderr[-800:])
+            # optional by the issue ("where torch can build it"): said in the results, not a failure
+            self.notes.append("AOTInductor (C++): bench/c/time_aoti.cpp did not build here: " + r.stderr[-800:])
             return
         self.aoti_cpp = exe
         libs = {n: os.path.getsize(os.path.join(lib, n)) for n in ("libtorch.so", "libtorch_cpu.so", "libc10.so")
