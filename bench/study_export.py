@@ -623,6 +623,13 @@ def write_md(st: Study, points) -> str:
           f"numpy {np.__version__}, compiler `{m['machine'].get('cc')}`, -march={m.get('march', '?')}",
           f"- command: `python bench/study_export.py {' '.join(m['argv'])}`".rstrip() + f" ({m['started']}, "
           f"{m.get('wall_s', 0) / 60:.1f} min)", ""]
+    load = max(x[0] for x in (m["loadavg_start"], m.get("loadavg_end") or (0,)))
+    if load > mach["cores"]:
+        L += [f"**A loaded machine**: the 1-minute load average reached {load:.1f} on {mach['cores']} cores "
+              "while this ran (other jobs). Every process then shares its cores, the medians are inflated "
+              "(most at batch 128 and wherever threads wait for each other), and the rounds disagree; the lower "
+              "end of *round medians* (Spread) is the least disturbed round. Compare variants within a row, "
+              "not with runs on a quiet machine.", ""]
     L += ["## What is measured", "",
           "The zoo's MLP (784-512-512-10, relu) and LeNet-5 inference functions (softmax probabilities, "
           "float32, static shapes), exported with `sf.export`, and the same models in PyTorch with the same "
