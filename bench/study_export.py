@@ -749,7 +749,7 @@ def plot(st: Study, points):
     ax.set_ylabel("MiB on disk")
     ax.set_ylim(top=ax.get_ylim()[1] * 20)
     ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"exported inference: symfuse vs PyTorch AOTInductor ({st.threads} threads, "
+    fig.suptitle(f"exported inference: symfuse vs PyTorch AOTInductor ({st.threads} thread{'s' if st.threads > 1 else ''}, "
                  f"{st.meta['machine']['cores']} cores, shared machine)", fontsize=10)
     fig.tight_layout()
     return fig
