@@ -1076,9 +1076,11 @@ class Gen:
             k = int(self.rng.integers(0, 2))
             cap = self.choice([0, 64, 1 << 20])
             overlap = self.choice([True, False])
+            # the other operand: in the same bucket it reaches the result only through zeros, in
+            # another bucket not at all (asking its gradient would be a GradError): inert either way
             return self.add(f"sf.distributed.average_gradients([{{0}}, {{1}}], bucket_bytes={cap}, "
                             f"overlap={overlap})[{k}]", [x, y], lambda a, b, k=k: (a, b)[k].copy(),
-                            errf=view_err, tag="collective", feats=("bucket",))
+                            errf=view_err, tag="collective", feats=("bucket",), inert=(1 - k,))
         return self.add(self.choice(forms), [x], lambda a: a.copy(), errf=view_err, tag="collective")
 
     def r_int(self):
