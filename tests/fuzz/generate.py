@@ -1608,7 +1608,10 @@ class Gen:
         f = lambda *v: run(v, [0.0] * len(v), False)[0]  # noqa: E731
         errf = lambda v, e, y: run(v, e, True)[1]  # noqa: E731
         tag = "cond_pybool" if pybool else "cond"
-        live = set().union(*(bvars(t) for t in (tb if taken_py else fb))) if pybool else \
+        # on a Python bool there is no cond op: each result is its own expression of the taken
+        # branch, so a variable reaches both results only if both trees read it (one read by a
+        # dropped result alone would be asked for a gradient the cost does not have)
+        live = set.intersection(*(bvars(t) for t in (tb if taken_py else fb))) if pybool else \
             {"p"} | (set() if no_ops else set(ops)) | set().union(*(bvars(t) for t in tb + fb))
         inert = self.inert(args, role, live)
         self.feats |= tree_feats(*tb, *fb)
