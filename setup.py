@@ -19,6 +19,14 @@ def _recipe():
     return module
 
 
+def _templates():
+    spec = importlib.util.spec_from_file_location("_symfuse_templates_cache",
+                                                  os.path.join(HERE, "symfuse", "codegen", "templates_cache.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _blas_dir():
     spec = importlib.util.find_spec("scipy_openblas32")
     if spec is None or not spec.submodule_search_locations:
@@ -39,9 +47,19 @@ class BuildWithRuntimeLibrary(build_py):
         # an editable install runs from the source tree: build where it will be looked for
         package = os.path.join(HERE if self.editable_mode else self.build_lib, "symfuse")
         print("symfuse: building the C runtime library (once per installation, ~5-10 s)")
-        path = _recipe().prebuild(package, blas)
+        recipe = _recipe()
+        path = recipe.prebuild(package, blas)
         if path:
             print(f"symfuse: built {os.path.relpath(path, package)}")
+            found = recipe.find_compiler()
+            unit = recipe.prebuild_prelude(path, found[0]) if found else None
+            if unit:
+                print(f"symfuse: precompiled {os.path.relpath(unit, package)}")
+        try:       # Jinja's compiled templates: what a cold compile would otherwise compile first
+            n = _templates().precompile(os.path.join(package, "templates"), os.path.join(package, "_build", "jinja"))
+            print(f"symfuse: compiled {n} templates")
+        except ImportError:
+            print("symfuse: jinja2 missing from the build environment; templates compile on first use")
 
 
 setup(cmdclass={"build_py": BuildWithRuntimeLibrary})

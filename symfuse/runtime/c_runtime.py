@@ -149,10 +149,7 @@ def _write_api_header(work: str) -> None:
         fh.write(api)
 
 
-UNIT_PRELUDE = ("/* What every generated C unit includes first: the kernel prelude and the\n"
-                " * prebuilt runtime library's API. Precompiled (sf_unit.h.gch) with the units' flags. */\n"
-                "#include <stdint.h>\n#include <math.h>\n#include <tgmath.h>\n"
-                "#include \"kernel.h\"\n#include \"sf_runtime_api.h\"\n")
+UNIT_PRELUDE = rt_recipe.UNIT_PRELUDE
 
 
 @functools.lru_cache(maxsize=None)
@@ -167,7 +164,12 @@ def unit_prelude(rt: RuntimeLibrary, cc: str, flags: tuple[str, ...]) -> tuple[s
     # the library's directory is named by its key rather than its path: the same build
     # lies in the installation or in a cache that was copied, and its API header is the same
     key = cache_key(UNIT_PRELUDE, header_bytes(), cc, " ".join(rt.key if f == rt.header_dir else f for f in flags))[:16]
-    # not beside the library: that is the installation's when pip built it
+    # beside an installed library when pip precompiled it there (rt_recipe.prebuild_prelude);
+    # what the run time builds goes into the cache, never into the installation
+    installed_dir = os.path.join(rt.header_dir, "unit-" + key)
+    if os.path.realpath(rt.header_dir).startswith(os.path.realpath(PACKAGE_BUILD_DIR) + os.sep) \
+            and intact(os.path.join(installed_dir, "sf_unit.h")) and intact(os.path.join(installed_dir, "sf_unit.h.gch")):
+        return installed_dir, 0.0
     dirs = [os.path.join(d, "unit-" + key) for d in (run_time_dir(),) if d is not None]
     for d in dirs:
         if intact(os.path.join(d, "sf_unit.h")):

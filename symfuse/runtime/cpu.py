@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..install_dirs import C_TEMPLATE_DIR
+from . import rt_recipe
 from .c_runtime import header_bytes, runtime_library, unit_prelude
 from .backend import Backend, Program
 from .cache import cache_key, jinja_bytecode_dir
@@ -23,7 +24,7 @@ from .toolchain import (VERSION, blas_available, blas_link_flags, configure_open
                         workers as _workers)
 
 log = logging.getLogger("symfuse.cpu")
-FAST_FLAGS = ["-O2", "-ftree-vectorize", "-fvect-cost-model=very-cheap", "-fno-trapping-math", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno"]
+FAST_FLAGS = list(rt_recipe.UNIT_FLAGS)
 
 
 _blas_loaded = False

@@ -106,7 +106,16 @@ def test_wheel_carries_the_library_under_the_runtime_key(wheel):
     for name in (rt_recipe.LIBRARY_NAME, rt_recipe.API_HEADER):
         assert f"symfuse/_build/{key}/{name}" in names
         assert f"symfuse/_build/{key}/{name}.sha256" in names
-    assert not [n for n in names if "/_build/" in n and f"/_build/{key}/" not in n]
+    # the precompiled unit prelude beside it, under the key the run time computes
+    from symfuse.runtime.c_runtime import header_bytes as hb
+    from symfuse.runtime.toolchain import find_compiler as fc
+    unit = rt_recipe.prelude_key(hb(), fc()[0], key)
+    assert f"symfuse/_build/{key}/unit-{unit}/sf_unit.h.gch" in names
+    # and Jinja's compiled templates, one per template
+    templates = [n for n in names if n.startswith("symfuse/templates/") and n.endswith(".j2")]
+    jinja = [n for n in names if n.startswith("symfuse/_build/jinja/__jinja2_")]
+    assert templates and len(jinja) == len(templates)
+    assert not [n for n in names if "/_build/" in n and f"/_build/{key}/" not in n and "/_build/jinja/" not in n]
 
 
 COMPILE_EVERYTHING = """
