@@ -171,3 +171,27 @@ def test_symfuse_train_with_two_workers_reaches_the_single_process_accuracy(tmp_
         runs[tag] = float(re.search(r"test_accuracy (\S+)", last[0]).group(1))
     assert runs["one"] > 0.85
     assert runs["two"] >= runs["one"] - 0.02, runs
+
+
+ROUND_TRIP = """
+import symfuse as sf
+from symfuse import distributed as dist
+from symfuse.ir.printer import print_function
+dist.init()
+x = sf.tensor("x", (4, 3))
+y = dist.average_gradients([x, x * 2.0], bucket_bytes=1 << 20, overlap=True)
+outs = [y[0], y[1], dist.allgather(dist.broadcast(x, 0)), dist.reduce(x), dist.reduce_scatter(x),
+        dist.allreduce(x, "mean")]
+text = print_function(sf.function([x], outs, device="interp").source_function)
+assert print_function(sf.ir.parse(text)) == text
+print(text)
+"""
+
+
+def test_collectives_print_and_parse_back(tmp_path):
+    out = subprocess.run([sys.executable, "-c", ROUND_TRIP], capture_output=True, text=True, env=_env(tmp_path),
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for op in ("allreduce_bucket", "allgather", "broadcast", "reduce ", "reduce_scatter", "allreduce "):
+        assert op in out.stdout, op
+    assert 'overlap = true' in out.stdout and 'op = "mean"' in out.stdout
