@@ -36,7 +36,7 @@ from ..install_dirs import BUILD_DIR, C_TEMPLATE_DIR as INCLUDE_DIR
 from . import rt_recipe
 from .cache import cache_key, environment_cache, warn_once
 from .shared_object import Recipe, SharedObject, in_directory, installed, intact, put_file
-from .toolchain import blas_lib_dir, find_compiler
+from .toolchain import blas_lib_dir, blas_library, find_compiler, load_with_single_threaded_blas
 
 log = logging.getLogger("symfuse.cpu")
 
@@ -79,23 +79,8 @@ def header_bytes() -> bytes:
 def preload_blas() -> None:
     """Load the wheel's OpenBLAS into the process before the runtime library: the
     library names it by soname only (its run path is a hint relative to an
-    installed package), and a loaded soname satisfies that dependency. Loaded as the
-    first unit loads it (``cpu._load``): with OPENBLAS_NUM_THREADS=1 for the load only,
-    so that OpenBLAS starts no worker threads to spin beside OpenMP's."""
-    import ctypes
-    from .toolchain import configure_openmp_env
-    d = blas_lib_dir()
-    name = next(f for f in sorted(os.listdir(d)) if f.startswith("lib" + rt_recipe.BLAS_LIBRARY) and ".so" in f)
-    configure_openmp_env()
-    old = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    try:
-        ctypes.CDLL(os.path.join(d, name))
-    finally:
-        if old is None:
-            del os.environ["OPENBLAS_NUM_THREADS"]
-        else:
-            os.environ["OPENBLAS_NUM_THREADS"] = old
+    installed package), and a loaded soname satisfies that dependency."""
+    load_with_single_threaded_blas(blas_library())
 
 
 @functools.lru_cache(maxsize=None)

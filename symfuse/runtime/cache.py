@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from . import cache_maintenance
 from .cache_maintenance import _TMP_PREFIX, PRUNE_KEEPS, parse_size  # noqa: F401  (the cache's names)
+from .rt_recipe import key_of
 
 log = logging.getLogger("symfuse.cache")
 
@@ -52,16 +53,7 @@ _KEY_BYTES = 32
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def cache_key(*parts: str | bytes) -> str:
-    """sha256 hex over the parts, each prefixed by its length, so that part
-    boundaries matter: ("ab", "c") and ("a", "bc") give different keys. A str
-    part hashes as its UTF-8 bytes."""
-    h = hashlib.sha256()
-    for p in parts:
-        b = p.encode("utf-8") if isinstance(p, str) else bytes(p)
-        h.update(struct.pack(">Q", len(b)))
-        h.update(b)
-    return h.hexdigest()
+cache_key = key_of
 
 
 _ENV_CACHE: dict = {}

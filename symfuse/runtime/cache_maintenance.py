@@ -54,10 +54,9 @@ def entries(cache):
                     yield ns, p, st
 
 
-def remove_stale_build_dirs(cache) -> None:
-    """Build directories (``.tmp-build-*``) of writers that died (kill -9) long ago."""
-    import shutil  # lazy: only maintenance needs it
-    now = time.time()
+def _build_dir_paths(cache):
+    """(path, lstat) of every build directory (``.tmp-build-*``) in the cache."""
+    out = []
 
     def visit(d: str, depth: int) -> None:
         try:
@@ -73,13 +72,23 @@ def remove_stale_build_dirs(cache) -> None:
             if not stat.S_ISDIR(st.st_mode):
                 continue
             if name.startswith(_TMP_PREFIX):
-                if depth >= 2 and now - st.st_mtime >= _STALE_TMP_S:
-                    shutil.rmtree(p, ignore_errors=True)
+                if depth >= 2:
+                    out.append((p, st))
             elif depth < _BUILD_DIR_DEPTH:
                 visit(p, depth + 1)
 
     if cache.readable and _is_real_dir(cache.root):
         visit(cache.root, 0)
+    return out
+
+
+def remove_stale_build_dirs(cache) -> None:
+    """Build directories (``.tmp-build-*``) of writers that died (kill -9) long ago."""
+    import shutil  # lazy: only maintenance needs it
+    now = time.time()
+    for p, st in _build_dir_paths(cache):
+        if now - st.st_mtime >= _STALE_TMP_S:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def info(cache) -> dict:
@@ -100,28 +109,12 @@ def _build_dirs(cache) -> dict:
     """Build directories (``.tmp-build-*``): compiles in progress, or interrupted ones
     (whose sources stay until ``clear`` finds them an hour old). Not entries."""
     found = {"count": 0, "bytes": 0}
-
-    def visit(d: str, depth: int) -> None:
-        try:
-            names = os.listdir(d)
-        except OSError:
-            return
-        for name in names:
-            p = os.path.join(d, name)
-            if not _is_real_dir(p):
-                continue
-            if name.startswith(_TMP_PREFIX):
-                if depth >= 2:
-                    found["count"] += 1
-                    for base, _, files in os.walk(p):
-                        for f in files:
-                            with contextlib.suppress(OSError):
-                                found["bytes"] += os.lstat(os.path.join(base, f)).st_size
-            elif depth < _BUILD_DIR_DEPTH:
-                visit(p, depth + 1)
-
-    if cache.readable and _is_real_dir(cache.root):
-        visit(cache.root, 0)
+    for p, _ in _build_dir_paths(cache):
+        found["count"] += 1
+        for base, _, files in os.walk(p):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    found["bytes"] += os.lstat(os.path.join(base, f)).st_size
     return found
 
 

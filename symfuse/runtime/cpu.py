@@ -20,8 +20,8 @@ from .c_runtime import header_bytes, runtime_library, unit_prelude
 from .backend import Backend, Program
 from .cache import cache_key, jinja_bytecode_dir
 from .shared_object import Recipe, SharedObject, in_cache, object_flags
-from .toolchain import (VERSION, blas_available, blas_link_flags, configure_openmp_env, find_compiler, mpi_flags,
-                        workers as _workers)
+from .toolchain import (VERSION, blas_available, blas_link_flags, find_compiler, load_with_single_threaded_blas,
+                        mpi_flags, workers as _workers)
 
 log = logging.getLogger("symfuse.cpu")
 FAST_FLAGS = list(rt_recipe.UNIT_FLAGS)
@@ -31,24 +31,11 @@ _blas_loaded = False
 
 
 def _load(lib_path: str) -> ctypes.CDLL:
-    """dlopen a unit. The first one also loads OpenBLAS (scipy-openblas32), which
-    starts worker threads at load unless OPENBLAS_NUM_THREADS=1; those spin for
-    ~0.1 s next to OpenMP's and made the first LeNet-5 step 3x slower than the
-    next. The runtime runs OpenBLAS single-threaded anyway, so the variable is set
-    for that load only and restored for whatever the process loads later."""
+    """dlopen a unit; the first one may also load OpenBLAS (``load_with_single_threaded_blas``)."""
     global _blas_loaded
     if _blas_loaded:
         return ctypes.CDLL(lib_path)
-    configure_openmp_env()           # before libgomp is loaded, which reads it then
-    old = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    try:
-        lib = ctypes.CDLL(lib_path)
-    finally:
-        if old is None:
-            del os.environ["OPENBLAS_NUM_THREADS"]
-        else:
-            os.environ["OPENBLAS_NUM_THREADS"] = old
+    lib = load_with_single_threaded_blas(lib_path)
     _blas_loaded = True
     return lib
 

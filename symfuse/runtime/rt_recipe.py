@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import struct
-import subprocess
 
 COMPILER_ENV = "CC"
 COMPILER_NAMES = ("cc", "gcc", "clang")
@@ -47,7 +45,9 @@ HEADERS = ("runtime.h", "kernel.h")
 
 
 def key_of(*parts: str | bytes) -> str:
-    """sha256 over length-prefixed parts (the compile cache's ``cache_key``)."""
+    """sha256 hex over the parts, each prefixed by its length, so that part
+    boundaries matter: ("ab", "c") and ("a", "bc") give different keys. A str
+    part hashes as its UTF-8 bytes. Every key of the compile cache (``cache_key``)."""
     h = hashlib.sha256()
     for p in parts:
         b = p.encode("utf-8") if isinstance(p, str) else bytes(p)
@@ -122,6 +122,8 @@ def api_header(aux_lines) -> str:
 
 def find_compiler() -> tuple[str, str] | None:
     """(path, first line of ``--version``) of $CC, cc, gcc or clang."""
+    import shutil
+    import subprocess  # lazy: a warm compile reads keys only
     for name in filter(None, [os.environ.get(COMPILER_ENV), *COMPILER_NAMES]):
         path = shutil.which(name)
         if not path:
@@ -161,33 +163,17 @@ def prebuild(package_dir: str, blas_dir: str, log=print) -> str | None:
     out_dir = os.path.join(package_dir, "_build", key)
     if all(_sealed(os.path.join(out_dir, name)) for name in (API_HEADER, LIBRARY_NAME)):
         return os.path.join(out_dir, LIBRARY_NAME)
-    work = os.path.join(package_dir, "_build", f".prebuild-{key}")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    try:
-        with open(os.path.join(work, SOURCE_NAME), "w") as fh:
-            fh.write(SOURCE)
-        proc = subprocess.run(compile_command(cc, include_dir, blas_dir), cwd=work, capture_output=True,
-                              text=True)
-        if proc.returncode != 0:
-            log("symfuse: building the C runtime library failed; it will be built on first use:\n"
-                + (proc.stderr or proc.stdout)[-2000:])
-            return None
+
+    def write_api_header(work):
         with open(os.path.join(work, "aux.h")) as fh:
             header = api_header(fh)
         with open(os.path.join(work, API_HEADER), "w") as fh:
             fh.write(header)
-        os.makedirs(out_dir, exist_ok=True)
-        for name in (API_HEADER, LIBRARY_NAME):   # library last: readers test for it
-            with open(os.path.join(work, name), "rb") as fh:
-                digest = hashlib.sha256(fh.read()).hexdigest()
-            with open(os.path.join(out_dir, name + ".sha256"), "w") as fh:
-                fh.write(digest)
-            os.replace(os.path.join(work, name), os.path.join(out_dir, name))
-            os.chmod(os.path.join(out_dir, name), 0o755 if name == LIBRARY_NAME else 0o644)
-        return os.path.join(out_dir, LIBRARY_NAME)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    # the library last: readers test for it
+    ok = _build_sealed(os.path.join(package_dir, "_build", f".prebuild-{key}"), {SOURCE_NAME: SOURCE},
+                       compile_command(cc, include_dir, blas_dir), out_dir, (API_HEADER, LIBRARY_NAME),
+                       "building the C runtime library", log, finish=write_api_header)
+    return os.path.join(out_dir, LIBRARY_NAME) if ok else None
 
 
 def prebuild_prelude(library: str, cc: str, log=print) -> str | None:
@@ -199,30 +185,41 @@ def prebuild_prelude(library: str, cc: str, log=print) -> str | None:
     include_dir = os.path.join(package_dir, "templates", "c")
     key = prelude_key(header_bytes(include_dir), cc, os.path.basename(lib_dir))
     out_dir = os.path.join(lib_dir, "unit-" + key)
-    names = ("sf_unit.h", "sf_unit.h.gch")
-    if all(_sealed(os.path.join(out_dir, n)) for n in names):
+    if all(_sealed(os.path.join(out_dir, n)) for n in ("sf_unit.h", "sf_unit.h.gch")):
         return out_dir
-    work = os.path.join(lib_dir, ".prebuild-unit")
+    cmd = [cc, "-x", "c-header", "sf_unit.h", "-o", "sf_unit.h.gch", "-I", include_dir, *prelude_flags(lib_dir)]
+    # the header itself last: readers test for it
+    ok = _build_sealed(os.path.join(lib_dir, ".prebuild-unit"), {"sf_unit.h": UNIT_PRELUDE}, cmd, out_dir,
+                       ("sf_unit.h.gch", "sf_unit.h"), "precompiling the unit header", log)
+    return out_dir if ok else None
+
+
+def _build_sealed(work: str, sources: dict, cmd: list, out_dir: str, products: tuple, what: str, log,
+                  finish=None) -> bool:
+    """Run ``cmd`` in a fresh ``work`` holding ``sources``, then move ``products`` into
+    ``out_dir`` in order, each with the ``.sha256`` seal the run-time lookup checks."""
+    import shutil
+    import subprocess  # lazy: a warm compile reads keys only
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     try:
-        with open(os.path.join(work, "sf_unit.h"), "w") as fh:
-            fh.write(UNIT_PRELUDE)
-        cmd = [cc, "-x", "c-header", "sf_unit.h", "-o", "sf_unit.h.gch", "-I", include_dir,
-               *prelude_flags(lib_dir)]
+        for name, text in sources.items():
+            with open(os.path.join(work, name), "w") as fh:
+                fh.write(text)
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
         if proc.returncode != 0:
-            log("symfuse: precompiling the unit header failed; it will be built on first use:\n"
-                + (proc.stderr or proc.stdout)[-2000:])
-            return None
+            log(f"symfuse: {what} failed; it is done on first use instead:\n" + (proc.stderr or proc.stdout)[-2000:])
+            return False
+        if finish is not None:
+            finish(work)
         os.makedirs(out_dir, exist_ok=True)
-        for name in names:            # the header itself last: readers test for it
+        for name in products:
             with open(os.path.join(work, name), "rb") as fh:
                 digest = hashlib.sha256(fh.read()).hexdigest()
             with open(os.path.join(out_dir, name + ".sha256"), "w") as fh:
                 fh.write(digest)
-        os.replace(os.path.join(work, "sf_unit.h.gch"), os.path.join(out_dir, "sf_unit.h.gch"))
-        os.replace(os.path.join(work, "sf_unit.h"), os.path.join(out_dir, "sf_unit.h"))
-        return out_dir
+            os.replace(os.path.join(work, name), os.path.join(out_dir, name))
+            os.chmod(os.path.join(out_dir, name), 0o755 if name.endswith(".so") else 0o644)
+        return True
     finally:
         shutil.rmtree(work, ignore_errors=True)

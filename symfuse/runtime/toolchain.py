@@ -114,10 +114,36 @@ def blas_lib_dir() -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def blas_library() -> str:
+    """The OpenBLAS shared object of the scipy-openblas32 wheel."""
+    d = blas_lib_dir()
+    return os.path.join(d, next(f for f in sorted(os.listdir(d)) if f.startswith("libscipy_openblas") and ".so" in f))
+
+
+def load_with_single_threaded_blas(path: str):
+    """``ctypes.CDLL(path)`` where the load may bring in OpenBLAS, which starts worker
+    threads at load unless OPENBLAS_NUM_THREADS=1; those spin for ~0.1 s next to
+    OpenMP's (the first LeNet-5 step 3x slower than the next). The runtime runs
+    OpenBLAS single-threaded anyway, so the variable is set for this load only and
+    restored for whatever the process loads later."""
+    import ctypes
+    configure_openmp_env()           # before libgomp is loaded, which reads it then
+    old = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        return ctypes.CDLL(path)
+    finally:
+        if old is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = old
+
+
+@functools.lru_cache(maxsize=None)
 def blas_link_flags() -> tuple[str, ...]:
     """-L/-l/-rpath flags for OpenBLAS from the scipy-openblas32 wheel."""
     d = blas_lib_dir()
-    lib = next(f for f in sorted(os.listdir(d)) if f.startswith("libscipy_openblas") and ".so" in f)
+    lib = os.path.basename(blas_library())
     return (f"-L{d}", f"-l{lib[3:].split('.so')[0]}", f"-Wl,-rpath,{d}")
 
 

@@ -26,7 +26,7 @@ from ...install_dirs import C_TEMPLATE_DIR
 from ..c_runtime import LIBRARY_FLAGS, UNIT_PRELUDE, header_bytes, run_time_dir, runtime_library
 from ..cache import cache_key
 from ..shared_object import Recipe, SharedObject, compile_in, in_directory
-from ..toolchain import blas_lib_dir, blas_link_flags, find_compiler
+from ..toolchain import blas_library, blas_link_flags, find_compiler  # noqa: F401  (blas_library: the export copies it)
 
 ORIGIN = "-Wl,-rpath,$ORIGIN"
 SYSTEM_LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
@@ -41,12 +41,6 @@ def toolchain():
     if found is None:
         raise CompileError("export needs a C compiler (cc, gcc or clang on PATH, or $CC)")
     return found
-
-
-def blas_library() -> str:
-    """The OpenBLAS shared object of the scipy-openblas32 wheel."""
-    d = blas_lib_dir()
-    return os.path.join(d, next(f for f in sorted(os.listdir(d)) if f.startswith("libscipy_openblas") and ".so" in f))
 
 
 def _blas_flags_origin() -> list[str]:
