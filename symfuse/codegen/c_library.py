@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from ..ir.symdim import SymInt
 from ..install_dirs import C_TEMPLATE_DIR
 from .c_collective import COLLECTIVE
 from .index import collapse_dims, row_major_strides, split_axis
@@ -59,7 +60,7 @@ def _float_sfx(dtype, op) -> str:
 
 
 def _lit(v) -> str:
-    return str(int(v))
+    return str(v) if type(v) is SymInt else str(int(v))   # a run-time size prints as its C expression
 
 
 def _arr(xs) -> str:

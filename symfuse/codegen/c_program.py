@@ -1,5 +1,5 @@
 """The cpu target's program: every kernel group of a partition rendered into one
-C translation unit with one entry point, ``sf_entry(args, arena)``, running the
+C translation unit with one entry point, ``sf_entry(args, arena, dims)``, running the
 schedule; and the same module split into several units of balanced estimated
 compile cost for a parallel build. Renders only: compiling and loading are the
 backend's (``runtime/cpu.py``)."""
@@ -150,15 +150,17 @@ def _control(mod: _Module, group, part, lay, lp, ptr):
 
 
 def render_program(fn, part, lay, version: str, runtime_header="sf_unit_inline.h", profile=False, workers=1,
-                   loops=None):
+                   loops=None, dims=()):
     """(the module as one translation unit, its kernels (``KernelInfo``; a loop's
     body kernels are its ``parts``), and the same module as several units for a
     parallel build, or None when one unit is best). ``loops``: the plans of the
-    control groups (``compiler/loops.py``), by group index."""
+    control groups (``compiler/loops.py``), by group index. ``dims``: the names of
+    the run-time sizes, in the order of ``sf_entry``'s ``dims`` argument."""
     mod = _Module()
     kernels, calls = _schedule(mod, fn, part, lay, loops or {})
     constants = mod.constants
-    source = render_module(fn.name, version, kernels, calls, constants, lay.plan.arena_bytes, runtime_header, profile)
+    source = render_module(fn.name, version, kernels, calls, constants, lay.plan.arena_bytes, runtime_header, profile,
+                           dims=dims)
     # a loop's region functions are static: they stay in the unit of the entry that calls them
     # ... and so do the collectives: their communicator and pending requests are the entry's
     pinned = [k for k in kernels if k.kind in CONTROL or k.kind == "collective"]
@@ -170,12 +172,13 @@ def render_program(fn, part, lay, version: str, runtime_header="sf_unit_inline.h
     # the entry and constants go with the first (least loaded) unit's kernels
     mine = {id(k) for k in groups[0]}
     entry = render_module(fn.name, version, groups[0], calls, constants, lay.plan.arena_bytes, runtime_header,
-                          profile, extern_kernels=[(k.name, signatures[k.name]) for k in kernels if id(k) not in mine])
-    return source, kernels, [entry] + [render_unit(fn.name, version, g, runtime_header) for g in groups[1:]]
+                          profile, extern_kernels=[(k.name, signatures[k.name]) for k in kernels if id(k) not in mine],
+                          dims=dims)
+    return source, kernels, [entry] + [render_unit(fn.name, version, g, runtime_header, dims) for g in groups[1:]]
 
 
 def render_module(name, version, kernels, calls, constants, arena_bytes, runtime_header="sf_unit_inline.h",
-                  profile=False, extern_kernels=()) -> str:
+                  profile=False, extern_kernels=(), dims=()) -> str:
     """``runtime_header``: the one header the unit includes first (so that it
     can be precompiled): "sf_unit_inline.h" compiles the runtime library into
     the unit; "sf_unit.h" (``c_runtime.unit_prelude``) declares the prebuilt one.
@@ -184,12 +187,13 @@ def render_module(name, version, kernels, calls, constants, arena_bytes, runtime
     return _template("module.c.j2").render(name=name, version=version, kernels=kernels, calls=calls,
                                            constants=constants, arena_bytes=arena_bytes,
                                            runtime_header=runtime_header, profile=profile,
-                                           extern_kernels=list(extern_kernels))
+                                           extern_kernels=list(extern_kernels), dims=list(dims))
 
 
-def render_unit(name, version, kernels, runtime_header) -> str:
+def render_unit(name, version, kernels, runtime_header, dims=()) -> str:
     """Kernels of a parallel build: defined with hidden visibility for the entry unit to call."""
-    return _template("unit.c.j2").render(name=name, version=version, kernels=kernels, runtime_header=runtime_header)
+    return _template("unit.c.j2").render(name=name, version=version, kernels=kernels, runtime_header=runtime_header,
+                                         dims=list(dims))
 
 
 def constant_data(arr, dtype) -> str:

@@ -11,6 +11,7 @@ wire a kernel (which buffer is ``in0``) come back beside the record
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple
 
 from ..compiler.fusion import KernelGroup, Partition, materialised
@@ -22,6 +23,9 @@ from .kernel import Buffer, Compute, Kernel, Load, Loop, Part, Reduction, Store,
 _INT_LIMITS = {"int8_t": ("INT8_MIN", "INT8_MAX"), "int16_t": ("INT16_MIN", "INT16_MAX"),
                "int32_t": ("INT32_MIN", "INT32_MAX"), "int64_t": ("INT64_MIN", "INT64_MAX"),
                "uint8_t": ("0", "UINT8_MAX"), "uint32_t": ("0", "UINT32_MAX"), "uint64_t": ("0", "UINT64_MAX")}
+
+
+_IDENT = re.compile(r"[^A-Za-z0-9_]+")
 
 
 class Lowered(NamedTuple):
@@ -211,7 +215,7 @@ def _lower_multi(group, partition, resolve, renderer, tag) -> Lowered:
     parts = [lower(p, partition, resolve, renderer) for p in group.parts]
     inputs = _dedupe([v for p in parts for v in p.inputs])
     outputs = [v for p in parts for v in p.outputs]
-    name = f"H_{len(parts)}x{sum(p.kernel.space for p in parts)}_{tag}"
+    name = f"H_{len(parts)}x{_shape_tag((sum(p.kernel.space for p in parts),))}_{tag}"
     pos = {id(v): k for k, v in enumerate(inputs)}
     wired, o = [], 0
     for p in parts:
@@ -259,7 +263,8 @@ def _comment_safe(text: str) -> str:
 
 
 def _shape_tag(shape) -> str:
-    return "x".join(map(str, shape)) or "1"
+    # a run-time size is tagged by its IR spelling made an identifier: (batch*10) -> batch_10
+    return "x".join(str(s) if type(s) is int else _IDENT.sub("_", repr(s)).strip("_") for s in shape) or "1"
 
 
 def _leaf_masks(group, partition, shape, ops=None) -> list[tuple[bool, ...]]:

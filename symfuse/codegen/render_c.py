@@ -42,6 +42,7 @@ class Schedule:
     inner_whole: int = 0
     lanes: int = 0
     lane_sum: str = ""
+    full: int = 0           # with a run-time count: the whole blocks (outer is one more)
 
 
 class CRenderer(Renderer):
@@ -88,6 +89,10 @@ class CRenderer(Renderer):
         block = self.vector_bytes // max(1, width)
         n = k.loops[-1].size
         parallel = self._parallel(k.size * max(1, len(k.fused_ops)) >= PARALLEL_MIN_WORK)
+        if len(k.loops) == 1 and type(n) is not int:
+            # a run-time count: the share may end in the partial block (unit n // block), which
+            # only the thread whose share ends the loop runs, as the tail
+            return Schedule(parallel, n // block + 1, block, n % block, full=n // block)
         if len(k.loops) == 1 and n >= 2 * block:
             return Schedule(parallel, n // block, block, n % block)
         if len(k.loops) > 1 and n > block and n % block:
@@ -122,7 +127,8 @@ class CRenderer(Renderer):
             rendered.append(info)
         total = sum(p.kernel.space for p in k.parts)
         parallel = self._parallel(total * max(1, len(k.fused_ops) // len(k.parts)) >= PARALLEL_MIN_WORK)
-        source = self.template("multi.c.j2").render(k=k, parts=parts, parallel=parallel,
+        sized = any(type(p["outer"]) is not int or type(p["weight"]) is not int for p in parts)
+        source = self.template("multi.c.j2").render(k=k, parts=parts, parallel=parallel, sized=sized,
                                                     signature=self.signature(k, aliased))
         return self.info(k, source, parallel, rendered)
 

@@ -4,6 +4,7 @@ schedule, in-place reuse). Shared by the cpu and cuda backends."""
 from __future__ import annotations
 
 from ..ir.core import Function
+from ..ir.symdim import concrete
 from .fusion import materialised
 from .memory import BufferUse, plan_memory
 
@@ -18,9 +19,13 @@ class Layout:
     scratch: dict     # group index -> arena offset of the scratch bytes a library kernel asked for
 
 
-def layout(fn: Function, part, scratch_bytes: dict[int, int] | None = None) -> Layout:
+def layout(fn: Function, part, scratch_bytes: dict[int, int] | None = None, at_max: dict | None = None) -> Layout:
     """Where every materialised value lives: a parameter slot, a result slot,
-    a static constant, or an arena offset from the memory planner."""
+    a static constant, or an arena offset from the memory planner. ``at_max``:
+    the largest value of each run-time size; the arena is planned for those, and a
+    call with smaller ones uses a prefix of each buffer's place (the offsets stay
+    literal, and no two buffers alive together overlap at any size)."""
+    at_max = at_max or {}
     lay = Layout()
     param_pos = {id(p): k for k, p in enumerate(fn.params)}
     lay.where: dict[int, tuple] = {}
@@ -54,9 +59,11 @@ def layout(fn: Function, part, scratch_bytes: dict[int, int] | None = None) -> L
         for v in g.outputs:
             if id(v) in lay.where:
                 continue
-            bufs.append(BufferUse(str(id(v)), max(v.type.nbytes, 1), g.index, max(last.get(id(v), g.index), g.index)))
+            bufs.append(BufferUse(str(id(v)), max(concrete(v.type.nbytes, at_max), 1), g.index,
+                                  max(last.get(id(v), g.index), g.index)))
     # scratch of a library kernel: a buffer live during its own step only
     for gi, nbytes in (scratch_bytes or {}).items():
+        nbytes = concrete(nbytes, at_max)
         if nbytes > 0:
             bufs.append(BufferUse(f"scratch{gi}", nbytes, gi, gi))
     lay.plan = plan_memory(bufs, _inplace_candidates(part, last))

@@ -92,22 +92,23 @@ def _aligned(n: int) -> int:
     return -(-max(n, 1) // ALIGN) * ALIGN
 
 
-def plan_program(fn: Function, horizontal: bool = True, prepare=None) -> ProgramPlan:
+def plan_program(fn: Function, horizontal: bool = True, prepare=None, at_max=None) -> ProgramPlan:
     """Fusion and memory layout of ``fn`` and, recursively, of its regions.
     ``prepare(partition) -> (scratch bytes by group index, lowered)``: a target's
     work between fusion and the plan (kernels whose workspace the plan places)."""
     part = fuse(fn, horizontal=horizontal)
     scratch, lowered = prepare(part) if prepare is not None else ({}, None)
-    loops = {g.index: plan_loop(g.root, prepare) for g in part.groups if g.kind == "control"}
-    lay = layout(fn, part, {**scratch, **{i: lp.scratch_bytes for i, lp in loops.items()}})
+    loops = {g.index: plan_loop(g.root, prepare, at_max) for g in part.groups if g.kind == "control"}
+    lay = layout(fn, part, {**scratch, **{i: lp.scratch_bytes for i, lp in loops.items()}}, at_max)
     return ProgramPlan(part, lay, loops, lowered)
 
 
-def plan_loop(op: Op, prepare=None) -> LoopPlan:
+def plan_loop(op: Op, prepare=None, at_max=None) -> LoopPlan:
+    """``at_max``: the largest value of each run-time size (``layout``)."""
     bodies = []
     for r in op.regions:
         fn = written_results(r)
-        p = plan_program(fn, horizontal=False, prepare=prepare)
+        p = plan_program(fn, horizontal=False, prepare=prepare, at_max=at_max)
         bodies.append(BodyPlan(fn, p.part, p.lay, p.loops, p.lowered))
     lp = LoopPlan(op, bodies)
     n = op.attrs.get("carries", 0)

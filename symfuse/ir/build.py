@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import AxisError, DTypeError, ShapeError
 from .core import Value, apply, format_loc, user_location
+from .symdim import SymInt
 from .types import as_dtype
 
 # --------------------------------------------------------------------------- leaves
@@ -223,6 +224,10 @@ def mean(x, axis=None, keepdims=False):
     n = x.size // s.size if s.size else 1
     if n == 0:      # no elements: nan, as numpy and JAX give (the empty sum is 0, times nan)
         return s * math.nan
+    if type(n) is SymInt:
+        # a run-time count: summed at run time (exact in the double accumulator), never a Python float
+        count = sum(broadcast_to(constant(np.ones((), x.dtype.np)), (n,)))
+        return s / count
     return s if n == 1 else s * (1.0 / n)
 
 

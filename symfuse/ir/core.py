@@ -402,11 +402,13 @@ def infer_types(opdef: OpDef, types: tuple, attrs: dict, regions=()) -> tuple:
     return opdef.infer(types, attrs)
 
 
-def run_ref(op: "Op", arrays: list):
-    """The op's numpy semantics on ``arrays`` (with its regions, for an op that takes some)."""
+def run_ref(op: "Op", arrays: list, attrs: dict | None = None):
+    """The op's numpy semantics on ``arrays`` (with its regions, for an op that takes
+    some); ``attrs``: the op's attributes with run-time sizes given their values."""
+    attrs = op.attrs if attrs is None else attrs
     if op.regions:
-        return op.opdef.ref(arrays, op.attrs, op.regions)
-    return op.opdef.ref(arrays, op.attrs)
+        return op.opdef.ref(arrays, attrs, op.regions)
+    return op.opdef.ref(arrays, attrs)
 
 
 def rebuild(op: Op, inputs: Sequence[Value]) -> Op:

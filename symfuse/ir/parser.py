@@ -7,13 +7,14 @@ import numpy as np
 
 from ..errors import IRParseError, SymfuseError
 from .core import Function, Region, Value, apply, get_opdef, location
+from .symdim import parse_dim
 from .types import DTYPES, tensor_type
 
 _TOKEN = re.compile(r"""
   (?P<ws>[ \t\r]+) | (?P<nl>\n) | (?P<comment>//[^\n]*)
 | (?P<value>%[A-Za-z0-9_.]+(?:\#\d+)?)
 | (?P<sym>@[A-Za-z_][A-Za-z0-9_.]*)
-| (?P<type>(?:f16|f32|f64|i8|i16|i32|i64|u8|u32|u64|i1)\[[0-9, \t]*\])
+| (?P<type>(?:f16|f32|f64|i8|i16|i32|i64|u8|u32|u64|i1)\[[0-9A-Za-z_*+%/()\-, \t]*\])
 | (?P<float>-?(?:\d+\.\d*(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|inf\b)|nan\b)
 | (?P<int>-?\d+)
 | (?P<string>"(?:[^"\\\n]|\\.)*")
@@ -129,9 +130,11 @@ class _Parser:
         t = self.expect_kind("type", "a type like f32[4,3]")
         dt, dims = t.text.split("[", 1)
         dims = [d.strip() for d in dims[:-1].split(",")] if dims[:-1].strip() else []
-        if not all(d.isdigit() and len(d) <= MAX_DIGITS for d in dims):
-            raise self.error(f"malformed type {t.text!r}: dimensions must be integers separated by ','", t)
         try:
+            if not all(d.isdigit() and len(d) <= MAX_DIGITS for d in dims):
+                if not all(d and len(d) <= 256 for d in dims):
+                    raise self.error(f"malformed type {t.text!r}: dimensions must be sizes separated by ','", t)
+                return tensor_type(DTYPES[dt], tuple(parse_dim(d) for d in dims))
             return tensor_type(DTYPES[dt], tuple(map(int, dims)))
         except SymfuseError as e:
             raise self.error(f"type {t.text}: {e}", t) from None
@@ -184,6 +187,14 @@ class _Parser:
                 return None
             if t.text in DTYPES:
                 return DTYPES[t.text]
+            if t.text == "dim":
+                self.expect("<")
+                s = self.expect_kind("string", 'a size like "batch*4"')
+                self.expect(">")
+                try:
+                    return parse_dim(s.text[1:-1])
+                except SymfuseError as e:
+                    raise self.error(str(e), s) from None
             if t.text == "dense":
                 self.expect("<")
                 s = self.expect_kind("string", 'a hex string like "0x..."')

@@ -17,6 +17,7 @@ import re
 
 import numpy as np
 
+from .symdim import SymInt
 from .types import DType
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -33,6 +34,8 @@ def format_attr(v) -> str:
         return str(int(v))
     if isinstance(v, bool):
         return "true" if v else "false"
+    if type(v) is SymInt:
+        return f'dim<"{v!r}">'
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):

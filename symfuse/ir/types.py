@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import DTypeError, ShapeError
+from .symdim import SymInt, is_symbolic
 
 # generated code indexes with int64_t, and numpy's sizes are ssize_t
 MAX_SIZE = 2 ** 63 - 1
@@ -121,7 +122,7 @@ class TensorType:
         return self.size * self.dtype.itemsize
 
     def __str__(self) -> str:
-        return f"{self.dtype.short}[{','.join(map(str, self.shape))}]"
+        return f"{self.dtype.short}[{','.join(map(repr, self.shape))}]"
 
     __repr__ = __str__
 
@@ -135,19 +136,25 @@ def tensor_type(dtype, shape) -> TensorType:
     for s in shape:
         if type(s) is not int:
             shape = _as_int_dims(shape)
+            if is_symbolic(shape):
+                # a run-time size equals its trace value as an int: the key keeps them apart
+                return _interned(dtype if isinstance(dtype, DType) else as_dtype(dtype), shape,
+                                 tuple(repr(s) for s in shape))
             break
     return _interned(dtype if isinstance(dtype, DType) else as_dtype(dtype), shape)
 
 
 def _as_int_dims(shape: tuple) -> tuple:
     for k, s in enumerate(shape):
+        if isinstance(s, str):
+            continue
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
             raise ShapeError(f"shape {shape}: dimension {k} is {s!r}, not an integer")
-    return tuple(int(s) for s in shape)
+    return tuple(SymInt.dim(s) if isinstance(s, str) else s if type(s) is SymInt else int(s) for s in shape)
 
 
 @lru_cache(maxsize=None)
-def _interned(dtype: DType, shape: tuple) -> TensorType:
+def _interned(dtype: DType, shape: tuple, spelling: tuple = ()) -> TensorType:
     # checked here, once per distinct shape: the key holds exact ints, so a hit is valid
     n = 1
     for k, s in enumerate(shape):

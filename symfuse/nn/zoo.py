@@ -28,6 +28,7 @@ from ..frontend import api as F
 from ..frontend.api import SharedVariable
 from ..frontend.random import RandomStream
 from ..ir.core import layer_scope
+from ..ir.symdim import check_name
 from ..runtime.function import function
 from . import init as initializers
 from . import layers as L
@@ -52,7 +53,7 @@ class ZooModel:
     train_outputs: list
     output_names: list
     updates: list
-    batch: int
+    batch: int | str                       # a name: the batch size is chosen at each call
     input_shape: tuple
     dtype: str
     classes: int | None = None
@@ -80,7 +81,7 @@ class ZooModel:
         """Inference ``x -> output`` in eval mode (no dropout, BatchNorm running
         statistics): class probabilities for the classifiers, mean-field
         reconstructions for the RBM. ``batch`` defaults to the training batch."""
-        b = int(batch or self.batch)
+        b = batch_size(batch or self.batch)
 
         def build():
             x = F.tensor("x", (b, *self.input_shape), self.dtype)
@@ -90,7 +91,7 @@ class ZooModel:
     def eval_function(self, device=None, batch: int | None = None, **options):
         """Eval-mode metrics without updates: ``(x, y) -> [loss, accuracy]`` for the
         classifiers, ``x -> recon_error`` for the RBM."""
-        b = int(batch or self.batch)
+        b = batch_size(batch or self.batch)
 
         def build():
             x = F.tensor("x", (b, *self.input_shape), self.dtype)
@@ -103,16 +104,23 @@ class ZooModel:
                             device=device, name=f"{self.name}_eval", **options)
         return self._compiled(("eval", device, b, tuple(sorted(options.items()))), build)
 
-    def example_batch(self, seed: int = 0) -> tuple:
-        """Random arrays of the training inputs' shapes and dtypes."""
+    def example_batch(self, seed: int = 0, size: int | None = None) -> tuple:
+        """Random arrays of the training inputs' shapes and dtypes; ``size`` rows
+        (default: the training batch, or 32 where it is chosen at run time)."""
         rng = np.random.default_rng(seed)
-        x = rng.uniform(0.0, 1.0, (self.batch, *self.input_shape)).astype(self.dtype)
+        n = size or (self.batch if isinstance(self.batch, int) else 32)
+        x = rng.uniform(0.0, 1.0, (n, *self.input_shape)).astype(self.dtype)
         if self.kind == "rbm":
             return ((x > 0.5).astype(self.dtype),)
         if self.kind == "language":
-            ids = rng.integers(0, self.classes, (self.batch, *self.input_shape), dtype=np.int32)
+            ids = rng.integers(0, self.classes, (n, *self.input_shape), dtype=np.int32)
             return ids, np.roll(ids, -1, axis=1)
-        return x, rng.integers(0, self.classes, self.batch).astype(np.int32)
+        return x, rng.integers(0, self.classes, n).astype(np.int32)
+
+
+def batch_size(batch) -> int | str:
+    """A batch size, or the name of a run-time one (``batch="batch"``)."""
+    return check_name(batch) if isinstance(batch, str) else int(batch)
 
 
 def _classifier(name, model, batch, input_shape, classes, optimizer, dtype) -> ZooModel:
@@ -155,7 +163,7 @@ def mlp(batch: int = 128, dims=(784, 512, 512, 10), activation="relu", dropout: 
                 layers.append(L.Dropout(dropout, seed=int(rng.integers(0, 2**31 - 1))))
     model = L.Sequential(layers, name="mlp")
     opt = optim.get(optimizer) if optimizer is not None else optim.SGD(0.05, momentum=0.9)
-    return _classifier("mlp", model, int(batch), input_shape, dims[-1], opt, dtype)
+    return _classifier("mlp", model, batch_size(batch), input_shape, dims[-1], opt, dtype)
 
 
 def lenet(batch: int = 128, input_shape=(1, 28, 28), classes: int = 10, channels=(20, 50), hidden: int = 500,
@@ -181,7 +189,7 @@ def lenet(batch: int = 128, input_shape=(1, 28, 28), classes: int = 10, channels
     layers.append(L.Dense(hidden, classes, rng=rng, dtype=dtype))
     model = L.Sequential(layers, name="lenet")
     opt = optim.get(optimizer) if optimizer is not None else optim.SGD(0.05, momentum=0.9)
-    return _classifier("lenet", model, int(batch), tuple(int(s) for s in input_shape), classes, opt, dtype)
+    return _classifier("lenet", model, batch_size(batch), tuple(int(s) for s in input_shape), classes, opt, dtype)
 
 
 # --------------------------------------------------------------------------- RBM
@@ -305,7 +313,7 @@ def rbm(batch: int = 20, n_visible: int = 784, n_hidden: int = 500, k: int = 1, 
     grads, recon, chain_updates = model.cd(x, k, chain)
     opt = optim.get(optimizer) if optimizer is not None else optim.SGD(lr)
     updates = opt.updates(grads, model.params) + chain_updates
-    zm = ZooModel("rbm", "rbm", model, [x], [recon], ["recon_error"], updates, int(batch), (n_visible,), dtype,
+    zm = ZooModel("rbm", "rbm", model, [x], [recon], ["recon_error"], updates, batch_size(batch), (n_visible,), dtype,
                   None, opt, predict_graph=lambda v: model(v, train=False))
     return zm
 
@@ -336,7 +344,7 @@ def seqdigits(batch: int = 32, rows: int = 8, hidden: int = 64, cell: str = "lst
     model = L.Sequential([L.Lambda(lambda x: F.reshape(x, (x.shape[0], rows, rows))), rnn,
                           L.Dense(hidden, 10, rng=rng, dtype=dtype)], name="seqdigits")
     opt = optim.get(optimizer) if optimizer is not None else optim.Adam(0.01)
-    return _classifier("seqdigits", model, int(batch), (1, rows, rows), 10, opt, dtype)
+    return _classifier("seqdigits", model, batch_size(batch), (1, rows, rows), 10, opt, dtype)
 
 
 class CharLSTM(L.Module):
@@ -377,7 +385,7 @@ def charlstm(batch: int = 32, steps: int = 64, embed: int = 32, hidden: int = 12
     loss = losses.softmax_cross_entropy(flat, labels)
     opt = optim.get(optimizer) if optimizer is not None else optim.Adam(0.005)
     zm = ZooModel("charlstm", "language", model, [x, y], [loss, losses.accuracy(flat, labels)], ["loss", "accuracy"],
-                  opt.updates(loss, model.params), int(batch), (int(steps),), "int32", corpus_text.vocab, opt,
+                  opt.updates(loss, model.params), batch_size(batch), (int(steps),), "int32", corpus_text.vocab, opt,
                   predict_graph=lambda v: L.softmax(model(v, train=False)))
     zm.corpus = corpus_text
     return zm

@@ -91,7 +91,9 @@ class Backend:
         report as a stage of its own rather than inside the graph-cache lookup."""
 
     # -------------------------------------------------------------- the compile
-    def compile(self, fn, options: dict, report) -> Program:
+    runtime_sizes = False     # compiles run-time sizes (``sf.tensor("x", ("batch", 784))``)
+
+    def compile(self, fn, options: dict, report, sizes=None) -> Program:
         """The optimised ``fn`` as a Program: the target's lowering passes, fusion,
         the memory plan, the code generator, the toolchain and the loader, each a
         report stage ("blas", ..., "fusion", "memory plan", "codegen", then the
@@ -104,7 +106,7 @@ class Backend:
         from ..compiler.pipeline import lower
         self.import_codegen()
         report.add_if_slow("import codegen", t0, f"once per process: fusion, Jinja, the {self.name} code generator")
-        job = CompileJob(fn, options, report)
+        job = CompileJob(fn, options, report, sizes)
         self.begin(job)
         job.fn = lower(job.fn, self.lower_passes(options), report)
         with report.stage("fusion", ops_before=len(job.fn.ops)) as st:
@@ -119,12 +121,13 @@ class Backend:
             from ..compiler.loops import plan_loop    # lazy: only a program with loops needs it
             with report.stage("loop bodies") as st:
                 prepare = self.prepare_body(job)
-                job.loops = {g.index: plan_loop(g.root, prepare) for g in job.partition.groups
+                job.loops = {g.index: plan_loop(g.root, prepare, sizes.at_max if sizes else None)
+                             for g in job.partition.groups
                              if g.kind == "control"}
                 st.note = f"{sum(len(lp.bodies) for lp in job.loops.values())} region(s) fused and planned"
             scratch = {**scratch, **{i: lp.scratch_bytes for i, lp in job.loops.items()}}
         with report.stage("memory plan") as st:
-            job.layout = layout(job.fn, job.partition, scratch)
+            job.layout = layout(job.fn, job.partition, scratch, sizes.at_max if sizes else None)
             st.note = job.layout.plan.table().splitlines()[0]
         plan = job.layout.plan
         report.info["memory"] = {"arena_bytes": plan.arena_bytes, "naive_bytes": plan.naive_bytes,
@@ -210,8 +213,9 @@ class CompileJob:
     (one backend object serves every thread that compiles, so a compile's state
     lives here, never on the backend)."""
 
-    def __init__(self, fn, options: dict, report):
+    def __init__(self, fn, options: dict, report, sizes=None):
         self.fn = fn
+        self.sizes = sizes                # RuntimeSizes of a function with run-time sizes, else None
         self.options = options
         self.report = report
         self.partition = None

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..install_dirs import C_TEMPLATE_DIR
+from ..ir.symdim import check_generated, concrete
 from . import rt_recipe
 from .c_runtime import header_bytes, runtime_library, unit_prelude
 from .backend import Backend, Program
@@ -81,14 +82,25 @@ def _bind_communicator(lib) -> int | None:
     return bind(communicator().py2f())
 
 
+def _entry(lib):
+    entry = lib.sf_entry
+    entry.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    entry.restype = None
+    return entry
+
+
 class CompiledModule(Program):
     """The loaded shared library plus everything needed to call it."""
 
-    def __init__(self, lib_path, param_count, slots, result_plan, arena_bytes, kernels, source, plan):
+    def __init__(self, lib_path, param_count, slots, result_plan, arena_bytes, kernels, source, plan,
+                 sizes=None, variants=()):
         self.lib = _load(lib_path)
-        self.entry = self.lib.sf_entry
-        self.entry.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        self.entry.restype = None
+        self.entry = _entry(self.lib)
+        # run-time sizes: their values come in the entry's dims argument; a specialised
+        # build (its sizes literal) is a library of its own, chosen by the values
+        self.sizes = sizes
+        self.variants = {value: _entry(_load(path)) for value, path in variants}
+        self.variant_paths = list(variants)
         self.param_count = param_count
         self.slots = slots                  # [(shape, np dtype)] of result buffers the C code writes
         self.result_plan = result_plan      # per result: ("slot", k) | ("param", p) | ("const", array)
@@ -120,12 +132,20 @@ class CompiledModule(Program):
                 and array.flags.c_contiguous and array.flags.writeable):
             self._spare[x] = array
 
-    def __call__(self, arrays):
+    def __call__(self, arrays, sizes=None):
         spare, self._spare = self._spare, {}
-        outs = [spare[k] if k in spare else np.empty(shape, dt) for k, (shape, dt) in enumerate(self.slots)]
+        entry, dims = self.entry, None
+        if sizes is None:
+            outs = [spare[k] if k in spare else np.empty(shape, dt) for k, (shape, dt) in enumerate(self.slots)]
+        else:
+            values = self.sizes.values(sizes)
+            entry = self.variants.get(values, entry)
+            dims = (ctypes.c_int64 * len(values))(*values)
+            outs = [spare[k] if k in spare else np.empty(concrete(shape, sizes), dt)
+                    for k, (shape, dt) in enumerate(self.slots)]
         ins = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
         ptrs = (ctypes.c_void_p * (len(ins) + len(outs)))(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs])
-        self.entry(ptrs, self._arena_ptr)
+        entry(ptrs, self._arena_ptr, dims)
         res = []
         for kind, x in self.result_plan:
             res.append(outs[x] if kind == "slot" else arrays[x].copy() if kind == "param" else x.copy())
@@ -136,6 +156,7 @@ class CpuBackend(Backend):
     name = "cpu"
     options = {"profile": bool}
     graph_cache = True
+    runtime_sizes = True
 
     def missing(self) -> list[str]:
         """What this machine lacks for the cpu backend, each with how to get it."""
@@ -164,9 +185,13 @@ class CpuBackend(Backend):
         from ..codegen.c_program import render_program
         fn, part, layout, options = job.fn, job.partition, job.layout, job.options
         rt, prelude = job.runtime
+        dims = job.sizes.names if job.sizes else ()
         source, kernels, units = render_program(fn, part, layout, VERSION,
                                                 "sf_unit.h" if prelude else "sf_unit_inline.h",
-                                                bool(options.get("profile")), _workers() if rt else 1, job.loops)
+                                                bool(options.get("profile")), _workers() if rt else 1, job.loops,
+                                                dims)
+        if dims:
+            check_generated(source, f"the C code of @{fn.name}")
         job.report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
                                        "bytes_read": k.bytes_read, "bytes_written": k.bytes_written}
                                       for k in kernels]
@@ -179,12 +204,21 @@ class CpuBackend(Backend):
             built = self._compile(source, job.fn.name, rt, units, prelude, _needs_mpi(kernels))
             st.note = ("cache hit" if built.hit else "cache miss") + (f", {len(units)} parallel units" if units else "")
             job.report.info["c_cache"] = "hit" if built.hit else "miss"
+        if job.sizes and job.sizes.specialize:
+            with job.report.stage("c compile (specialised)") as st:
+                job.variants = [(tuple(v for _ in job.sizes.names),
+                                 self._compile(source, job.fn.name, rt, units, prelude, _needs_mpi(kernels),
+                                               [f"-DSF_FIXED_{n}={v}" for n in job.sizes.names]))
+                                for v in job.sizes.specialize]
+                st.note = f"literal sizes {list(job.sizes.specialize)}"
         return built
 
     def load_built(self, job, emitted, built) -> "CompiledModule":
         source, kernels, units = emitted
         lay = job.layout
-        args = (len(job.fn.params), lay.slots, lay.result_plan, lay.plan.arena_bytes, kernels, source, lay.plan)
+        variants = getattr(job, "variants", [])
+        args = (len(job.fn.params), lay.slots, lay.result_plan, lay.plan.arena_bytes, kernels, source, lay.plan,
+                job.sizes, [(value, b.load_path) for value, b in variants])
         try:
             mod = CompiledModule(built.load_path, *args)
         except OSError:
@@ -195,7 +229,10 @@ class CpuBackend(Backend):
             built = self._compile(source, job.fn.name, rt, units, prelude, _needs_mpi(kernels))
             mod = CompiledModule(built.load_path, *args)
         mod.lib_path = built.path
+        mod.variant_paths = [(value, b.path) for value, b in variants]
         built.done()                 # a fresh build's own copy: mapped now, needed no more
+        for _, b in variants:
+            b.done()
         return mod
 
     def prepare(self, report) -> None:
@@ -257,7 +294,7 @@ class CpuBackend(Backend):
         report.info["c_cache"] = "hit (graph)"
         return mod
 
-    def _compile(self, source: str, name: str, rt, units=None, prelude=None, mpi=False):
+    def _compile(self, source: str, name: str, rt, units=None, prelude=None, mpi=False, defines=()):
         """The library of ``source`` (``shared_object.Built``): found in the cache,
         checked against its seal, or compiled into it. ``units``: the same module as
         several translation units (``render_program``), compiled by parallel
@@ -269,6 +306,7 @@ class CpuBackend(Backend):
             flags = FAST_FLAGS + list(blas_link_flags())
         if mpi:
             flags = flags + list(mpi_flags())
+        flags = flags + list(defines)
         key = cache_key(source, header_bytes(), ccver, " ".join(flags), VERSION, os.uname().machine)
         unit_files = tuple(f"module.u{i}.c" for i in range(len(units or ())))
         recipe = Recipe(cc, (("module.c", source), *zip(unit_files, units or ())),

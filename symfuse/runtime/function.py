@@ -18,6 +18,7 @@ from ..errors import DeviceUnavailable, DTypeError, InputError, ShapeError
 from ..frontend.api import SharedVariable, as_tensor
 from ..ir.core import Function, Value, format_loc, is_builtin, opdef_fingerprint, user_location
 from ..ir.printer import print_function
+from ..ir.symdim import RuntimeSizes, SymInt, names_of
 from ..ir.types import cast_exactly
 from .device_values import DeviceValue, host
 
@@ -27,11 +28,17 @@ log = logging.getLogger("symfuse")
 
 
 def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | None = None,
-             name: str = "main", optimize_graph: bool = True, fast_math: bool = False, **options):
+             name: str = "main", optimize_graph: bool = True, fast_math: bool = False,
+             max_batch: int | None = None, specialize: Sequence[int] | None = None, **options):
     """Compile ``inputs -> outputs`` (plus shared-variable ``updates``) into a callable.
 
     Updates are ``(shared, expression)`` pairs or a dict; all expressions see the
-    values from before the call, and are written after the outputs are computed."""
+    values from before the call, and are written after the outputs are computed.
+
+    An input may have run-time sizes (``sf.tensor("x", ("batch", 784))``): the
+    function is compiled once and each call takes the size from its arguments, up
+    to ``max_batch`` (default 256; the arena is planned for it). ``specialize``:
+    sizes that also get a build with the size literal, used when a call has it."""
     where = format_loc(user_location())
     at = f" (at {where})" if where else ""
     if not isinstance(name, str) or not FUNCTION_NAME.match(name):
@@ -93,9 +100,10 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
                 raise InputError(f"function: option {key}={value!r} for device {backend.name!r} must be a "
                                  f"{want.__name__}, got {type(value).__name__}{at}")
         opts = Options(optimize=optimize_graph, fast_math=fast_math, extra=options)
+        sizes = _runtime_sizes(fn, inputs, backend, max_batch, specialize, at)
     run, optimized, gkey = None, None, None
     backend.prepare(report)
-    if backend.graph_cache:
+    if backend.graph_cache and sizes is None:
         with report.stage("graph cache") as st:
             gkey = _graph_key(fn, backend, opts, options)
             run, optimized = _graph_cache_load(backend, gkey, report, fn)
@@ -106,7 +114,8 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
         from ..compiler.pipeline import optimize   # the passes: only a graph-cache miss runs them
         report.add_if_slow("import passes", t0, "once per process")
         optimized = optimize(fn, opts, report)
-        run = backend.compile(optimized, options, report)
+        run = backend.compile(optimized, options, report) if sizes is None else \
+            backend.compile(optimized, options, report, sizes)
         if gkey is not None:
             with report.stage("graph cache store"):
                 entry = backend.export(run, report)
@@ -114,9 +123,53 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
                 entry["locs"] = [op.loc for op in fn.ops]
                 backend.cache.put("graph", gkey, plain.dumps(entry))
     with report.stage("wrap"):
-        exe = Executable(inputs, shared, outs, ups, single, fn, optimized, run, report, backend.name)
+        exe = Executable(inputs, shared, outs, ups, single, fn, optimized, run, report, backend.name, sizes)
     report.finish()
     return exe
+
+
+DEFAULT_MAX_BATCH = 256
+
+
+def _runtime_sizes(fn, inputs, backend, max_batch, specialize, at):
+    """The RuntimeSizes of a function whose inputs have run-time sizes, else None
+    (then ``max_batch`` and ``specialize`` must not be given)."""
+    names: dict[str, None] = {}
+    for v in inputs:
+        for d, s in enumerate(v.type.shape):
+            if type(s) is SymInt:
+                if len(s.names) != 1 or s.poly != (((next(iter(s.names)),), 1),):
+                    raise ShapeError(f"function: input {v.name!r} has the size {s!r} in dimension {d}: an "
+                                     f"input's run-time size is a name, like (\"batch\", 784){at}")
+                names[repr(s)] = None
+    if not names:
+        if max_batch is not None or specialize:
+            raise InputError(f"function: max_batch= and specialize= are for inputs with a run-time size "
+                             f"(sf.tensor('x', ('batch', 784))), and no input has one{at}")
+        return None
+    used: set = set()
+    for op in fn.ops:
+        for o in op.outputs:
+            used |= names_of(o.type.shape)
+    stray = sorted(used - set(names))
+    if stray:
+        raise ShapeError(f"function: the run-time size {stray[0]!r} is used by the graph but is the size of "
+                         f"no input, so no call could give it a value{at}")
+    if not getattr(backend, "runtime_sizes", False):
+        raise InputError(f"function: device {backend.name!r} compiles static shapes only; the run-time size "
+                         f"{next(iter(names))!r} needs device 'cpu' or 'interp' (or give the input a number){at}")
+    spec = []
+    for v in specialize or ():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"function: specialize= takes sizes >= 1, got {v!r}{at}")
+        spec.append(int(v))
+    if max_batch is None:
+        max_batch = max([DEFAULT_MAX_BATCH, *spec])
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise InputError(f"function: max_batch= must be an int >= 1, got {max_batch!r}{at}")
+    if spec and max(spec) > max_batch:
+        raise InputError(f"function: specialize= size {max(spec)} exceeds max_batch={max_batch}{at}")
+    return RuntimeSizes(tuple(names), max_batch, tuple(sorted(set(spec))))
 
 
 def _graph_key(fn, backend, opts, options) -> str:
@@ -275,8 +328,9 @@ def _collect_params(inputs, results, at):
 class Executable:
     """A compiled function: call it with arrays; inspect ``ir()`` and ``report``."""
 
-    def __init__(self, inputs, shared, outputs, updates, single, source_fn, fn, run, report, device):
+    def __init__(self, inputs, shared, outputs, updates, single, source_fn, fn, run, report, device, sizes=None):
         self.inputs = inputs
+        self.sizes = sizes                    # RuntimeSizes, or None for static shapes
         self.shared = shared
         self.outputs = outputs
         self.updates = updates
@@ -327,7 +381,7 @@ class Executable:
         """The optimised function as SSA text."""
         return print_function(self.function, locations)
 
-    def _check(self, i, v, a):
+    def _check(self, i, v, a, env):
         t = v.type
         label = f"argument {i} ({v.name!r})"
         if isinstance(a, np.ndarray):
@@ -346,8 +400,34 @@ class Executable:
             except DTypeError as e:
                 raise InputError(str(e)) from None
         if a.shape != t.shape:
-            raise InputError(f"{label}: expected shape {t.shape} ({t}), got {a.shape}")
+            if self.sizes is None:
+                raise InputError(f"{label}: expected shape {t.shape} ({t}), got {a.shape}")
+            self._bind(label, t, a.shape, env)
         return a
+
+    def _bind(self, label, t, shape, env) -> None:
+        """Check ``shape`` against ``t``, whose run-time sizes take their values (in
+        ``env``) from the first argument that has them."""
+        if len(shape) != len(t.shape):
+            raise InputError(f"{label}: expected {t.ndim} dimensions ({t}), got shape {shape}")
+        for d, (want, got) in enumerate(zip(t.shape, shape)):
+            if type(want) is not SymInt:
+                if want != got:
+                    raise InputError(f"{label}: dimension {d} must be {want} ({t}), got shape {shape}")
+                continue
+            name = repr(want)
+            seen = env.get(name)
+            if seen is None:
+                if got > self.sizes.maximum:
+                    raise InputError(f"{label}: the run-time size {name!r} is {got} (dimension {d}), above "
+                                     f"max_batch={self.sizes.maximum} of this function "
+                                     f"(sf.function(..., max_batch=N) raises it)")
+                env[name] = got
+                env[" from"] = env.get(" from") or {}
+                env[" from"][name] = label
+            elif seen != got:
+                raise InputError(f"{label}: dimension {d} is the run-time size {name!r}, which "
+                                 f"{env[' from'][name]} gave as {seen}; got {got}")
 
     def __call__(self, *args, **kwargs):
         if kwargs:
@@ -362,13 +442,15 @@ class Executable:
                 args[idx] = val
         if len(args) != len(self.inputs):
             raise InputError(f"expected {len(self.inputs)} argument(s) {self._names}, got {len(args)}")
-        arrays = [self._check(i, v, a) for i, (v, a) in enumerate(zip(self.inputs, args))]
+        env: dict = {}
+        arrays = [self._check(i, v, a, env) for i, (v, a) in enumerate(zip(self.inputs, args))]
+        env.pop(" from", None)
         with self._lock:
             if self._device_values:
                 arrays += [s._value for s in self.shared]
             else:                           # a variable may have been left on a device by another function
                 arrays += [host(s._value) for s in self.shared]
-            results = self._run(arrays)
+            results = self._run(arrays) if self.sizes is None else self._run(arrays, env)
             # Results the backend made fresh for this call are kept, not copied: an update
             # becomes the shared variable's storage, an output goes to the caller. A copy is
             # made only where an array would otherwise be held twice (an input, a view, the

@@ -15,6 +15,7 @@ product (``COLUMN_SUM_ROWS``).
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -95,7 +96,7 @@ def column_sum_gemv(op, ctx):
     k = len(axes)
     if not x.dtype.is_float or op.attrs["keepdims"] or axes != tuple(range(k)) or k == x.ndim or x.dtype.name == "float16":
         return None
-    rows, cols = int(np.prod(x.shape[:k])), int(np.prod(x.shape[k:]))
+    rows, cols = math.prod(x.shape[:k]), math.prod(x.shape[k:])   # math.prod keeps a run-time size
     if rows < COLUMN_SUM_ROWS or cols < COLUMN_SUM_COLS:
         return None
     # a broadcast scalar, filled at run time: a literal array would grow the source with x

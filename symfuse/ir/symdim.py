@@ -1,0 +1,399 @@
+"""Run-time sizes: a named dimension (``sf.tensor("x", ("batch", 784))``) whose
+value is chosen at each call, and the integer expressions shapes make of it.
+
+A ``SymInt`` is an ``int`` whose value is the dimension's *trace value*, a large
+prime that no static size of a program shares, and which also carries its
+expression over the named dimensions. Every part of the compiler that computes
+with sizes (shape inference, strides, loop bounds, schedules) therefore runs
+unchanged: ``+ - * // %`` build expressions, comparisons compare trace values.
+Code generators print an expression as C (``str``/``format``: ``sf_dim_batch``,
+a variable the program's entry sets from its ``dims`` argument); the IR printer
+and error messages use ``repr`` (``batch``). A decision that depends on the
+value (``n % 8``: a vector tail) sees a prime, so it takes the branch that
+works for every value; a literal that would still carry the trace value into
+generated code is caught by ``check_generated`` (a multiple of a trace value).
+
+Dividing by a run-time size cannot make a Python float (``1.0 / n``): the IR
+reads the size as a value instead (``dim_size``, the mean's divisor).
+"""
+from __future__ import annotations
+
+import contextvars
+import re
+from typing import Mapping
+
+from ..errors import ShapeError
+
+# trace values: large primes, one per dimension name (in the order names are first seen)
+_PRIMES = (1000003, 1000033, 1000037, 1000039, 1000081, 1000099, 1000117, 1000121)
+_TRACE: dict[str, int] = {}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}\Z")
+C_PREFIX = "sf_dim_"
+
+
+def trace_value(name: str) -> int:
+    t = _TRACE.get(name)
+    if t is None:
+        if len(_TRACE) >= len(_PRIMES):
+            raise ShapeError(f"at most {len(_PRIMES)} run-time dimension names in one process; "
+                             f"{name!r} would be one more than {sorted(_TRACE)}")
+        t = _TRACE[name] = _PRIMES[len(_TRACE)]
+    return t
+
+
+def check_name(name) -> str:
+    """A dimension name: an identifier of at most 32 characters (it becomes a C name)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ShapeError(f"run-time dimension name {name!r}: use an identifier of at most 32 characters "
+                         "(letters, digits, _; not starting with a digit)")
+    return name
+
+
+# An expression is a polynomial: a tuple of (monomial, coefficient), a monomial a
+# sorted tuple of atoms, an atom a dimension name or ("//" | "%", poly, poly).
+def _poly(x) -> tuple:
+    if isinstance(x, SymInt):
+        return x.poly
+    return (((), int(x)),) if x else ()
+
+
+def _norm(terms: dict) -> tuple:
+    return tuple(sorted(((m, c) for m, c in terms.items() if c), key=lambda mc: repr(mc[0])))
+
+
+def _add(a: tuple, b: tuple, sign: int = 1) -> tuple:
+    out = dict(a)
+    for m, c in b:
+        out[m] = out.get(m, 0) + sign * c
+    return _norm(out)
+
+
+def _mul(a: tuple, b: tuple) -> tuple:
+    out: dict = {}
+    for ma, ca in a:
+        for mb, cb in b:
+            m = tuple(sorted(ma + mb, key=repr))
+            out[m] = out.get(m, 0) + ca * cb
+    return _norm(out)
+
+
+def _divides(a: tuple, b: tuple) -> tuple | None:
+    """a / b when b is one term that divides every term of a exactly, else None."""
+    if len(b) != 1:
+        return None
+    (mb, cb), = b
+    out = {}
+    for m, c in a:
+        rest = list(m)
+        for atom in mb:
+            if atom not in rest:
+                return None
+            rest.remove(atom)
+        if c % cb:
+            return None
+        out[tuple(rest)] = c // cb
+    return _norm(out)
+
+
+def _wrap(poly: tuple, value: int):
+    if not poly:
+        return 0
+    if len(poly) == 1 and poly[0][0] == ():
+        return poly[0][1]
+    return SymInt(value, poly)
+
+
+class SymInt(int):
+    """An integer known at run time (see the module docstring)."""
+
+    def __new__(cls, value: int, poly: tuple):
+        obj = int.__new__(cls, value)
+        obj.poly = poly
+        return obj
+
+    @classmethod
+    def dim(cls, name: str) -> "SymInt":
+        return cls(trace_value(check_name(name)), (((name,), 1),))
+
+    # arithmetic builds expressions; the int value follows along
+    def __add__(self, o):
+        return _wrap(_add(self.poly, _poly(o)), int(self) + int(o)) if isinstance(o, int) else NotImplemented
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        return _wrap(_add(self.poly, _poly(o), -1), int(self) - int(o)) if isinstance(o, int) else NotImplemented
+
+    def __rsub__(self, o):
+        return _wrap(_add(_poly(o), self.poly, -1), int(o) - int(self)) if isinstance(o, int) else NotImplemented
+
+    def __mul__(self, o):
+        return _wrap(_mul(self.poly, _poly(o)), int(self) * int(o)) if isinstance(o, int) else NotImplemented
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return _wrap(_mul(self.poly, _poly(-1)), -int(self))
+
+    def __pos__(self):
+        return self
+
+    def __floordiv__(self, o):
+        return _floordiv(self, o) if isinstance(o, int) else NotImplemented
+
+    def __rfloordiv__(self, o):
+        return _floordiv(o, self) if isinstance(o, int) else NotImplemented
+
+    def __mod__(self, o):
+        return _mod(self, o) if isinstance(o, int) else NotImplemented
+
+    def __rmod__(self, o):
+        return _mod(o, self) if isinstance(o, int) else NotImplemented
+
+    def __truediv__(self, o):
+        raise ShapeError(f"the run-time size {self!r} cannot be divided into a Python float; "
+                         "read it as a tensor with sf.dim_size(...) instead")
+
+    __rtruediv__ = __truediv__
+
+    def __float__(self):
+        raise ShapeError(f"the run-time size {self!r} has no value until the function is called")
+
+    def __pow__(self, o, mod=None):
+        if mod is None and type(o) is int and o >= 0:
+            out = 1
+            for _ in range(o):
+                out = out * self
+            return out
+        return NotImplemented
+
+    # printing: C for code generators, the IR's spelling for people
+    def __str__(self) -> str:
+        return c_expr(self.poly)
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else int.__format__(int(self), spec)
+
+    def __repr__(self) -> str:
+        return ir_expr(self.poly)
+
+    def __reduce__(self):
+        raise TypeError(f"run-time size {self!r} cannot be pickled")
+
+    def evaluate(self, env: Mapping[str, int]) -> int:
+        return _eval(self.poly, env)
+
+    @property
+    def names(self) -> frozenset:
+        return frozenset(_names(self.poly))
+
+
+def _floordiv(a, b):
+    pa, pb = _poly(a), _poly(b)
+    q = _divides(pa, pb)
+    if q is not None:
+        return _wrap(q, int(a) // int(b))
+    if not isinstance(a, SymInt) and int(a) == 0:
+        return 0
+    if pb == (((), 1),):
+        return a
+    return SymInt(int(a) // int(b), (((("//", pa, pb),), 1),))
+
+
+def _mod(a, b):
+    pa, pb = _poly(a), _poly(b)
+    if _divides(pa, pb) is not None:
+        return 0
+    if not isinstance(a, SymInt) and int(a) == 0:
+        return 0
+    return SymInt(int(a) % int(b), (((("%", pa, pb),), 1),))
+
+
+def _atom_names(atom):
+    if isinstance(atom, str):
+        yield atom
+    else:
+        yield from _names(atom[1])
+        yield from _names(atom[2])
+
+
+def _names(poly):
+    for m, _ in poly:
+        for atom in m:
+            yield from _atom_names(atom)
+
+
+def _eval(poly, env) -> int:
+    total = 0
+    for m, c in poly:
+        v = c
+        for atom in m:
+            if isinstance(atom, str):
+                v *= env[atom]
+            else:
+                x, y = _eval(atom[1], env), _eval(atom[2], env)
+                v *= x // y if atom[0] == "//" else x % y
+        total += v
+    return total
+
+
+def _render(poly, atom_text) -> str:
+    if not poly:
+        return "0"
+    terms = []
+    for m, c in poly:
+        factors = [atom_text(a) for a in m]
+        if c != 1 or not factors:
+            factors.append(str(c))
+        terms.append("*".join(factors))
+    return terms[0] if len(terms) == 1 and len(poly[0][0]) <= 1 and poly[0][1] == 1 \
+        else "(" + " + ".join(terms) + ")"
+
+
+def c_expr(poly) -> str:
+    def atom(a):
+        if isinstance(a, str):
+            return C_PREFIX + a
+        return f"({c_expr(a[1])}{'/' if a[0] == '//' else '%'}{c_expr(a[2])})"
+    return _render(poly, atom)
+
+
+def ir_expr(poly) -> str:
+    def atom(a):
+        if isinstance(a, str):
+            return a
+        return f"({ir_expr(a[1])}{a[0]}{ir_expr(a[2])})"
+    return _render(poly, atom)
+
+
+# --------------------------------------------------------------------------- helpers
+def is_symbolic(shape) -> bool:
+    for s in shape:
+        if type(s) is SymInt:
+            return True
+    return False
+
+
+def names_of(shape) -> frozenset:
+    out: frozenset = frozenset()
+    for s in shape:
+        if type(s) is SymInt:
+            out |= s.names
+    return out
+
+
+def concrete(x, env: Mapping[str, int]):
+    """``x`` (an int, a SymInt, or tuples/lists/dicts of them) at the sizes of ``env``."""
+    if type(x) is SymInt:
+        return x.evaluate(env)
+    if isinstance(x, tuple):
+        return tuple(concrete(v, env) for v in x)
+    if isinstance(x, list):
+        return [concrete(v, env) for v in x]
+    if isinstance(x, dict):
+        return {k: concrete(v, env) for k, v in x.items()}
+    return x
+
+
+def has_symbolic(x) -> bool:
+    if type(x) is SymInt:
+        return True
+    if isinstance(x, (tuple, list)):
+        return any(has_symbolic(v) for v in x)
+    if isinstance(x, dict):
+        return any(has_symbolic(v) for v in x.values())
+    return False
+
+
+def parse_dim(text: str, env_names=None):
+    """The IR spelling back to a size: ``784``, ``batch``, ``(batch*784 + 3)``, ``((batch*3)//2)``."""
+    toks = re.findall(r"\d+|[A-Za-z_][A-Za-z0-9_]*|//|[-+*%()]", text)
+    if "".join(toks) != re.sub(r"\s+", "", text):
+        raise ShapeError(f"cannot read the size {text!r}")
+    pos = 0
+
+    def peek():
+        return toks[pos] if pos < len(toks) else None
+
+    def take():
+        nonlocal pos
+        pos += 1
+        return toks[pos - 1]
+
+    def atom():
+        t = take()
+        if t == "(":
+            v = expr()
+            if take() != ")":
+                raise ShapeError(f"cannot read the size {text!r}")
+            return v
+        if t == "-":
+            return -atom()
+        if t.isdigit():
+            return int(t)
+        return SymInt.dim(t)
+
+    def term():
+        v = atom()
+        while peek() in ("*", "//", "%"):
+            op, r = take(), atom()
+            v = v * r if op == "*" else v // r if op == "//" else v % r
+        return v
+
+    def expr():
+        v = term()
+        while peek() in ("+", "-"):
+            op, r = take(), term()
+            v = v + r if op == "+" else v - r
+        return v
+
+    out = expr()
+    if pos != len(toks):
+        raise ShapeError(f"cannot read the size {text!r}")
+    return out
+
+
+# --------------------------------------------------------------------------- generated code
+_INT_LITERAL = re.compile(r"(?<![\w.])(\d{6,})(?![\w.])")
+
+
+def check_generated(source: str, where: str) -> None:
+    """Refuse generated code that holds a trace value (or a multiple of one) as a
+    literal: a size computed from a run-time dimension lost its expression on the
+    way (an ``int()``), and the code would be right for one size only."""
+    traces = tuple(_TRACE.values())
+    if not traces:
+        return
+    for m in _INT_LITERAL.finditer(source):
+        v = int(m.group(1))
+        for t in traces:
+            if v % t == 0:
+                name = next(k for k, x in _TRACE.items() if x == t)
+                line = source.count("\n", 0, m.start()) + 1
+                raise ShapeError(f"internal: {where} holds the literal {v} (line {line}), a size computed from "
+                                 f"the run-time dimension {name!r} as if it were static; please report this")
+
+
+# the sizes of the call being evaluated by the interpreter (``evaluate``)
+current_sizes: contextvars.ContextVar = contextvars.ContextVar("symfuse_sizes", default=None)
+
+
+class RuntimeSizes:
+    """A function's run-time sizes: their names (the order of the entry's ``dims``
+    argument), the largest value each may take (the arena is planned for it), and
+    the values that get literal-size builds of their own (``specialize=``)."""
+
+    __slots__ = ("names", "maximum", "specialize")
+
+    def __init__(self, names: tuple, maximum: int, specialize: tuple = ()):
+        self.names, self.maximum, self.specialize = tuple(names), int(maximum), tuple(specialize)
+
+    @property
+    def at_max(self) -> dict:
+        return {n: self.maximum for n in self.names}
+
+    def values(self, env: Mapping[str, int]) -> tuple:
+        return tuple(env[n] for n in self.names)
+
+    def __repr__(self) -> str:
+        return f"RuntimeSizes({', '.join(self.names)} <= {self.maximum}, specialize={list(self.specialize)})"
