@@ -10,6 +10,7 @@
  *
  * Each INPUTi.bin holds input i's raw bytes (C order); its size is passed as the
  * buffer size, so a file of the wrong size is refused by the library, not here.
+ * An export with a run-time batch takes as many rows as the batch input's file holds.
  * Each OUTPUTj.bin receives output j's bytes. -r N times N more calls and prints
  * the median and the fastest, in microseconds. Exit status: 0, or the sf_status. */
 #define SF_MODEL_ALIASES
@@ -76,7 +77,13 @@ int main(int argc, char **argv) {
     in[i] = read_file(argv[arg + i], &in_bytes[i]);
     if (!in[i]) { fprintf(stderr, "cannot read %s\n", argv[arg + i]); return 2; }
   }
+#ifdef SF_MODEL_BATCH_INPUT
+  /* a run-time batch: as many rows as the batch input's file holds */
+  int64_t batch = (int64_t)(in_bytes[SF_MODEL_BATCH_INPUT] / sf_model_input_bytes(SF_MODEL_BATCH_INPUT));
+  for (size_t j = 0; j < n_out; j++) out[j] = malloc((out_bytes[j] = sf_model_output_bytes_for(j, batch)) + 1);
+#else
   for (size_t j = 0; j < n_out; j++) out[j] = malloc((out_bytes[j] = sf_model_output_bytes(j)) + 1);
+#endif
   rc = sf_model_run(h, in, in_bytes, n_in, out, out_bytes, n_out);
   if (rc != SF_OK) {
     fprintf(stderr, "run failed (%d): %s\n", rc, sf_model_last_error(h));

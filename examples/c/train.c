@@ -51,7 +51,13 @@ int main(int argc, char **argv) {
   size_t in_bytes[16], out_bytes[16];
   for (size_t i = 0; i < n_in; i++)
     if (!(in[i] = read_file(argv[arg + i], &in_bytes[i]))) { fprintf(stderr, "cannot read %s\n", argv[arg + i]); return 2; }
+#ifdef SF_MODEL_BATCH_INPUT
+  /* a run-time batch: as many rows as the batch input's file holds */
+  int64_t batch = (int64_t)(in_bytes[SF_MODEL_BATCH_INPUT] / sf_model_input_bytes(SF_MODEL_BATCH_INPUT));
+  for (size_t j = 0; j < n_out; j++) out[j] = calloc(1, (out_bytes[j] = sf_model_output_bytes_for(j, batch)) + 1);
+#else
   for (size_t j = 0; j < n_out; j++) out[j] = calloc(1, (out_bytes[j] = sf_model_output_bytes(j)) + 1);
+#endif
   for (int s = 0; s < steps; s++) {
     rc = sf_model_run(h, in, in_bytes, n_in, out, out_bytes, n_out);
     if (rc != SF_OK) {

@@ -4,9 +4,10 @@ schedule, in-place reuse). Shared by the cpu and cuda backends."""
 from __future__ import annotations
 
 from ..ir.core import Function
-from ..ir.symdim import concrete
+from ..errors import ShapeError
+from ..ir.symdim import SymInt, concrete
 from .fusion import materialised
-from .memory import BufferUse, plan_memory
+from .memory import BufferUse, MemoryPlan, plan_memory
 
 
 class Layout:
@@ -19,13 +20,80 @@ class Layout:
     scratch: dict     # group index -> arena offset of the scratch bytes a library kernel asked for
 
 
-def layout(fn: Function, part, scratch_bytes: dict[int, int] | None = None, at_max: dict | None = None) -> Layout:
+class SizedPlan:
+    """The arena of a function with one run-time size ``n``: a static region (the
+    buffers of static size, planned as usual) followed by a region of rows, where a
+    buffer of ``k*n + c`` bytes takes ``align(k + c)`` bytes per row. The rows are
+    planned at n = 1 (``rows``); at any n a buffer sits at ``static + offset*n``, so
+    buffers disjoint in the row plan are disjoint at every n, and the arena is
+    ``static + per_row*n`` bytes: offsets and size are computed at call time."""
+
+    def __init__(self, name: str, static: MemoryPlan, rows: MemoryPlan, n: SymInt):
+        self.name, self.static, self.rows = name, static, rows
+        self.static_bytes = _align(static.arena_bytes, static.alignment)
+        self.per_row = rows.arena_bytes
+        self.offsets = {**static.offsets, **{k: self.static_bytes + o * n for k, o in rows.offsets.items()}}
+        self.arena_bytes = self.static_bytes + self.per_row * n
+        self.naive_bytes = static.naive_bytes + rows.naive_bytes * n
+        self.lower_bound_bytes = static.lower_bound_bytes + rows.lower_bound_bytes * n
+        self.inplace = static.inplace + rows.inplace
+        self.buffers = static.buffers + rows.buffers
+        self.alignment = static.alignment
+
+    def table(self) -> str:
+        return (f"arena {self.static_bytes:,} B + {self.per_row:,} B x {self.name} "
+                f"({len(self.static.offsets)} static buffers, {len(self.rows.offsets)} of {self.name} rows, "
+                f"{len(self.inplace)} in place)")
+
+
+def _affine(nbytes, name: str):
+    """(k, c) when ``nbytes`` is k*name + c with k, c >= 0, else None."""
+    if type(nbytes) is int:
+        return 0, nbytes
+    k = c = 0
+    for mono, coef in nbytes.poly:
+        if mono == ():
+            c += coef
+        elif mono == (name,):
+            k += coef
+        else:
+            return None
+    return (k, c) if k >= 0 and c >= 0 else None
+
+
+def _plan(bufs: list, pairs: list, sizes):
+    """The MemoryPlan of ``bufs`` (sizes concrete), or with a run-time size a
+    SizedPlan when every size is affine in it, else the plan at its maximum."""
+    if sizes is None:
+        return plan_memory(bufs, pairs)
+    name = sizes.names[0] if len(sizes.names) == 1 else None
+    forms = {b.name: _affine(b.nbytes, name) for b in bufs} if name else {}
+    if name and all(f is not None for f in forms.values()):
+        static = [b for b in bufs if forms[b.name][0] == 0]
+        rows = [BufferUse(b.name, _align(sum(forms[b.name]), 64), b.first, b.last) for b in bufs
+                if forms[b.name][0] > 0]
+        kinds = {b.name: forms[b.name][0] > 0 for b in bufs}
+        return SizedPlan(name, plan_memory(static, [p for p in pairs if not kinds[p[0]] and not kinds[p[1]]]),
+                         plan_memory(rows, [p for p in pairs if kinds[p[0]] and kinds[p[1]]]), SymInt.dim(name))
+    if sizes.maximum is None:
+        odd = next(b for b in bufs if type(b.nbytes) is not int and forms.get(b.name) is None)
+        raise ShapeError(f"a buffer of {odd.nbytes!r} bytes: the arena can follow the run-time size only where "
+                         f"every buffer is k*{' or '.join(sizes.names)} + c bytes; give max_batch= to plan it "
+                         "for the largest size instead")
+    at_max = sizes.at_max
+    return plan_memory([BufferUse(b.name, concrete(b.nbytes, at_max), b.first, b.last) for b in bufs], pairs)
+
+
+def _align(n: int, a: int) -> int:
+    return -(-n // a) * a
+
+
+def layout(fn: Function, part, scratch_bytes: dict[int, int] | None = None, sizes=None) -> Layout:
     """Where every materialised value lives: a parameter slot, a result slot,
-    a static constant, or an arena offset from the memory planner. ``at_max``:
-    the largest value of each run-time size; the arena is planned for those, and a
-    call with smaller ones uses a prefix of each buffer's place (the offsets stay
-    literal, and no two buffers alive together overlap at any size)."""
-    at_max = at_max or {}
+    a static constant, or an arena offset from the memory planner. ``sizes``: the
+    function's RuntimeSizes; its arena follows them (``SizedPlan``) or is planned
+    for their maximum (a call with smaller sizes uses a prefix of each buffer's
+    place: no two buffers alive together overlap at any size)."""
     lay = Layout()
     param_pos = {id(p): k for k, p in enumerate(fn.params)}
     lay.where: dict[int, tuple] = {}
@@ -59,14 +127,13 @@ def layout(fn: Function, part, scratch_bytes: dict[int, int] | None = None, at_m
         for v in g.outputs:
             if id(v) in lay.where:
                 continue
-            bufs.append(BufferUse(str(id(v)), max(concrete(v.type.nbytes, at_max), 1), g.index,
+            bufs.append(BufferUse(str(id(v)), max(v.type.nbytes, 1), g.index,
                                   max(last.get(id(v), g.index), g.index)))
     # scratch of a library kernel: a buffer live during its own step only
     for gi, nbytes in (scratch_bytes or {}).items():
-        nbytes = concrete(nbytes, at_max)
         if nbytes > 0:
             bufs.append(BufferUse(f"scratch{gi}", nbytes, gi, gi))
-    lay.plan = plan_memory(bufs, _inplace_candidates(part, last))
+    lay.plan = _plan(bufs, _inplace_candidates(part, last), sizes)
     lay.scratch = {}
     for b in bufs:
         if b.name.startswith("scratch"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..ir.symdim import SymInt, aligned_bound
 from ..ir.core import Function, Op, Region, Value, format_loc, get_opdef
 from .kernel_info import KernelInfo
 from .fusion import Partition, fuse
@@ -89,26 +90,28 @@ class ProgramPlan:
 
 
 def _aligned(n: int) -> int:
+    if type(n) is SymInt:       # k*size + c: align k and c, a bound that stays affine and aligned at every size
+        return aligned_bound(n, ALIGN)
     return -(-max(n, 1) // ALIGN) * ALIGN
 
 
-def plan_program(fn: Function, horizontal: bool = True, prepare=None, at_max=None) -> ProgramPlan:
+def plan_program(fn: Function, horizontal: bool = True, prepare=None, sizes=None) -> ProgramPlan:
     """Fusion and memory layout of ``fn`` and, recursively, of its regions.
     ``prepare(partition) -> (scratch bytes by group index, lowered)``: a target's
     work between fusion and the plan (kernels whose workspace the plan places)."""
     part = fuse(fn, horizontal=horizontal)
     scratch, lowered = prepare(part) if prepare is not None else ({}, None)
-    loops = {g.index: plan_loop(g.root, prepare, at_max) for g in part.groups if g.kind == "control"}
-    lay = layout(fn, part, {**scratch, **{i: lp.scratch_bytes for i, lp in loops.items()}}, at_max)
+    loops = {g.index: plan_loop(g.root, prepare, sizes) for g in part.groups if g.kind == "control"}
+    lay = layout(fn, part, {**scratch, **{i: lp.scratch_bytes for i, lp in loops.items()}}, sizes)
     return ProgramPlan(part, lay, loops, lowered)
 
 
-def plan_loop(op: Op, prepare=None, at_max=None) -> LoopPlan:
-    """``at_max``: the largest value of each run-time size (``layout``)."""
+def plan_loop(op: Op, prepare=None, sizes=None) -> LoopPlan:
+    """``sizes``: the function's RuntimeSizes (``layout``)."""
     bodies = []
     for r in op.regions:
         fn = written_results(r)
-        p = plan_program(fn, horizontal=False, prepare=prepare, at_max=at_max)
+        p = plan_program(fn, horizontal=False, prepare=prepare, sizes=sizes)
         bodies.append(BodyPlan(fn, p.part, p.lay, p.loops, p.lowered))
     lp = LoopPlan(op, bodies)
     n = op.attrs.get("carries", 0)

@@ -60,7 +60,18 @@ def _short(x) -> str:
     return r if len(r) <= 40 else r[:37] + "..."
 
 
+def size_value(n, dtype="float32") -> Value:
+    """A size as a 0-d tensor; a run-time size (``SymInt``) is counted when the
+    function runs (a sum of ones, exact in its double or int64 accumulator)."""
+    dt = _dtype(dtype, "size")
+    if type(n) is not SymInt:
+        return constant(np.asarray(n, dt.np))
+    return sum(broadcast_to(constant(np.ones((), dt.np)), (n,)))
+
+
 def constant(array, dtype=None) -> Value:
+    if type(array) is SymInt:       # x / x.shape[0]: the size of this call, not the trace value
+        return size_value(array, dtype or "int32")
     arr = _default_array(array)
     if dtype is not None:
         arr = arr.astype(_dtype(dtype, "constant").np)
@@ -75,6 +86,8 @@ def _is_weak(x) -> bool:
 def as_tensor(x, like: Value | None = None) -> Value:
     if isinstance(x, Value):
         return x
+    if type(x) is SymInt:
+        return size_value(x, like.dtype if like is not None else "int32")
     if like is not None and _is_weak(x):
         dt = like.dtype
         v = x.item() if isinstance(x, (np.generic, np.ndarray)) else x
@@ -224,10 +237,8 @@ def mean(x, axis=None, keepdims=False):
     n = x.size // s.size if s.size else 1
     if n == 0:      # no elements: nan, as numpy and JAX give (the empty sum is 0, times nan)
         return s * math.nan
-    if type(n) is SymInt:
-        # a run-time count: summed at run time (exact in the double accumulator), never a Python float
-        count = sum(broadcast_to(constant(np.ones((), x.dtype.np)), (n,)))
-        return s / count
+    if type(n) is SymInt:       # a run-time count, never a Python float
+        return s / size_value(n, x.dtype)
     return s if n == 1 else s * (1.0 / n)
 
 

@@ -353,6 +353,22 @@ def parse_dim(text: str, env_names=None):
     return out
 
 
+def aligned_bound(n, align: int):
+    """An upper bound of ``n`` that is a multiple of ``align`` at every size: each
+    coefficient rounded up (exact for a static ``n``)."""
+    if type(n) is not SymInt:
+        return -(-max(int(n), 1) // align) * align
+    out = 0
+    for mono, coef in n.poly:
+        term = -(-coef // align) * align
+        for atom in mono:
+            if not isinstance(atom, str):
+                raise ShapeError(f"cannot bound the size {n!r}")
+            term = term * SymInt.dim(atom)
+        out = out + term
+    return out
+
+
 # --------------------------------------------------------------------------- generated code
 _INT_LITERAL = re.compile(r"(?<![\w.])(\d{6,})(?![\w.])")
 
@@ -380,17 +396,18 @@ current_sizes: contextvars.ContextVar = contextvars.ContextVar("symfuse_sizes", 
 
 class RuntimeSizes:
     """A function's run-time sizes: their names (the order of the entry's ``dims``
-    argument), the largest value each may take (the arena is planned for it), and
-    the values that get literal-size builds of their own (``specialize=``)."""
+    argument), the largest value each may take (None: any), and the values that
+    get literal-size builds of their own (``specialize=``)."""
 
     __slots__ = ("names", "maximum", "specialize")
 
-    def __init__(self, names: tuple, maximum: int, specialize: tuple = ()):
-        self.names, self.maximum, self.specialize = tuple(names), int(maximum), tuple(specialize)
+    def __init__(self, names: tuple, maximum: int | None, specialize: tuple = ()):
+        self.names, self.specialize = tuple(names), tuple(specialize)
+        self.maximum = None if maximum is None else int(maximum)
 
     @property
-    def at_max(self) -> dict:
-        return {n: self.maximum for n in self.names}
+    def at_max(self) -> dict | None:
+        return None if self.maximum is None else {n: self.maximum for n in self.names}
 
     def values(self, env: Mapping[str, int]) -> tuple:
         return tuple(env[n] for n in self.names)

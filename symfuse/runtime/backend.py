@@ -28,12 +28,27 @@ def _planned_buffers(plan, partition) -> list[dict]:
     out = []
     for b in plan.buffers:
         v = values.get(b.name)
-        out.append({"name": label(b.name), "offset": plan.offsets[b.name], "bytes": b.nbytes,
+        size = v.type.nbytes if v is not None else b.nbytes
+        # with a run-time size, offsets and bytes are expressions as the IR spells them ("(batch*40)")
+        out.append({"name": label(b.name), "offset": _plain_size(plan.offsets[b.name]), "bytes": _plain_size(size),
                     "first_step": b.first, "last_step": b.last,
-                    "shape": list(v.type.shape) if v is not None else None,
+                    "shape": [d if type(d) is int else repr(d) for d in v.type.shape] if v is not None else None,
                     "dtype": str(v.type.dtype) if v is not None else "uint8",
                     "in_place_of": label(reuses[b.name]) if b.name in reuses else None})
     return out
+
+
+def _plain_size(x):
+    return x if type(x) is int else repr(x)
+
+
+def _arena_by_size(plan, sizes) -> dict:
+    """The arena as a function of the run-time size, and its bytes at a few sizes."""
+    at = sorted({1, 32, 128, *sizes.specialize} | ({sizes.maximum} if sizes.maximum else set()))
+    arena = plan.arena_bytes
+    return {"names": list(sizes.names), "max": sizes.maximum, "arena": _plain_size(arena),
+            "arena_bytes_at": {str(n): arena if type(arena) is int else arena.evaluate({k: n for k in sizes.names})
+                               for n in at if sizes.maximum is None or n <= sizes.maximum}}
 
 
 class Program:
@@ -121,18 +136,22 @@ class Backend:
             from ..compiler.loops import plan_loop    # lazy: only a program with loops needs it
             with report.stage("loop bodies") as st:
                 prepare = self.prepare_body(job)
-                job.loops = {g.index: plan_loop(g.root, prepare, sizes.at_max if sizes else None)
+                job.loops = {g.index: plan_loop(g.root, prepare, sizes)
                              for g in job.partition.groups
                              if g.kind == "control"}
                 st.note = f"{sum(len(lp.bodies) for lp in job.loops.values())} region(s) fused and planned"
             scratch = {**scratch, **{i: lp.scratch_bytes for i, lp in job.loops.items()}}
         with report.stage("memory plan") as st:
-            job.layout = layout(job.fn, job.partition, scratch, sizes.at_max if sizes else None)
+            job.layout = layout(job.fn, job.partition, scratch, sizes)
             st.note = job.layout.plan.table().splitlines()[0]
+            if sizes and sizes.maximum is not None and type(job.layout.plan.arena_bytes) is int:
+                st.note += f", planned for {' = '.join(sizes.names)} <= {sizes.maximum}"
         plan = job.layout.plan
-        report.info["memory"] = {"arena_bytes": plan.arena_bytes, "naive_bytes": plan.naive_bytes,
-                                 "lower_bound_bytes": plan.lower_bound_bytes,
-                                 "buffers": _planned_buffers(plan, job.partition)}
+        report.info["memory"] = {k: _plain_size(getattr(plan, k))
+                                 for k in ("arena_bytes", "naive_bytes", "lower_bound_bytes")}
+        report.info["memory"]["buffers"] = _planned_buffers(plan, job.partition)
+        if sizes:
+            report.info["memory"]["sizes"] = _arena_by_size(plan, sizes)
         if self.codegen_before_plan:
             emitted = self.emit(job)
         else:

@@ -104,8 +104,9 @@ class CompiledModule(Program):
         self.param_count = param_count
         self.slots = slots                  # [(shape, np dtype)] of result buffers the C code writes
         self.result_plan = result_plan      # per result: ("slot", k) | ("param", p) | ("const", array)
-        self.arena_bytes = arena_bytes
-        self._arena, self._arena_ptr = _arena(arena_bytes)
+        self.arena_bytes = arena_bytes      # an int, or with a run-time size its expression (SizedPlan)
+        self._arena, self._arena_ptr = _arena(arena_bytes if type(arena_bytes) is int else 0)
+        self._arena_cap = arena_bytes if type(arena_bytes) is int else 0
         self._spare: dict[int, np.ndarray] = {}   # result slot -> a buffer handed back by recycle()
         self.kernels = kernels
         self.source = source
@@ -140,6 +141,11 @@ class CompiledModule(Program):
         else:
             values = self.sizes.values(sizes)
             entry = self.variants.get(values, entry)
+            if type(self.arena_bytes) is not int:
+                need = self.arena_bytes.evaluate(sizes)
+                if need > self._arena_cap:    # the largest call so far: a new arena, kept for the next calls
+                    self._arena, self._arena_ptr = _arena(need)
+                    self._arena_cap = need
             dims = (ctypes.c_int64 * len(values))(*values)
             outs = [spare[k] if k in spare else np.empty(concrete(shape, sizes), dt)
                     for k, (shape, dt) in enumerate(self.slots)]

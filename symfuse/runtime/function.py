@@ -36,9 +36,10 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
     values from before the call, and are written after the outputs are computed.
 
     An input may have run-time sizes (``sf.tensor("x", ("batch", 784))``): the
-    function is compiled once and each call takes the size from its arguments, up
-    to ``max_batch`` (default 256; the arena is planned for it). ``specialize``:
-    sizes that also get a build with the size literal, used when a call has it."""
+    function is compiled once and each call takes the size from its arguments (the
+    arena grows with it; ``max_batch`` caps it, and plans the arena for that size
+    where the buffers' sizes are not affine in it). ``specialize``: sizes that also
+    get a build with the size literal, used when a call has it."""
     where = format_loc(user_location())
     at = f" (at {where})" if where else ""
     if not isinstance(name, str) or not FUNCTION_NAME.match(name):
@@ -128,9 +129,6 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
     return exe
 
 
-DEFAULT_MAX_BATCH = 256
-
-
 def _runtime_sizes(fn, inputs, backend, max_batch, specialize, at):
     """The RuntimeSizes of a function whose inputs have run-time sizes, else None
     (then ``max_batch`` and ``specialize`` must not be given)."""
@@ -163,12 +161,11 @@ def _runtime_sizes(fn, inputs, backend, max_batch, specialize, at):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise InputError(f"function: specialize= takes sizes >= 1, got {v!r}{at}")
         spec.append(int(v))
-    if max_batch is None:
-        max_batch = max([DEFAULT_MAX_BATCH, *spec])
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-        raise InputError(f"function: max_batch= must be an int >= 1, got {max_batch!r}{at}")
-    if spec and max(spec) > max_batch:
-        raise InputError(f"function: specialize= size {max(spec)} exceeds max_batch={max_batch}{at}")
+    if max_batch is not None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise InputError(f"function: max_batch= must be an int >= 1, got {max_batch!r}{at}")
+        if spec and max(spec) > max_batch:
+            raise InputError(f"function: specialize= size {max(spec)} exceeds max_batch={max_batch}{at}")
     return RuntimeSizes(tuple(names), max_batch, tuple(sorted(set(spec))))
 
 
@@ -418,7 +415,10 @@ class Executable:
             name = repr(want)
             seen = env.get(name)
             if seen is None:
-                if got > self.sizes.maximum:
+                if got < 1:
+                    raise InputError(f"{label}: the run-time size {name!r} is {got} (dimension {d}); it must be "
+                                     "at least 1")
+                if self.sizes.maximum is not None and got > self.sizes.maximum:
                     raise InputError(f"{label}: the run-time size {name!r} is {got} (dimension {d}), above "
                                      f"max_batch={self.sizes.maximum} of this function "
                                      f"(sf.function(..., max_batch=N) raises it)")

@@ -13,8 +13,9 @@ and loads the CUDA driver at run time.
       libgomp.so.1        only when the compiler's libgomp is not a system library
       <name>.R, lib<name>_r.so, <name>_r.c   with r=True: the R wrapper and its .C glue (r.py)
 
-Shapes are static (the function's). A later batch argument will be a keyword of
-``export`` and new functions in the header; what is here stays as it is.
+A function compiled with a run-time size (``sf.tensor("x", ("batch", 784))``) exports
+with it: ``run`` takes the batch from the bytes of the input that has it, and the
+header adds ``<name>_max_batch`` and ``<name>_input_bytes_for`` / ``_output_bytes_for``.
 """
 from __future__ import annotations
 
@@ -135,6 +136,9 @@ def write_r(out_dir: str, d: Described, header: str, cc: str, files: dict, manif
     (docs/export.md, "R"): the same for every target, since it calls that API only."""
     from ..toolchain import VERSION
     from . import r as rwrap
+    if any(t.sized for t in d.inputs):
+        raise InputError("export: the R wrapper takes static shapes; export the function without r=True, or "
+                         "compile it with a number for the batch")
     script, glue = rwrap.render(d.name, VERSION, d.inputs, d.outputs, d.params,
                                 [d.params[v].name for v in d.update_vars])
     rwrap.build_glue(out_dir, d.name, glue, header, cc)
@@ -210,6 +214,10 @@ def _export_cpu(f, out_dir: str, name: str | None, r: bool = False) -> Exported:
         "compiler": {"path": cc, "version": ccver},
         "libraries": deps, "arena_bytes": run.arena_bytes,
     })
+    if run.sizes is not None:
+        sized = api.sized_context(d.inputs, run.sizes)
+        manifest["sizes"] = {sized["name"]: {"max": sized["max"], "from_input": d.inputs[sized["input"]].name,
+                                             "bytes_per_row": sized["unit"]}}
     if r:
         write_r(out_dir, d, header, cc, files, manifest)
     write_manifest(out_dir, files, manifest)

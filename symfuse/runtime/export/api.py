@@ -9,6 +9,7 @@ are octal escapes, and in comments only as letters, digits and ``_.:-``.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from ...errors import InputError
 from ...install_dirs import C_TEMPLATE_DIR
+from ...ir.symdim import is_symbolic
 from .params import DTYPE_CODES
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
@@ -23,6 +25,10 @@ _SAFE_C = re.compile(rb"[A-Za-z0-9 _.:/-]")
 FUNCTIONS = ("create", "destroy", "run", "get_param", "set_param", "load_params", "save_params", "last_error",
              "param_updated") + tuple(f.format(k) for k in ("input", "output", "param") for f in
                                       ("num_{}s", "{}_name", "{}_dtype", "{}_ndim", "{}_shape", "{}_bytes"))
+
+
+# the API of an export whose function has a run-time size (the batch)
+SIZED_FUNCTIONS = ("max_batch", "input_bytes_for", "output_bytes_for")
 
 
 def export_name(name: str | None, function_name: str) -> str:
@@ -69,24 +75,55 @@ def unique_names(names, fallback: str) -> list[str]:
 class Tensor:
     name: str
     dtype: str          # numpy name
-    shape: tuple
+    shape: tuple        # ints, or run-time sizes (SymInt) of a function compiled with one
 
     @property
-    def bytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+    def bytes(self):
+        """Its size in bytes: an int, or with a run-time size an expression (C when printed)."""
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+    @property
+    def sized(self) -> bool:
+        return is_symbolic(self.shape)
 
     def manifest(self, **extra) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "bytes": self.bytes, **extra}
+        shape = [d if type(d) is int else repr(d) for d in self.shape]
+        b = self.bytes
+        return {"name": self.name, "dtype": self.dtype, "shape": shape, "bytes": b if type(b) is int else repr(b),
+                **extra}
 
 
 def _tensor_rows(tensors: list[Tensor], dims: list[int], updated=None) -> list[dict]:
+    """Rows of a tensor table. A run-time size is -1 in ``shape``; ``bytes`` is then
+    the size at 1 row (the table's), ``bytes_c`` the C expression over the size."""
     rows = []
     for i, t in enumerate(tensors):
+        shape = [d if type(d) is int else -1 for d in t.shape]
+        b = t.bytes
         rows.append({"c_name": c_string(t.name), "comment": comment_safe(t.name), "dtype": t.dtype,
                      "code": DTYPE_CODES[t.dtype], "ndim": len(t.shape), "dims_at": len(dims),
-                     "shape": list(t.shape), "bytes": t.bytes, "updated": int(bool(updated and updated[i]))})
-        dims.extend(t.shape)
+                     "shape": shape, "shape_text": ",".join(map(repr, t.shape)),
+                     "bytes": b if type(b) is int else b.evaluate({n: 1 for n in b.names}), "bytes_c": str(b),
+                     "sized": type(b) is not int, "updated": int(bool(updated and updated[i]))})
+        dims.extend(shape)
     return rows
+
+
+def sized_context(inputs: list[Tensor], sizes) -> dict | None:
+    """How the C API finds a call's run-time size (one name per export): from the
+    bytes of the first input whose shape has it as its only run-time dimension."""
+    if sizes is None:
+        return None
+    if len(sizes.names) != 1:
+        raise InputError(f"export: the function has the run-time sizes {', '.join(sizes.names)}; an export "
+                         "takes one (the batch)")
+    name = sizes.names[0]
+    for i, t in enumerate(inputs):
+        dims = [d for d in t.shape if type(d) is not int]
+        if dims and all(repr(d) == name for d in dims) and len(dims) == 1:
+            return {"name": name, "max": sizes.maximum, "input": i, "input_name": comment_safe(t.name),
+                    "unit": t.bytes.evaluate({name: 1})}
+    raise InputError(f"export: no input has the run-time size {name!r} as its only run-time dimension")
 
 
 def bindings(run, n_outputs: int, update_vars: list[int], tensors) -> tuple[list, list, list]:
@@ -108,8 +145,10 @@ def bindings(run, n_outputs: int, update_vars: list[int], tensors) -> tuple[list
         single = uses.get(k, [])
         direct = len(single) == 1
         bind = (f"(void *){target(single[0])}" if direct else f"h->slot[{k}]")
-        slots.append({"bind": bind, "internal": int(not direct),
-                      "bytes": int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize})
+        nbytes = math.prod(shape) * np.dtype(dt).itemsize
+        # a handle's own slot of a run-time size grows with the calls (bytes_c: its C expression)
+        slots.append({"bind": bind, "internal": int(not direct), "bytes_c": str(nbytes),
+                      "bytes": nbytes if type(nbytes) is int else 0})
     copies, consts = [], []
     for r, (kind, x) in enumerate(run.result_plan):
         t = outputs[r] if r < n_outputs else params[update_vars[r - n_outputs]]
@@ -141,21 +180,26 @@ def crc_table() -> str:
     return ", ".join(rows)
 
 
-def context(name: str, version: str, inputs, outputs, params, updated, fp: int, arena_bytes: int) -> dict:
+def context(name: str, version: str, inputs, outputs, params, updated, fp: int, arena_bytes: int,
+            sizes=None) -> dict:
     """What every target's header and API source are rendered from: the names and the tensor tables."""
     dims: list[int] = []
     ins, outs = _tensor_rows(inputs, dims), _tensor_rows(outputs, dims)
     pars = _tensor_rows(params, dims, updated)
     return dict(name=name, upper=name.upper(), guard=f"SYMFUSE_EXPORT_{name.upper()}_H", version=version,
                 inputs=ins, outputs=outs, params=pars, dims=dims, updated_count=sum(map(bool, updated)),
-                fingerprint=f"{fp:016x}", arena_bytes=arena_bytes, crc_table=crc_table(), functions=FUNCTIONS,
-                cuda=None)
+                fingerprint=f"{fp:016x}", arena_bytes=arena_bytes, crc_table=crc_table(),
+                functions=FUNCTIONS + (SIZED_FUNCTIONS if sizes else ()), cuda=None,
+                sized=sized_context(inputs, sizes))
 
 
 def render(name: str, version: str, inputs, outputs, params, updated, run, update_vars, fp: int):
     """(header, API source) of the cpu export."""
     from ...codegen.templates_cache import template
-    ctx = context(name, version, inputs, outputs, params, updated, fp, run.arena_bytes)
+    ctx = context(name, version, inputs, outputs, params, updated, fp, run.arena_bytes, run.sizes)
+    arena = run.arena_bytes
+    # an arena that follows the run-time size is made at the first run and grows with the runs
+    ctx.update(arena_c=str(arena), arena_sized=type(arena) is not int, arena_bytes=arena if type(arena) is int else 0)
     slots, copies, consts = bindings(run, len(outputs), update_vars, (outputs, params))
     ctx.update(slots=slots, copies=copies, consts=consts, nargs=len(inputs) + len(params) + len(slots),
                nparams=len(inputs) + len(params))
