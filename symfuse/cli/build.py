@@ -15,7 +15,7 @@ import tempfile
 import click
 
 from .common import (_compile, _fail, arch_opt, batch_opt, check_arch, check_out_dir, json_opt, load_model, main,
-                     model_arg, target_opt, train_opt)
+                     model_arg, run_time_batch, run_time_options, target_opt, train_opt)
 
 
 # ----------------------------------------------------------------------------- compile
@@ -23,20 +23,21 @@ from .common import (_compile, _fail, arch_opt, batch_opt, check_arch, check_out
 @model_arg
 @target_opt
 @arch_opt
-@batch_opt
+@run_time_batch
 @train_opt
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="write kernels, IR, memory plan and report.json to this directory (created if missing; "
                    "what an earlier compile wrote there is replaced)")
 @click.option("--force", is_flag=True, help="with -o: write into a non-empty directory symfuse did not write")
 @json_opt
-def compile_cmd(model, target, arch, batch, train, out_dir, force, as_json):
+def compile_cmd(model, target, arch, batch, max_batch, specialize, train, out_dir, force, as_json):
     """Compile MODEL ahead of time and print where the compile time went."""
     check_arch(target, arch)
     if out_dir is not None:
         check_out_dir(out_dir, MANIFEST, force)
+    sized = run_time_options(batch, max_batch, specialize)
     graph = load_model(model, batch, train)
-    f = _compile(graph, target, arch)
+    f = _compile(graph, target, arch, **sized)
     if out_dir is not None:
         _write_artifacts(f, out_dir, target)
     if as_json:

@@ -100,7 +100,9 @@ def _onnx_model(path: str, batch: int | None, train: bool) -> Graph:
     return Graph(m.name, m.inputs, m.outputs, path=path)
 
 
-def load_model(spec: str, batch: int | None, train: bool) -> Graph:
+def load_model(spec: str, batch: int | str | None, train: bool) -> Graph:
+    if isinstance(batch, str) and (spec.endswith(".onnx") or ":" in spec):
+        raise click.BadParameter(f"a named run-time batch (--batch {batch}) is for zoo models", param_hint="--batch")
     if spec.endswith(".onnx"):
         return _onnx_model(spec, batch, train)
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
@@ -227,6 +229,48 @@ arch_opt = click.option("--arch", default=None, callback=_arch,
                         help="CUDA architecture, e.g. sm_90 (cuda targets)")
 batch_opt = click.option("--batch", type=click.IntRange(min=1), default=None,
                          help="batch size (zoo models; an ONNX model's symbolic first axis)")
+
+
+class _BatchSize(click.ParamType):
+    """A batch size, or a name: the batch is then chosen at each call (a run-time size)."""
+    name = "N|NAME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value)
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        from ..ir.symdim import _NAME
+        if _NAME.match(text):
+            return text
+        self.fail(f"{text!r} is neither a batch size >= 1 nor a name for a run-time batch (like 'batch')", param, ctx)
+
+
+run_time_batch_opts = [
+    click.option("--batch", type=_BatchSize(), default=None,
+                 help="batch size (zoo models; an ONNX model's symbolic first axis), or a name such as 'batch': "
+                      "the batch is then chosen at each call (zoo models)"),
+    click.option("--max-batch", type=click.IntRange(min=1), default=None,
+                 help="with --batch NAME: the largest batch a call may have (default: any)"),
+    click.option("--specialize", type=click.IntRange(min=1), multiple=True,
+                 help="with --batch NAME: a batch size that also gets a build of its own (repeatable)"),
+]
+
+
+def run_time_batch(f):
+    for opt in reversed(run_time_batch_opts):
+        f = opt(f)
+    return f
+
+
+def run_time_options(batch, max_batch, specialize) -> dict:
+    """sf.function's keywords for --max-batch / --specialize (usage errors without --batch NAME)."""
+    if (max_batch or specialize) and not isinstance(batch, str):
+        raise click.BadParameter("--max-batch and --specialize are for a run-time batch (--batch NAME)",
+                                 param_hint="--max-batch")
+    return {**({"max_batch": max_batch} if max_batch else {}),
+            **({"specialize": list(specialize)} if specialize else {})}
 train_opt = click.option("--train", is_flag=True, help="the training step (default: inference)")
 json_opt = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 

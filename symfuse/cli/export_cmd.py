@@ -8,7 +8,8 @@ import os
 
 import click
 
-from .common import _compile, _fail, batch_opt, check_out_dir, json_opt, load_model, main, model_arg, train_opt
+from .common import (_compile, _fail, check_out_dir, json_opt, load_model, main, model_arg, run_time_batch,
+                     run_time_options, train_opt)
 
 
 def _sm_arches(ctx, param, value):
@@ -23,7 +24,7 @@ def _sm_arches(ctx, param, value):
 
 @main.command("export")
 @model_arg
-@batch_opt
+@run_time_batch
 @train_opt
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="the directory to write (made when missing)")
@@ -37,18 +38,20 @@ def _sm_arches(ctx, param, value):
 @click.option("--r", "r", is_flag=True,
               help="also write an R wrapper: <name>.R and its glue lib<name>_r.so (predict/train_step from R)")
 @json_opt
-def export_cmd(model, batch, train, target, arches, cuda_graph, out_dir, name, r, as_json):
+def export_cmd(model, batch, max_batch, specialize, train, target, arches, cuda_graph, out_dir, name, r, as_json):
     """Export MODEL's inference function (--train: its training step) for C:
     lib<name>.so, <name>.h, <name>.json, <name>.params and the libraries they need
-    (--r: and <name>.R for R)."""
+    (--r: and <name>.R for R). --batch batch: one library for every batch size."""
     from ..errors import CompileError, InputError
     from ..runtime.export import export
     if target == "cpu" and (arches or cuda_graph):
         _fail("--arch and --cuda-graph are options of --target cuda", 2)
     check_out_dir(out_dir)
+    sized = run_time_options(batch, max_batch, specialize)
     graph = load_model(model, batch, train)
     arches = list(arches) or (["sm_90"] if target == "cuda" else [])
-    f = _compile(graph, target, arches[0] if arches else None, **({"cuda_graph": True} if cuda_graph else {}))
+    f = _compile(graph, target, arches[0] if arches else None, **({"cuda_graph": True} if cuda_graph else {}),
+                 **sized)
     try:
         done = (export(f, out_dir, name, target="cuda", arch=arches, r=r) if target == "cuda"
                 else export(f, out_dir, name, r=r))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from math import prod
 
+from ..ir.symdim import maybe_nonzero
+
 
 def row_major_strides(shape):
     out, acc = [], 1
@@ -88,7 +90,8 @@ def _broadcast(idx, op):
 def _slice(idx, op):
     d = idx.dims()
     return Index(op.inputs[0].type.shape, dims=[
-        _add([str(b) if b else "0", _mul(x, s)]) for x, b, s in zip(d, op.attrs["start"], op.attrs["step"])])
+        _add([str(b) if maybe_nonzero(b) else "0", _mul(x, s)])
+        for x, b, s in zip(d, op.attrs["start"], op.attrs["step"])])
 
 
 def _flip(idx, op):

@@ -43,6 +43,8 @@ class Schedule:
     lanes: int = 0
     lane_sum: str = ""
     full: int = 0           # with a run-time count: the whole blocks (outer is one more)
+    sized: bool = False     # a run-time count: the tail loop is always there (it may run 0 times)
+    lane_tail: bool = False  # a lane sum's innermost count is not a multiple of the lanes
 
 
 class CRenderer(Renderer):
@@ -82,9 +84,11 @@ class CRenderer(Renderer):
         if k.kind == "reduce":
             r = k.reduction
             lanes = self.sum_lanes if r.op == "sum" and r.rloops and r.rloops[-1].size >= LANE_MIN else 0
+            rem = r.rloops[-1].size % lanes if lanes else 0     # a run-time remainder: the tail is always there
             return Schedule(self._parallel(k.size >= 2 and k.space * max(1, len(k.fused_ops)) >= PARALLEL_MIN_WORK),
                             r.oloops[0].size if r.oloops else 1, lanes=lanes,
-                            lane_sum=_tree_sum([f"lane[{j}]" for j in range(lanes)]) if lanes else "")
+                            lane_sum=_tree_sum([f"lane[{j}]" for j in range(lanes)]) if lanes else "",
+                            lane_tail=type(rem) is not int or rem != 0)
         width = min(b.dtype.itemsize for b in k.inputs + k.outputs) if k.inputs else 4
         block = self.vector_bytes // max(1, width)
         n = k.loops[-1].size
@@ -92,10 +96,10 @@ class CRenderer(Renderer):
         if len(k.loops) == 1 and type(n) is not int:
             # a run-time count: the share may end in the partial block (unit n // block), which
             # only the thread whose share ends the loop runs, as the tail
-            return Schedule(parallel, n // block + 1, block, n % block, full=n // block)
+            return Schedule(parallel, n // block + 1, block, n % block, full=n // block, sized=True)
         if len(k.loops) == 1 and n >= 2 * block:
             return Schedule(parallel, n // block, block, n % block)
-        if len(k.loops) > 1 and n > block and n % block:
+        if len(k.loops) > 1 and type(n) is int and n > block and n % block:
             return Schedule(parallel, k.loops[0].size, inner_whole=n - n % block)
         return Schedule(parallel, k.loops[0].size)
 

@@ -21,65 +21,96 @@ class Layout:
 
 
 class SizedPlan:
-    """The arena of a function with one run-time size ``n``: a static region (the
-    buffers of static size, planned as usual) followed by a region of rows, where a
-    buffer of ``k*n + c`` bytes takes ``align(k + c)`` bytes per row. The rows are
-    planned at n = 1 (``rows``); at any n a buffer sits at ``static + offset*n``, so
-    buffers disjoint in the row plan are disjoint at every n, and the arena is
-    ``static + per_row*n`` bytes: offsets and size are computed at call time."""
+    """The arena of a function with run-time sizes: a static region (the buffers of
+    static size, planned as usual), then for each size ``n`` a region of rows, where a
+    buffer of at most ``k*n + c`` bytes takes ``align(k + c)`` bytes per row. Each
+    region is planned at n = 1 (``rows``); at any n a buffer sits at the region's
+    start plus ``offset*n``, so buffers disjoint in a row plan are disjoint at every
+    n, and the arena is ``static + per_row*n + ...``: offsets and size are computed
+    at call time."""
 
-    def __init__(self, name: str, static: MemoryPlan, rows: MemoryPlan, n: SymInt):
-        self.name, self.static, self.rows = name, static, rows
+    def __init__(self, static: MemoryPlan, rows: dict):
+        self.static, self.rows = static, rows       # rows: size name -> MemoryPlan in bytes per row
         self.static_bytes = _align(static.arena_bytes, static.alignment)
-        self.per_row = rows.arena_bytes
-        self.offsets = {**static.offsets, **{k: self.static_bytes + o * n for k, o in rows.offsets.items()}}
-        self.arena_bytes = self.static_bytes + self.per_row * n
-        self.naive_bytes = static.naive_bytes + rows.naive_bytes * n
-        self.lower_bound_bytes = static.lower_bound_bytes + rows.lower_bound_bytes * n
-        self.inplace = static.inplace + rows.inplace
-        self.buffers = static.buffers + rows.buffers
+        self.offsets = dict(static.offsets)
+        base = self.static_bytes
+        for name, plan in rows.items():
+            n = SymInt.dim(name)
+            self.offsets.update({k: base + o * n for k, o in plan.offsets.items()})
+            base = base + plan.arena_bytes * n
+        self.arena_bytes = base
+        self.naive_bytes = static.naive_bytes + sum(p.naive_bytes * SymInt.dim(k) for k, p in rows.items())
+        self.lower_bound_bytes = static.lower_bound_bytes + sum(p.lower_bound_bytes * SymInt.dim(k)
+                                                                for k, p in rows.items())
+        self.inplace = static.inplace + [x for p in rows.values() for x in p.inplace]
+        self.buffers = static.buffers + [b for p in rows.values() for b in p.buffers]
         self.alignment = static.alignment
 
     def table(self) -> str:
-        return (f"arena {self.static_bytes:,} B + {self.per_row:,} B x {self.name} "
-                f"({len(self.static.offsets)} static buffers, {len(self.rows.offsets)} of {self.name} rows, "
-                f"{len(self.inplace)} in place)")
+        per = " + ".join(f"{p.arena_bytes:,} B x {k}" for k, p in self.rows.items())
+        return (f"arena {self.static_bytes:,} B + {per} ({len(self.static.offsets)} static buffers, "
+                f"{sum(len(p.offsets) for p in self.rows.values())} in rows, {len(self.inplace)} in place)")
 
 
-def _affine(nbytes, name: str):
-    """(k, c) when ``nbytes`` is k*name + c with k, c >= 0, else None."""
+def _affine(nbytes):
+    """(name, k, c), k and c >= 0, with ``nbytes`` <= k*name + c at every size >= 1
+    (name None for a static size), or None (a product of sizes, two names). Terms
+    with a negative coefficient are left out; x // q is at most ceil(k/q)*name +
+    ceil(c/q), x % q at most q - 1."""
     if type(nbytes) is int:
-        return 0, nbytes
+        return None, 0, max(nbytes, 0)
+    names = nbytes.names
+    if len(names) != 1:
+        return None if names else (None, 0, max(int(nbytes), 0))
+    name = next(iter(names))
+    bound = _poly_bound(nbytes.poly, name)
+    return None if bound is None else (name, *bound)
+
+
+def _poly_bound(poly, name):
     k = c = 0
-    for mono, coef in nbytes.poly:
+    for mono, coef in poly:
+        if coef < 0:
+            continue
         if mono == ():
             c += coef
         elif mono == (name,):
             k += coef
+        elif len(mono) == 1 and not isinstance(mono[0], str):
+            op, num, den = mono[0]
+            q = den[0][1] if len(den) == 1 and den[0][0] == () else None
+            inner = _poly_bound(num, name)
+            if q is None or q <= 0 or inner is None:
+                return None
+            dk, dc = ((-(-inner[0] // q), -(-inner[1] // q)) if op == "//" else (0, q - 1))
+            k, c = k + coef * dk, c + coef * dc
         else:
             return None
-    return (k, c) if k >= 0 and c >= 0 else None
+    return k, c
 
 
 def _plan(bufs: list, pairs: list, sizes):
-    """The MemoryPlan of ``bufs`` (sizes concrete), or with a run-time size a
-    SizedPlan when every size is affine in it, else the plan at its maximum."""
+    """The MemoryPlan of ``bufs`` (sizes concrete), or with run-time sizes a SizedPlan
+    when every size is affine in one of them, else the plan at their maximum."""
     if sizes is None:
         return plan_memory(bufs, pairs)
-    name = sizes.names[0] if len(sizes.names) == 1 else None
-    forms = {b.name: _affine(b.nbytes, name) for b in bufs} if name else {}
-    if name and all(f is not None for f in forms.values()):
-        static = [b for b in bufs if forms[b.name][0] == 0]
-        rows = [BufferUse(b.name, _align(sum(forms[b.name]), 64), b.first, b.last) for b in bufs
-                if forms[b.name][0] > 0]
-        kinds = {b.name: forms[b.name][0] > 0 for b in bufs}
-        return SizedPlan(name, plan_memory(static, [p for p in pairs if not kinds[p[0]] and not kinds[p[1]]]),
-                         plan_memory(rows, [p for p in pairs if kinds[p[0]] and kinds[p[1]]]), SymInt.dim(name))
+    forms = {b.name: _affine(b.nbytes) for b in bufs}
+    if all(f is not None for f in forms.values()):
+        region = {b.name: forms[b.name][0] if forms[b.name][1] > 0 else None for b in bufs}
+        same = lambda p, r: p[0] in region and p[1] in region and region[p[0]] == region[p[1]] == r  # noqa: E731
+        static = plan_memory([b for b in bufs if region[b.name] is None], [p for p in pairs if same(p, None)])
+        rows = {}
+        for name in sizes.names:
+            mine = [BufferUse(b.name, _align(forms[b.name][1] + forms[b.name][2], 64), b.first, b.last)
+                    for b in bufs if region[b.name] == name]
+            if mine:
+                rows[name] = plan_memory(mine, [p for p in pairs if same(p, name)])
+        return SizedPlan(static, rows)
     if sizes.maximum is None:
-        odd = next(b for b in bufs if type(b.nbytes) is not int and forms.get(b.name) is None)
-        raise ShapeError(f"a buffer of {odd.nbytes!r} bytes: the arena can follow the run-time size only where "
-                         f"every buffer is k*{' or '.join(sizes.names)} + c bytes; give max_batch= to plan it "
-                         "for the largest size instead")
+        odd = next(b for b in bufs if forms[b.name] is None)
+        raise ShapeError(f"a buffer of {odd.nbytes!r} bytes: the arena can follow the run-time sizes only where "
+                         f"each buffer is k*size + c bytes of one size; give max_batch= to plan it for the "
+                         "largest sizes instead")
     at_max = sizes.at_max
     return plan_memory([BufferUse(b.name, concrete(b.nbytes, at_max), b.first, b.last) for b in bufs], pairs)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import AxisError, DTypeError, ShapeError
 from .core import Value, apply, format_loc, user_location
-from .symdim import SymInt
+from .symdim import SymInt, maybe_nonzero
 from .types import as_dtype
 
 # --------------------------------------------------------------------------- leaves
@@ -341,7 +341,7 @@ def pad_general(x, lo, hi, interior=None, value=0.0) -> Value:
     if not isinstance(value, (numbers.Real, np.generic)) or isinstance(value, np.ndarray):
         raise DTypeError(f"pad: value must be a number, got {value!r}{_at()}")
     interior = tuple(interior) if interior is not None else (0,) * x.ndim
-    if not any(lo) and not any(hi) and not any(interior):
+    if not any(map(maybe_nonzero, (*lo, *hi, *interior))):
         return x
     return apply("pad", [x], {"lo": tuple(lo), "hi": tuple(hi), "interior": interior, "value": value})
 
@@ -381,7 +381,15 @@ def getitem(x: Value, index) -> Value:
             out_shape.append(1)
             continue
         d = x.shape[ax]
-        if isinstance(i, slice):
+        if isinstance(i, slice) and type(d) is SymInt:
+            b, e, s, n = _run_time_slice(i, d, ax, x)
+            start.append(b), stop.append(e), step.append(s)
+            out_shape.append(n)
+        elif isinstance(i, (numbers.Integral, np.integer)) and not isinstance(i, bool) and type(d) is SymInt:
+            j = int(i)
+            j = j if j >= 0 else d + j          # Python's index from the end, at the call's size
+            start.append(j), stop.append(j + 1), step.append(1)
+        elif isinstance(i, slice):
             try:
                 r = range(*i.indices(d))
             except (ValueError, TypeError) as e:
@@ -408,6 +416,21 @@ def getitem(x: Value, index) -> Value:
     if flips:
         y = flip(y, flips)
     return reshape(y, out_shape)
+
+
+def _run_time_slice(i: slice, d, ax, x):
+    """(start, stop, step, length) of a slice of an axis whose size ``d`` is chosen at
+    run time: bounds from the end are expressions of it; a bound past the end is not
+    clipped (the function then requires that size: ``symdim.Assumption``)."""
+    s = 1 if i.step is None else int(i.step)
+    if s < 1:
+        raise ShapeError(f"slice {i.start}:{i.stop}:{i.step} of axis {ax} of {x.type}: an axis of run-time size "
+                         f"takes positive steps only{_at()}")
+
+    def bound(v, default):
+        return default if v is None else int(v) if int(v) >= 0 else d + int(v)
+    b, e = bound(i.start, 0), bound(i.stop, d)
+    return b, e, s, (e - b + s - 1) // s
 
 
 builtins_sum = __builtins__["sum"] if isinstance(__builtins__, dict) else __builtins__.sum

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import SymfuseError, VerifyError
+from .symdim import start_recording, stop_recording
 from .types import DType, TensorType
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
@@ -314,7 +315,7 @@ class Value:
 class Op:
     """One application of an OpDef to input Values, producing output Values."""
 
-    __slots__ = ("opdef", "inputs", "attrs", "outputs", "regions", "loc", "_key")
+    __slots__ = ("opdef", "inputs", "attrs", "outputs", "regions", "loc", "_key", "assumed")
 
     def __init__(self, opdef: OpDef, inputs: Sequence[Value], attrs: dict,
                  out_types: Sequence[TensorType], regions: Sequence["Region"] = (), loc=None):
@@ -324,6 +325,7 @@ class Op:
         self.regions = tuple(regions)
         self.loc = loc
         self._key = None
+        self.assumed = ()       # comparisons of run-time sizes its type rule made (symdim.Assumption)
         if len(out_types) == 1:   # the common case, without a generator
             self.outputs = (Value(out_types[0], self, 0),)
         else:
@@ -386,12 +388,17 @@ def apply(opdef: OpDef | str, inputs: Sequence[Value], attrs: dict | None = None
         loc = user_location()
     if len(regions) != opdef.regions:
         raise VerifyError(f"{opdef.name}: takes {opdef.regions} region(s), got {len(regions)}")
+    prev = start_recording()
     try:
         out_types = infer_types(opdef, tuple(v.type for v in inputs), a, regions)
     except SymfuseError as e:
         where = format_loc(loc)
         raise type(e)(f"{opdef.name}: {e}" + (f" (at {where})" if where else "")) from None
+    finally:
+        assumed = stop_recording(prev)
     op = Op(opdef, inputs, a, out_types, regions, loc)
+    if assumed:
+        op.assumed = assumed
     return op.outputs[0] if len(op.outputs) == 1 else op.outputs
 
 

@@ -130,11 +130,13 @@ class _Parser:
         t = self.expect_kind("type", "a type like f32[4,3]")
         dt, dims = t.text.split("[", 1)
         dims = [d.strip() for d in dims[:-1].split(",")] if dims[:-1].strip() else []
+        static = all(d.isdigit() and len(d) <= MAX_DIGITS for d in dims)
+        if not static and not all((len(d) <= MAX_DIGITS) if d.isdigit() else (d and len(d) <= 256) for d in dims):
+            raise self.error(f"malformed type {t.text!r}: dimensions must be integers or run-time sizes "
+                             "separated by ','", t)
         try:
-            if not all(d.isdigit() and len(d) <= MAX_DIGITS for d in dims):
-                if not all(d and len(d) <= 256 for d in dims):
-                    raise self.error(f"malformed type {t.text!r}: dimensions must be sizes separated by ','", t)
-                return tensor_type(DTYPES[dt], tuple(parse_dim(d) for d in dims))
+            if not static:
+                return tensor_type(DTYPES[dt], tuple(int(d) if d.isdigit() else parse_dim(d) for d in dims))
             return tensor_type(DTYPES[dt], tuple(map(int, dims)))
         except SymfuseError as e:
             raise self.error(f"type {t.text}: {e}", t) from None

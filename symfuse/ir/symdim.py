@@ -25,8 +25,9 @@ from typing import Mapping
 from ..errors import ShapeError
 
 # trace values: large primes, one per dimension name (in the order names are first seen)
-_PRIMES = (1000003, 1000033, 1000037, 1000039, 1000081, 1000099, 1000117, 1000121)
 _TRACE: dict[str, int] = {}
+_BY_TRACE: dict[int, str] = {}
+MAX_NAMES = 4096
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}\Z")
 C_PREFIX = "sf_dim_"
 
@@ -34,10 +35,13 @@ C_PREFIX = "sf_dim_"
 def trace_value(name: str) -> int:
     t = _TRACE.get(name)
     if t is None:
-        if len(_TRACE) >= len(_PRIMES):
-            raise ShapeError(f"at most {len(_PRIMES)} run-time dimension names in one process; "
-                             f"{name!r} would be one more than {sorted(_TRACE)}")
-        t = _TRACE[name] = _PRIMES[len(_TRACE)]
+        if len(_TRACE) >= MAX_NAMES:
+            raise ShapeError(f"at most {MAX_NAMES} run-time dimension names in one process; {name!r} is one more")
+        t = max(_BY_TRACE, default=1000000) + 1
+        while any(t % p == 0 for p in range(2, int(t ** 0.5) + 1)):
+            t += 1
+        _TRACE[name] = t
+        _BY_TRACE[t] = name
     return t
 
 
@@ -156,8 +160,32 @@ class SymInt(int):
 
     __rtruediv__ = __truediv__
 
+    def __bool__(self):
+        # True only where no size >= 1 makes it 0: its truth value at the trace value
+        # would decide code for one size (a vector tail emitted or not)
+        if _monotone(self.poly, 1) and _eval(self.poly, {n: 1 for n in _names(self.poly)}) > 0:
+            return True
+        raise ShapeError(f"internal: whether the run-time size {self!r} is 0 depends on the call; "
+                         "please report this")
+
     def __float__(self):
         raise ShapeError(f"the run-time size {self!r} has no value until the function is called")
+
+    # comparisons compare trace values; inside an op's type rule they are recorded
+    # (``recording``): the graph holds only for sizes where each comes out the same
+    def __lt__(self, o):
+        return _compared(self, "<", o, int.__lt__(self, o))
+
+    def __le__(self, o):
+        return _compared(self, "<=", o, int.__le__(self, o))
+
+    def __gt__(self, o):
+        return _compared(self, ">", o, int.__gt__(self, o))
+
+    def __ge__(self, o):
+        return _compared(self, ">=", o, int.__ge__(self, o))
+
+    __hash__ = int.__hash__
 
     def __pow__(self, o, mod=None):
         if mod is None and type(o) is int and o >= 0:
@@ -186,6 +214,79 @@ class SymInt(int):
     @property
     def names(self) -> frozenset:
         return frozenset(_names(self.poly))
+
+
+_ASSUMED: list | None = None
+_COMPARE = {"<": int.__lt__, "<=": int.__le__, ">": int.__gt__, ">=": int.__ge__}
+
+
+def _compared(a, op: str, b, result):
+    if _ASSUMED is not None and result is not NotImplemented and isinstance(b, int):
+        _ASSUMED.append((a, op, b, result))
+    return result
+
+
+class Assumption:
+    """A comparison an op's type rule made of a run-time size (a slice's bound
+    against the batch): each call must make it come out the same."""
+
+    __slots__ = ("a", "op", "b", "result")
+
+    def __init__(self, a, op, b, result):
+        self.a, self.op, self.b, self.result = a, op, b, bool(result)
+
+    def holds(self, env) -> bool:
+        return _COMPARE[self.op](concrete(self.a, env), concrete(self.b, env)) == self.result
+
+    def __repr__(self) -> str:
+        flip = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+        return f"{self.a!r} {self.op if self.result else flip[self.op]} {self.b!r}"
+
+
+def start_recording():
+    """Record the comparisons of run-time sizes until ``stop_recording``."""
+    global _ASSUMED
+    prev, _ASSUMED = _ASSUMED, []
+    return prev
+
+
+def stop_recording(prev) -> tuple:
+    """The recorded comparisons a size of 1 would not repeat (the others hold for
+    every size from 1 to the trace value: the expressions only grow with it)."""
+    global _ASSUMED
+    got, _ASSUMED = _ASSUMED, prev
+    if not got:
+        return ()
+    out = []
+    for a, op, b, r in got:
+        x = Assumption(a, op, b, r)
+        diff = _poly(a - b)
+        # a difference that only grows (or only falls) with the sizes keeps its sign from
+        # size 1 up to the trace value when it has it at both ends: no condition on a call
+        if not diff or (_monotone(diff, 1) or _monotone(_mul(diff, _poly(-1)), 1)) \
+                and x.holds({n: 1 for n in (*_names(_poly(a)), *_names(_poly(b)))}):
+            continue
+        if not any(repr(x) == repr(y) for y in out):
+            out.append(x)
+    return tuple(out)
+
+
+def _monotone(poly, sign) -> bool:
+    """Non-decreasing in every size: each term a non-negative multiple of sizes and of
+    ``p // q`` with p such a polynomial and q a positive constant (the constant term
+    may have any sign)."""
+    for m, c in poly:
+        if m == ():
+            continue
+        if c < 0:
+            return False
+        for atom in m:
+            if isinstance(atom, str):
+                continue
+            op, num, den = atom
+            if op != "//" or not (len(den) == 1 and den[0][0] == () and den[0][1] > 0) or not _monotone(num, 1):
+                return False
+    return True
 
 
 def _floordiv(a, b):
@@ -240,14 +341,15 @@ def _eval(poly, env) -> int:
 def _render(poly, atom_text) -> str:
     if not poly:
         return "0"
-    terms = []
-    for m, c in poly:
+    text = ""
+    for m, c in sorted(poly, key=lambda mc: mc[0] == ()):      # the constant last: batch - 1
         factors = [atom_text(a) for a in m]
-        if c != 1 or not factors:
-            factors.append(str(c))
-        terms.append("*".join(factors))
-    return terms[0] if len(terms) == 1 and len(poly[0][0]) <= 1 and poly[0][1] == 1 \
-        else "(" + " + ".join(terms) + ")"
+        if abs(c) != 1 or not factors:
+            factors.append(str(abs(c)))
+        term = "*".join(factors)
+        text = (("-" if c < 0 else "") + term if not text else f"{text} {'-' if c < 0 else '+'} {term}")
+    simple = len(poly) == 1 and len(poly[0][0]) <= 1 and poly[0][1] == 1
+    return text if simple else "(" + text + ")"
 
 
 def c_expr(poly) -> str:
@@ -267,6 +369,11 @@ def ir_expr(poly) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+def maybe_nonzero(x) -> bool:
+    """``x != 0`` for a static size; True for a run-time one (take the general path)."""
+    return type(x) is SymInt or x != 0
+
+
 def is_symbolic(shape) -> bool:
     for s in shape:
         if type(s) is SymInt:
@@ -370,24 +477,47 @@ def aligned_bound(n, align: int):
 
 
 # --------------------------------------------------------------------------- generated code
-_INT_LITERAL = re.compile(r"(?<![\w.])(\d{6,})(?![\w.])")
+_INT_LITERAL = re.compile(r"(?<![\w.])(\d{6,})(?:\.0*)?(?![\w.])")
 
 
-def check_generated(source: str, where: str) -> None:
+def check_generated(source: str, where: str, names=None) -> None:
     """Refuse generated code that holds a trace value (or a multiple of one) as a
     literal: a size computed from a run-time dimension lost its expression on the
-    way (an ``int()``), and the code would be right for one size only."""
-    traces = tuple(_TRACE.values())
+    way (an ``int()``), and the code would be right for one size only. ``names``:
+    the sizes to look for (default: every one of the process)."""
+    traces = tuple(_TRACE[n] for n in names) if names is not None else tuple(_TRACE.values())
     if not traces:
         return
     for m in _INT_LITERAL.finditer(source):
         v = int(m.group(1))
         for t in traces:
             if v % t == 0:
-                name = next(k for k, x in _TRACE.items() if x == t)
+                name = _BY_TRACE[t]
                 line = source.count("\n", 0, m.start()) + 1
                 raise ShapeError(f"internal: {where} holds the literal {v} (line {line}), a size computed from "
                                  f"the run-time dimension {name!r} as if it were static; please report this")
+
+
+def check_constants(fn, names) -> None:
+    """Refuse a function whose constants hold a multiple of a trace value: a pass
+    folded a size computed from a run-time dimension into a number."""
+    import numpy as np
+    traces = [_TRACE[n] for n in names]
+
+    def walk(ops):
+        for op in ops:
+            if op.opdef.name == "constant":
+                v = np.asarray(op.attrs["value"])
+                if v.dtype.kind in "iuf" and v.size:
+                    big = v[np.abs(v.astype(np.float64)) >= min(traces)].astype(np.float64)
+                    for t in traces:
+                        if big.size and np.any((np.mod(big, t) == 0) & (big != 0)):
+                            raise ShapeError(f"internal: a constant of @{fn.name} holds a multiple of the trace "
+                                             f"value of the run-time size {_BY_TRACE[t]!r} (a pass folded the size "
+                                             "as if it were static); please report this")
+            for r in op.regions:
+                walk(r.ops)
+    walk(fn.ops)
 
 
 # the sizes of the call being evaluated by the interpreter (``evaluate``)
@@ -399,11 +529,12 @@ class RuntimeSizes:
     argument), the largest value each may take (None: any), and the values that
     get literal-size builds of their own (``specialize=``)."""
 
-    __slots__ = ("names", "maximum", "specialize")
+    __slots__ = ("names", "maximum", "specialize", "assumed")
 
-    def __init__(self, names: tuple, maximum: int | None, specialize: tuple = ()):
+    def __init__(self, names: tuple, maximum: int | None, specialize: tuple = (), assumed: tuple = ()):
         self.names, self.specialize = tuple(names), tuple(specialize)
         self.maximum = None if maximum is None else int(maximum)
+        self.assumed = tuple(assumed)     # (Assumption, op name, source location) a call must satisfy
 
     @property
     def at_max(self) -> dict | None:

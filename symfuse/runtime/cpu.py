@@ -197,7 +197,7 @@ class CpuBackend(Backend):
                                                 bool(options.get("profile")), _workers() if rt else 1, job.loops,
                                                 dims)
         if dims:
-            check_generated(source, f"the C code of @{fn.name}")
+            check_generated(source, f"the C code of @{fn.name}", dims)
         job.report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
                                        "bytes_read": k.bytes_read, "bytes_written": k.bytes_written}
                                       for k in kernels]

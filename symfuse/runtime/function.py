@@ -18,7 +18,7 @@ from ..errors import DeviceUnavailable, DTypeError, InputError, ShapeError
 from ..frontend.api import SharedVariable, as_tensor
 from ..ir.core import Function, Value, format_loc, is_builtin, opdef_fingerprint, user_location
 from ..ir.printer import print_function
-from ..ir.symdim import RuntimeSizes, SymInt, names_of
+from ..ir.symdim import RuntimeSizes, SymInt, check_constants, names_of
 from ..ir.types import cast_exactly
 from .device_values import DeviceValue, host
 
@@ -115,6 +115,8 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
         from ..compiler.pipeline import optimize   # the passes: only a graph-cache miss runs them
         report.add_if_slow("import passes", t0, "once per process")
         optimized = optimize(fn, opts, report)
+        if sizes is not None:
+            check_constants(optimized, sizes.names)
         run = backend.compile(optimized, options, report) if sizes is None else \
             backend.compile(optimized, options, report, sizes)
         if gkey is not None:
@@ -166,7 +168,15 @@ def _runtime_sizes(fn, inputs, backend, max_batch, specialize, at):
             raise InputError(f"function: max_batch= must be an int >= 1, got {max_batch!r}{at}")
         if spec and max(spec) > max_batch:
             raise InputError(f"function: specialize= size {max(spec)} exceeds max_batch={max_batch}{at}")
-    return RuntimeSizes(tuple(names), max_batch, tuple(sorted(set(spec))))
+    assumed = []
+
+    def walk(ops):
+        for op in ops:
+            assumed.extend((a, op.opdef.name, op.loc) for a in op.assumed)
+            for r in op.regions:
+                walk(r.ops)
+    walk(fn.ops)
+    return RuntimeSizes(tuple(names), max_batch, tuple(sorted(set(spec))), assumed)
 
 
 def _graph_key(fn, backend, opts, options) -> str:
@@ -444,7 +454,13 @@ class Executable:
             raise InputError(f"expected {len(self.inputs)} argument(s) {self._names}, got {len(args)}")
         env: dict = {}
         arrays = [self._check(i, v, a, env) for i, (v, a) in enumerate(zip(self.inputs, args))]
-        env.pop(" from", None)
+        if env:
+            del env[" from"]
+            for a, opname, loc in self.sizes.assumed:
+                if not a.holds(env):
+                    where = format_loc(loc)
+                    raise InputError(f"this call has {', '.join(f'{k} = {v}' for k, v in env.items())}, but the "
+                                     f"graph was built for {a!r} ({opname}" + (f" at {where})" if where else ")"))
         with self._lock:
             if self._device_values:
                 arrays += [s._value for s in self.shared]

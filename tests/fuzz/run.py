@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import time
 import traceback
@@ -60,21 +61,67 @@ class Finding:
 
 
 # ----------------------------------------------------------------------------- building and calling
-def build(programs):
+# A device name with this suffix runs the programs with their inputs' first axis a run-time
+# size ("cpu+batch"): compiled once for any size, called at the generated one, judged
+# against the interpreter's run of the static program (``sized_statements``).
+SIZED = "+batch"
+_INPUT_DECL = re.compile(r'^(\w+ = sf\.tensor\("[^"]*", \()(\d+),')
+
+
+def sized_statements(lines, name="n"):
+    """The lines with every input whose first axis has the length of the first input's
+    (at least 2) declared with that axis the run-time size ``name``; None when no input
+    has such an axis."""
+    first = next((m for m in map(_INPUT_DECL.match, lines) if m and int(m.group(2)) >= 2), None)
+    if first is None:
+        return None
+    n = first.group(2)
+    return [_INPUT_DECL.sub(lambda m: m.group(1) + (f'"{name}",' if m.group(2) == n else m.group(2) + ","), line)
+            for line in lines]
+
+
+def sized_programs(programs, device):
+    """(the programs that build with a run-time first axis, findings): many do not (a
+    literal shape of the same length, a slice past the smallest size) and are left out
+    with the API's clear error; any other exception is a crash of the build."""
+    out, found = [], []
+    for p in programs:
+        try:
+            build([p], sized=True)
+        except (sf.SymfuseError, _NotSized):
+            continue
+        except Exception as e:      # noqa: BLE001
+            found.append(crash(device, [p], e))
+            continue
+        out.append(p)
+    return out, found
+
+
+class _NotSized(Exception):
+    pass
+
+
+def build(programs, sized=False):
     """Execute the programs' statements (the reproducer's own lines): the function's
-    inputs, their values, its results and its updates."""
+    inputs, their values, its results and its updates. ``sized``: with ``sized_statements``."""
     env = {"sf": sf, "np": np}
     if uses_collectives(programs) and not sf.distributed.initialized():
         sf.distributed.init()        # one rank (no mpiexec): each collective is the identity
     inputs, args, results, updates, layout = [], [], [], [], []
-    for p in programs:
+    for k, p in enumerate(programs):
         lines, res = p.statements()
+        if sized:       # a size of each program's own: the programs of one function have other lengths
+            lines = sized_statements(lines, f"n{k}")
+            if lines is None:
+                raise _NotSized(p.seed)
         for line in lines:
             exec(compile(line, "<fuzz>", "exec"), env)
         for n in p.inputs:
             inputs.append(env[n.name])
             args.append(np.asarray(n.data).astype(n.dtype if n.dtype != "bool" else bool))
         results += [env[r] for r in res]
+        if sized and any(env[x].type.shape != env[v].type.shape for x, v in p.updates):
+            raise _NotSized(p.seed)         # an update of the run-time size's length: no program of it
         updates += [(env[x], env[v], p.node(x).data.astype(p.node(x).dtype)) for x, v in p.updates]
         layout.append((len(res), len(p.updates)))
     return inputs, args, results, updates, layout, env
@@ -332,11 +379,11 @@ def check(programs, devices, options=None, skip=frozenset()):
     findings, ref = [], None
     for d in ["interp"] + [d for d in devices if d != "interp"]:
         try:                        # a graph of its own: a device must not see another's damage
-            built = build(programs)
+            built = build(programs, sized=d.endswith(SIZED))
         except Exception as e:      # noqa: BLE001  (the API refused a valid program)
             return [crash("build", programs, e)]
         try:
-            got, problem = call(built, d, options.get(d), f"scribble:{d}" not in skip)
+            got, problem = call(built, d.removesuffix(SIZED), options.get(d), f"scribble:{d}" not in skip)
         except Exception as e:      # noqa: BLE001
             findings.append(crash(d, programs, e))
             continue
@@ -652,8 +699,14 @@ def run_batch(seeds, devices, exclude=frozenset(), shrink_budget=0.0, shrunk=(),
     """Generate, check, and shrink the first finding of each signature not in ``shrunk``:
     (programs, findings)."""
     exclude = frozenset(exclude) | pending(devices)
-    progs = programs_for(seeds, exclude, **kw)
-    found = [f for f in check(progs, devices, batch_options(seeds, devices), exclude)
+    progs, refused = programs_for(seeds, exclude, **kw), []
+    for d in devices:
+        if d.endswith(SIZED):
+            progs, bad = sized_programs(progs, d)
+            refused += bad
+    if not progs:
+        return progs, refused
+    found = refused + [f for f in check(progs, devices, batch_options(seeds, devices), exclude)
              if not any(k in KNOWN and KNOWN[k](f) for k in (x[6:] for x in exclude if x.startswith("known:")))]
     if shrink_budget:
         seen, out = set(shrunk), []

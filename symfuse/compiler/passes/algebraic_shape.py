@@ -175,6 +175,8 @@ def _sum_of_broadcast(op, ctx):
     count = 1
     for a in axes:
         count *= S[a]
+    if type(count) is not int:      # a run-time count stays the sum that counts it (build.size_value)
+        return None
     keep = op.attrs["keepdims"]
     small = [1 if a in axes else d for a, d in enumerate(padded)] if keep else \
             [d for a, d in enumerate(padded) if a not in axes]

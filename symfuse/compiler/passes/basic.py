@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 
 from ...ir.core import Function, apply, location
+from ...ir.symdim import is_symbolic
 from ..walk import map_ops
 from .rewrite import pinned_values
 
@@ -25,7 +26,8 @@ def fold_constants(fn: Function, counts: Counter) -> Function:
                 and all(v.op is not None and v.op.opdef.name == "constant" for v in inputs)):
             return None
         out_t = op.outputs[0].type
-        if out_t.size > max(1, max(v.type.size for v in inputs)):
+        # a run-time size has no value to fold at (an empty one of n rows is still n rows)
+        if is_symbolic(out_t.shape) or out_t.size > max(1, max(v.type.size for v in inputs)):
             return None
         with np.errstate(all="ignore"):
             val = od.ref([v.op.attrs["value"] for v in inputs], new.attrs)

@@ -81,7 +81,8 @@ def scan_trivial(op, old, uses):
     body, nc = op.regions[0], op.attrs["carries"]
     if n == 0:
         outs = [o for o in op.outputs[nc:]]
-        return carries + [F.constant(np.zeros(o.type.shape, o.type.dtype.np)) for o in outs]
+        # zeros of the stacked shape: a broadcast scalar, which a run-time size stays symbolic in
+        return carries + [F.full(o.type.shape, 0, o.type.dtype) for o in outs]
     out = inline(body, carries + [F.reshape(s, s.shape[1:]) for s in seqs] + consts)
     ys = [F.expand_dims(y, 0) for y in out[nc:]]
     saved = [F.expand_dims(c, 0) for c in carries] if op.attrs["save"] else []

@@ -5,6 +5,7 @@ import numpy as np
 
 from ...errors import ShapeError
 from ..core import defop
+from ..symdim import SymInt
 from ..types import tensor_type
 from ._rules import norm_axes, norm_axis, same_dtype
 from .. import build as F
@@ -86,7 +87,8 @@ def _slice_infer(types, attrs):
     for ax, (b, e, s, d) in enumerate(zip(start, stop, step, t.shape)):
         if s < 1 or not (0 <= b <= d) or not (b <= e <= d):
             raise ShapeError(f"invalid slice {b}:{e}:{s} on axis {ax} of {t}")
-        shape.append(len(range(b, e, s)))
+        # a run-time size: the count as an expression (range() would take the trace value)
+        shape.append((e - b + s - 1) // s if SymInt in (type(b), type(e)) else len(range(b, e, s)))
     return (tensor_type(t.dtype, shape),)
 
 
