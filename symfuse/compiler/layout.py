@@ -3,8 +3,10 @@ constants, and arena offsets from the memory planner (liveness over the group
 schedule, in-place reuse). Shared by the cpu and cuda backends."""
 from __future__ import annotations
 
-from ..ir.core import Function
+import math
+
 from ..errors import ShapeError
+from ..ir.core import Function
 from ..ir.symdim import SymInt, concrete
 from .fusion import materialised
 from .memory import BufferUse, MemoryPlan, plan_memory
@@ -22,71 +24,78 @@ class Layout:
 
 class SizedPlan:
     """The arena of a function with run-time sizes: a static region (the buffers of
-    static size, planned as usual), then for each size ``n`` a region of rows, where a
-    buffer of at most ``k*n + c`` bytes takes ``align(k + c)`` bytes per row. Each
-    region is planned at n = 1 (``rows``); at any n a buffer sits at the region's
-    start plus ``offset*n``, so buffers disjoint in a row plan are disjoint at every
-    n, and the arena is ``static + per_row*n + ...``: offsets and size are computed
-    at call time."""
+    static size, planned as usual), then one region per product of sizes ``m`` (n,
+    n*n, n*t, ...) that bounds some buffers: a buffer of at most ``k*m`` bytes takes
+    ``align(k)`` bytes per unit of m. Each region is planned at m = 1 (``rows``); at
+    any sizes a buffer sits at the region's start plus ``offset*m``, so buffers
+    disjoint in a region's plan are disjoint at every size, and the arena is
+    ``static + per_unit*m + ...``: offsets and size are computed at call time."""
 
     def __init__(self, static: MemoryPlan, rows: dict):
-        self.static, self.rows = static, rows       # rows: size name -> MemoryPlan in bytes per row
+        self.static, self.rows = static, rows       # rows: monomial (names) -> MemoryPlan in bytes per unit
         self.static_bytes = _align(static.arena_bytes, static.alignment)
         self.offsets = dict(static.offsets)
         base = self.static_bytes
-        for name, plan in rows.items():
-            n = SymInt.dim(name)
-            self.offsets.update({k: base + o * n for k, o in plan.offsets.items()})
-            base = base + plan.arena_bytes * n
+        self.units = {}
+        for mono, plan in rows.items():
+            m = math.prod(SymInt.dim(n) for n in mono)
+            self.units[mono] = m
+            self.offsets.update({k: base + o * m for k, o in plan.offsets.items()})
+            base = base + plan.arena_bytes * m
         self.arena_bytes = base
-        self.naive_bytes = static.naive_bytes + sum(p.naive_bytes * SymInt.dim(k) for k, p in rows.items())
-        self.lower_bound_bytes = static.lower_bound_bytes + sum(p.lower_bound_bytes * SymInt.dim(k)
+        self.naive_bytes = static.naive_bytes + sum(p.naive_bytes * self.units[k] for k, p in rows.items())
+        self.lower_bound_bytes = static.lower_bound_bytes + sum(p.lower_bound_bytes * self.units[k]
                                                                 for k, p in rows.items())
         self.inplace = static.inplace + [x for p in rows.values() for x in p.inplace]
         self.buffers = static.buffers + [b for p in rows.values() for b in p.buffers]
         self.alignment = static.alignment
 
     def table(self) -> str:
-        per = " + ".join(f"{p.arena_bytes:,} B x {k}" for k, p in self.rows.items())
+        per = " + ".join(f"{p.arena_bytes:,} B x {self.units[k]!r}" for k, p in self.rows.items())
         return (f"arena {self.static_bytes:,} B + {per} ({len(self.static.offsets)} static buffers, "
-                f"{sum(len(p.offsets) for p in self.rows.values())} in rows, {len(self.inplace)} in place)")
+                f"{sum(len(p.offsets) for p in self.rows.values())} by size, {len(self.inplace)} in place)")
 
 
-def _affine(nbytes):
-    """(name, k, c), k and c >= 0, with ``nbytes`` <= k*name + c at every size >= 1
-    (name None for a static size), or None (a product of sizes, two names). Terms
-    with a negative coefficient are left out; x // q is at most ceil(k/q)*name +
-    ceil(c/q), x % q at most q - 1."""
+def _bound(nbytes):
+    """(monomial, k): ``nbytes`` <= k * monomial at every size >= 1, the monomial a
+    sorted tuple of size names (() for a static size), or None. Each term is bounded
+    by its coefficient times the product of the names at their highest power in any
+    term (sizes are >= 1); negative terms are left out; x // q is bounded by x's
+    bound over q, x % q by q - 1."""
     if type(nbytes) is int:
-        return None, 0, max(nbytes, 0)
-    names = nbytes.names
-    if len(names) != 1:
-        return None if names else (None, 0, max(int(nbytes), 0))
-    name = next(iter(names))
-    bound = _poly_bound(nbytes.poly, name)
-    return None if bound is None else (name, *bound)
+        return (), max(nbytes, 0)
+    return _poly_bound(nbytes.poly)
 
 
-def _poly_bound(poly, name):
-    k = c = 0
+def _poly_bound(poly):
+    power: dict = {}
+    k = 0
     for mono, coef in poly:
-        if coef < 0:
+        if coef <= 0:
             continue
-        if mono == ():
-            c += coef
-        elif mono == (name,):
-            k += coef
-        elif len(mono) == 1 and not isinstance(mono[0], str):
-            op, num, den = mono[0]
+        names: dict = {}
+        c = coef
+        for atom in mono:
+            if isinstance(atom, str):
+                names[atom] = names.get(atom, 0) + 1
+                continue
+            op, num, den = atom
             q = den[0][1] if len(den) == 1 and den[0][0] == () else None
-            inner = _poly_bound(num, name)
-            if q is None or q <= 0 or inner is None:
+            if q is None or q <= 0:
                 return None
-            dk, dc = ((-(-inner[0] // q), -(-inner[1] // q)) if op == "//" else (0, q - 1))
-            k, c = k + coef * dk, c + coef * dc
-        else:
-            return None
-    return k, c
+            if op == "%":
+                c *= q - 1
+                continue
+            inner = _poly_bound(num)
+            if inner is None:
+                return None
+            for n in inner[0]:
+                names[n] = names.get(n, 0) + 1
+            c *= -(-inner[1] // q)
+        for n, e in names.items():
+            power[n] = max(power.get(n, 0), e)
+        k += c
+    return tuple(sorted(n for n, e in power.items() for _ in range(e))), k
 
 
 def _plan(bufs: list, pairs: list, sizes):
@@ -94,23 +103,26 @@ def _plan(bufs: list, pairs: list, sizes):
     when every size is affine in one of them, else the plan at their maximum."""
     if sizes is None:
         return plan_memory(bufs, pairs)
-    forms = {b.name: _affine(b.nbytes) for b in bufs}
+    forms = {b.name: _bound(b.nbytes) for b in bufs}
+    # in place only over a buffer of exactly the same size: rows rounded to the alignment
+    # would make a float32 result "fit" a float64 operand, written ahead of its reads
+    exact = {b.name: repr(b.nbytes) for b in bufs}
+    pairs = [p for p in pairs if exact.get(p[0]) is not None and exact.get(p[0]) == exact.get(p[1])]
     if all(f is not None for f in forms.values()):
-        region = {b.name: forms[b.name][0] if forms[b.name][1] > 0 else None for b in bufs}
+        region = {b.name: forms[b.name][0] for b in bufs}
         same = lambda p, r: p[0] in region and p[1] in region and region[p[0]] == region[p[1]] == r  # noqa: E731
-        static = plan_memory([b for b in bufs if region[b.name] is None], [p for p in pairs if same(p, None)])
+        static = plan_memory([b for b in bufs if region[b.name] == ()], [p for p in pairs if same(p, ())])
         rows = {}
-        for name in sizes.names:
-            mine = [BufferUse(b.name, _align(forms[b.name][1] + forms[b.name][2], 64), b.first, b.last)
-                    for b in bufs if region[b.name] == name]
-            if mine:
-                rows[name] = plan_memory(mine, [p for p in pairs if same(p, name)])
+        for mono in sorted({r for r in region.values() if r}, key=lambda m: (len(m), m)):
+            mine = [BufferUse(b.name, _align(max(forms[b.name][1], 1), 64), b.first, b.last)
+                    for b in bufs if region[b.name] == mono]
+            rows[mono] = plan_memory(mine, [p for p in pairs if same(p, mono)])
         return SizedPlan(static, rows)
     if sizes.maximum is None:
         odd = next(b for b in bufs if forms[b.name] is None)
-        raise ShapeError(f"a buffer of {odd.nbytes!r} bytes: the arena can follow the run-time sizes only where "
-                         f"each buffer is k*size + c bytes of one size; give max_batch= to plan it for the "
-                         "largest sizes instead")
+        raise ShapeError(f"a buffer of {odd.nbytes!r} bytes: the arena follows the run-time sizes where each "
+                         "buffer's size has a bound of the form k * a product of sizes; give max_batch= to plan it "
+                         "for the largest sizes instead")
     at_max = sizes.at_max
     return plan_memory([BufferUse(b.name, concrete(b.nbytes, at_max), b.first, b.last) for b in bufs], pairs)
 
