@@ -32,8 +32,14 @@ int main(int argc, char **argv) {
     fprintf(stderr, "create failed (%d): %s\n", rc, sf_model_last_error(NULL));
     return rc;
   }
-  size_t in_bytes = 0, out_bytes = sf_model_output_bytes(0);
+  size_t in_bytes = 0;
   void *in = read_file(argv[4], &in_bytes);
+#ifdef SF_MODEL_BATCH_INPUT
+  /* an export with a run-time batch: as many rows as the input file holds */
+  size_t out_bytes = sf_model_output_bytes_for(0, (int64_t)(in_bytes / sf_model_input_bytes(0)));
+#else
+  size_t out_bytes = sf_model_output_bytes(0);
+#endif
   void *out = malloc(out_bytes);
   if (!in || !out) return 2;
   const void *ins[1] = {in};
