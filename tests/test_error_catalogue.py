@@ -46,6 +46,8 @@ i = sf.tensor("i", (3,), "int32")
 b = sf.tensor("b", (3,), "bool")
 W = sf.shared(np.zeros((4, 2), np.float32), name="W")
 f = sf.function([x, i], x.sum() + i.astype("float32").sum(), device="interp")
+xb = sf.tensor("xb", ("batch", 3))
+yb = sf.tensor("yb", ("batch",))
 """
 
 IR_HEAD = "func @main(%x: f32[2], %e: f32[0,3]) -> (f32[2]) {"
@@ -312,6 +314,20 @@ CASES = [
         r"^argument 1 \('i'\): expected i32\[3\], got list of dtype float64$"),
     api("input-call-not-numbers", I, 'f("abc", [1, 2, 3])',
         r"^argument 0 \('x'\): expected f32\[3,4\], got str of dtype <U3$"),
+    api("shape-size-name", S, 'sf.tensor("t", ("batch size", 3))',
+        r"run-time dimension name 'batch size': use an identifier of at most 32 characters"),
+    api("input-size-mismatch", I,
+        'g = sf.function([xb, yb], xb.sum() + yb.sum(), device="interp"); '
+        'g(np.ones((4, 3), np.float32), np.ones(5, np.float32))',
+        r"^argument 1 \('yb'\): dimension 0 is the run-time size 'batch', which argument 0 \('xb'\) gave as 4; got 5$"),
+    api("input-size-above-max", I,
+        'g = sf.function([xb], xb * 2, device="interp", max_batch=8); g(np.ones((9, 3), np.float32))',
+        r"^argument 0 \('xb'\): the run-time size 'batch' is 9 \(dimension 0\), above max_batch=8"),
+    api("input-size-requirement", I,
+        'g = sf.function([xb], xb[2:5] * 2, device="interp"); g(np.ones((4, 3), np.float32))',
+        r"^this call has batch = 4, but the graph was built for batch >= 5 \(slice at model\.py:1\)$"),
+    api("input-size-device", I, 'sf.function([xb], xb * 2, device="cuda-emu")',
+        r"^function: device 'cuda-emu' compiles static shapes only; the run-time size 'batch' needs"),
     api("input-cuda-arch", I, 'sf.function([x], x + 1, device="cuda", arch="sm_10")',
         r"^unsupported CUDA arch 'sm_10' for NVRTC [\d.]+; supported: .*sm_80"),
     # ---- DeviceUnavailable
