@@ -22,6 +22,7 @@ import zlib
 
 import numpy as np
 
+from ..ir.symdim import concrete
 from . import data as D
 
 # --------------------------------------------------------------------------- progress bars
@@ -105,10 +106,18 @@ def _fit_shape(x, shape, dtype, what):
 
 def predict(predict_fn, x) -> np.ndarray:
     """Run a compiled fixed-batch ``x -> y`` function over all of ``x``: the last
-    partial batch is padded with zeros and the padding dropped."""
+    partial batch is padded with zeros and the padding dropped. A function whose
+    batch is chosen at run time takes ``x`` whole (at most its ``max_batch`` rows
+    a call)."""
     batch = predict_fn.inputs[0].type.shape[0]
     shape = predict_fn.inputs[0].type.shape[1:]
     x = _fit_shape(x, shape, predict_fn.inputs[0].dtype.np, "predict")
+    if type(batch) is not int:
+        step = predict_fn.sizes.maximum or max(len(x), 1)
+        outs = [np.asarray(predict_fn(x[s:s + step])) for s in range(0, len(x), step)]
+        return np.concatenate(outs) if outs else np.zeros(
+            (0,) + tuple(concrete(predict_fn.outputs[0].shape[1:], {repr(batch): 0})),
+            predict_fn.outputs[0].dtype.np)
     outs = []
     for s in range(0, len(x), batch):
         xb = x[s:s + batch]
@@ -156,7 +165,9 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
     test metrics. data: a :class:`~symfuse.nn.data.Split`,
     ``((x_train, y_train), (x_test, y_test))``, ``(x, y)``, or an array of inputs.
     Batches have the training step's static batch size (a remainder is dropped;
-    ``batch_size``, if given, must agree); their order is shuffled with ``seed``.
+    ``batch_size``, if given, must agree), or ``batch_size`` where the step's
+    batch is chosen at run time (``zoo.get(..., batch="batch")``); their order is
+    shuffled with ``seed``.
     ``augment(x_batch, rng) -> x_batch`` transforms each training batch (e.g.
     :func:`symfuse.nn.data.random_shift`). ``on_epoch_end(record)`` is called with
     each epoch's history entry (e.g. to decay a shared learning rate).
@@ -202,7 +213,9 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
             train_fn = model.train_function(device)
         compile_s = time.perf_counter() - t0
         test_n = len(split.x_test) if part is None or part[0] == 0 else 0
-        pbatch = eval_batch or (min(model.batch, test_n) if test_n else model.batch)
+        # a run-time batch (the model's batch is a name): one predict function serves every eval batch
+        pbatch = eval_batch or (model.batch if isinstance(model.batch, str) else
+                                min(model.batch, test_n) if test_n else model.batch)
         predict_fn = model.predict_function(device, batch=pbatch) if test_n else None
         unsupervised = model.kind == "rbm"
         names = model.output_names
@@ -214,7 +227,12 @@ def fit(model, data, epochs: int = 1, batch_size: int | None = None, device=None
         names = (["recon_error"] if unsupervised else ["loss", "accuracy"])[:len(train_fn.outputs)]
     xin = train_fn.inputs[0]
     batch = xin.type.shape[0]
-    if batch_size is not None and int(batch_size) != batch:
+    if type(batch) is not int:      # a run-time batch: the step takes any size, batch_size picks it
+        if batch_size is None:
+            raise ValueError(f"fit: the training step's batch is chosen at run time ({batch!r}); "
+                             "give fit a batch_size")
+        batch = int(batch_size)
+    elif batch_size is not None and int(batch_size) != batch:
         raise ValueError(f"fit: batch_size={batch_size}, but the training step was compiled for batch {batch}; "
                          f"build the model with batch={batch_size}")
     x_train = _fit_shape(split.x_train, xin.type.shape[1:], xin.dtype.np, "training")

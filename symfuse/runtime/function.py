@@ -406,10 +406,10 @@ class Executable:
                 a = cast_exactly(arr, t.dtype.np, label)
             except DTypeError as e:
                 raise InputError(str(e)) from None
-        if a.shape != t.shape:
-            if self.sizes is None:
-                raise InputError(f"{label}: expected shape {t.shape} ({t}), got {a.shape}")
+        if self.sizes is not None:      # every argument binds (a size may even equal its trace value)
             self._bind(label, t, a.shape, env)
+        elif a.shape != t.shape:
+            raise InputError(f"{label}: expected shape {t.shape} ({t}), got {a.shape}")
         return a
 
     def _bind(self, label, t, shape, env) -> None:

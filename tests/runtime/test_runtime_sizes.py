@@ -185,3 +185,20 @@ def test_a_trace_value_in_generated_code_is_refused():
     check_generated(f"for (i = 0; i < {b * 4}; i++) x[i] = 123456;", "test")
     with pytest.raises(sf.ShapeError, match="run-time dimension 'batch'"):
         check_generated(f"for (i = 0; i < {int(b) * 4}; i++) ;", "test")
+
+
+def test_fit_with_a_run_time_batch_trains_like_the_static_model():
+    """nn.fit with batch_size on a model whose batch is a name: the same epochs, to
+    the printed digits, as the model built with that batch; one predict function
+    evaluates the whole test set."""
+    from symfuse.nn import data, train
+    d = data.digits()
+    kw = dict(dims=(64, 32, 10), input_shape=(1, 8, 8), seed=0)
+    sized = train.fit(zoo.get("mlp", batch="batch", **kw), d, epochs=2, batch_size=64, verbose=False)
+    static = train.fit(zoo.get("mlp", batch=64, **kw), d, epochs=2, verbose=False)
+    assert len(sized) == len(static) == 2
+    for a, b in zip(sized, static):
+        for k in ("loss", "accuracy", "test_loss", "test_accuracy"):
+            assert round(a[k], 4) == round(b[k], 4), (k, a, b)
+    with pytest.raises(ValueError, match="give fit a batch_size"):
+        train.fit(zoo.get("mlp", batch="batch", **kw), d, epochs=1, verbose=False)
