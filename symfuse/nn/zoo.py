@@ -73,7 +73,7 @@ class ZooModel:
     def train_function(self, device=None, **options):
         """The compiled training step ``inputs -> train_outputs`` with ``updates``
         (compiled once per device and options, then reused: its state is shared)."""
-        key = ("train", device, tuple(sorted(options.items())))
+        key = ("train", device, _options_key(options))
         return self._compiled(key, lambda: function(self.inputs, self.train_outputs, updates=self.updates,
                                                     device=device, name=f"{self.name}_train", **options))
 
@@ -86,7 +86,7 @@ class ZooModel:
         def build():
             x = F.tensor("x", (b, *self.input_shape), self.dtype)
             return function([x], self.predict_graph(x), device=device, name=f"{self.name}_predict", **options)
-        return self._compiled(("predict", device, b, tuple(sorted(options.items()))), build)
+        return self._compiled(("predict", device, b, _options_key(options)), build)
 
     def eval_function(self, device=None, batch: int | None = None, **options):
         """Eval-mode metrics without updates: ``(x, y) -> [loss, accuracy]`` for the
@@ -102,7 +102,7 @@ class ZooModel:
             logits = self.model(x, train=False)
             return function([x, y], [losses.softmax_cross_entropy(logits, y), losses.accuracy(logits, y)],
                             device=device, name=f"{self.name}_eval", **options)
-        return self._compiled(("eval", device, b, tuple(sorted(options.items()))), build)
+        return self._compiled(("eval", device, b, _options_key(options)), build)
 
     def example_batch(self, seed: int = 0, size: int | None = None) -> tuple:
         """Random arrays of the training inputs' shapes and dtypes; ``size`` rows
@@ -116,6 +116,11 @@ class ZooModel:
             ids = rng.integers(0, self.classes, (n, *self.input_shape), dtype=np.int32)
             return ids, np.roll(ids, -1, axis=1)
         return x, rng.integers(0, self.classes, n).astype(np.int32)
+
+
+def _options_key(options: dict) -> tuple:
+    """sf.function's options as a cache key (a list, such as specialize=[32, 128], as a tuple)."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
 
 
 def batch_size(batch) -> int | str:

@@ -57,7 +57,7 @@ def test_predict_from_c_at_every_batch(tmp_path):
         np.testing.assert_allclose(got.reshape(b, 10), f(x), rtol=1e-6, atol=1e-7, err_msg=f"batch {b}")
     manifest = json.load(open(os.path.join(d, f"{name}.json")))
     assert manifest["inputs"][0]["shape"] == ["batch", 1, 28, 28]
-    assert manifest["sizes"] == {"batch": {"max": None, "from_input": "x", "bytes_per_row": 3136}}
+    assert manifest["sizes"] == {"batch": {"max": None, "from_input": "x", "bytes_per_row": 3136, "specialized": []}}
     header = open(os.path.join(d, f"{name}.h")).read()
     assert "float32[batch,1,28,28], 3136 bytes a row" in header and "sf_dim" not in header
 
@@ -100,3 +100,20 @@ def test_export_refuses_r_for_a_run_time_batch(tmp_path):
     f = zoo.get("mlp", batch="batch", seed=0).predict_function("cpu")
     with pytest.raises(sf.InputError, match="R wrapper takes static shapes"):
         sf.export(f, str(tmp_path / "r"), r=True)
+
+
+def test_specialized_sizes_are_built_into_the_export(tmp_path):
+    m = zoo.get("mlp", batch="batch", seed=0)
+    f = m.predict_function("cpu", specialize=[7])
+    d, name = _exported(f, tmp_path)
+    lib = os.path.join(d, f"lib{name}.so")
+    symbols = subprocess.run(["nm", lib], capture_output=True, text=True).stdout
+    assert "sf_entry_7" in symbols                   # the literal-size unit is in the library
+    exe = _build(os.path.join(EXAMPLES, "predict.c"), d, name, "predict")
+    for b in (7, 8):
+        x = m.example_batch(seed=b, size=b)[0]
+        x.tofile(os.path.join(d, "x.bin"))
+        _run_c([exe, os.path.join(d, "x.bin"), os.path.join(d, "y.bin")])
+        np.testing.assert_allclose(np.fromfile(os.path.join(d, "y.bin"), np.float32).reshape(b, 10), f(x),
+                                   rtol=1e-6, atol=1e-7, err_msg=f"batch {b}")
+    assert json.load(open(os.path.join(d, f"{name}.json")))["sizes"]["batch"]["specialized"] == [7]

@@ -204,8 +204,9 @@ def _export_cpu(f, out_dir: str, name: str | None, r: bool = False) -> Exported:
     files = {"library": f"lib{name}.so", "header": f"{name}.h", "manifest": f"{name}.json",
              "params": f"{name}.params"}
     deps = _copy_dependencies(out_dir, cc, ccver)
+    spec = run.sizes.specialize if run.sizes else ()
     build.build_library(os.path.join(out_dir, files["library"]), name, run.source, api_source, header, cc, ccver,
-                        FAST_FLAGS)
+                        FAST_FLAGS, [(v, build.variant_source(run.source, run.sizes.names, v)) for v in spec])
     write_common(out_dir, d, header, files)
     manifest = manifest_head(d, f, files)
     manifest.update({
@@ -217,7 +218,7 @@ def _export_cpu(f, out_dir: str, name: str | None, r: bool = False) -> Exported:
     if run.sizes is not None:
         sized = api.sized_context(d.inputs, run.sizes)
         manifest["sizes"] = {sized["name"]: {"max": sized["max"], "from_input": d.inputs[sized["input"]].name,
-                                             "bytes_per_row": sized["unit"]}}
+                                             "bytes_per_row": sized["unit"], "specialized": list(spec)}}
     if r:
         write_r(out_dir, d, header, cc, files, manifest)
     write_manifest(out_dir, files, manifest)

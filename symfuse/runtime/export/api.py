@@ -122,7 +122,7 @@ def sized_context(inputs: list[Tensor], sizes) -> dict | None:
         dims = [d for d in t.shape if type(d) is not int]
         if dims and all(repr(d) == name for d in dims) and len(dims) == 1:
             return {"name": name, "max": sizes.maximum, "input": i, "input_name": comment_safe(t.name),
-                    "unit": t.bytes.evaluate({name: 1})}
+                    "unit": t.bytes.evaluate({name: 1}), "specialize": list(sizes.specialize)}
     raise InputError(f"export: no input has the run-time size {name!r} as its only run-time dimension")
 
 

@@ -73,9 +73,17 @@ def export_runtime(cc: str, ccver: str) -> str | None:
     return built.path
 
 
+def variant_source(module_source: str, names, value: int) -> str:
+    """The unit again with every run-time size the literal ``value`` and its entry
+    named ``sf_entry_<value>`` (``specialize=``): the C compiler folds the size in."""
+    head = "".join(f"#define SF_FIXED_{n} {int(value)}\n" for n in names)
+    return head + f"#define sf_entry sf_entry_{int(value)}\n" + module_source
+
+
 def build_library(out_path: str, name: str, module_source: str, api_source: str, header: str,
-                  cc: str, ccver: str, cpu_flags) -> None:
-    """``lib<name>.so``: the function's unit and its API, compiled as two units at once."""
+                  cc: str, ccver: str, cpu_flags, variants=()) -> None:
+    """``lib<name>.so``: the function's unit and its API, compiled as two units at
+    once; ``variants``: (value, source) of the unit's literal-size builds, more units."""
     rt = runtime_library(cc, ccver)
     uses_rt = '#include "sf_unit.h"' in module_source
     flags = ["-I", C_TEMPLATE_DIR, "-I", "."]
@@ -83,11 +91,12 @@ def build_library(out_path: str, name: str, module_source: str, api_source: str,
         flags += ["-I", rt.header_dir]
     flags += [f for f in cpu_flags] + list(EXPORT_FLAGS)
     link = ([f"-L{os.path.dirname(os.path.abspath(out_path))}", "-l:libsymfuse_rt.so"] if uses_rt else []) + _blas_flags_origin()
-    sources = (("module.c", module_source), ("api.c", api_source), (f"{name}.h", header))
+    extra = tuple((f"module_{value}.c", src) for value, src in variants)
+    sources = (("module.c", module_source), ("api.c", api_source), *extra, (f"{name}.h", header))
     if uses_rt:     # the one header a unit includes first (precompiled for the cpu backend; text here)
         sources += (("sf_unit.h", UNIT_PRELUDE),)
-    recipe = Recipe(cc, sources, tuple(flags + link + [ORIGIN, "-ldl", "-lm"]), output="lib.so",
-                    units=("module.c", "api.c"), what=f"building lib{name}.so")
+    recipe = Recipe(cc, sources, tuple(flags + link + [ORIGIN, "-ldl", "-lm", "-lpthread"]), output="lib.so",
+                    units=("module.c", "api.c", *(f for f, _ in extra)), what=f"building lib{name}.so")
     import tempfile
     with tempfile.TemporaryDirectory(prefix="symfuse-export-") as work:
         tmp = out_path + ".tmp"
