@@ -283,17 +283,20 @@ class CpuBackend(Backend):
         """The graph-cache entry of a compiled module (plain data, ``runtime/plain.py``)."""
         return {"lib_path": mod.lib_path, "param_count": mod.param_count, "slots": mod.slots,
                 "result_plan": mod.result_plan, "arena_bytes": mod.arena_bytes, "source": mod.source,
+                "variants": [[list(value), path] for value, path in mod.variant_paths],
                 "kernels": list(mod.kernels),
                 "info": {k: report.info[k] for k in ("kernels", "memory") if k in report.info}}
 
-    def load(self, entry: dict, report) -> CompiledModule | None:
-        """A module from a graph-cache entry, or None when its library is gone."""
-        if not self.cache.file_verified(entry["lib_path"]):
+    def load(self, entry: dict, report, sizes=None) -> CompiledModule | None:
+        """A module from a graph-cache entry, or None when its library (or a
+        specialised build's) is gone. ``sizes``: the function's RuntimeSizes."""
+        variants = [(tuple(value), path) for value, path in entry.get("variants", [])]
+        if not all(self.cache.file_verified(p) for p in [entry["lib_path"], *(p for _, p in variants)]):
             return None
         with report.stage("load"):
             try:
                 mod = CompiledModule(entry["lib_path"], entry["param_count"], entry["slots"], entry["result_plan"],
-                                     entry["arena_bytes"], entry["kernels"], entry["source"], None)
+                                     entry["arena_bytes"], entry["kernels"], entry["source"], None, sizes, variants)
             except OSError:
                 return None
         report.info.update(entry["info"])

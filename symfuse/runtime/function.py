@@ -104,10 +104,10 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
         sizes = _runtime_sizes(fn, inputs, backend, max_batch, specialize, at)
     run, optimized, gkey = None, None, None
     backend.prepare(report)
-    if backend.graph_cache and sizes is None:
+    if backend.graph_cache:
         with report.stage("graph cache") as st:
-            gkey = _graph_key(fn, backend, opts, options)
-            run, optimized = _graph_cache_load(backend, gkey, report, fn)
+            gkey = _graph_key(fn, backend, opts, options, sizes)
+            run, optimized = _graph_cache_load(backend, gkey, report, fn, sizes)
             st.note = "hit: passes, fusion and codegen skipped" if run is not None else "miss"
             report.info["graph_cache"] = "hit" if run is not None else "miss"
     if run is None:
@@ -179,7 +179,7 @@ def _runtime_sizes(fn, inputs, backend, max_batch, specialize, at):
     return RuntimeSizes(tuple(names), max_batch, tuple(sorted(set(spec))), assumed)
 
 
-def _graph_key(fn, backend, opts, options) -> str:
+def _graph_key(fn, backend, opts, options, sizes=None) -> str:
     """The graph-level cache key: the printed IR before passes, without source
     locations (a hit with new ones rewrites the provenance: ``_relocated``), every
     option, user op definitions, and what the backend says decides its output
@@ -189,10 +189,11 @@ def _graph_key(fn, backend, opts, options) -> str:
     user_ops = sorted({op.opdef.name: op.opdef for op in fn.ops if not is_builtin(op.opdef)}.items())
     return cache_key(print_function(fn, locations=False), backend.name, backend.identity(), code_identity(),
                      repr([(name, opdef_fingerprint(d)) for name, d in user_ops]),
-                     repr((opts.optimize, opts.fast_math)), repr(sorted(options.items())))
+                     repr((opts.optimize, opts.fast_math)), repr(sorted(options.items())),
+                     repr(sizes) if sizes is not None else "")
 
 
-def _graph_cache_load(backend, key, report, fn):
+def _graph_cache_load(backend, key, report, fn, sizes=None):
     """(run, optimised IR text) from the graph cache, or (None, None) on a miss.
     An entry that cannot be used (damaged, from an older layout, its library
     pruned) is a miss: the caller compiles and overwrites it."""
@@ -207,7 +208,7 @@ def _graph_cache_load(backend, key, report, fn):
             entry = _relocated(entry, entry["locs"], now)
             if entry is None:
                 return None, None
-        run = backend.load(entry, report)
+        run = backend.load(entry, report) if sizes is None else backend.load(entry, report, sizes)
     except Exception as e:  # noqa: BLE001 -- any unusable entry is a miss, never a failed compile
         log.warning("symfuse: graph cache entry %s unusable (%s: %s); recompiling", key[:12], type(e).__name__, e)
         return None, None

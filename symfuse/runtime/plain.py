@@ -2,8 +2,9 @@
 
 An entry is read back from a directory that could have been tampered with, so
 it is never unpickled: decoding builds only the types listed here (JSON's own,
-tuples, bytes, numeric numpy dtypes, scalar types, scalars and arrays, and the
-dataclasses in ``CLASSES``) and cannot run code. Anything else is refused when
+tuples, bytes, numeric numpy dtypes, scalar types, scalars and arrays, run-time
+sizes (their IR spelling, read by the IR's size reader), and the dataclasses in
+``CLASSES``) and cannot run code. Anything else is refused when
 encoding, so an entry that would not come back as it went in is never written.
 
 Tagged values are one-key objects whose key starts with ``$``; a plain dict
@@ -19,6 +20,9 @@ import importlib
 import json
 
 import numpy as np
+
+from ..errors import SymfuseError
+from ..ir.symdim import SymInt, parse_dim
 
 # tag -> "module:class" of the dataclasses an entry may hold (imported when decoded)
 CLASSES = {
@@ -64,6 +68,8 @@ def _encode(v):
         return v
     if isinstance(v, (int, float)) and type(v) in (int, float):
         return v
+    if type(v) is SymInt:                     # a run-time size: its IR spelling, read back by the IR's reader
+        return {"$sym": repr(v)}
     if isinstance(v, list):
         return [_encode(x) for x in v]
     if isinstance(v, tuple):
@@ -121,6 +127,13 @@ def _decode_tagged(obj: dict):
             raise PlainDataError("unhashable dict key") from None
     if tag == "$b":
         return _b64(body)
+    if tag == "$sym":
+        if not isinstance(body, str) or len(body) > 512:
+            raise PlainDataError("a run-time size must be a short string")
+        try:
+            return parse_dim(body)
+        except SymfuseError as e:
+            raise PlainDataError(f"bad run-time size: {e}") from None
     if tag == "$dtype":
         return _numeric_dtype(body)
     if tag == "$sctype":

@@ -202,3 +202,25 @@ def test_fit_with_a_run_time_batch_trains_like_the_static_model():
             assert round(a[k], 4) == round(b[k], 4), (k, a, b)
     with pytest.raises(ValueError, match="give fit a batch_size"):
         train.fit(zoo.get("mlp", batch="batch", **kw), d, epochs=1, verbose=False)
+
+
+def test_the_graph_cache_restores_a_sized_function(tmp_path, monkeypatch):
+    """A second compile of the same graph is a graph-cache hit: the same sizes, the
+    specialised build, the same results; the entry's sizes are read, never run."""
+    from symfuse.runtime import plain
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("SYMFUSE_CACHE_DIR", str(cache))
+    outs = []
+    for k in range(2):
+        m = zoo.get("mlp", batch="batch", seed=0)
+        f = m.train_function("cpu", specialize=[7])
+        assert f.report.info["graph_cache"] == ("miss" if k == 0 else "hit")
+        assert sorted(f._run.variants) == [(7,)]
+        outs.append([np.asarray(f(*m.example_batch(seed=3, size=b))[0]) for b in (5, 7)])
+    assert outs[0] == outs[1]
+    b = SymInt.dim("batch") * 784 + 3
+    assert repr(plain.loads(plain.dumps({"s": (b, 4)}))["s"][0]) == repr(b)
+    for bad in ('{"$sym": "__import__(1)"}', '{"$sym": 5}', '{"$sym": "batch name"}'):
+        with pytest.raises(plain.PlainDataError):
+            plain.loads(bad.encode())
