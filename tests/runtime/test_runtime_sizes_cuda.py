@@ -114,6 +114,26 @@ def test_multi_kernel_and_reductions_over_the_batch():
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@needs_cxx
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_library_ops_along_the_batch_axis(dtype):
+    """Library ops whose reduced or contracted axis is the batch: softmax, argmax and
+    logsumexp over it, and a GEMM that contracts it (no split-K: its split count
+    would follow the size)."""
+    x = sf.tensor("x", ("batch", 40), dtype)
+    w = sf.shared(np.linspace(-1, 1, 40 * 300).reshape(40, 300).astype(dtype), name="w")
+    h = x @ w
+    outs = [sf.softmax(h, axis=0), sf.softmax(h, axis=1), sf.argmax(h, axis=0), sf.argmax(h, axis=1),
+            sf.logsumexp(h, axis=0), h.T @ h]
+    g = sf.function([x], outs, device="interp")
+    for opts in ({}, {"library": False}):
+        f = sf.function([x], outs, device="cuda-emu", **opts)
+        for b in (1, 9, 70):
+            xv = np.random.default_rng(b).standard_normal((b, 40)).astype(dtype)
+            for got, want in zip(f(xv), g(xv)):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_cuda_graph_is_refused_with_a_run_time_size():
     x = sf.tensor("x", ("batch", 4))
     with pytest.raises(InputError, match="cuda_graph=True captures fixed launch sizes"):
