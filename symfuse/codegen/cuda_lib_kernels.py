@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ir.symdim import SymInt
+
 GEMM_TILES = {64: (64, 64, 16, 4, 4), 32: (32, 32, 16, 2, 2)}   # BM, BN, BK, TM, TN (256 threads)
 
 
 def lits(xs) -> str:
-    return ", ".join(str(int(x)) for x in xs)
+    return ", ".join(str(x) if type(x) is SymInt else str(int(x)) for x in xs)   # a run-time size: its C expression
 
 
 def cfg_args(cfg) -> str:
@@ -156,6 +158,8 @@ def lib_call(k: LibKernel, vals: dict) -> LibCall | None:
     (another element or index type)."""
     if (k.T, k.I) not in LIB_TYPES or k.name not in LIB_KERNELS:
         return None
+    if any(type(v) is SymInt for v in vals.values()):
+        return None     # a run-time size: the divisors' magic would be the host's per call
     ints, divs = LIB_ARGS[k.family]
     args = [(int(vals[n]), "int") for n in ints]
     for n in divs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..ir.symdim import SymInt
 from .cuda_lib_kernels import GEMM_TILES, LibCall, lits
 from .kernel import c_type
 
@@ -63,16 +64,27 @@ def float_type(dtype, op) -> str:
 
 
 def index_type(*sizes) -> str:
-    """Index type for an op whose tensors / iteration spaces have these element counts."""
+    """Index type for an op whose tensors / iteration spaces have these element counts:
+    a run-time size may grow past 32 bits, so it takes the 64-bit kernels."""
+    if any(type(s) is SymInt for s in sizes):
+        return "int64_t"
     return "int" if max([1, *[int(s) for s in sizes]]) <= INT_LIMIT else "int64_t"
 
 
 def cdiv(a, b) -> int:
+    if type(a) is SymInt or type(b) is SymInt:
+        return (a + b - 1) // b       # C's division truncates: the expression keeps to non-negative operands
     return -(-int(a) // int(b))
 
 
+def capped(blocks, cap=GRID_CAP):
+    """A grid-stride grid's blocks: a run-time count stays an expression, capped per call
+    by the executor (``cuda_schedule.at_sizes``)."""
+    return blocks if type(blocks) is SymInt else max(1, min(blocks, cap))
+
+
 def grid_for(total, block=BLOCK) -> tuple[int, int, int]:
-    return (max(1, min(cdiv(total, block), GRID_CAP)), 1, 1)
+    return (capped(cdiv(total, block)), 1, 1)
 
 
 def local_arrays(itype, **arrays) -> str:
@@ -94,6 +106,8 @@ def elementwise(call: str, total: int, prelude: str = "", lib: LibCall | None = 
 
 def gemm_tile(rows, cols, nz, hints) -> tuple[int, int, int, int, int]:
     t = hints.get("tile")
+    if t is None and any(type(x) is SymInt for x in (rows, cols, nz)):
+        t = 64      # either tile is right for any size; the larger serves the large batches sizes are for
     if t is None:
         t = 64 if cdiv(rows, 64) * cdiv(cols, 64) * nz >= SM_COUNT else 32
     return GEMM_TILES[int(t)]
@@ -102,5 +116,5 @@ def gemm_tile(rows, cols, nz, hints) -> tuple[int, int, int, int, int]:
 def gemm_launch(body, rows, cols, nz, cfg, lib: LibCall | None = None) -> Launch:
     bm, bn, _, tm, tn = cfg
     tiles = cdiv(rows, bm) * cdiv(cols, bn)
-    return Launch("{ " + body + " }", (max(1, min(tiles, (1 << 31) - 1)), 1, max(1, min(nz, MAX_GRID_YZ))),
+    return Launch("{ " + body + " }", (capped(tiles, (1 << 31) - 1), 1, capped(nz, MAX_GRID_YZ)),
                   ((bm // tm) * (bn // tn), 1, 1), lib=lib)

@@ -17,7 +17,7 @@ def _gather(T, src, dst, shape, sst) -> Lowering:
     shape, sst, _ = collapse_dims(shape, sst, row_major_strides(shape))
     if not shape:
         shape, sst = [1], [1]
-    I = index_type(size, sum(abs(s) * (d - 1) for s, d in zip(sst, shape)) + 1)
+    I = index_type(size, sum((-s if s < 0 else s) * (d - 1) for s, d in zip(sst, shape)) + 1)
     if len(shape) == 1 and sst == [1]:
         return elementwise(f"sf_copy<{T}, {I}>({src}, {dst}, {size});", size)
     if sst[-1] != 1 and sst[:-1].count(1) == 1 and shape[-1] >= 8 and shape[sst.index(1)] >= 8:

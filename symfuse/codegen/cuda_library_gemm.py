@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .cuda_lib_kernels import CONV_ARGS, LIB_MATMUL_ND, LibKernel, cfg_args, lib_call
+from ..ir.symdim import SymInt
+from .cuda_lib_kernels import CONV_ARGS, LIB_MATMUL_ND, LibKernel, cfg_args, lib_call, lits
 from .cuda_library_base import (BLOCK, SM_COUNT, Launch, Lowering, cdiv, elementwise, float_type, gemm_launch,
                                 gemm_tile, grid_for, index_type, is_empty, local_arrays, numeric_type)
 from .index import collapse_dims, row_major_strides
@@ -47,7 +48,7 @@ def lower_matmul(op, ins, outs, hints, acc: str = "") -> Lowering:
     cfg = gemm_tile(M, N, nb, hints)
     nd = len(bshape)
     ntl = cdiv(N, cfg[1])
-    body = (f"const SfDivLit<{I}> sf_bd[{nd}] = {{{', '.join('{%d}' % d for d in bshape)}}}; " +
+    body = (f"const SfDivLit<{I}> sf_bd[{nd}] = {{{', '.join('{' + lits([d]) + '}' for d in bshape)}}}; " +
             local_arrays(I, sf_as=ast, sf_bst=bst) +
             f" sf_matmul<{T}, {I}, {cfg_args(cfg)}, {str(ta).lower()}, {str(tb).lower()}, {nd}>"
             f"({ins[0]}, {ins[1]}, {outs[0]}, {M}, {N}, {K}, sf_bd, sf_as, sf_bst, SfDivLit<{I}>{{{ntl}}}{acc});")
@@ -88,8 +89,8 @@ def _conv_values(xs, ws, ys, a, ntl, splits=1, kper=0) -> dict:
 
 def _conv_shape(I, vals) -> str:
     """The shape-specialised kernel's SfConvShape: every size and divisor a literal."""
-    ints = ", ".join(str(int(vals[n])) for n in CONV_ARGS[0])
-    divs = ", ".join("{%d}" % int(vals[n]) for n in CONV_ARGS[1])
+    ints = lits(vals[n] for n in CONV_ARGS[0])
+    divs = ", ".join("{" + lits([vals[n]]) + "}" for n in CONV_ARGS[1])
     return f"const SfConvShape<{I}, SfDivLit<{I}>> sf_cs = {{{ints}, {divs}}};"
 
 
@@ -146,13 +147,18 @@ def lower_conv2d_grad_weight(op, ins, outs, hints) -> Lowering:
     tiles = cdiv(og, bm) * cdiv(r, bn) * g
     nkt = cdiv(nq, bk)
     splits = hints.get("splits")
+    if type(nq) is SymInt:
+        splits = 1      # the split count would follow the call's size, and with it the scratch and launches
     if splits is None:
         splits = 1
         if tiles < 2 * SM_COUNT:      # too few tiles for the GPU: split the long reduction
             splits = max(1, min(cdiv(2 * SM_COUNT, tiles), nkt // 8, 64))
-    splits = max(1, min(int(splits), max(nkt, 1)))
-    kper = cdiv(max(nkt, 1), splits) * bk
-    splits = max(1, cdiv(nq, kper))
+    if type(nq) is SymInt:
+        kper = nkt * bk
+    else:
+        splits = max(1, min(int(splits), max(nkt, 1)))
+        kper = cdiv(max(nkt, 1), splits) * bk
+        splits = max(1, cdiv(nq, kper))
     wsize = o * r
     I = index_type(x.type.size, gy.type.size, splits * wsize, nq * max(og, r))
     vals = _conv_values(x.shape, ws, gy.shape, op.attrs, cdiv(r, bn), splits, kper)

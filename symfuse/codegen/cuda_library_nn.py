@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .cuda_lib_kernels import KINDS, POOL_ARGS, LibKernel, lib_call
+from .cuda_lib_kernels import KINDS, POOL_ARGS, LibKernel, lib_call, lits
 from .cuda_library_base import (ARG_BLOCK, BLOCK, GRID_CAP, ROW_BLOCK, SM_COUNT, WARP_ROW_MAX, Launch, Lowering, cdiv,
                                 element_type, elementwise, float_type, grid_for, index_type, is_empty, local_arrays,
                                 numeric_type, one_launch)
@@ -69,8 +69,8 @@ def _pool_values(xs, ys, a) -> dict:
 
 def _pool_shape(I, vals) -> str:
     """The shape-specialised kernel's SfPoolShape: every size and divisor a literal."""
-    ints = ", ".join(str(int(vals[n])) for n in POOL_ARGS[0])
-    divs = ", ".join("{%d}" % int(vals[n]) for n in POOL_ARGS[1])
+    ints = lits(vals[n] for n in POOL_ARGS[0])
+    divs = ", ".join("{" + lits([vals[n]]) + "}" for n in POOL_ARGS[1])
     return f"const SfPoolShape<{I}, SfDivLit<{I}>> sf_ps = {{{ints}, {divs}}};"
 
 

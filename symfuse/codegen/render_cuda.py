@@ -19,6 +19,7 @@ import math
 
 from ..compiler.kernel_info import KernelInfo, LaunchSpec
 from ..install_dirs import CUDA_TEMPLATE_DIR
+from ..ir.symdim import C_PREFIX, SymInt
 from .kernel import Compute, Kernel, LibraryCall, Load, Store
 from .render import Renderer
 from .templates_cache import template
@@ -40,9 +41,13 @@ class CudaRenderer(Renderer):
     restrict = "__restrict__"
     vector_loads = True
 
-    def __init__(self, max_blocks: int, library: bool = True):
+    def __init__(self, max_blocks: int, library: bool = True, dims=()):
         self.max_blocks = max_blocks
         self.precompiled_library = library
+        # run-time sizes: every unit kernel takes them as its last parameters, so that a
+        # size printed as C (sf_dim_batch) is in scope; the host passes the call's values
+        self.dims = tuple(dims)
+        self.dim_params = [f"int64_t {C_PREFIX}{d}" for d in self.dims]
 
     def lower_library(self, op, ins, outs, hints) -> LibraryCall:
         from .cuda_library import CUDA_LIBRARY
@@ -61,6 +66,9 @@ class CudaRenderer(Renderer):
                 raise NotImplementedError("the cuda backend has no float16 kernels yet")
         return super().params(kernel, aliased)
 
+    def signature(self, kernel: Kernel, aliased: bool = False) -> str:
+        return ", ".join(self.params(kernel, aliased) + self.dim_params) or "void"
+
     def render(self, kernel: Kernel, aliased: bool = False, part: bool = False) -> KernelInfo:
         """``part``: as a ``__device__`` function of a multi kernel (its block index
         and block count as arguments; its launch is what it would need alone)."""
@@ -73,6 +81,8 @@ class CudaRenderer(Renderer):
         return self._reduce(kernel, aliased, part)
 
     def _grid(self, blocks: int) -> tuple[int, int, int]:
+        if type(blocks) is SymInt:      # the executor caps it per call (cuda_schedule.at_sizes)
+            return (blocks, 1, 1)
         return (max(1, min(blocks, self.max_blocks)), 1, 1)
 
     def _pointwise(self, k: Kernel, aliased: bool, part: bool) -> KernelInfo:
@@ -82,7 +92,7 @@ class CudaRenderer(Renderer):
         source = self.template("pointwise.cu.j2").render(k=k, signature=self.signature(k, aliased), unflatten=unflat,
                                                          block=BLOCK, vec=vec, part=part, idx=_index_type(k))
         per_thread = 4 if vec else 1
-        launch = LaunchSpec(k.name, self._grid(-(-k.size // (BLOCK * per_thread))), (BLOCK, 1, 1))
+        launch = LaunchSpec(k.name, self._grid(_cdiv(k.size, BLOCK * per_thread)), (BLOCK, 1, 1))
         return self.info(k, source, True, launches=[launch])
 
     def _reduce(self, k: Kernel, aliased: bool, part: bool) -> KernelInfo:
@@ -95,7 +105,7 @@ class CudaRenderer(Renderer):
             shfl=r.acc_type if r.acc_type in SHUFFLE_TYPES else "int", threads=threads,
             outs_per_block=outs_per_block, part=part, idx=_index_type(k),
             ounflat=_unflatten(r.oloops, "o") if r.oloops else [], runflat=_unflatten(r.rloops, "r") if r.rloops else [])
-        launch = LaunchSpec(k.name, self._grid(-(-k.size // outs_per_block)),
+        launch = LaunchSpec(k.name, self._grid(_cdiv(k.size, outs_per_block)),
                             (threads * outs_per_block if not per_block else threads, 1, 1))
         return self.info(k, source, True, launches=[launch])
 
@@ -108,7 +118,9 @@ class CudaRenderer(Renderer):
         for p, info in zip(k.parts, parts):
             assert info.launches[0].block == (BLOCK, 1, 1), info.launches[0]
             n = info.launches[0].grid[0]
-            args = [f"in{j}" for j in p.inputs] + [f"out{j}" for j in p.outputs]
+            if type(n) is SymInt:       # a part's range of blocks is fixed at compile time: it loops grid-stride
+                n = self.max_blocks
+            args = [f"in{j}" for j in p.inputs] + [f"out{j}" for j in p.outputs] + [C_PREFIX + d for d in self.dims]
             calls.append((first + n, info.name, ", ".join(args + [f"b - {first}", str(n)])))
             first += n
         source = self.template("multi.cu.j2").render(k=k, parts=parts, calls=calls, block=BLOCK,
@@ -138,7 +150,7 @@ class CudaRenderer(Renderer):
             return self.info(k, source, True, launches=launches, scratch_bytes=lib.scratch_bytes)
         scratch = lib.scratch_bytes > 0
         sig = ", ".join(self.params(k, aliased) + (["char*" + ("" if aliased else " __restrict__") + " scratch"]
-                                                  if scratch else [])) or "void"
+                                                  if scratch else []) + self.dim_params) or "void"
         parts, launches = [], []
         for j, ln in enumerate(lib.launches):
             kname = k.name if len(lib.launches) == 1 else f"{k.name}_s{j}"
@@ -154,6 +166,10 @@ def library_kernel_source(name: str) -> str:
     """The source of one precompiled library kernel (``lib_kernel.cu.j2``)."""
     from .cuda_lib_kernels import LIB_KERNELS, LIB_MATMUL_ND, LIB_POOL
     return template(CUDA_TEMPLATE_DIR, "lib_kernel.cu.j2").render(k=LIB_KERNELS[name], nd=LIB_MATMUL_ND, pool=LIB_POOL)
+
+
+def _cdiv(a, b):
+    return (a + b - 1) // b if type(a) is SymInt else -(-a // b)
 
 
 def _unflatten(loops, flat: str) -> list[tuple[str, str]]:
@@ -172,7 +188,7 @@ def _vector_body(k: Kernel) -> dict | None:
     a multiple of 4: four elements per thread through float4. The arena and device
     allocations are 64-byte aligned, so every such buffer is 16-byte aligned."""
     stmts = k.stmts
-    if k.size % 4 or not stmts or not isinstance(stmts[-1], Store) or stmts[-1].buf != "out0":
+    if type(k.size % 4) is SymInt or k.size % 4 or not stmts or not isinstance(stmts[-1], Store) or stmts[-1].buf != "out0":
         return None
     if any(b.dtype.name != "float32" for b in k.inputs + k.outputs):
         return None
@@ -200,4 +216,6 @@ def _index_type(k: Kernel) -> str:
     LeNet-5 update kernel with 64-bit indices, 0.30 s with 32-bit ones."""
     space = k.size * max(1, k.reduction.size if k.reduction is not None else 1)
     sizes = [space] + [b.size for b in k.inputs + k.outputs]
+    if any(type(s) is SymInt for s in sizes):
+        return "int64_t"    # a run-time size may grow past 31 bits
     return "int" if max(sizes) <= INT_INDEX_LIMIT else "int64_t"

@@ -18,6 +18,16 @@ installation, NVRTC and arch; under cuda-emu a shared object of the same
 source); the function's own NVRTC units hold the rest. ``sf.function(...,
 library=False)`` keeps every kernel shape-specialised in the units.
 
+Run-time sizes (``sf.tensor("x", ("batch", 784))``): the unit's kernels take
+each size as a last ``int64_t sf_dim_<name>`` parameter, so the sizes printed
+into them as C expressions resolve there; an op that depends on a size keeps
+its shape-specialised body with those expressions and 64-bit indices (the
+library kernels' divisor magic would be per call). Grids, the arena and the
+results are expressions evaluated at each call (``CudaProgram.at``); a grid
+that follows a size is capped per call (every kernel loops grid-stride).
+``cuda_graph=True`` is refused for such a function, and it is not stored in
+the graph cache.
+
 Stages in the CompileReport (``Backend.compile`` runs them): fusion, codegen
 (the kernels: their workspace feeds the plan), memory plan, cuda library (note
 "built" or "found"), nvrtc (or emu compile). Both backends use the
@@ -42,6 +52,7 @@ from ..codegen import cuda_module, templates_cache
 from ..compiler.kernel_info import CollectiveStep, ControlStep
 from ..errors import CompileError, InputError
 from ..ir.core import OPS
+from ..ir.symdim import check_generated
 from .backend import Backend
 from .cache import jinja_bytecode_dir
 from .cuda_program import CudaProgram, RunLayout, emu_factory
@@ -171,6 +182,7 @@ ENTRY_FORMAT = 4      # of the graph-cache entry written by CudaBackend.export
 class CudaBackend(Backend):
     options = {"arch": str, "library": bool, "cuda_graph": bool}
     graph_cache = True
+    runtime_sizes = True      # kernels take the sizes as parameters; grids, arena and results follow each call
 
     def __init__(self, emulate: bool = False):
         self.emulate = emulate
@@ -195,6 +207,12 @@ class CudaBackend(Backend):
 
     def begin(self, job) -> None:
         templates_cache.fallback_dir = jinja_bytecode_dir
+        if job.sizes and job.options.get("cuda_graph"):
+            # a graph fixes its launches' grids, arguments and buffers: one per size would be
+            # re-captured and kept for every batch a caller tries
+            raise InputError(f"function: cuda_graph=True captures fixed launch sizes, and the run-time size "
+                             f"{job.sizes.names[0]!r} changes them per call; compile without cuda_graph, or "
+                             f"give the input a number for the size")
         job.arch = job.options.get("arch") or (None if self.emulate else gpu_arch()) or DEFAULT_ARCH
         if not self.emulate:     # a bad arch is the caller's mistake: say so before any work
             from . import nvrtc
@@ -211,7 +229,8 @@ class CudaBackend(Backend):
         from ..codegen.lower import lower_partition
         from ..codegen.render_cuda import CudaRenderer
         job.renderer = CudaRenderer(EMU_MAX_BLOCKS if self.emulate else GPU_MAX_BLOCKS,
-                                    library=bool(job.options.get("library", True)))
+                                    library=bool(job.options.get("library", True)),
+                                    dims=job.sizes.names if job.sizes else ())
         job.regions = 0
         return lower_partition(job.partition, job.renderer)
 
@@ -235,6 +254,8 @@ class CudaBackend(Backend):
         job.kernels, launches, job.flat_kernels = self._schedule(job, job.partition, job.layout, job.kernels,
                                                                   job.loops, constants)
         source = cuda_module.render_module(job.fn.name, VERSION, job.flat_kernels)
+        if job.sizes:
+            check_generated(source, f"the CUDA code of @{job.fn.name}", job.sizes.names)
         job.report.info["kernels"] = [{"name": k.name, "kind": k.kind, "ops": k.fused_ops,
                                        "launches": len(k.launches), "bytes_read": k.bytes_read,
                                        "bytes_written": k.bytes_written} for k in job.kernels]
@@ -270,6 +291,8 @@ class CudaBackend(Backend):
                     extra = [("arena", lay.scratch[g.index], k.scratch_bytes, np.uint8) if k.scratch_bytes
                              else NULL_REF]
                 extra += [("scalar", v, 0, SCALAR_DTYPES[t]) for v, t in launch.args]
+                if not launch.library:      # the unit's kernels take the run-time sizes last (CudaRenderer.dims)
+                    extra += [("dim", d, 0, np.int64) for d in job.renderer.dims]
                 schedule.append((launch, refs + extra))
             kernels.append(k)
             flat.append(k)
@@ -311,10 +334,11 @@ class CudaBackend(Backend):
         if self.emulate:
             mod, lib_mod = built
             return CudaProgram(source, kernels, launches, run_lay, len(fn.params), "emu", None,
-                               emu_factory, fn.name, consts, mod, lay.plan, emu_library=lib_mod)
+                               emu_factory, fn.name, consts, mod, lay.plan, emu_library=lib_mod, sizes=job.sizes,
+                               grid_cap=EMU_MAX_BLOCKS)
         if built is None:
             return CudaProgram(source, kernels, launches, run_lay, len(fn.params), job.arch, None,
-                               emu_factory, fn.name, consts, None, lay.plan)
+                               emu_factory, fn.name, consts, None, lay.plan, sizes=job.sizes)
         lib, units, results = built
         resources = {n: r for res in results for n, r in res.resources.items()}
         if lib is not None:     # the library kernels this function launches, from the library's ptxas log
@@ -326,7 +350,7 @@ class CudaBackend(Backend):
         job.report.info["resources"] = {name: vars(r) for name, r in resources.items() if r is not None}
         prog = CudaProgram(source, kernels, launches, run_lay, len(fn.params), job.arch,
                            [r.cubin for r in results], _pycuda_factory, fn.name, consts, None, lay.plan, unit_of,
-                           library=lib)
+                           library=lib, sizes=job.sizes)
         prog.cuda_graph = bool(job.options.get("cuda_graph"))
         return prog
 

@@ -83,13 +83,16 @@ class PyCudaExecutor(ScheduleRunner):
         self.unit = {ln.kernel: prog.unit_of.get(k.name, 0) for k in prog.launched for ln in k.launches
                      if not getattr(ln, "library", False)}
         self._funcs: dict = {}
-        self.control = has_control(prog.launches)
+        # a program with run-time sizes runs its schedule at each call's sizes through run_schedule
+        self.control = has_control(prog.launches) or prog.sizes is not None
         self.funcs = [] if self.control else [self._function(ln) for ln, _ in prog.launches]
         lay = prog.layout
-        self.arena = drv.mem_alloc(max(lay.arena_bytes, 1))
+        # with run-time sizes, the arena is made for the first call's sizes and grown by larger ones
+        self.arena_bytes = max(lay.arena_bytes if prog.sizes is None else 0, 1)
+        self.arena = drv.mem_alloc(self.arena_bytes)
         self.consts = [drv.to_device(c) for c in consts]
-        self.slot_bytes = [max(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize, 0)
-                           for shape, dt in lay.slots]
+        self.slot_bytes = [] if prog.sizes is not None else \
+            [max(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize, 0) for shape, dt in lay.slots]
         # per launch: the arguments that do not change between calls (scalars, the arena, constants)
         base = int(self.arena)
         self.fixed = []
@@ -111,6 +114,7 @@ class PyCudaExecutor(ScheduleRunner):
                     fixed[i] = self.consts[x]
             self.fixed.append(fixed)
         self.staging: dict[int, object] = {}     # param index -> device buffer host inputs are copied into
+        self.staged_bytes: dict[int, int] = {}   # ... and its bytes
         self.graph = None
         # a loop is unrolled into the captured graph; a while loop or cond needs the host to
         # read a flag between launches, which a graph cannot do: such a program runs eagerly
@@ -171,8 +175,9 @@ class PyCudaExecutor(ScheduleRunner):
             a = a.to_host()
         buf = self.staging.get(p)
         nbytes = a.nbytes
-        if buf is None:
+        if buf is None or nbytes > self.staged_bytes.get(p, nbytes):    # larger: a run-time size grew
             buf = self.staging[p] = self.drv.mem_alloc(max(nbytes, 1))
+            self.staged_bytes[p] = nbytes
         if nbytes:
             if isinstance(a, GpuArray):
                 self.drv.memcpy_dtod(buf, a.alloc, nbytes)
@@ -199,8 +204,10 @@ class PyCudaExecutor(ScheduleRunner):
                     for i, (kind, x, _, _) in enumerate(refs)]
             f(*args, grid=launch.grid, block=launch.block, shared=launch.shared_bytes, stream=stream)
 
-    def run(self, arrays):
+    def run(self, arrays, sizes=None):
         lay = self.prog.layout
+        if sizes is not None:
+            return self._run_sized(arrays, sizes)
         if self.use_graph:
             params = [self._stage(p, a) for p, a in enumerate(arrays)]    # a graph's pointers are fixed
             if self.graph is None:
@@ -219,6 +226,25 @@ class PyCudaExecutor(ScheduleRunner):
             results = [GpuArray(self, self.allocate(n), shape, dt)
                        for n, (shape, dt) in zip(self.slot_bytes, lay.slots)]
             self._launch(params, [r.alloc for r in results])
+        return self._outputs(arrays, results)
+
+    def _run_sized(self, arrays, sizes):
+        """A call of a program with run-time sizes: its schedule, arena and results at
+        the call's sizes (``CudaProgram.at``)."""
+        schedule, arena_bytes, slots = self.prog.at(sizes)
+        if arena_bytes > self.arena_bytes:
+            self.arena = self.drv.mem_alloc(arena_bytes)
+            self.arena_bytes = arena_bytes
+        params = [self._param(p, a) for p, a in enumerate(arrays)]
+        results = [GpuArray(self, None, shape, dt) for shape, dt in slots]
+        for r in results:
+            r.alloc = self.allocate(r.nbytes)
+        self.run_schedule(schedule, Frame([int(p) for p in params], [int(r.alloc) for r in results],
+                                          int(self.arena)))
+        return self._outputs(arrays, results)
+
+    def _outputs(self, arrays, results):
+        lay = self.prog.layout
         out = []
         for kind, x in lay.result_plan:
             if kind == "slot":

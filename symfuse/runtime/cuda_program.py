@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..codegen import cuda_module
+from ..ir.symdim import concrete
 from .backend import Program
-from .cuda_schedule import Frame, ScheduleRunner, has_control, launched_kernels
+from .cuda_schedule import Frame, ScheduleRunner, at_sizes, has_control, launched_kernels
 
 
 @dataclass
@@ -19,7 +20,7 @@ class RunLayout:
     """What the executors need of a Layout (``compiler/layout.py``), as plain data."""
     slots: list             # (shape, numpy dtype) of each result buffer the kernels write
     result_plan: list       # per function result: ("slot", k) | ("param", p) | ("const", array)
-    arena_bytes: int
+    arena_bytes: int        # with run-time sizes, shapes and bytes are their expressions (SymInt)
 
     @classmethod
     def of(cls, lay) -> "RunLayout":
@@ -33,8 +34,12 @@ class CudaProgram(Program):
     ``memory_plan``: the arena's MemoryPlan (None after a graph-cache hit)."""
 
     def __init__(self, source, kernels, launches, layout_, params, arch, images, executor_factory, name="main",
-                 constants=(), emu_module=None, memory_plan=None, unit_of=None, library=None, emu_library=None):
+                 constants=(), emu_module=None, memory_plan=None, unit_of=None, library=None, emu_library=None,
+                 sizes=None, grid_cap=4096):
         self.name = name
+        self.sizes = sizes                  # RuntimeSizes of a function with run-time sizes, else None
+        self.grid_cap = grid_cap            # blocks of a grid-stride grid that follows a run-time size
+        self._at: dict = {}                 # the sizes' values -> (schedule, arena bytes, result slots)
         self.source = source
         self.kernels = kernels          # KernelInfo per group, schedule order
         self.launches = launches        # [(LaunchSpec, [argument refs]) or ControlStep] in order
@@ -81,10 +86,23 @@ class CudaProgram(Program):
         from . import nvrtc         # lazy, as in ptx_of
         return nvrtc.sass(cubin)
 
-    def __call__(self, arrays):
+    def __call__(self, arrays, sizes=None):
         if self._executor is None:
             self._executor = self._factory(self)
-        return self._executor.run(arrays)
+        return self._executor.run(arrays) if sizes is None else self._executor.run(arrays, sizes)
+
+    def at(self, env):
+        """(the launch schedule, the arena's bytes, the result slots) at one call's
+        run-time sizes, kept for the sizes seen most recently."""
+        key = self.sizes.values(env)
+        got = self._at.get(key)
+        if got is None:
+            if len(self._at) >= 32:         # a caller sweeping sizes: keep the memory bounded
+                self._at.clear()
+            lay = self.layout
+            got = self._at[key] = (at_sizes(self.launches, env, self.grid_cap), concrete(lay.arena_bytes, env),
+                                   [(concrete(shape, env), dt) for shape, dt in lay.slots])
+        return got
 
 
 def emu_factory(prog: CudaProgram):
@@ -96,9 +114,11 @@ class _EmuExecutor(ScheduleRunner):
 
     def __init__(self, prog: CudaProgram, mod, consts, lib_mod=None):
         self.prog, self.mod, self.lib_mod = prog, mod, lib_mod
-        self.arena = np.zeros(prog.layout.arena_bytes + 64, np.uint8)
+        # with run-time sizes the arena is made at the first call, for its sizes (grown by later ones)
+        self.arena = np.zeros((prog.layout.arena_bytes if prog.sizes is None else 0) + 64, np.uint8)
         self.consts = consts
-        self.control = has_control(prog.launches)
+        # a program with run-time sizes runs its schedule at each call's sizes through run_schedule
+        self.control = has_control(prog.launches) or prog.sizes is not None
         self._funcs: dict = {}
         if not self.control:
             self.funcs = [self._function(launch) for launch, _ in prog.launches]
@@ -147,8 +167,16 @@ class _EmuExecutor(ScheduleRunner):
     def launch(self, launch, args) -> None:
         self._function(launch)(launch.grid, launch.block, args, launch.shared_bytes)
 
-    def run(self, arrays):
+    def run(self, arrays, sizes=None):
         params = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
+        if sizes is not None:
+            schedule, arena_bytes, slots = self.prog.at(sizes)
+            if arena_bytes + 64 > self.arena.size:
+                self.arena = np.zeros(arena_bytes + 64, np.uint8)
+            results = [np.empty(shape, dt) for shape, dt in slots]
+            self.run_schedule(schedule, Frame([a.ctypes.data for a in params], [r.ctypes.data for r in results],
+                                              self.arena.ctypes.data))
+            return _results(self.prog.layout, arrays, results)
         results = [np.empty(shape, dt) for shape, dt in self.prog.layout.slots]
         if self.control:
             self.run_schedule(self.prog.launches, Frame([a.ctypes.data for a in params],

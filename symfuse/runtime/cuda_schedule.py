@@ -18,11 +18,13 @@ built and tested (docs/distributed.md).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
 
 from ..compiler.kernel_info import CollectiveStep, ControlStep, KernelInfo
+from ..ir.symdim import SymInt, concrete
 
 
 class Frame(NamedTuple):
@@ -41,6 +43,41 @@ def launched_kernels(kernels) -> list[KernelInfo]:
         else:
             out.append(k)
     return out
+
+
+GRID_YZ_MAX = 65535
+
+
+def at_sizes(schedule, env, cap: int) -> list:
+    """The schedule of a program with run-time sizes at one call's sizes (``env``):
+    refs with their offsets and bytes evaluated, each ``("dim", name)`` ref the
+    size's value, and each grid dimension that follows a size evaluated and capped
+    (``cap`` blocks on x: every kernel loops grid-stride, so any grid is right)."""
+    out = []
+    for item in schedule:
+        if isinstance(item, ControlStep):
+            fields = {f.name: concrete(getattr(item, f.name), env) for f in dataclasses.fields(item)
+                      if f.name not in ("op", "bodies")}
+            out.append(dataclasses.replace(item, **fields,
+                                           bodies=tuple(tuple(at_sizes(b, env, cap)) for b in item.bodies)))
+        elif isinstance(item, CollectiveStep):
+            out.append(dataclasses.replace(item, ins=tuple(_ref_at(r, env) for r in item.ins),
+                                           outs=tuple(_ref_at(r, env) for r in item.outs)))
+        else:
+            launch, refs = item
+            if any(type(g) is SymInt for g in launch.grid):
+                launch = dataclasses.replace(launch, grid=tuple(
+                    max(1, min(g.evaluate(env), c)) if type(g) is SymInt else g
+                    for g, c in zip(launch.grid, (cap, GRID_YZ_MAX, GRID_YZ_MAX))))
+            out.append((launch, [_ref_at(r, env) for r in refs]))
+    return out
+
+
+def _ref_at(ref, env):
+    kind, x, nbytes, dt = ref
+    if kind == "dim":
+        return ("scalar", env[x], 0, dt)
+    return (kind, concrete(x, env), concrete(nbytes, env), dt)
 
 
 def has_control(schedule) -> bool:

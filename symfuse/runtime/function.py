@@ -157,7 +157,8 @@ def _runtime_sizes(fn, inputs, backend, max_batch, specialize, at):
                          f"no input, so no call could give it a value{at}")
     if not getattr(backend, "runtime_sizes", False):
         raise InputError(f"function: device {backend.name!r} compiles static shapes only; the run-time size "
-                         f"{next(iter(names))!r} needs device 'cpu' or 'interp' (or give the input a number){at}")
+                         f"{next(iter(names))!r} needs device 'cpu', 'cuda', 'cuda-emu' or 'interp' (or give "
+                         f"the input a number){at}")
     spec = []
     for v in specialize or ():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -24,6 +24,7 @@ PLAN = {  # device: (programs, programs per compiled function); ~70 s in all on 
     "cuda-emu": (64, 8),
     # the programs that build with their inputs' first axis a run-time size (run.SIZED)
     "cpu+batch": (96, 8),
+    "cuda-emu+batch": (32, 8),
 }
 
 

@@ -89,6 +89,15 @@ def _program(f, arch: str, cuda_graph: bool | None):
     return g, g._run
 
 
+def _refuse_sizes(f) -> None:
+    sizes = getattr(f, "sizes", None)
+    if sizes is not None:
+        # the C API here runs one fixed launch schedule; the cpu export reads the batch from the input's bytes
+        raise InputError(f"export: the function has the run-time size {sizes.names[0]!r}, which target 'cuda' "
+                         "cannot export yet; export a run-time batch for target cpu, or compile with a number "
+                         "for the batch")
+
+
 def _images(prog, arches: list[str], ptx: bool, name: str):
     """Per variant: its images {"unit": bytes, "library": bytes} (absent: no such kernels),
     and ptxas's resources of each kernel for the CUBINs."""
@@ -279,7 +288,9 @@ def export_cuda(f, out_dir: str, name: str | None, arch, cuda_graph: bool | None
     given = getattr(getattr(f, "_run", None), "arch", None)
     if not arches:
         arches = [given if isinstance(given, str) and given.startswith("sm_") else "sm_90"]
+    _refuse_sizes(f)
     f, prog = _program(f, arches[0], cuda_graph)
+    _refuse_sizes(f)        # a function maker's model may have been built with a run-time batch
     refuse_collectives(prog.kernels)
     if prog.param_count != len(f.inputs) + len(f.shared):
         raise InputError("export: the compiled function's parameters do not match its inputs and shared variables")
