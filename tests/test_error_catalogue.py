@@ -326,8 +326,8 @@ CASES = [
     api("input-size-requirement", I,
         'g = sf.function([xb], xb[2:5] * 2, device="interp"); g(np.ones((4, 3), np.float32))',
         r"^this call has batch = 4, but the graph was built for batch >= 5 \(slice at model\.py:1\)$"),
-    api("input-size-device", I, 'sf.function([xb], xb * 2, device="cuda-emu")',
-        r"^function: device 'cuda-emu' compiles static shapes only; the run-time size 'batch' needs"),
+    api("input-size-specialize", I, 'sf.function([xb], xb * 2, device="interp", specialize=[8])',
+        r"^function: specialize= makes literal-size builds on device 'cpu'; device 'interp' runs its one build"),
     api("input-cuda-arch", I, 'sf.function([x], x + 1, device="cuda", arch="sm_10")',
         r"^unsupported CUDA arch 'sm_10' for NVRTC [\d.]+; supported: .*sm_80"),
     # ---- DeviceUnavailable

@@ -107,6 +107,8 @@ class Backend:
 
     # -------------------------------------------------------------- the compile
     runtime_sizes = False     # compiles run-time sizes (``sf.tensor("x", ("batch", 784))``)
+    specialized_builds = False  # ... and literal-size builds of them (``specialize=``)
+    sized_graph_cache = False   # ... and stores those in the graph cache (``load`` takes the sizes)
 
     def compile(self, fn, options: dict, report, sizes=None) -> Program:
         """The optimised ``fn`` as a Program: the target's lowering passes, fusion,

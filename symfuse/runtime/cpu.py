@@ -163,6 +163,8 @@ class CpuBackend(Backend):
     options = {"profile": bool}
     graph_cache = True
     runtime_sizes = True
+    specialized_builds = True
+    sized_graph_cache = True
 
     def missing(self) -> list[str]:
         """What this machine lacks for the cpu backend, each with how to get it."""

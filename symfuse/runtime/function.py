@@ -104,7 +104,7 @@ def function(inputs: Sequence[Value], outputs=None, updates=None, device: str | 
         sizes = _runtime_sizes(fn, inputs, backend, max_batch, specialize, at)
     run, optimized, gkey = None, None, None
     backend.prepare(report)
-    if backend.graph_cache:
+    if backend.graph_cache and (sizes is None or backend.sized_graph_cache):
         with report.stage("graph cache") as st:
             gkey = _graph_key(fn, backend, opts, options, sizes)
             run, optimized = _graph_cache_load(backend, gkey, report, fn, sizes)
@@ -159,6 +159,9 @@ def _runtime_sizes(fn, inputs, backend, max_batch, specialize, at):
         raise InputError(f"function: device {backend.name!r} compiles static shapes only; the run-time size "
                          f"{next(iter(names))!r} needs device 'cpu', 'cuda', 'cuda-emu' or 'interp' (or give "
                          f"the input a number){at}")
+    if specialize and not backend.specialized_builds:
+        raise InputError(f"function: specialize= makes literal-size builds on device 'cpu'; device "
+                         f"{backend.name!r} runs its one build at every size (leave specialize out){at}")
     spec = []
     for v in specialize or ():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
