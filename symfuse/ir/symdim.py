@@ -498,6 +498,22 @@ def check_generated(source: str, where: str, names=None) -> None:
                                  f"the run-time dimension {name!r} as if it were static; please report this")
 
 
+def trace_multiple(arr):
+    """The name of the run-time size whose trace value a nonzero integral element of
+    ``arr`` is a multiple of (a size that became a number), else None."""
+    import numpy as np
+    if not _TRACE:
+        return None
+    v = np.asarray(arr)
+    if v.dtype.kind not in "iuf" or not v.size:
+        return None
+    big = v[np.abs(v.astype(np.float64)) >= min(_TRACE.values())].astype(np.float64)
+    for t, name in _BY_TRACE.items():
+        if big.size and np.any((np.mod(big, t) == 0) & (big != 0)):
+            return name
+    return None
+
+
 def check_constants(fn, names) -> None:
     """Refuse a function whose constants hold a multiple of a trace value: a pass
     folded a size computed from a run-time dimension into a number."""

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from ..ir.symdim import trace_multiple
 from ..ir.core import Function, Value, format_loc, toposort
 from ..ir.types import TensorType, as_dtype
 from .errors import OnnxError, OnnxUnsupported
@@ -79,8 +80,13 @@ class GraphBuilder:
 
     def const(self, array, dtype=None) -> str:
         """A Constant node holding ``array`` (as ``dtype`` if given). Constants are
-        nodes, not initializers: initializers are the model's trainable parameters."""
+        nodes, not initializers: initializers are the model's trainable parameters.
+        A number made from a run-time size is refused: the file would fix the size."""
         arr = np.asarray(array, dtype=None if dtype is None else as_dtype(dtype).np)
+        name = trace_multiple(arr)
+        if name is not None:
+            raise OnnxError(f"sf.onnx.save: a number of the graph depends on the run-time size {name!r}, which an "
+                            "ONNX file would hold fixed; save a function built with a number for it")
         name = self.names.fresh("const")
         tensor = self.onnx.numpy_helper.from_array(np.array(arr, order="C"), name)
         return self.node("Constant", [], [name], value=tensor)[0]
@@ -145,7 +151,9 @@ class GraphBuilder:
         return self.onnx.helper.make_graph(self.nodes, self.names.fresh(name), self.inputs, outs)
 
     def value_info(self, name: str, type: TensorType):
-        return self.onnx.helper.make_tensor_value_info(name, self.dtype(type.dtype), list(type.shape))
+        # a run-time size is a symbolic dimension of the file (dim_param), spelled as in the IR
+        shape = [d if d.__class__ is int else repr(d) for d in type.shape]
+        return self.onnx.helper.make_tensor_value_info(name, self.dtype(type.dtype), shape)
 
     # ------------------------------------------------------------------ ops
     def emit(self, ops, env: dict) -> None:

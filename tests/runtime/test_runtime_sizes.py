@@ -170,6 +170,7 @@ def test_arena_is_a_function_of_the_batch():
                     assert o1 + s1 <= o2 or o2 + s2 <= o1, (names[i], names[j], n)
     assert "x batch" in next(s.note for s in f.report.stages if s.name == "memory plan")
     json.dumps(f.report.info["memory"])       # plain data
+    check_generated(f.report.to_json(), "the report")    # sizes spelled, never their trace values
 
 
 def test_the_ir_prints_and_parses_back():

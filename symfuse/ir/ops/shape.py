@@ -34,6 +34,9 @@ def _reshape_infer(types, attrs):
 
 def _onnx_reshape(g, op, names):
     shape = op.attrs["shape"]
+    sized = [k for k, d in enumerate(shape) if type(d) is SymInt]
+    if len(sized) == 1:     # the one run-time size of the target: what the other sizes leave (-1)
+        shape = tuple(-1 if k == sized[0] else d for k, d in enumerate(shape))
     # a 0 in ONNX's shape means "this axis of the input" unless allowzero is set
     return g.node("Reshape", [names[0], g.ints(shape)], allowzero=1 if 0 in shape else None)
 
