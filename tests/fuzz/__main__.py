@@ -19,7 +19,9 @@ import time
 
 from . import run
 
-DEVICES = ("interp", "cpu", "cuda-emu")
+# "+batch": the programs that take their inputs' first axis as a run-time size (run.SIZED);
+# give such a device alone, since a batch of programs is narrowed to those for all its devices
+DEVICES = ("interp", "cpu", "cuda-emu", "cpu+batch", "cuda-emu+batch")
 
 
 def isolated(seeds, devices, exclude):
