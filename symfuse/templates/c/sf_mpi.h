@@ -7,6 +7,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
+#include <limits.h>
 #include <stdint.h>
 
 /* Set when Python loads the unit (CompiledModule): the communicator mpi4py hands over. */
@@ -32,6 +33,17 @@ static void sf_mpi_check(int rc, const char *what) {
   MPI_Abort(sf_mpi_comm, 1);
 }
 
+/* MPI counts are ints: a run-time size past INT_MAX elements ends the job as a failed call does */
+static int sf_mpi_count(int64_t n, const char *what) {
+  if (n <= INT_MAX) return (int)n;
+  int rank = -1;
+  MPI_Comm_rank(sf_mpi_comm, &rank);
+  fprintf(stderr, "symfuse: rank %d: %s of %lld elements exceeds MPI's int count\n", rank, what, (long long)n);
+  fflush(stderr);
+  MPI_Abort(sf_mpi_comm, 1);
+  return 0;
+}
+
 /* A started non-blocking allreduce and what its wait still has to do (the mean's division). */
 typedef struct {
   MPI_Request request;
@@ -53,13 +65,13 @@ static void sf_mpi_divide(void *buf, int64_t n, int divisor, int is_double) {
 }
 
 static void sf_mpi_allreduce(const void *in, void *out, int64_t n, MPI_Datatype t, int divisor, int is_double) {
-  sf_mpi_check(MPI_Allreduce(in == out ? MPI_IN_PLACE : in, out, (int)n, t, MPI_SUM, sf_mpi_comm), "MPI_Allreduce");
+  sf_mpi_check(MPI_Allreduce(in == out ? MPI_IN_PLACE : in, out, sf_mpi_count(n, "MPI_Allreduce"), t, MPI_SUM, sf_mpi_comm), "MPI_Allreduce");
   sf_mpi_divide(out, n, divisor, is_double);
 }
 
 static void sf_mpi_iallreduce(sf_mpi_pending *p, void *buf, int64_t n, MPI_Datatype t, int divisor, int is_double) {
   p->buf = buf; p->n = n; p->divisor = divisor; p->is_double = is_double;
-  sf_mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, t, MPI_SUM, sf_mpi_comm, &p->request), "MPI_Iallreduce");
+  sf_mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, sf_mpi_count(n, "MPI_Iallreduce"), t, MPI_SUM, sf_mpi_comm, &p->request), "MPI_Iallreduce");
 }
 
 static void sf_mpi_wait(sf_mpi_pending *p) {
@@ -69,25 +81,25 @@ static void sf_mpi_wait(sf_mpi_pending *p) {
 
 static void sf_mpi_broadcast(const void *in, void *out, int64_t n, int64_t bytes, MPI_Datatype t, int root) {
   if (in != out) memcpy(out, in, (size_t)bytes);
-  sf_mpi_check(MPI_Bcast(out, (int)n, t, root, sf_mpi_comm), "MPI_Bcast");
+  sf_mpi_check(MPI_Bcast(out, sf_mpi_count(n, "MPI_Bcast"), t, root, sf_mpi_comm), "MPI_Bcast");
 }
 
 static void sf_mpi_reduce(const void *in, void *out, int64_t n, int64_t bytes, MPI_Datatype t, int root) {
   int rank = -1;
   MPI_Comm_rank(sf_mpi_comm, &rank);
   if (rank == root) {
-    sf_mpi_check(MPI_Reduce(in == out ? MPI_IN_PLACE : in, out, (int)n, t, MPI_SUM, root, sf_mpi_comm), "MPI_Reduce");
+    sf_mpi_check(MPI_Reduce(in == out ? MPI_IN_PLACE : in, out, sf_mpi_count(n, "MPI_Reduce"), t, MPI_SUM, root, sf_mpi_comm), "MPI_Reduce");
   } else {
-    sf_mpi_check(MPI_Reduce(in, NULL, (int)n, t, MPI_SUM, root, sf_mpi_comm), "MPI_Reduce");
+    sf_mpi_check(MPI_Reduce(in, NULL, sf_mpi_count(n, "MPI_Reduce"), t, MPI_SUM, root, sf_mpi_comm), "MPI_Reduce");
     memset(out, 0, (size_t)bytes);
   }
 }
 
 static void sf_mpi_allgather(const void *in, void *out, int64_t n, MPI_Datatype t) {
-  sf_mpi_check(MPI_Allgather(in, (int)n, t, out, (int)n, t, sf_mpi_comm), "MPI_Allgather");
+  sf_mpi_check(MPI_Allgather(in, sf_mpi_count(n, "MPI_Allgather"), t, out, sf_mpi_count(n, "MPI_Allgather"), t, sf_mpi_comm), "MPI_Allgather");
 }
 
 static void sf_mpi_reduce_scatter(const void *in, void *out, int64_t n_out, MPI_Datatype t) {
-  sf_mpi_check(MPI_Reduce_scatter_block(in, out, (int)n_out, t, MPI_SUM, sf_mpi_comm), "MPI_Reduce_scatter_block");
+  sf_mpi_check(MPI_Reduce_scatter_block(in, out, sf_mpi_count(n_out, "MPI_Reduce_scatter_block"), t, MPI_SUM, sf_mpi_comm), "MPI_Reduce_scatter_block");
 }
 #endif
