@@ -114,7 +114,8 @@ def _input(vi, shape, label: str) -> Value:
     dtype = symfuse_dtype(tt.elem_type, f"{label}: input {vi.name!r}")
     dims = list(tt.shape.dim) if tt.HasField("shape") else None
     if shape is not None:
-        shape = tuple(int(s) for s in shape)
+        # a name is a run-time size (sf.tensor's): the function then serves any size of that axis
+        shape = tuple(s if isinstance(s, str) else int(s) for s in shape)
         if dims is not None:
             if len(dims) != len(shape):
                 raise OnnxError(f"{label}: input {vi.name!r} has rank {len(dims)} in the model, shapes= gives "

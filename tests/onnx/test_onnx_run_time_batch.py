@@ -30,3 +30,44 @@ def test_a_number_made_from_the_size_is_refused(tmp_path):
     f = sf.function([x], x / x.shape[0], device="cpu")
     with pytest.raises(sf.onnx.OnnxError, match="run-time size 'batch'"):
         sf.onnx.save(f, str(tmp_path / "m.onnx"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")     # torch's TorchScript-based exporter
+def test_loaded_with_a_named_batch_serves_any_batch(tmp_path):
+    """sf.onnx.load(..., shapes={"x": ("batch", ...)}) compiles once for every batch:
+    the file symfuse saved, and a PyTorch export with a dynamic batch, against
+    onnxruntime running the same file."""
+    torch = pytest.importorskip("torch")
+    f = zoo.get("lenet", batch="batch", seed=0).predict_function("cpu")
+    ours = str(tmp_path / "lenet.onnx")
+    sf.onnx.save(f, ours)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).flatten(1))
+    theirs = str(tmp_path / "torch.onnx")
+    torch.manual_seed(0)
+    torch.onnx.export(Net().eval(), (torch.rand(2, 1, 8, 8),), theirs, input_names=["x"],
+                      dynamic_axes={"x": {0: "N"}}, dynamo=False)
+    for path, shape in ((ours, (1, 28, 28)), (theirs, (1, 8, 8))):
+        g = sf.onnx.load(path, shapes={"x": ("n", *shape)}).function("cpu")
+        s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        for b in (1, 6):
+            x = np.random.default_rng(b).uniform(0, 1, (b, *shape)).astype(np.float32)
+            np.testing.assert_allclose(g(x)[0], s.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6, err_msg=path)
+
+
+def test_a_shape_read_from_a_run_time_batch_is_refused(tmp_path):
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Shape", ["x"], ["s"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("s", TensorProto.INT64, [2])])
+    path = str(tmp_path / "shape.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(sf.onnx.OnnxError, match="chosen at run time .*give 'n' a number"):
+        sf.onnx.load(path, shapes={"x": ("n", 3)})
+    assert sf.onnx.load(path, shapes={"x": (4, 3)}).function("interp")(np.zeros((4, 3), np.float32))[0].tolist() == [4, 3]

@@ -10,6 +10,7 @@ import numpy as np
 
 from ...frontend import api as F
 from ...frontend import nn_api as NN
+from ...ir.symdim import SymInt
 from ...ir.types import DTYPES
 from ..importer import symfuse_dtype
 from ..registry import converter
@@ -74,12 +75,21 @@ def _shape(n):
     r = len(shape)
     start, end = n.attr("start", 0), n.attr("end", r)
     clamp = lambda a: min(max(a + r if a < 0 else a, 0), r)  # noqa: E731
-    return F.constant(np.asarray(shape[clamp(start):clamp(end)], np.int64))
+    dims = shape[clamp(start):clamp(end)]
+    sized = [repr(d) for d in dims if type(d) is SymInt]
+    if sized:       # the importer reads shapes at import time: a run-time size has no value then
+        n.unsupported(f"the shape of an input whose size {sized[0]!r} is chosen at run time (shapes= gave it a "
+                      f"name); give {sized[0]!r} a number", reason="Shape of a run-time size")
+    return F.constant(np.asarray(dims, np.int64))
 
 
 @converter("Size", since=1)
 def _size(n):
-    return F.constant(np.int64(n.value(0).size))
+    size = n.value(0).size
+    if type(size) is SymInt:
+        n.unsupported(f"the size of an input whose size {size!r} is chosen at run time; give it a number",
+                      reason="Size of a run-time size")
+    return F.constant(np.int64(size))
 
 
 @converter("EyeLike", since=9)
