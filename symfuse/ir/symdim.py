@@ -216,12 +216,17 @@ class SymInt(int):
         return frozenset(_names(self.poly))
 
 
-_ASSUMED: list | None = None
+# while an op's type rule runs: () (recording, nothing yet: every op's build passes
+# here, and most compare no run-time size) or the comparisons made; else None
+_ASSUMED: list | tuple | None = None
 _COMPARE = {"<": int.__lt__, "<=": int.__le__, ">": int.__gt__, ">=": int.__ge__}
 
 
 def _compared(a, op: str, b, result):
+    global _ASSUMED
     if _ASSUMED is not None and result is not NotImplemented and isinstance(b, int):
+        if _ASSUMED == ():
+            _ASSUMED = []
         _ASSUMED.append((a, op, b, result))
     return result
 
@@ -246,7 +251,7 @@ class Assumption:
 def start_recording():
     """Record the comparisons of run-time sizes until ``stop_recording``."""
     global _ASSUMED
-    prev, _ASSUMED = _ASSUMED, []
+    prev, _ASSUMED = _ASSUMED, ()
     return prev
 
 
@@ -498,17 +503,17 @@ def check_generated(source: str, where: str, names=None) -> None:
                                  f"the run-time dimension {name!r} as if it were static; please report this")
 
 
-def trace_multiple(arr):
-    """The name of the run-time size whose trace value a nonzero integral element of
-    ``arr`` is a multiple of (a size that became a number), else None."""
+def trace_multiple(arr, names=None):
+    """The name of the run-time size (of ``names``; default: any) whose trace value a
+    nonzero integral element of ``arr`` is a multiple of (a size that became a
+    number), else None."""
     import numpy as np
-    if not _TRACE:
-        return None
+    traces = {_TRACE[n]: n for n in names} if names is not None else _BY_TRACE
     v = np.asarray(arr)
-    if v.dtype.kind not in "iuf" or not v.size:
+    if not traces or v.dtype.kind not in "iuf" or not v.size:
         return None
-    big = v[np.abs(v.astype(np.float64)) >= min(_TRACE.values())].astype(np.float64)
-    for t, name in _BY_TRACE.items():
+    big = v[np.abs(v.astype(np.float64)) >= min(traces)].astype(np.float64)
+    for t, name in traces.items():
         if big.size and np.any((np.mod(big, t) == 0) & (big != 0)):
             return name
     return None
@@ -517,20 +522,14 @@ def trace_multiple(arr):
 def check_constants(fn, names) -> None:
     """Refuse a function whose constants hold a multiple of a trace value: a pass
     folded a size computed from a run-time dimension into a number."""
-    import numpy as np
-    traces = [_TRACE[n] for n in names]
-
     def walk(ops):
         for op in ops:
             if op.opdef.name == "constant":
-                v = np.asarray(op.attrs["value"])
-                if v.dtype.kind in "iuf" and v.size:
-                    big = v[np.abs(v.astype(np.float64)) >= min(traces)].astype(np.float64)
-                    for t in traces:
-                        if big.size and np.any((np.mod(big, t) == 0) & (big != 0)):
-                            raise ShapeError(f"internal: a constant of @{fn.name} holds a multiple of the trace "
-                                             f"value of the run-time size {_BY_TRACE[t]!r} (a pass folded the size "
-                                             "as if it were static); please report this")
+                name = trace_multiple(op.attrs["value"], names)
+                if name is not None:
+                    raise ShapeError(f"internal: a constant of @{fn.name} holds a multiple of the trace value of "
+                                     f"the run-time size {name!r} (a pass folded the size as if it were static); "
+                                     "please report this")
             for r in op.regions:
                 walk(r.ops)
     walk(fn.ops)

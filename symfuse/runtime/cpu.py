@@ -10,6 +10,7 @@ import ctypes
 import logging
 import mmap
 import os
+import threading
 import time
 
 import numpy as np
@@ -82,6 +83,16 @@ def _bind_communicator(lib) -> int | None:
     return bind(communicator().py2f())
 
 
+_LIBRARY_LOCKS: dict = {}
+_LIBRARY_LOCKS_GUARD = threading.Lock()
+
+
+def _library_lock(lib) -> threading.Lock:
+    """One lock per loaded library (its dlopen handle)."""
+    with _LIBRARY_LOCKS_GUARD:
+        return _LIBRARY_LOCKS.setdefault(lib._handle, threading.Lock())
+
+
 def _entry(lib):
     entry = lib.sf_entry
     entry.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
@@ -100,6 +111,9 @@ class CompiledModule(Program):
         # build (its sizes literal) is a library of its own, chosen by the values
         self.sizes = sizes
         self.variants = {value: _entry(_load(path)) for value, path in variants}
+        # the sizes are globals of the loaded library, which every function of the same graph
+        # shares (dlopen hands out one copy): their calls take turns, not just each function's
+        self._sizes_lock = _library_lock(self.lib) if sizes is not None else None
         self.variant_paths = list(variants)
         self.param_count = param_count
         self.slots = slots                  # [(shape, np dtype)] of result buffers the C code writes
@@ -151,7 +165,11 @@ class CompiledModule(Program):
                     for k, (shape, dt) in enumerate(self.slots)]
         ins = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
         ptrs = (ctypes.c_void_p * (len(ins) + len(outs)))(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs])
-        entry(ptrs, self._arena_ptr, dims)
+        if self._sizes_lock is None:
+            entry(ptrs, self._arena_ptr, dims)
+        else:
+            with self._sizes_lock:
+                entry(ptrs, self._arena_ptr, dims)
         res = []
         for kind, x in self.result_plan:
             res.append(outs[x] if kind == "slot" else arrays[x].copy() if kind == "param" else x.copy())

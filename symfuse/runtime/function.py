@@ -393,7 +393,7 @@ class Executable:
         """The optimised function as SSA text."""
         return print_function(self.function, locations)
 
-    def _check(self, i, v, a, env):
+    def _check(self, i, v, a, bound):
         t = v.type
         label = f"argument {i} ({v.name!r})"
         if isinstance(a, np.ndarray):
@@ -411,15 +411,15 @@ class Executable:
                 a = cast_exactly(arr, t.dtype.np, label)
             except DTypeError as e:
                 raise InputError(str(e)) from None
-        if self.sizes is not None:      # every argument binds (a size may even equal its trace value)
-            self._bind(label, t, a.shape, env)
+        if bound is not None:           # every argument binds (a size may even equal its trace value)
+            self._bind(label, t, a.shape, bound)
         elif a.shape != t.shape:
             raise InputError(f"{label}: expected shape {t.shape} ({t}), got {a.shape}")
         return a
 
-    def _bind(self, label, t, shape, env) -> None:
-        """Check ``shape`` against ``t``, whose run-time sizes take their values (in
-        ``env``) from the first argument that has them."""
+    def _bind(self, label, t, shape, bound) -> None:
+        """Check ``shape`` against ``t``, whose run-time sizes take their values from
+        the first argument that has them (``bound``: name -> (value, that argument))."""
         if len(shape) != len(t.shape):
             raise InputError(f"{label}: expected {t.ndim} dimensions ({t}), got shape {shape}")
         for d, (want, got) in enumerate(zip(t.shape, shape)):
@@ -428,7 +428,7 @@ class Executable:
                     raise InputError(f"{label}: dimension {d} must be {want} ({t}), got shape {shape}")
                 continue
             name = repr(want)
-            seen = env.get(name)
+            seen, by = bound.get(name, (None, None))
             if seen is None:
                 if got < 1:
                     raise InputError(f"{label}: the run-time size {name!r} is {got} (dimension {d}); it must be "
@@ -437,12 +437,10 @@ class Executable:
                     raise InputError(f"{label}: the run-time size {name!r} is {got} (dimension {d}), above "
                                      f"max_batch={self.sizes.maximum} of this function "
                                      f"(sf.function(..., max_batch=N) raises it)")
-                env[name] = got
-                env[" from"] = env.get(" from") or {}
-                env[" from"][name] = label
+                bound[name] = (got, label)
             elif seen != got:
                 raise InputError(f"{label}: dimension {d} is the run-time size {name!r}, which "
-                                 f"{env[' from'][name]} gave as {seen}; got {got}")
+                                 f"{by} gave as {seen}; got {got}")
 
     def __call__(self, *args, **kwargs):
         if kwargs:
@@ -457,10 +455,11 @@ class Executable:
                 args[idx] = val
         if len(args) != len(self.inputs):
             raise InputError(f"expected {len(self.inputs)} argument(s) {self._names}, got {len(args)}")
-        env: dict = {}
-        arrays = [self._check(i, v, a, env) for i, (v, a) in enumerate(zip(self.inputs, args))]
-        if env:
-            del env[" from"]
+        bound = None if self.sizes is None else {}
+        arrays = [self._check(i, v, a, bound) for i, (v, a) in enumerate(zip(self.inputs, args))]
+        env = None
+        if bound is not None:
+            env = {name: value for name, (value, _) in bound.items()}
             for a, opname, loc in self.sizes.assumed:
                 if not a.holds(env):
                     where = format_loc(loc)
@@ -471,7 +470,7 @@ class Executable:
                 arrays += [s._value for s in self.shared]
             else:                           # a variable may have been left on a device by another function
                 arrays += [host(s._value) for s in self.shared]
-            results = self._run(arrays) if self.sizes is None else self._run(arrays, env)
+            results = self._run(arrays) if env is None else self._run(arrays, env)
             # Results the backend made fresh for this call are kept, not copied: an update
             # becomes the shared variable's storage, an output goes to the caller. A copy is
             # made only where an array would otherwise be held twice (an input, a view, the

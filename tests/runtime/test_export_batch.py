@@ -13,28 +13,13 @@ import pytest
 import symfuse as sf
 from symfuse.nn import zoo
 from symfuse.runtime.export import read_params
+from test_export import _build, _exported_copy
 
 CC = shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason="export tests compile C programs with gcc")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(ROOT, "examples", "c")
 BATCH_USE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "export_c", "batch_use.c")
-
-
-def _exported(f, tmp_path):
-    first = tmp_path / "first"
-    done = sf.export(f, str(first))
-    moved = tmp_path / "moved" / "model"
-    shutil.copytree(first, moved)
-    shutil.rmtree(first)
-    return str(moved), done.name
-
-
-def _build(src, d, name, out, *extra):
-    exe = os.path.join(d, out)
-    subprocess.run([CC, "-O2", "-Wall", "-Werror", src, "-I", d, f'-DSF_MODEL_HEADER="{name}.h"', "-L", d,
-                    f"-l{name}", "-Wl,-rpath,$ORIGIN", *extra, "-o", exe], check=True, capture_output=True, text=True)
-    return exe
 
 
 def _run_c(args):
@@ -47,7 +32,7 @@ def _run_c(args):
 def test_predict_from_c_at_every_batch(tmp_path):
     m = zoo.get("lenet", batch="batch", seed=0)
     f = m.predict_function("cpu")
-    d, name = _exported(f, tmp_path)
+    d, name = _exported_copy(f, tmp_path)
     exe = _build(os.path.join(EXAMPLES, "predict.c"), d, name, "predict")
     for b in (1, 7, 32, 128):
         x = m.example_batch(seed=b, size=b)[0]
@@ -65,7 +50,7 @@ def test_predict_from_c_at_every_batch(tmp_path):
 def test_training_steps_from_c_at_a_run_time_batch(tmp_path):
     m = zoo.get("lenet", batch="batch", seed=0)
     f = m.train_function("cpu")
-    d, name = _exported(f, tmp_path)             # the parameters before any step
+    d, name = _exported_copy(f, tmp_path)             # the parameters before any step
     batch = m.example_batch(seed=3, size=7)
     losses = [float(np.asarray(f(*batch)[0])) for _ in range(5)]
     exe = _build(os.path.join(EXAMPLES, "train.c"), d, name, "train")
@@ -84,7 +69,7 @@ def test_training_steps_from_c_at_a_run_time_batch(tmp_path):
 
 def test_bad_sizes_and_threads_from_c(tmp_path):
     f = zoo.get("mlp", batch="batch", seed=0).predict_function("cpu", max_batch=16)
-    d, name = _exported(f, tmp_path)
+    d, name = _exported_copy(f, tmp_path)
     out = _run_c([_build(BATCH_USE, d, name, "batch_use", "-pthread")]).stdout.splitlines()
     assert out[0] == "max_batch 16 row 3136 shape0 -1 bytes_for_3 9408"
     got = {ln.split(" ", 2)[0]: (int(ln.split(" ", 2)[1]), ln.split(" ", 2)[2]) for ln in out[1:-1]}
@@ -105,7 +90,7 @@ def test_export_refuses_r_for_a_run_time_batch(tmp_path):
 def test_specialized_sizes_are_built_into_the_export(tmp_path):
     m = zoo.get("mlp", batch="batch", seed=0)
     f = m.predict_function("cpu", specialize=[7])
-    d, name = _exported(f, tmp_path)
+    d, name = _exported_copy(f, tmp_path)
     lib = os.path.join(d, f"lib{name}.so")
     symbols = subprocess.run(["nm", lib], capture_output=True, text=True).stdout
     assert "sf_entry_7" in symbols                   # the literal-size unit is in the library

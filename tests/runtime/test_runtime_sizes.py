@@ -254,3 +254,25 @@ def test_a_recurrent_model_with_a_run_time_batch():
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=2e-5, err_msg=f"batch {b}")
         for p, q in zip(f.shared, twin.shared):
             np.testing.assert_allclose(p.get_value(), q.get_value(), rtol=1e-4, atol=2e-5, err_msg=p.name)
+
+
+def test_functions_sharing_a_library_run_from_threads_at_different_sizes():
+    """Two functions of one graph load one library, whose sizes are its globals: from
+    two threads at different batch sizes each still gives what it gives alone."""
+    import threading
+    fs = [zoo.get("mlp", batch="batch", seed=0).predict_function("cpu") for _ in range(2)]
+    assert fs[0]._run.lib._handle == fs[1]._run.lib._handle
+    xs = [zoo.get("mlp", batch=1).example_batch(seed=b, size=b)[0] for b in (3, 200)]
+    want = [f(x) for f, x in zip(fs, xs)]
+    bad = []
+
+    def work(k):
+        for _ in range(100):
+            if not np.array_equal(fs[k](xs[k]), want[k]):
+                bad.append(k)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad

@@ -10,27 +10,16 @@ import numpy as np
 import pytest
 
 import symfuse as sf
-from symfuse.codegen import cuda_module
 from symfuse.errors import InputError
 from symfuse.ir.symdim import check_generated
 from symfuse.nn import zoo
 from symfuse.runtime import cuda as cuda_backend
-from symfuse.runtime import cuda_runtime
-from symfuse.runtime.cuda_emu import EmuModule, find_cxx
+from symfuse.runtime.cuda_emu import find_cxx
+from test_cuda_pycuda_executor import _emulate
+from test_runtime_sizes import _static_twin
 
 SIZES = (1, 7, 32)
 needs_cxx = pytest.mark.skipif(find_cxx() is None, reason="the emulator needs a C++ compiler")
-
-
-def _static_twin(name, b, state):
-    """The model's training step with batch ``b`` as a number on the interpreter,
-    from the given state (parameters and optimiser slots, in the step's order)."""
-    m = zoo.get(name, batch=b, seed=0)
-    step = m.train_function("interp")
-    assert len(step.shared) == len(state)
-    for s, v in zip(step.shared, state):
-        s.set_value(v)
-    return step
 
 
 def _train_like_static_builds(name, device, **options):
@@ -165,12 +154,7 @@ def test_pycuda_executor_on_a_fake_gpu(monkeypatch, tmp_path):
     monkeypatch.setattr(cuda_backend, "gpu_arch", lambda: "sm_90")
     m = zoo.get("mlp", batch="batch", seed=0)
     f = m.train_function("cuda", arch="sm_90")
-    prog = f._run
-    launches = [ln for k in prog.launched for ln in k.launches]
-    if any(not ln.library for ln in launches):
-        modules.append(EmuModule(prog.source, name=prog.name, include_dirs=[cuda_module.TEMPLATE_DIR]))
-    if any(ln.library for ln in launches):
-        modules.append(cuda_runtime.emu_library()[0])
+    _emulate(f, modules)
     for b in (7, 32, 1):
         data = m.example_batch(seed=b, size=b)
         twin = _static_twin("mlp", b, [s.get_value() for s in f.shared])
