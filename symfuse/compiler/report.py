@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from ..ir.symdim import SymInt
+from ..ir.symdim import spelled
 
 
 @dataclass
@@ -161,7 +161,7 @@ class CompileReport:
         """The report as JSON; each stage carries ``parent`` (its index in ``stages``,
         null at the top level) and ``depth``."""
         return json.dumps({"function": self.name, "total_seconds": self.total_seconds,
-                           "stages": [asdict(s) for s in self.stages], "info": _spelled(self.info)}, indent=2)
+                           "stages": [asdict(s) for s in self.stages], "info": spelled(self.info)}, indent=2)
 
     def to_chrome_trace(self, path: str) -> None:
         """Trace Event Format (chrome://tracing, Perfetto): one complete event per stage."""
@@ -172,14 +172,3 @@ class CompileReport:
         with open(path, "w") as f:
             json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, f)
 
-
-def _spelled(x):
-    """``x`` with each run-time size as its IR spelling: JSON would write an int
-    subclass as its (trace) value."""
-    if type(x) is SymInt:
-        return repr(x)
-    if isinstance(x, dict):
-        return {k: _spelled(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_spelled(v) for v in x]
-    return x

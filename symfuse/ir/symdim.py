@@ -374,6 +374,19 @@ def ir_expr(poly) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
+def spelled(x):
+    """``x`` (a size, or lists/tuples/dicts holding sizes) with each run-time size as
+    its IR spelling: plain data for JSON, which would write an int subclass as its
+    (trace) value."""
+    if type(x) is SymInt:
+        return repr(x)
+    if isinstance(x, dict):
+        return {k: spelled(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [spelled(v) for v in x]
+    return x
+
+
 def maybe_nonzero(x) -> bool:
     """``x != 0`` for a static size; True for a run-time one (take the general path)."""
     return type(x) is SymInt or x != 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from ..ir.symdim import spelled
 from .cache import DiskCache, environment_cache
 
 
@@ -30,23 +31,19 @@ def _planned_buffers(plan, partition) -> list[dict]:
         v = values.get(b.name)
         size = v.type.nbytes if v is not None else b.nbytes
         # with a run-time size, offsets and bytes are expressions as the IR spells them ("(batch*40)")
-        out.append({"name": label(b.name), "offset": _plain_size(plan.offsets[b.name]), "bytes": _plain_size(size),
+        out.append({"name": label(b.name), "offset": spelled(plan.offsets[b.name]), "bytes": spelled(size),
                     "first_step": b.first, "last_step": b.last,
-                    "shape": [d if type(d) is int else repr(d) for d in v.type.shape] if v is not None else None,
+                    "shape": spelled(list(v.type.shape)) if v is not None else None,
                     "dtype": str(v.type.dtype) if v is not None else "uint8",
                     "in_place_of": label(reuses[b.name]) if b.name in reuses else None})
     return out
-
-
-def _plain_size(x):
-    return x if type(x) is int else repr(x)
 
 
 def _arena_by_size(plan, sizes) -> dict:
     """The arena as a function of the run-time size, and its bytes at a few sizes."""
     at = sorted({1, 32, 128, *sizes.specialize} | ({sizes.maximum} if sizes.maximum else set()))
     arena = plan.arena_bytes
-    return {"names": list(sizes.names), "max": sizes.maximum, "arena": _plain_size(arena),
+    return {"names": list(sizes.names), "max": sizes.maximum, "arena": spelled(arena),
             "arena_bytes_at": {str(n): arena if type(arena) is int else arena.evaluate({k: n for k in sizes.names})
                                for n in at if sizes.maximum is None or n <= sizes.maximum}}
 
@@ -149,7 +146,7 @@ class Backend:
             if sizes and sizes.maximum is not None and type(job.layout.plan.arena_bytes) is int:
                 st.note += f", planned for {' = '.join(sizes.names)} <= {sizes.maximum}"
         plan = job.layout.plan
-        report.info["memory"] = {k: _plain_size(getattr(plan, k))
+        report.info["memory"] = {k: spelled(getattr(plan, k))
                                  for k in ("arena_bytes", "naive_bytes", "lower_bound_bytes")}
         report.info["memory"]["buffers"] = _planned_buffers(plan, job.partition)
         if sizes:
